@@ -1,0 +1,25 @@
+"""Cost accounting: FLOPs (2 x MACs, torch.utils.flop_counter's convention) and parameters."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+@torch.no_grad()
+def flops(model: nn.Module, example_input: torch.Tensor) -> int:
+    """FLOPs of one forward of `example_input`, counted by torch's own FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(example_input)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def params(model: nn.Module) -> int:
+    """Number of parameters (BatchNorm affine parameters included, buffers not)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,470 @@
+"""Data sets for fine-tuning and search: CIFAR-10 (python batches), ImageNet (ImageFolder), a generated demo.
+
+Every builder returns `(train, val)` torch Datasets yielding `(image [3, H, W] float, label int)`.
+The search trains weights on one part of the training data and architecture logits on a held-out
+part of it (`split_train_heldout`); validation data is never used for either.
+
+Bad input (missing or empty folders, the wrong layout, corrupt batches or images) raises
+`BadInputError` naming the path and the fix. Writers of small fake data in the real file formats
+(`write_fake_cifar10`, `write_fake_imagefolder`) let tests and demos run the real loading paths.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from .errors import BadInputError
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch"
+CIFAR10_META_FILE = "batches.meta"
+CIFAR10_SUBDIR = "cifar-10-batches-py"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+DEMO_NAME = "demo (generated, not real data)"
+KINDS = ("cifar10", "imagenet", "demo")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data set to build and how; `root` is unused for the demo."""
+
+    kind: str = "demo"  # one of KINDS
+    root: str | None = None  # CIFAR-10 batch folder or ImageNet folder with train/ and val/
+    augment: bool = True  # standard training augmentations (off: the val transform on train too)
+    image_size: int = 32  # demo only (CIFAR is 32, ImageNet crops 224)
+    num_classes: int = 10  # demo only
+    demo_train: int = 2000  # demo: training samples
+    demo_val: int = 500  # demo: validation samples
+    demo_noise: float = 0.8  # demo: std of the noise added to the unit-amplitude class pattern
+    seed: int = 0  # demo: patterns and noise
+
+
+def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
+    """(train, val) for `cfg.kind`."""
+    if cfg.kind == "demo":
+        common = dict(num_classes=cfg.num_classes, image_size=cfg.image_size, seed=cfg.seed, noise=cfg.demo_noise)
+        return demo_dataset(cfg.demo_train, split="train", **common), demo_dataset(cfg.demo_val, split="val", **common)
+    if cfg.kind not in KINDS:
+        raise BadInputError(f"data kind {cfg.kind!r} is unknown; choose one of {list(KINDS)}")
+    if not cfg.root:
+        raise BadInputError(f"data kind {cfg.kind!r} needs a root folder; pass the data set's local path")
+    if cfg.kind == "cifar10":
+        return cifar10_datasets(cfg.root, augment=cfg.augment)
+    return imagenet_datasets(cfg.root, augment=cfg.augment)
+
+
+def dataset_label(ds: Dataset) -> str:
+    """Human-readable name of a data set for reports, looking through Subsets."""
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    name = getattr(ds, "name", None)
+    if name:
+        return str(name)
+    root = getattr(ds, "root", None)
+    return f"{type(ds).__name__}({root})" if root else type(ds).__name__
+
+
+# ---------------------------------------------------------------------------------------------- CIFAR-10
+
+
+def _cifar_transforms(augment: bool):
+    from torchvision import transforms as T
+
+    normalise = [T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD)]
+    train = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if augment else []
+    return T.Compose(train + normalise), T.Compose(normalise)
+
+
+class CIFAR10Batches(Dataset):
+    """Images of CIFAR-10 python batch files held in memory as uint8 [N, 32, 32, 3]."""
+
+    def __init__(self, root: str | Path, files: tuple[str, ...], transform=None, name: str = "cifar10"):
+        self.root = _cifar_dir(Path(root))
+        arrays, labels = [], []
+        for f in files:
+            x, y = _read_cifar_batch(self.root / f)
+            arrays.append(x)
+            labels.extend(y)
+        self.images = np.concatenate(arrays)  # [N, 32, 32, 3] uint8
+        self.targets = labels
+        self.classes = _read_cifar_meta(self.root)
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i])
+        return (self.transform(img) if self.transform else img), self.targets[i]
+
+
+def cifar10_datasets(root: str | Path, augment: bool = True) -> tuple[Dataset, Dataset]:
+    """(train: data_batch_1..5, val: test_batch) from the python-format folder (or its parent)."""
+    train_tf, val_tf = _cifar_transforms(augment)
+    train = CIFAR10Batches(root, CIFAR10_TRAIN_FILES, train_tf, name="cifar10 train")
+    val = CIFAR10Batches(root, (CIFAR10_TEST_FILE,), val_tf, name="cifar10 test")
+    return train, val
+
+
+_CIFAR_LAYOUT = (f"a folder with {', '.join(CIFAR10_TRAIN_FILES)}, {CIFAR10_TEST_FILE} and {CIFAR10_META_FILE} "
+                 f"(the python version of CIFAR-10, possibly inside {CIFAR10_SUBDIR}/)")
+
+
+def _cifar_dir(root: Path) -> Path:
+    if not root.exists():
+        raise BadInputError(f"CIFAR-10 folder {str(root)!r} does not exist; pass {_CIFAR_LAYOUT}")
+    if not root.is_dir():
+        raise BadInputError(f"CIFAR-10 path {str(root)!r} is not a folder; pass {_CIFAR_LAYOUT}")
+    for candidate in (root, root / CIFAR10_SUBDIR):
+        if (candidate / CIFAR10_TEST_FILE).is_file():
+            missing = [f for f in (*CIFAR10_TRAIN_FILES, CIFAR10_META_FILE) if not (candidate / f).is_file()]
+            if missing:
+                raise BadInputError(f"CIFAR-10 folder {str(candidate)!r} lacks {missing}; expected {_CIFAR_LAYOUT}")
+            return candidate
+    if not any(root.iterdir()):
+        raise BadInputError(f"CIFAR-10 folder {str(root)!r} is empty; expected {_CIFAR_LAYOUT}")
+    found = sorted(p.name for p in root.iterdir())[:8]
+    raise BadInputError(f"CIFAR-10 folder {str(root)!r} has the wrong layout (found {found}); expected {_CIFAR_LAYOUT}")
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            # The real files are Python 2 pickles of dicts with bytes keys; encoding="bytes" reads both.
+            obj = pickle.load(f, encoding="bytes")
+    except Exception as e:  # truncated or foreign files raise several types
+        raise BadInputError(f"CIFAR-10 batch {str(path)!r} is corrupt ({type(e).__name__}: {e}); "
+                            "re-extract cifar-10-python.tar.gz") from e
+    if not isinstance(obj, dict):
+        raise BadInputError(f"CIFAR-10 batch {str(path)!r} holds a {type(obj).__name__}, not a dict; "
+                            "re-extract cifar-10-python.tar.gz")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    batch = _unpickle(path)
+    fix = "re-extract cifar-10-python.tar.gz"
+    if "data" not in batch or "labels" not in batch:
+        raise BadInputError(f"CIFAR-10 batch {str(path)!r} lacks 'data'/'labels' (keys {sorted(batch)}); {fix}")
+    data = np.asarray(batch["data"])
+    labels = [int(y) for y in batch["labels"]]
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(labels):
+        raise BadInputError(f"CIFAR-10 batch {str(path)!r}: data must be uint8 [N, 3072] with N labels, got "
+                            f"{data.dtype} {list(data.shape)} and {len(labels)} labels; {fix}")
+    if labels and not all(0 <= y < 10 for y in labels):
+        raise BadInputError(f"CIFAR-10 batch {str(path)!r}: labels must lie in 0..9; {fix}")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # rows are R,G,B planes -> [N, 32, 32, 3]
+
+
+def _read_cifar_meta(root: Path) -> list[str]:
+    meta = _unpickle(root / CIFAR10_META_FILE)
+    names = meta.get("label_names")
+    if not isinstance(names, list) or len(names) != 10:
+        raise BadInputError(f"CIFAR-10 meta {str(root / CIFAR10_META_FILE)!r} lacks 10 'label_names'; "
+                            "re-extract cifar-10-python.tar.gz")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def write_fake_cifar10(folder: str | Path, n_train: int = 50, n_test: int = 20, seed: int = 0) -> Path:
+    """Small random CIFAR-10 in the real python-batch format under `folder/cifar-10-batches-py/`.
+
+    `n_train` images are spread over the five training batches. Images are class-tinted noise, so a
+    model can learn a little from them. Returns the batch folder.
+    """
+    out = Path(folder) / CIFAR10_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tints = rng.integers(0, 256, size=(10, 3))
+
+    def batch(n: int, label: str) -> dict:
+        labels = rng.integers(0, 10, size=n)
+        noise = rng.integers(-60, 61, size=(n, 3, 32 * 32))
+        data = np.clip(tints[labels][:, :, None] + noise, 0, 255).astype(np.uint8).reshape(n, 3072)
+        return {b"batch_label": label.encode(), b"labels": [int(y) for y in labels], b"data": data,
+                b"filenames": [f"fake_{label}_{i}.png".encode() for i in range(n)]}
+
+    sizes = [n_train // 5 + (1 if i < n_train % 5 else 0) for i in range(5)]
+    for name, n in zip(CIFAR10_TRAIN_FILES, sizes):
+        _pickle_atomic(out / name, batch(n, name))
+    _pickle_atomic(out / CIFAR10_TEST_FILE, batch(n_test, CIFAR10_TEST_FILE))
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    _pickle_atomic(out / CIFAR10_META_FILE, {b"num_cases_per_batch": max(sizes), b"label_names": names,
+                                             b"num_vis": 3072})
+    return out
+
+
+def _pickle_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        pickle.dump(obj, f, protocol=2)  # the protocol of the real files
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- ImageNet
+
+
+_IMAGENET_LAYOUT = ("a folder with train/<class>/<image> and val/<class>/<image> (ImageFolder layout, the same "
+                    "class folders in both, e.g. train/n01440764/x.JPEG)")
+
+
+def _imagenet_transforms(augment: bool):
+    from torchvision import transforms as T
+
+    normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    val = T.Compose([T.Resize(256), T.CenterCrop(224), *normalise])
+    train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), *normalise]) if augment else val
+    return train, val
+
+
+def _checked_image_loader(path: str):
+    """torchvision's PIL loader, with a corrupt file reported by path (a DataLoader would bury it)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except Exception as e:
+        raise BadInputError(f"image {path!r} cannot be decoded ({type(e).__name__}: {e}); "
+                            "replace or delete the file (verify_image_folder lists every bad file)") from e
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def check_imagefolder_layout(root: str | Path) -> list[str]:
+    """The class names of an ImageNet-style folder; BadInputError naming the path if the layout is wrong."""
+    root = Path(root)
+    if not root.exists():
+        raise BadInputError(f"image folder {str(root)!r} does not exist; pass {_IMAGENET_LAYOUT}")
+    if not root.is_dir():
+        raise BadInputError(f"image path {str(root)!r} is not a folder; pass {_IMAGENET_LAYOUT}")
+    if not any(root.iterdir()):
+        raise BadInputError(f"image folder {str(root)!r} is empty; expected {_IMAGENET_LAYOUT}")
+    classes = None
+    for split in ("train", "val"):
+        d = root / split
+        if not d.is_dir():
+            found = sorted(p.name for p in root.iterdir())[:8]
+            raise BadInputError(f"image folder {str(root)!r} has no {split}/ (found {found}); "
+                                f"expected {_IMAGENET_LAYOUT}")
+        names = _class_dirs(d)
+        if not names:
+            loose = "loose image files but no class folders" if _image_files(d) else "no class folders"
+            raise BadInputError(f"{str(d)!r} has {loose}; expected {_IMAGENET_LAYOUT} (for the flat ImageNet val "
+                                "set, move each image into its class folder using the devkit's ground truth)")
+        empty = [n for n in names if not _image_files(d / n)]
+        if empty:
+            raise BadInputError(f"class folders {empty[:5]} under {str(d)!r} hold no images "
+                                f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folders")
+        if classes is None:
+            classes = names
+        elif names != classes:
+            only_train, only_val = sorted(set(classes) - set(names)), sorted(set(names) - set(classes))
+            raise BadInputError(f"train/ and val/ under {str(root)!r} have different class folders "
+                                f"(only in train: {only_train[:5]}, only in val: {only_val[:5]}); "
+                                "both must hold the same classes")
+    return classes
+
+
+def imagenet_datasets(root: str | Path, augment: bool = True) -> tuple[Dataset, Dataset]:
+    """(train, val) ImageFolders with the standard ImageNet transforms; layout checked first."""
+    from torchvision.datasets import ImageFolder
+
+    check_imagefolder_layout(root)
+    train_tf, val_tf = _imagenet_transforms(augment)
+    root = Path(root)
+    train = ImageFolder(str(root / "train"), transform=train_tf, loader=_checked_image_loader)
+    val = ImageFolder(str(root / "val"), transform=val_tf, loader=_checked_image_loader)
+    train.name, val.name = f"imagefolder train ({root})", f"imagefolder val ({root})"
+    return train, val
+
+
+def verify_image_folder(path: str | Path, max_files: int | None = None) -> int:
+    """Decode every image under `path` (up to `max_files`) with PIL; returns the count checked.
+
+    Raises BadInputError listing the corrupt files, so a run fails up front instead of mid-epoch.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_dir():
+        raise BadInputError(f"image folder {str(path)!r} does not exist; pass {_IMAGENET_LAYOUT}")
+    files = _image_files(path)
+    if not files:
+        raise BadInputError(f"image folder {str(path)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                            f"expected {_IMAGENET_LAYOUT}")
+    files = files[:max_files] if max_files is not None else files
+    bad = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.convert("RGB")  # a full decode: verify() alone misses truncated pixel data
+        except Exception as e:
+            bad.append(f"{f} ({type(e).__name__})")
+    if bad:
+        raise BadInputError(f"{len(bad)} of {len(files)} images under {str(path)!r} cannot be decoded: "
+                            f"{bad[:5]}{' ...' if len(bad) > 5 else ''}; replace or delete them")
+    return len(files)
+
+
+def write_fake_imagefolder(folder: str | Path, classes: int | list[str] = 3, per_class: int = 4, size: int = 64,
+                           seed: int = 0, splits: tuple[str, ...] = ("train", "val")) -> Path:
+    """Small JPEGs in ImageNet's layout: `folder/<split>/<class>/<i>.JPEG`, class-tinted noise. Returns `folder`."""
+    from PIL import Image
+
+    folder = Path(folder)
+    names = classes if isinstance(classes, list) else [f"n{i:08d}" for i in range(classes)]
+    rng = np.random.default_rng(seed)
+    tints = rng.integers(0, 256, size=(len(names), 3))
+    for split in splits:
+        for c, name in enumerate(names):
+            d = folder / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                noise = rng.integers(-50, 51, size=(size, size, 3))
+                pixels = np.clip(tints[c] + noise, 0, 255).astype(np.uint8)
+                fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp.", suffix=".JPEG")
+                os.close(fd)
+                Image.fromarray(pixels).save(tmp, format="JPEG")
+                os.replace(tmp, d / f"{split}_{i:04d}.JPEG")
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+class DemoDataset(Dataset):
+    """Generated images: each class is a fixed mix of oriented sinusoid gratings, plus noise per sample.
+
+    Sample i is computed on access from (seed, split, i), so any size costs no memory and is the same
+    in every process. Labels cycle through the classes (balanced). Not real data: `name` says so.
+    """
+
+    name = DEMO_NAME
+
+    def __init__(self, num_samples: int, num_classes: int = 10, image_size: int = 32, seed: int = 0,
+                 noise: float = 0.8, split: str = "train", components: int = 3):
+        for what, v, lo in (("num_samples", num_samples, 1), ("num_classes", num_classes, 2),
+                            ("image_size", image_size, 8)):
+            if not isinstance(v, int) or v < lo:
+                raise BadInputError(f"demo dataset: {what}={v!r} must be an int >= {lo}")
+        self.num_samples, self.num_classes, self.image_size = num_samples, num_classes, image_size
+        self.seed, self.noise, self.split = seed, float(noise), split
+        self.classes = [f"pattern_{c}" for c in range(num_classes)]
+        g = torch.Generator().manual_seed(seed)
+        # Per class and component: spatial frequency (cycles per image), orientation, phase, RGB weights.
+        self._freq = 1.0 + 3.0 * torch.rand(num_classes, components, generator=g)  # [C, K]
+        self._angle = math.pi * torch.rand(num_classes, components, generator=g)  # [C, K]
+        self._phase = 2 * math.pi * torch.rand(num_classes, components, generator=g)  # [C, K]
+        self._rgb = torch.randn(num_classes, components, 3, generator=g)  # [C, K, 3]
+        self._rgb /= self._rgb.norm(dim=(1, 2), keepdim=True) / math.sqrt(3)  # unit mean power per class
+        self._split_offset = {"train": 0, "heldout": 1, "val": 2}.get(split, 3) * 1_000_003
+        coords = torch.arange(image_size, dtype=torch.float32) / image_size
+        self._yy, self._xx = torch.meshgrid(coords, coords, indexing="ij")  # [H, W] each
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def pattern(self, c: int, shift: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
+        """The noise-free image of class `c`, translated by `shift` (fractions of the image)."""
+        direction_x, direction_y = torch.cos(self._angle[c]), torch.sin(self._angle[c])  # [K]
+        x, y = self._xx + shift[0], self._yy + shift[1]  # [H, W]
+        arg = 2 * math.pi * self._freq[c, :, None, None] * (direction_x[:, None, None] * x
+                                                             + direction_y[:, None, None] * y)  # [K, H, W]
+        waves = torch.sin(arg + self._phase[c, :, None, None])  # [K, H, W]
+        return torch.einsum("kc,khw->chw", self._rgb[c], waves)  # [3, H, W]
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.num_samples:
+            raise IndexError(i)
+        g = torch.Generator().manual_seed(self.seed * 7_919 + self._split_offset + i)
+        label = i % self.num_classes
+        shift = (torch.rand(2, generator=g) - 0.5) * 0.1  # small random translation
+        noise = self.noise * torch.randn(3, self.image_size, self.image_size, generator=g)
+        return self.pattern(label, (float(shift[0]), float(shift[1]))) + noise, label
+
+
+def demo_dataset(num_samples: int = 1000, num_classes: int = 10, image_size: int = 32, seed: int = 0,
+                 noise: float = 0.8, split: str = "train") -> DemoDataset:
+    """A learnable generated data set (see DemoDataset); splits share the class patterns, not the noise."""
+    return DemoDataset(num_samples, num_classes, image_size, seed, noise, split)
+
+
+# ---------------------------------------------------------------------------------------------- splits, loaders
+
+
+def split_train_heldout(dataset: Dataset, heldout_fraction: float, seed: int = 0) -> tuple[Subset, Subset]:
+    """Disjoint (train, heldout) random subsets of a TRAINING set: weights on one, architecture logits on the other."""
+    if not isinstance(heldout_fraction, (int, float)) or not 0 < heldout_fraction < 1:
+        raise BadInputError(f"heldout_fraction={heldout_fraction!r} must lie strictly between 0 and 1 (e.g. 0.2)")
+    n = len(dataset)
+    n_heldout = int(round(n * heldout_fraction))
+    if n_heldout < 1 or n_heldout >= n:
+        raise BadInputError(f"heldout_fraction={heldout_fraction} of {n} samples leaves an empty split; "
+                            "use more data or a fraction nearer 0.5")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, sorted(order[n_heldout:])), Subset(dataset, sorted(order[:n_heldout]))
+
+
+class EpochSampler(Sampler[int]):
+    """A random permutation per epoch that depends only on (seed, epoch): resumable at any epoch.
+
+    Call `set_epoch(e)` before each epoch (as with DistributedSampler); `finetune` does.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader whose order and worker seeds follow from `seed` (and the epoch set by `seed_epoch`)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise BadInputError(f"batch_size={batch_size!r} must be a positive int")
+    if len(dataset) == 0:
+        raise BadInputError(f"data set {dataset_label(dataset)!r} is empty; check its folder")
+    sampler = EpochSampler(len(dataset), seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
+                      persistent_workers=False)
+
+
+def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make epoch `epoch` reproducible on its own: sample order, worker seeds and the global RNG (augmentations)."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 100_003 + epoch)  # DataLoader draws worker base seeds from it
+    torch.manual_seed(seed * 100_003 + epoch)  # main-process transforms and dropout

@@ -1,0 +1,136 @@
+"""Cost tables and the hardware-aware loss (ALGORITHM.md section 3).
+
+A `CostTable` is one target: per layer, the cost of each candidate rank (latency in ms from a LUT,
+or FLOPs), the fixed cost of everything that is not searched, and the budget T. The expected cost
+of the supernet is E = fixed + sum_layers sum_i m_i * cost[layer][i], with m the mixing weights of
+the latest forward. The penalty bites only above the budget:
+
+    multiplicative: loss = CE * max(1, E/T)^beta
+    additive:       loss = CE + lambda * max(0, E/T - 1)
+
+Several tables (one budget per hardware target) multiply or add their penalties.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .decompose import LayerSpec
+from .errors import BadInputError
+from .layers import SVDConv2d, SVDLinear, Tucker2Conv
+
+PENALTIES = ("multiplicative", "additive")
+
+
+@dataclass(frozen=True)
+class CostTable:
+    name: str  # hardware target ("cpu", "asic", ...) or "flops"
+    layer_costs: dict[str, tuple[float, ...]]  # aligned with the rank space's candidates; last = original layer
+    fixed_cost: float  # layers that are not searched, plus any measured overhead
+    budget: float  # absolute target T, same unit as the costs
+    unit: str = "ms"
+    meta: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def original_cost(self) -> float:
+        """Cost of the undecomposed model: every layer at its last candidate (max_rank = original)."""
+        return self.fixed_cost + sum(c[-1] for c in self.layer_costs.values())
+
+    @property
+    def min_cost(self) -> float:
+        return self.fixed_cost + sum(min(c) for c in self.layer_costs.values())
+
+    def with_budget_fraction(self, fraction: float) -> "CostTable":
+        """The same table with budget = fraction x original cost; refuses budgets nothing can meet."""
+        if not 0 < fraction:
+            raise BadInputError(f"budget {fraction} must be a positive fraction of the original cost")
+        budget = fraction * self.original_cost
+        if budget < self.min_cost:
+            raise BadInputError(
+                f"budget {fraction:g} of {self.name} ({budget:.4g} {self.unit}) is below the smallest reachable "
+                f"cost {self.min_cost:.4g} {self.unit} (fraction {self.min_cost / self.original_cost:.3f}); "
+                "raise the budget or add smaller candidate ranks")
+        return CostTable(self.name, self.layer_costs, self.fixed_cost, budget, self.unit, self.meta)
+
+    def cost_of(self, choice: dict[str, int], candidates: dict[str, tuple[int, ...]]) -> float:
+        """Cost of a discrete architecture {layer: rank}; a rank must be one of the layer's candidates."""
+        total = self.fixed_cost
+        for name, costs in self.layer_costs.items():
+            total += costs[candidates[name].index(choice[name])]
+        return total
+
+    def check_against(self, candidates: dict[str, tuple[int, ...]]) -> None:
+        for name, cands in candidates.items():
+            costs = self.layer_costs.get(name)
+            if costs is None:
+                raise BadInputError(f"cost table {self.name!r} has no costs for layer {name!r}; "
+                                    "profile that layer or remove it from the rank space")
+            if len(costs) != len(cands):
+                raise BadInputError(f"cost table {self.name!r}, layer {name!r}: {len(costs)} costs for "
+                                    f"{len(cands)} candidate ranks")
+
+
+def expected_cost(layer_weights: dict[str, torch.Tensor], table: CostTable) -> torch.Tensor:
+    """E = fixed + sum_l m_l . cost_l (differentiable in the mixing weights)."""
+    total = None
+    for name, costs in table.layer_costs.items():
+        m = layer_weights[name]
+        term = (m * torch.as_tensor(costs, dtype=m.dtype, device=m.device)).sum()
+        total = term if total is None else total + term
+    return total + table.fixed_cost
+
+
+def hardware_loss(ce: torch.Tensor, costs: list[torch.Tensor], tables: list[CostTable], penalty: str = "additive",
+                  beta: float = 0.6, lam: float = 1.0) -> torch.Tensor:
+    """CE with the over-budget penalty of every table applied."""
+    if penalty not in PENALTIES:
+        raise BadInputError(f"penalty {penalty!r} unknown; use one of {PENALTIES}")
+    loss = ce
+    for cost, table in zip(costs, tables):
+        ratio = cost / table.budget
+        if penalty == "multiplicative":
+            loss = loss * torch.clamp(ratio, min=1.0) ** beta
+        else:
+            loss = loss + lam * torch.relu(ratio - 1.0)
+    return loss
+
+
+def candidate_module(spec: LayerSpec, rank: int, original: bool) -> nn.Module:
+    """A module with the geometry of `spec` at `rank` (random weights), or the original layer."""
+    if spec.op == "linear":
+        if original:
+            return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias)
+        return SVDLinear(spec.in_channels, spec.out_channels, rank, bias=spec.bias)
+    if original:
+        return nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
+                         spec.dilation, bias=spec.bias)
+    if spec.kind == "svd":
+        return SVDConv2d(spec.in_channels, spec.out_channels, rank, spec.stride, spec.padding, bias=spec.bias)
+    return Tucker2Conv(spec.in_channels, spec.out_channels, spec.kernel_size, rank, spec.stride, spec.padding,
+                       spec.dilation, bias=spec.bias)
+
+
+def layer_flops(spec: LayerSpec, rank: int, batch: int = 1) -> int:
+    """FLOPs of one layer at `rank` (max_rank: the original layer), counted by torch on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if spec.op == "conv2d" and spec.input_hw is None:
+        raise BadInputError(f"layer {spec.name!r} has no input size: trace the specs with an example input")
+    with torch.device("meta"):
+        module = candidate_module(spec, rank, original=rank >= spec.max_rank)
+        x = torch.empty(batch, spec.in_channels, *spec.input_hw) if spec.op == "conv2d" else \
+            torch.empty(batch, spec.in_channels)
+        with FlopCounterMode(display=False) as counter:
+            module(x)
+    return int(counter.get_total_flops())
+
+
+def flops_cost_table(specs: dict[str, LayerSpec], candidates: dict[str, tuple[int, ...]], total_flops: int,
+                     budget_fraction: float = 1.0) -> CostTable:
+    """The FLOPs variant: costs in GFLOPs; fixed = total - the searched layers' original FLOPs."""
+    layer_costs = {n: tuple(layer_flops(specs[n], r) / 1e9 for r in cands) for n, cands in candidates.items()}
+    fixed = total_flops / 1e9 - sum(c[-1] for c in layer_costs.values())
+    table = CostTable("flops", layer_costs, fixed, budget=total_flops / 1e9, unit="GFLOPs")
+    return table.with_budget_fraction(budget_fraction)

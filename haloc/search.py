@@ -1,0 +1,384 @@
+"""The HALOC search loop: alternate weight steps (training split) and alpha steps (held-out split).
+
+    search = SupernetSearch(model, rank_space, [cost_table, ...], SearchConfig(...))
+    for epoch in range(cfg.epochs): search.run_epoch(train_loader, heldout_loader)   # checkpointable
+    result = search.result()
+
+Weight steps minimise CE + w_fm(t) * feature-map MSE against the frozen original (interference
+mitigation; w_fm decays linearly to 0). Alpha steps minimise the hardware-aware loss on held-out
+batches of the training data. tau anneals exponentially from tau_start to tau_end over all steps.
+The result is the per-layer argmax, projected onto the budget(s) when the argmax misses them.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .decompose import LayerSpec, decomposable_layers
+from .errors import BadInputError
+from .hardware_loss import PENALTIES, CostTable, expected_cost, hardware_loss
+from .rank_space import RankSpace
+from .supernet import Supernet, compressed_ranks
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    epochs: int = 10
+    warmup_epochs: int = 1  # weight steps only, before alpha starts to move
+    train_weights: bool = True  # False: "train once, search many" - only alpha moves
+    weight_lr: float = 0.01
+    weight_momentum: float = 0.9
+    weight_decay: float = 5e-4
+    arch_lr: float = 0.05
+    tau_start: float = 5.0
+    tau_end: float = 0.1
+    penalty: str = "additive"  # or "multiplicative"
+    lam: float = 2.0  # additive weight
+    beta: float = 0.6  # multiplicative exponent
+    fm_weight: float = 1.0  # feature-map regulariser at the start; decays linearly to 0
+    steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
+    fill_budget: bool = True  # after the argmax, raise ranks while the budget(s) allow it
+    fill_tolerance: float = 0.05  # ... only when the argmax is more than this fraction under budget
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.penalty not in PENALTIES:
+            raise BadInputError(f"penalty {self.penalty!r} unknown; use one of {PENALTIES}")
+        if self.epochs < 1 or self.tau_start <= 0 or self.tau_end <= 0:
+            raise BadInputError("search needs epochs >= 1 and positive tau_start, tau_end")
+
+
+@dataclass
+class SearchResult:
+    ranks: dict[str, int]  # the ranks JSON: only layers that are decomposed
+    all_ranks: dict[str, int]  # every searched layer, max_rank = not decomposed
+    predicted_cost: dict[str, float]  # per cost table, of `all_ranks`
+    argmax_cost: dict[str, float]  # per cost table, of the plain argmax before projection
+    budget: dict[str, float]
+    within_budget: dict[str, bool]
+    probabilities: dict[str, list[float]]
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FeatureMatcher:
+    """Relative MSE between block outputs of the supernet and of the frozen original model."""
+
+    def __init__(self, supernet: Supernet, original: nn.Module, layer_names: list[str]):
+        self.names = feature_modules(original, layer_names)
+        self.student: dict[str, torch.Tensor] = {}
+        self.teacher: dict[str, torch.Tensor] = {}
+        s_mods, t_mods = dict(supernet.net.named_modules()), dict(original.named_modules())
+        self.hooks = [s_mods[n].register_forward_hook(self._store(self.student, n)) for n in self.names]
+        self.hooks += [t_mods[n].register_forward_hook(self._store(self.teacher, n)) for n in self.names]
+
+    @staticmethod
+    def _store(bucket: dict, name: str):
+        def hook(_m, _args, out):
+            bucket[name] = out
+
+        return hook
+
+    def loss(self) -> torch.Tensor:
+        """Mean over blocks of MSE / mean square of the original's output: scale-free across blocks."""
+        terms = []
+        for n in self.names:
+            target = self.teacher[n].detach()
+            terms.append(F.mse_loss(self.student[n], target) / target.pow(2).mean().clamp_min(1e-8))
+        return torch.stack(terms).mean()
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+def feature_modules(model: nn.Module, layer_names: list[str]) -> list[str]:
+    """Blocks to match: each searched layer's parent, unless the parent is a plain Sequential
+    (then the layer itself); modules inside another chosen module are dropped."""
+    modules = dict(model.named_modules())
+    chosen = []
+    for name in layer_names:
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        pick = name if parent == "" or isinstance(modules[parent], nn.Sequential) else parent
+        if pick not in chosen:
+            chosen.append(pick)
+    return [c for c in chosen if not any(c != o and c.startswith(o + ".") for o in chosen)]
+
+
+class SupernetSearch:
+    """One search: the supernet, its two optimizers and the schedule; `state_dict` makes it resumable."""
+
+    def __init__(self, model: nn.Module, rank_space: RankSpace, cost_tables: list[CostTable], cfg: SearchConfig,
+                 specs: dict[str, LayerSpec] | None = None, steps_per_epoch: int | None = None):
+        if not cost_tables:
+            raise BadInputError("a search needs at least one cost table (a hardware target or FLOPs)")
+        for table in cost_tables:
+            table.check_against(rank_space.candidates)
+        self.cfg = cfg
+        self.rank_space = rank_space
+        self.tables = cost_tables
+        self.device = torch.device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.specs = specs or decomposable_layers(model)
+        self.original = copy.deepcopy(model).to(self.device).eval()
+        for p in self.original.parameters():
+            p.requires_grad_(False)
+        self.supernet = Supernet(model, rank_space, self.specs).to(self.device)
+        self.weight_opt = torch.optim.SGD(self.supernet.weight_parameters(), lr=cfg.weight_lr,
+                                          momentum=cfg.weight_momentum, weight_decay=cfg.weight_decay)
+        self.arch_opt = torch.optim.Adam(self.supernet.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999))
+        self.steps_per_epoch = steps_per_epoch or cfg.steps_per_epoch
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict] = []
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    # --- schedule ------------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        return max(1, self.cfg.epochs * (self.steps_per_epoch or 1))
+
+    def tau(self) -> float:
+        frac = min(1.0, self.step / self.total_steps())
+        return self.cfg.tau_start * (self.cfg.tau_end / self.cfg.tau_start) ** frac
+
+    def fm_weight(self) -> float:
+        return self.cfg.fm_weight * max(0.0, 1.0 - self.step / self.total_steps())
+
+    # --- one epoch -----------------------------------------------------------------------------
+    def run_epoch(self, train_loader: Iterable, heldout_loader: Iterable) -> dict:
+        """Alternate a weight step and an alpha step per batch pair; returns the epoch's metrics."""
+        if self.steps_per_epoch is None:
+            self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+        cfg = self.cfg
+        search_alpha = self.epoch >= cfg.warmup_epochs or not cfg.train_weights
+        matcher = FeatureMatcher(self.supernet, self.original, list(self.rank_space.candidates)) \
+            if cfg.train_weights and cfg.fm_weight > 0 else None
+        sums = {"ce": 0.0, "fm": 0.0, "arch_ce": 0.0, "arch_loss": 0.0, "correct": 0, "seen": 0}
+        held = _cycle(heldout_loader)
+        self.supernet.train()
+        n = 0
+        try:
+            for x, y in train_loader:
+                if n >= self.steps_per_epoch:
+                    break
+                n += 1
+                x, y = x.to(self.device), y.to(self.device)
+                self.supernet.set_mix("gumbel", self.tau())
+                if cfg.train_weights:
+                    self.supernet.requires_grad_(True)
+                    ce, fm = self._weight_step(x, y, matcher)
+                    sums["ce"] += ce
+                    sums["fm"] += fm
+                if search_alpha:
+                    hx, hy = next(held)
+                    arch_ce, arch_loss, correct = self._arch_step(hx.to(self.device), hy.to(self.device))
+                    sums["arch_ce"] += arch_ce
+                    sums["arch_loss"] += arch_loss
+                    sums["correct"] += correct
+                    sums["seen"] += len(hy)
+                self.step += 1
+        finally:
+            if matcher:
+                matcher.remove()
+        n = max(1, n)
+        self.epoch += 1
+        metrics = {
+            "epoch": self.epoch, "tau": self.tau(), "train_ce": sums["ce"] / n, "fm_mse": sums["fm"] / n,
+            "heldout_ce": sums["arch_ce"] / n if search_alpha else None,
+            "heldout_acc": sums["correct"] / sums["seen"] if sums["seen"] else None,
+            "alpha_entropy": self.alpha_entropy(),
+        }
+        metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
+        metrics.update({f"budget_{t.name}": t.budget for t in self.tables})
+        self.history.append(metrics)
+        return metrics
+
+    def _weight_step(self, x, y, matcher):
+        for p in self.supernet.arch_parameters():
+            p.requires_grad_(False)
+        logits = self.supernet(x)
+        ce = F.cross_entropy(logits, y)
+        loss = ce
+        fm = torch.zeros(())
+        w = self.fm_weight()
+        if matcher is not None and w > 0:
+            with torch.no_grad():
+                self.original(x)
+            fm = matcher.loss()
+            loss = ce + w * fm
+        self.weight_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.weight_opt.step()
+        for p in self.supernet.arch_parameters():
+            p.requires_grad_(True)
+        return ce.item(), fm.item()
+
+    def _arch_step(self, x, y):
+        self.supernet.requires_grad_(False)
+        for p in self.supernet.arch_parameters():
+            p.requires_grad_(True)
+        logits = self.supernet(x)
+        ce = F.cross_entropy(logits, y)
+        weights = {n: l.last_weights for n, l in self.supernet.layers().items()}
+        costs = [expected_cost(weights, t) for t in self.tables]
+        loss = hardware_loss(ce, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam)
+        self.arch_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.arch_opt.step()
+        self.supernet.requires_grad_(True)
+        return ce.item(), loss.item(), int((logits.argmax(1) == y).sum())
+
+    # --- read-outs -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def expected_costs(self) -> list[float]:
+        """E[cost] under softmax(alpha) (no Gumbel noise), per table."""
+        weights = {n: F.softmax(l.alpha, 0) for n, l in self.supernet.layers().items()}
+        return [float(expected_cost(weights, t)) for t in self.tables]
+
+    @torch.no_grad()
+    def alpha_entropy(self) -> float:
+        """Mean entropy of softmax(alpha) over layers, in nats (log M at start, 0 when decided)."""
+        ents = [-(p * p.clamp_min(1e-12).log()).sum() for p in
+                (F.softmax(l.alpha, 0) for l in self.supernet.layers().values())]
+        return float(torch.stack(ents).mean())
+
+    def result(self) -> SearchResult:
+        probs = self.supernet.probabilities()
+        cands = self.rank_space.candidates
+        argmax = self.supernet.argmax_ranks()
+        chosen = project_to_budget(argmax, probs, cands, self.tables,
+                                   fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None)
+        predicted = {t.name: t.cost_of(chosen, cands) for t in self.tables}
+        return SearchResult(
+            ranks=compressed_ranks(chosen, self.specs), all_ranks=chosen, predicted_cost=predicted,
+            argmax_cost={t.name: t.cost_of(argmax, cands) for t in self.tables},
+            budget={t.name: t.budget for t in self.tables},
+            within_budget={t.name: predicted[t.name] <= t.budget * (1 + 1e-9) for t in self.tables},
+            probabilities=probs, history=list(self.history))
+
+    # --- checkpointing -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """A snapshot (deep copy: training on afterwards does not change it)."""
+        return copy.deepcopy({"supernet": self.supernet.state_dict(), "weight_opt": self.weight_opt.state_dict(),
+                "arch_opt": self.arch_opt.state_dict(), "epoch": self.epoch, "step": self.step,
+                "steps_per_epoch": self.steps_per_epoch, "history": self.history,
+                "rng": torch.get_rng_state(), "config": asdict(self.cfg)})
+
+    def load_state_dict(self, state: dict) -> None:
+        self.supernet.load_state_dict(state["supernet"])
+        self.weight_opt.load_state_dict(state["weight_opt"])
+        self.arch_opt.load_state_dict(state["arch_opt"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.steps_per_epoch = state["steps_per_epoch"]
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"])
+
+    def load_weights_only(self, supernet_state: dict) -> None:
+        """Start from trained supernet weights (train once, search many): alpha is reset to uniform."""
+        missing, unexpected = self.supernet.load_state_dict(supernet_state, strict=False)
+        if unexpected or [m for m in missing if not m.endswith("alpha")]:
+            raise BadInputError("supernet weights do not fit this rank space: "
+                                f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        with torch.no_grad():
+            for p in self.supernet.arch_parameters():
+                p.zero_()
+
+
+def _cycle(loader: Iterable):
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise BadInputError("the held-out loader is empty; give the search a non-empty held-out split")
+
+
+def project_to_budget(choice: dict[str, int], probs: dict[str, list[float]], candidates: dict[str, tuple[int, ...]],
+                      tables: list[CostTable], fill_tolerance: float | None = 0.05) -> dict[str, int]:
+    """Make a discrete architecture meet every budget, changing as little alpha-preference as possible.
+
+    Over budget: repeatedly lower the layer whose next-smaller candidate loses the least log-probability
+    per unit of normalised cost saved on the violated tables. Under budget by more than
+    `fill_tolerance` (None: never): raise ranks the same way while every budget still holds.
+    """
+    choice = dict(choice)
+    logp = {n: [math.log(max(p, 1e-12)) for p in ps] for n, ps in probs.items()}
+
+    def costs():
+        return [t.cost_of(choice, candidates) for t in tables]
+
+    def move_gain(name: str, new_idx: int, weights: list[float]) -> tuple[float, float]:
+        """(normalised cost saved, log-probability lost) of moving `name` to candidate `new_idx`."""
+        old_idx = candidates[name].index(choice[name])
+        delta = sum(w * (t.layer_costs[name][old_idx] - t.layer_costs[name][new_idx]) / t.budget
+                    for w, t in zip(weights, tables))
+        return delta, logp[name][old_idx] - logp[name][new_idx]
+
+    while True:
+        over = [c > t.budget for c, t in zip(costs(), tables)]
+        if not any(over):
+            break
+        best = None
+        for name in choice:
+            idx = candidates[name].index(choice[name])
+            if idx == 0:
+                continue
+            saved, lost = move_gain(name, idx - 1, [1.0 if o else 0.0 for o in over])
+            if saved <= 0:
+                continue
+            score = lost / saved
+            if best is None or score < best[0]:
+                best = (score, name, idx - 1)
+        if best is None:
+            break  # nothing left to lower: the caller reports within_budget = False
+        choice[best[1]] = candidates[best[1]][best[2]]
+
+    if fill_tolerance is None:
+        return choice
+    if any(c > t.budget * (1 - fill_tolerance) for c, t in zip(costs(), tables)):
+        return choice
+    while True:
+        best = None
+        current = costs()
+        for name in choice:
+            idx = candidates[name].index(choice[name])
+            if idx + 1 >= len(candidates[name]):
+                continue
+            new = [c - t.layer_costs[name][idx] + t.layer_costs[name][idx + 1] for c, t in zip(current, tables)]
+            if any(nc > t.budget for nc, t in zip(new, tables)):
+                continue
+            added, lost = move_gain(name, idx + 1, [1.0] * len(tables))
+            added = max(-added, 1e-12)
+            score = lost / added
+            if best is None or score < best[0]:
+                best = (score, name, idx + 1)
+        if best is None:
+            break
+        choice[best[1]] = candidates[best[1]][best[2]]
+        if any(c > t.budget * (1 - fill_tolerance) for c, t in zip(costs(), tables)):
+            break
+    return choice
+
+
+def search(model: nn.Module, train_loader, heldout_loader, rank_space: RankSpace, cost_tables: list[CostTable],
+           cfg: SearchConfig = SearchConfig(), on_epoch_end: Callable[[SupernetSearch, dict], None] | None = None
+           ) -> SearchResult:
+    """Run a whole search in this process; `on_epoch_end(search, metrics)` can checkpoint or report."""
+    s = SupernetSearch(model, rank_space, cost_tables, cfg)
+    for _ in range(cfg.epochs):
+        metrics = s.run_epoch(train_loader, heldout_loader)
+        if on_epoch_end:
+            on_epoch_end(s, metrics)
+    return s.result()

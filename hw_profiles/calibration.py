@@ -1,0 +1,57 @@
+"""End-to-end calibration of a LUT: measured ~ a + b * (sum of the layers' LUT latencies).
+
+`a` absorbs what the LUT does not see (stem, pooling, activations, framework overhead), `b` the
+systematic gap between isolated and in-model layer timings. Stored as JSON beside the LUT:
+`<hardware>.calibration.json`. The reported error is leave-one-out, so it is not flattered by the fit.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from haloc.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Calibration:
+    hardware: str
+    a_ms: float
+    b: float
+    samples: int
+    within_10pct: float  # share of held-out (leave-one-out) predictions within 10% of the measurement
+    median_rel_error: float  # leave-one-out, |pred - measured| / measured
+    points: list = field(default_factory=list)  # [{"lut_sum_ms", "measured_ms"}]
+
+    def predict(self, lut_sum_ms: float) -> float:
+        return self.a_ms + self.b * lut_sum_ms
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Calibration":
+        return cls(**d)
+
+
+def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least squares y = a + b x; a single point (or equal xs) fits a pure scale."""
+    if len(xs) < 2 or statistics.pvariance(xs) == 0:
+        return 0.0, statistics.fmean(ys) / max(statistics.fmean(xs), 1e-12)
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float]) -> Calibration:
+    if len(lut_sums) != len(measured) or not lut_sums:
+        raise BadInputError(f"calibration of {hardware!r} needs equal, non-empty lists of LUT sums and "
+                            f"measurements, got {len(lut_sums)} and {len(measured)}")
+    errors = []
+    for i in range(len(lut_sums)):
+        rest_x, rest_y = lut_sums[:i] + lut_sums[i + 1:], measured[:i] + measured[i + 1:]
+        a, b = _fit(rest_x, rest_y) if rest_x else (0.0, 1.0)
+        errors.append(abs(a + b * lut_sums[i] - measured[i]) / measured[i])
+    a, b = _fit(lut_sums, measured)
+    points = [{"lut_sum_ms": x, "measured_ms": y} for x, y in zip(lut_sums, measured)]
+    return Calibration(hardware, a, b, len(lut_sums), sum(e <= 0.10 for e in errors) / len(errors),
+                       statistics.median(errors), points)

@@ -1,0 +1,145 @@
+"""Hardware profiles: one YAML file each, validated on load, looked up by name.
+
+A profile says where a layer is measured (the Ray resource that pins the profiler actor), how
+(backend `torch` on `cpu`/`cuda`, or the `zigzag` ASIC simulator) and with which protocol (batch,
+dtype, threads, warm-ups, repeats, rank grid step). Users add a profile by adding a file, either to
+`hw_profiles/profiles/` or to a folder passed as `extra_dirs`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from haloc.errors import BadInputError
+
+PROFILES_DIR = Path(__file__).parent / "profiles"
+
+BACKENDS = ("torch", "zigzag")
+DEVICES = ("cpu", "cuda")
+TORCH_DTYPES = ("float32", "float16", "bfloat16")
+ZIGZAG_DTYPES = ("int8",)  # a label only: the operand precision lives in the accelerator model
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    backend: str  # "torch" or "zigzag"
+    ray_resource: str  # custom Ray resource a node offers to host this profile's actors, e.g. "hw_cpu"
+    device: str = "cpu"  # torch device kind; "cpu" for zigzag (the simulator runs on the CPU)
+    batch_size: int = 1
+    dtype: str = "float32"
+    threads: int | None = None  # torch CPU threads while timing; None keeps torch's default
+    warmup: int = 5  # untimed runs before timing (ENVIRONMENT.md: at least 5 on CPU)
+    repeats: int = 30  # timed runs; median and p90 are taken over them
+    rank_step: int = 8  # profiling grid: multiples of it, plus 1 and the layer's max rank
+    accelerator: str | None = None  # zigzag only: ZigZag accelerator name, e.g. "tpu_like"
+    clock_hz: float | None = None  # zigzag only: cycles -> seconds
+    description: str = ""
+
+    @property
+    def is_simulator(self) -> bool:
+        """Simulated hardware has no timing noise: several actors may share one node."""
+        return self.backend == "zigzag"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_FIELDS = {f.name: f for f in fields(HardwareProfile)}
+_REQUIRED = ("name", "backend", "ray_resource")
+
+
+def _bad(source: str, key: str, value, allowed: str) -> BadInputError:
+    return BadInputError(f"hardware profile {source}: key {key!r} has value {value!r}; allowed: {allowed}. "
+                         f"Fix the file (see hw_profiles/profiles/cpu.yaml for an example).")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
+    """Validate a mapping read from YAML; every problem names `source`, the key and the allowed values."""
+    if not isinstance(data, dict):
+        raise BadInputError(f"hardware profile {source}: expected a mapping of keys to values, got "
+                            f"{type(data).__name__}; fix the file (see hw_profiles/profiles/cpu.yaml)")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise _bad(source, unknown[0], data[unknown[0]], f"known keys are {sorted(_FIELDS)}")
+    for key in _REQUIRED:
+        if key not in data:
+            raise _bad(source, key, None, "a non-empty string (the key is required)")
+    for key in ("name", "ray_resource"):
+        if not isinstance(data[key], str) or not data[key] or not data[key].replace("_", "").replace("-", "").isalnum():
+            raise _bad(source, key, data[key], "a non-empty string of letters, digits, '_' or '-'")
+    backend = data["backend"]
+    if backend not in BACKENDS:
+        raise _bad(source, "backend", backend, f"one of {list(BACKENDS)}")
+    device = data.get("device", "cpu")
+    if device not in DEVICES or (backend == "zigzag" and device != "cpu"):
+        raise _bad(source, "device", device, "'cpu' for zigzag" if backend == "zigzag" else f"one of {list(DEVICES)}")
+    dtypes = TORCH_DTYPES if backend == "torch" else ZIGZAG_DTYPES
+    dtype = data.get("dtype", dtypes[0])
+    if dtype not in dtypes:
+        raise _bad(source, "dtype", dtype, f"one of {list(dtypes)} for backend {backend!r}")
+    for key, low in (("batch_size", 1), ("warmup", 0), ("repeats", 1), ("rank_step", 1)):
+        if key in data and (not _is_int(data[key]) or data[key] < low):
+            raise _bad(source, key, data[key], f"an integer >= {low}")
+    if data.get("threads") is not None and (not _is_int(data["threads"]) or data["threads"] < 1):
+        raise _bad(source, "threads", data["threads"], "an integer >= 1, or null for torch's default")
+    if backend == "zigzag":
+        from_accel = data.get("accelerator")
+        if not isinstance(from_accel, str) or not from_accel:
+            raise _bad(source, "accelerator", from_accel, "a ZigZag accelerator name such as 'tpu_like'")
+        clock = data.get("clock_hz")
+        if not isinstance(clock, (int, float)) or isinstance(clock, bool) or clock <= 0:
+            raise _bad(source, "clock_hz", clock, "a positive number of cycles per second, e.g. 1.0e+9 (YAML needs the exponent sign)")
+    else:
+        for key in ("accelerator", "clock_hz"):
+            if data.get(key) is not None:
+                raise _bad(source, key, data[key], "null: only zigzag profiles take it")
+    values = dict(data, device=device, dtype=dtype)
+    if values.get("clock_hz") is not None:
+        values["clock_hz"] = float(values["clock_hz"])
+    return HardwareProfile(**values)
+
+
+def load_profile(path: str | Path) -> HardwareProfile:
+    """Read and validate one profile file; its `name` must match the file name."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise BadInputError(f"hardware profile {path}: cannot read it as YAML ({e}); fix or remove the file") from e
+    profile = profile_from_dict(data, str(path))
+    if profile.name != path.stem:
+        raise _bad(str(path), "name", profile.name, f"{path.stem!r}, the file's name without .yaml")
+    return profile
+
+
+def _profile_files(extra_dirs) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for folder in (PROFILES_DIR, *map(Path, extra_dirs)):
+        if not folder.is_dir():
+            raise BadInputError(f"hardware profile folder {str(folder)!r} does not exist; pass an existing folder")
+        for path in sorted(folder.glob("*.yaml")):
+            files[path.stem] = path  # a user's folder may override a shipped profile of the same name
+    return files
+
+
+def list_profiles(extra_dirs=()) -> list[str]:
+    """Names of the shipped profiles plus those in `extra_dirs`."""
+    return sorted(_profile_files(extra_dirs))
+
+
+def get_profile(name: str | HardwareProfile, extra_dirs=()) -> HardwareProfile:
+    """The validated profile called `name` (a HardwareProfile is returned as is)."""
+    if isinstance(name, HardwareProfile):
+        return name
+    files = _profile_files(extra_dirs)
+    if name not in files:
+        raise BadInputError(f"unknown hardware profile {name!r}; choose one of {sorted(files)} "
+                            f"or add {name}.yaml to a profile folder")
+    return load_profile(files[name])

@@ -1,0 +1,54 @@
+import pytest
+
+from haloc.errors import BadInputError
+from hw_profiles.profile import HardwareProfile, get_profile, list_profiles, load_profile
+
+GOOD = "name: {name}\nbackend: torch\nray_resource: hw_cpu\ndevice: cpu\nrepeats: 3\n"
+
+
+@pytest.mark.parametrize("name", ["cpu", "cuda", "jetson", "asic"])
+def test_shipped_profiles_load(name):
+    p = get_profile(name)
+    assert p.name == name and p.ray_resource.startswith("hw_")
+    assert (p.backend == "zigzag") == (name == "asic")
+
+
+def test_asic_profile_is_a_tpu_like_array_with_a_clock():
+    p = get_profile("asic")
+    assert p.accelerator == "tpu_like" and p.clock_hz == 1e9 and p.is_simulator
+
+
+def test_extra_dir_adds_a_profile(tmp_path):
+    (tmp_path / "mine.yaml").write_text(GOOD.format(name="mine"))
+    assert "mine" in list_profiles([tmp_path])
+    assert get_profile("mine", [tmp_path]) == HardwareProfile("mine", "torch", "hw_cpu", repeats=3)
+
+
+@pytest.mark.parametrize("text, key, value", [
+    (GOOD.format(name="bad") + "colour: red\n", "colour", "red"),
+    (GOOD.format(name="bad").replace("torch", "tensorflow"), "backend", "tensorflow"),
+    (GOOD.format(name="bad").replace("repeats: 3", "repeats: 0"), "repeats", "0"),
+    (GOOD.format(name="bad").replace("device: cpu", "device: tpu"), "device", "tpu"),
+    (GOOD.format(name="bad") + "dtype: int8\n", "dtype", "int8"),
+    (GOOD.format(name="other"), "name", "other"),
+    ("name: bad\nbackend: zigzag\nray_resource: hw_asic\naccelerator: tpu_like\nclock_hz: fast\n", "clock_hz", "fast"),
+])
+def test_broken_profile_names_file_key_value_and_allowed(tmp_path, text, key, value):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(BadInputError) as err:
+        load_profile(path)
+    msg = str(err.value)
+    assert str(path) in msg and repr(key) in msg and value in msg and "allowed" in msg
+
+
+def test_unparsable_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(BadInputError, match="bad.yaml"):
+        load_profile(path)
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(BadInputError, match="'cpu'"):
+        get_profile("quantum")

@@ -14,7 +14,7 @@ import math
 import os
 import pickle
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,17 @@ class DataConfig:
     demo_val: int = 500  # demo: validation samples
     demo_noise: float = 0.8  # demo: std of the noise added to the unit-amplitude class pattern
     seed: int = 0  # demo: patterns and noise
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError(f"data config: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
 
 
 def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
@@ -161,8 +172,11 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
     fix = "re-extract cifar-10-python.tar.gz"
     if "data" not in batch or "labels" not in batch:
         raise BadInputError(f"CIFAR-10 batch {str(path)!r} lacks 'data'/'labels' (keys {sorted(batch)}); {fix}")
-    data = np.asarray(batch["data"])
-    labels = [int(y) for y in batch["labels"]]
+    try:
+        data = np.asarray(batch["data"])
+        labels = [int(y) for y in batch["labels"]]
+    except (TypeError, ValueError) as e:
+        raise BadInputError(f"CIFAR-10 batch {str(path)!r} has unreadable data or labels ({e}); {fix}") from e
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != len(labels):
         raise BadInputError(f"CIFAR-10 batch {str(path)!r}: data must be uint8 [N, 3072] with N labels, got "
                             f"{data.dtype} {list(data.shape)} and {len(labels)} labels; {fix}")

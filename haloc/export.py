@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from . import models
-from .decompose import check_ranks, decompose
+from .decomposition import check_ranks, decompose
 from .errors import BadInputError
 
 WEIGHTS_FILE = "model.pt"
@@ -90,7 +90,8 @@ def read_ranks_json(path: str | Path, expected_model: str | None = None) -> Rank
     try:
         obj = json.loads(path.read_text())
     except FileNotFoundError as e:
-        raise BadInputError(f"ranks file {str(path)!r} does not exist; pass the ranks.json of a compressed model") from e
+        raise BadInputError(f"ranks file {str(path)!r} does not exist; "
+                            "pass the ranks.json of a compressed model") from e
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadInputError(f"ranks file {str(path)!r} is not valid JSON ({e}); {fix}") from e
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), str) or not isinstance(obj.get("ranks"), dict):
@@ -144,7 +145,8 @@ def load_compressed(folder_or_files, expected_model: str | None = None) -> tuple
         model.load_state_dict(state)
     except RuntimeError as e:
         raise BadInputError(f"weights {str(weights)!r} do not fit the architecture of {str(ranks_path)!r} "
-                            f"({str(e).splitlines()[0]} ...); keep the two files of one save_compressed together") from e
+                            f"({str(e).splitlines()[0]} ...); "
+                            "keep the two files of one save_compressed together") from e
     return model.eval(), spec.ranks
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from .decompose import LayerSpec
+from .decomposition import LayerSpec
 from .errors import BadInputError
 from .layers import SVDConv2d, SVDLinear, Tucker2Conv
 

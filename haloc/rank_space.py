@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .decompose import LayerSpec
+from .decomposition import LayerSpec
 from .errors import BadInputError
 
 

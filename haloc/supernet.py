@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .decompose import LayerSpec, decomposable_layers
+from .decomposition import LayerSpec, decomposable_layers
 from .errors import BadInputError
 from .layers import SVDConv2d, SVDLinear, Tucker2Conv
 from .rank_space import RankSpace

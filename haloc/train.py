@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +54,17 @@ class TrainConfig:
                                 "kd_temperature > 0, 0 <= label_smoothing < 1")
         if not (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:")):
             raise BadInputError(f"TrainConfig: device={self.device!r}; choose 'cpu', 'cuda', 'cuda:N' or 'auto'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError(f"train config: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -186,7 +197,8 @@ class TrainState:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             return cls(**obj)
         except FileNotFoundError as e:
-            raise BadInputError(f"checkpoint {str(path)!r} does not exist; pass a file written by TrainState.save") from e
+            raise BadInputError(f"checkpoint {str(path)!r} does not exist; "
+                                "pass a file written by TrainState.save") from e
         except Exception as e:
             raise BadInputError(f"checkpoint {str(path)!r} is not a TrainState ({type(e).__name__}: {e}); "
                                 "pass a file written by TrainState.save or start without resuming") from e

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from haloc.decompose import LayerSpec
+from haloc.decomposition import LayerSpec
 from haloc.errors import BadInputError
 
 from .signature import LayerSignature

@@ -73,7 +73,7 @@ def measure_model_ms(profile: HardwareProfile, model_name: str, ranks: dict, bat
     import torch
 
     import haloc
-    from haloc.decompose import layer_input_shapes
+    from haloc.decomposition import layer_input_shapes
 
     from .signature import _torch_dtype
 

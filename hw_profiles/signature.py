@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from haloc.decompose import LayerSpec
+from haloc.decomposition import LayerSpec
 from haloc.errors import BadInputError
 
 

@@ -192,6 +192,10 @@ def test_build_datasets_dispatch(cifar_root):
     train, val = build_datasets(DataConfig(kind="demo", demo_train=30, demo_val=10, image_size=16, num_classes=3))
     assert (len(train), len(val)) == (30, 10) and train[0][0].shape == (3, 16, 16)
     assert len(build_datasets(DataConfig(kind="cifar10", root=str(cifar_root)))[0]) == 23
+    cfg = DataConfig(kind="cifar10", root="/data/cifar")
+    assert DataConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(BadInputError, match=r"unknown key\(s\) \['path'\]"):
+        DataConfig.from_dict({"kind": "cifar10", "path": "x"})
     with pytest.raises(BadInputError, match="choose one of"):
         build_datasets(DataConfig(kind="mnist", root="x"))
     with pytest.raises(BadInputError, match="needs a root"):

@@ -31,7 +31,8 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, num_classes):
     assert saved["model"] == "resnet20" and saved["ranks"]["layer2.1.conv2"] == [12, 20]
     assert saved["ranks"]["layer1.0.conv1"] == 8 and saved["num_classes"] == num_classes
     x = torch.randn(3, 3, 32, 32)
-    for source in (tmp_path / "art", paths["ranks"], (paths["model"], paths["ranks"]), (paths["ranks"], paths["model"])):
+    sources = (tmp_path / "art", paths["ranks"], (paths["model"], paths["ranks"]), (paths["ranks"], paths["model"]))
+    for source in sources:
         loaded, ranks = load_compressed(source, expected_model="resnet20")
         assert ranks == {**RANKS20, "layer2.1.conv2": (12, 20)}
         assert not loaded.training
@@ -108,9 +109,10 @@ def test_onnx_export_of_decomposed_resnet20_agrees(tmp_path):
 
 @pytest.mark.slow
 def test_onnx_export_of_decomposed_resnet18_agrees(tmp_path):
-    base = haloc.models.create("resnet18").eval()
-    specs = haloc.decomposable_layers(base)
-    model = haloc.decompose(base, {n: max(1, s.max_rank // 4) for n, s in specs.items()}).eval()
+    # One layer of each kind (Tucker-2 3x3, strided SVD 1x1, SVD linear): decomposing all of them
+    # spends a minute in SVDs of 512 x 4608 matrices, which tests nothing more about export.
+    ranks = {"layer1.0.conv1": 16, "layer4.1.conv2": [64, 128], "layer4.0.downsample.0": 96, "fc": 64}
+    model = haloc.decompose(haloc.models.create("resnet18"), ranks).eval()
     x = torch.randn(1, 3, 224, 224)
     path = export_onnx(model, x, tmp_path / "r18.onnx", dynamic_batch=False)
     assert check_onnx(path, model, x, rtol=1e-3, atol=1e-4) < 1e-3

@@ -1,6 +1,6 @@
 import pytest
 
-from haloc.decompose import LayerSpec
+from haloc.decomposition import LayerSpec
 from haloc.rank_space import RankSpace, build_rank_space, constant_step_candidates, latency_sensitive_candidates
 
 SPEC = LayerSpec("layer3.0.conv2", "tucker2", "conv2d", 256, 256, (3, 3), input_hw=(14, 14))

@@ -6,7 +6,7 @@ import torch
 import haloc
 from haloc.hardware_loss import CostTable, expected_cost, hardware_loss
 from haloc.rank_space import build_rank_space
-from haloc.search import SearchConfig, SupernetSearch, project_to_budget, search
+from haloc.search_loop import SearchConfig, SupernetSearch, project_to_budget, search
 
 
 def test_penalty_is_zero_under_budget_and_grows_above():

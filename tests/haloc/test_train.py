@@ -159,6 +159,13 @@ def test_train_config_rejects_bad_values(field, value):
         TrainConfig(**{field: value})
 
 
+def test_train_config_dict_round_trip():
+    cfg = TrainConfig(epochs=3, kd_weight=0.2, max_steps_per_epoch=5)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(BadInputError, match=r"unknown key\(s\) \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+
+
 def test_bad_checkpoint_and_device(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(BadInputError, match="bad.pt.*not a TrainState"):

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from haloc.decompose import LayerSpec
+from haloc.decomposition import LayerSpec
 from haloc.errors import BadInputError
 from hw_profiles.lut import (LUT_SCHEMA, LUT_SCHEMA_VERSION, LatencyTable, LutRow, existing_keys, merge, read_lut,
                              rows_to_table, write_lut)

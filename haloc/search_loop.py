@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .decompose import LayerSpec, decomposable_layers
+from .decomposition import LayerSpec, decomposable_layers
 from .errors import BadInputError
 from .hardware_loss import PENALTIES, CostTable, expected_cost, hardware_loss
 from .rank_space import RankSpace

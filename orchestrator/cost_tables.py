@@ -1,0 +1,118 @@
+"""Cost tables and the rank space of a search, built on the driver from the store's LUTs (or FLOPs).
+
+    specs = model_specs("resnet20")
+    space = search_rank_space(store, run_id, specs, ["cpu"], mode="latency")
+    tables = cost_tables(store, run_id, "resnet20", specs, space, ["cpu"], budget=0.5)
+
+A latency table's layer costs are b x (LUT latency of each candidate rank) and its fixed cost is a,
+from the hardware's end-to-end calibration (`<run>/luts/<hw>.calibration.json`), so that the table
+predicts the whole model's latency. Without a calibration, fixed = 0 and b = 1: the budget is then a
+fraction of the decomposable layers' summed LUT latency only, which `meta["calibrated"]` records.
+
+Rank space over several hardware targets: the UNION of each target's latency-sensitive candidates
+(each thinned to `max_candidates` first). An intersection is often only {max_rank} (staircases of a
+CPU and a systolic array rarely share steps), which leaves nothing to search; with the union each
+target still finds its own step edges, and a rank that wastes latency on one target is simply
+priced correctly by that target's table. `merge="intersection"` is there for comparison.
+"""
+from __future__ import annotations
+
+from haloc.errors import BadInputError
+
+FLOPS = "flops"
+METRICS = ("latency", FLOPS)
+MERGES = ("union", "intersection")
+
+
+def lut_batch(hardware: str) -> int:
+    """The batch size the hardware's LUT rows were measured at (the profile's)."""
+    from hw_profiles.profile import get_profile
+
+    return get_profile(hardware).batch_size
+
+
+def load_checked_lut(store, run_id: str | None, hardware: str, specs: dict):
+    """The LUT of `hardware`, or BadInputError naming the hardware, the missing layers and the fix."""
+    from hw_profiles.profile import get_profile
+
+    from .profiling import load_latency_table, lut_path
+
+    get_profile(hardware)  # unknown hardware -> BadInputError with the known names
+    lut = load_latency_table(store, hardware, run_id)
+    missing = lut.missing_layers(specs, lut_batch(hardware))
+    if missing:
+        raise BadInputError(
+            f"the LUT of hardware {hardware!r} ({lut_path(hardware, run_id)}) lacks {len(missing)} layer(s) of the "
+            f"model: {missing[:6]}{' ...' if len(missing) > 6 else ''}; profile the model on {hardware!r} first "
+            "(the profile stage, orchestrator.profiling.profile_model) or use --budget-metric flops")
+    return lut
+
+
+def search_rank_space(store, run_id: str | None, specs: dict, hardware: list[str], mode: str = "step",
+                      step: int = 8, rel_tol: float = 0.02, max_candidates: int | None = None,
+                      merge: str = "union"):
+    """The candidate ranks of every layer: constant `step`, or from the targets' LUT curves (merged)."""
+    from haloc.rank_space import RankSpace, build_rank_space
+
+    if mode == "step":
+        return build_rank_space(specs, "step", step=step)
+    if mode != "latency":
+        raise BadInputError(f"rank space mode {mode!r} unknown; use 'step' or 'latency'")
+    if merge not in MERGES:
+        raise BadInputError(f"rank space merge {merge!r} unknown; use one of {MERGES}")
+    if not hardware:
+        raise BadInputError("rank space mode 'latency' needs at least one hardware target with a LUT")
+    spaces = []
+    for hw in hardware:
+        lut = load_checked_lut(store, run_id, hw, specs)
+        batch = lut_batch(hw)
+        curves = {n: lut.curve(s, batch) for n, s in specs.items()}
+        spaces.append(build_rank_space(specs, "latency", curves=curves, rel_tol=rel_tol,
+                                       max_candidates=max_candidates).candidates)
+    merged = {}
+    for name in specs:
+        sets = [set(s[name]) for s in spaces]
+        ranks = set.union(*sets) if merge == "union" else set.intersection(*sets)
+        merged[name] = tuple(sorted(ranks | {specs[name].max_rank}))
+    return RankSpace(merged)
+
+
+def latency_table(store, run_id: str | None, hardware: str, specs: dict, candidates: dict,
+                  budget: float):
+    """A CostTable in ms for `hardware`: b x LUT latency per candidate, fixed a; budget a fraction."""
+    from haloc.hardware_loss import CostTable
+
+    from .profiling import load_calibration
+
+    lut = load_checked_lut(store, run_id, hardware, specs)
+    batch = lut_batch(hardware)
+    cal = load_calibration(store, hardware, run_id)
+    a, b = (cal.a_ms, cal.b) if cal else (0.0, 1.0)
+    costs = {n: tuple(b * ms for ms in lut.candidate_latencies(specs[n], cands, batch))
+             for n, cands in candidates.items()}
+    meta = {"hardware": hardware, "batch": batch, "calibrated": cal is not None,
+            "note": "fixed = calibration a, layers x b" if cal else
+            "no calibration: fixed cost 0, budget is a fraction of the decomposable layers' LUT sum"}
+    table = CostTable(hardware, costs, fixed_cost=a, budget=1.0, unit="ms", meta=meta)
+    return table.with_budget_fraction(budget)
+
+
+def flops_table(model_name: str, specs: dict, candidates: dict, budget: float):
+    import torch
+
+    import haloc
+    from haloc.hardware_loss import flops_cost_table
+
+    model = haloc.models.create(model_name)
+    total = haloc.flops(model, torch.zeros(1, *haloc.models.input_size(model_name)))  # (1, C, H, W)
+    return flops_cost_table(specs, candidates, total, budget)
+
+
+def cost_tables(store, run_id: str | None, model_name: str, specs: dict, rank_space, targets: tuple[str, ...],
+                budget: float, metric: str = "latency") -> list:
+    """One CostTable per target (`("flops",)` for the FLOPs metric), each with budget x its original cost."""
+    if metric not in METRICS:
+        raise BadInputError(f"budget metric {metric!r} unknown; use one of {METRICS}")
+    if metric == FLOPS:
+        return [flops_table(model_name, specs, rank_space.candidates, budget)]
+    return [latency_table(store, run_id, hw, specs, rank_space.candidates, budget) for hw in targets]

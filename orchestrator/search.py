@@ -1,0 +1,371 @@
+"""The search stage: HALOC supernet searches as Ray Tune experiments, resumable from the store.
+
+    spec = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.4, 0.6), seeds=(0, 1))
+    trials = run_search("runs", "r1", spec)            # list of trial dicts, see `trial_record`
+
+Layout in the store (DESIGN.md section 3):
+
+    <run>/search/grid/                 the Tune experiment of a grid search (one per run)
+    <run>/search/optuna-<targets>-b<budget>/   with Optuna: one experiment per (targets, budget)
+    <run>/search/shared_supernet.pt    train once, search many: the supernet weights trained once
+    <run>/search/trials.json           one record per trial, what `select` reads
+
+Trials: target groups x budgets x seeds as a grid. A target group is one hardware (one trial per
+hardware), all hardware at once (`joint=True`: one trial, a budget on each), or `("flops",)` with
+`budget_metric="flops"`. With `optuna_samples > 0`, OptunaSearch samples lam (additive penalty) or
+beta (multiplicative) and the seed; Optuna cannot take grid parameters, so each (targets, budget)
+gets its own Tuner. ASHA (`asha=True`) stops trials early on the reported `objective`.
+
+Resume: a rerun with the same run id restores every experiment already in the store with
+`Tuner.restore(resume_unfinished=True, resume_errored=True)`; finished trials are not rerun, errored
+and interrupted ones continue from their last checkpoint, searcher state comes back with the
+experiment. Everything that can be checked (hardware names, budgets against the smallest reachable
+cost, LUTs covering the model) is checked before Ray is touched: bad input raises BadInputError.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+from haloc.errors import BadInputError
+
+from .store import Store, validate_run_id
+
+log = logging.getLogger(__name__)
+
+SEARCH_DIR = "search"
+GRID_NAME = "grid"
+SHARED_WEIGHTS = "shared_supernet.pt"
+TRIALS_FILE = "trials.json"
+OBJECTIVE = "objective"
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    model: str = "resnet20"
+    hardware: tuple[str, ...] = ("cpu",)  # hardware profile names
+    budgets: tuple[float, ...] = (0.5,)  # fractions of the original model's cost on each target
+    seeds: tuple[int, ...] = (0,)
+    budget_metric: str = "latency"  # or "flops": one FLOPs table instead of the hardware's LUTs
+    joint: bool = False  # all hardware in one trial (a budget on each) instead of one trial per hardware
+    # --- the inner search
+    epochs: int = 10
+    warmup_epochs: int = 1
+    steps_per_epoch: int | None = None  # None: the whole training split every epoch
+    batch_size: int = 64
+    penalty: str = "additive"
+    lam: float = 2.0
+    beta: float = 0.6
+    arch_lr: float = 0.05
+    weight_lr: float = 0.01
+    # --- data: the TRAINING set, split into weight and held-out (alpha) parts
+    data: str = "demo"  # haloc.data kinds: demo, cifar10, imagenet
+    data_root: str | None = None  # a local folder (cifar10, imagenet)
+    demo_samples: int = 2000
+    heldout_fraction: float = 0.2
+    weights: str | None = None  # store path (relative to the run) of the model's pretrained state dict
+    # --- rank space
+    rank_mode: str = "step"  # or "latency": from the targets' LUT curves
+    rank_step: int = 8
+    rank_rel_tol: float = 0.02
+    max_candidates: int | None = None
+    rank_merge: str = "union"  # several hardware in latency mode: union or intersection of candidates
+    # --- train once, search many
+    train_once: bool = False
+    shared_epochs: int | None = None  # epochs of the shared weight training (None: `epochs`)
+    # --- Tune
+    optuna_samples: int = 0  # > 0: OptunaSearch over lam/beta and the seed, per (targets, budget)
+    lam_range: tuple[float, float] = (0.5, 20.0)
+    beta_range: tuple[float, float] = (0.3, 3.0)
+    asha: bool = False
+    asha_grace: int = 2
+    max_failures: int = 1  # automatic retries of a failed trial (from its checkpoint)
+    max_concurrent: int | None = None
+    gpus_per_trial: float | None = None  # None: 1 when the cluster has a GPU, else 0
+
+    def __post_init__(self):
+        for name in ("hardware", "budgets", "seeds", "lam_range", "beta_range"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.hardware and self.budget_metric != "flops":
+            raise BadInputError("search spec: hardware is empty; name at least one profile (e.g. 'cpu')")
+        if not self.budgets or any(not isinstance(b, (int, float)) or b <= 0 for b in self.budgets):
+            raise BadInputError(f"search spec: budgets {self.budgets} must be positive fractions (e.g. 0.5)")
+        if not self.seeds:
+            raise BadInputError("search spec: seeds is empty; give at least one (e.g. 0)")
+        if self.budget_metric not in ("latency", "flops"):
+            raise BadInputError(f"search spec: budget_metric {self.budget_metric!r}; use 'latency' or 'flops'")
+        if self.epochs < 1 or self.batch_size < 1 or self.demo_samples < 2:
+            raise BadInputError("search spec: epochs, batch_size must be >= 1 and demo_samples >= 2")
+        if self.optuna_samples < 0 or self.max_failures < 0 or self.asha_grace < 1:
+            raise BadInputError("search spec: optuna_samples, max_failures must be >= 0 and asha_grace >= 1")
+        if self.penalty not in ("additive", "multiplicative"):
+            raise BadInputError(f"search spec: penalty {self.penalty!r}; use 'additive' or 'multiplicative'")
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))  # tuples -> lists: what the manifest stores
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError(f"search spec: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+    def target_groups(self) -> list[tuple[str, ...]]:
+        """The cost targets of each kind of trial."""
+        if self.budget_metric == "flops":
+            return [("flops",)]
+        return [tuple(self.hardware)] if self.joint else [(h,) for h in self.hardware]
+
+    def search_config_fields(self) -> dict:
+        """SearchConfig fields common to every trial (seed, lam/beta and device are set per trial)."""
+        return dict(epochs=self.epochs, warmup_epochs=self.warmup_epochs, penalty=self.penalty, lam=self.lam,
+                    beta=self.beta, arch_lr=self.arch_lr, weight_lr=self.weight_lr,
+                    steps_per_epoch=self.steps_per_epoch)
+
+    def data_fields(self) -> dict:
+        return dict(kind=self.data, root=self.data_root, demo_train=self.demo_samples, demo_val=2)
+
+
+# ---- preparation on the driver: everything checked before Ray is touched ----------------------------
+
+@dataclass
+class Prepared:
+    context: object  # workers.search_trainable.SearchContext
+    groups: list[tuple[str, ...]]
+    tables_meta: dict = field(default_factory=dict)
+
+
+def prepare(store: Store, run_id: str, spec: SearchSpec, hooks: dict | None = None) -> Prepared:
+    """Specs, rank space and every cost table of the run; BadInputError on any bad input."""
+    from hw_profiles.profile import get_profile
+    from workers.search_trainable import SearchContext, targets_key
+
+    from .cost_tables import cost_tables, search_rank_space
+    from .profiling import model_specs
+
+    import haloc
+
+    if spec.model not in haloc.models.list_models():
+        raise BadInputError(f"model {spec.model!r} unknown; choose one of {haloc.models.list_models()}")
+    for hw in spec.hardware:
+        get_profile(hw)  # unknown hardware -> BadInputError naming the known profiles
+    _check_data(spec)
+    specs = model_specs(spec.model)
+    lut_hw = list(spec.hardware) if spec.rank_mode == "latency" else []
+    space = search_rank_space(store, run_id, specs, lut_hw, spec.rank_mode, spec.rank_step, spec.rank_rel_tol,
+                              spec.max_candidates, spec.rank_merge)
+    groups = spec.target_groups()
+    tables, meta = {}, {}
+    for group in groups:
+        for budget in spec.budgets:
+            ts = cost_tables(store, run_id, spec.model, specs, space, group, float(budget), spec.budget_metric)
+            tables[(targets_key(group), float(budget))] = ts
+            meta[f"{targets_key(group)}@{float(budget):g}"] = {
+                t.name: {"budget": t.budget, "original": t.original_cost, "min": t.min_cost, "unit": t.unit,
+                         **t.meta} for t in ts}
+    model_state = _load_weights(store, run_id, spec.weights) if spec.weights else None
+    ctx = SearchContext(model=spec.model, specs=specs, rank_space=space, tables=tables,
+                        base=spec.search_config_fields(), data=spec.data_fields(), batch_size=spec.batch_size,
+                        heldout_fraction=spec.heldout_fraction, model_state=model_state, hooks=dict(hooks or {}))
+    return Prepared(ctx, groups, meta)
+
+
+def _check_data(spec: SearchSpec) -> None:
+    from haloc.data import KINDS
+
+    if spec.data not in KINDS:
+        raise BadInputError(f"search spec: data {spec.data!r} unknown; choose one of {list(KINDS)}")
+    if spec.data != "demo" and not spec.data_root:
+        raise BadInputError(f"search spec: data {spec.data!r} needs data_root (a local folder)")
+
+
+def _load_weights(store: Store, run_id: str, path: str) -> dict:
+    import torch
+
+    rel = f"{run_id}/{path}"
+    if not store.exists(rel):
+        raise BadInputError(f"model weights {store.uri_of(rel)} do not exist; train the model first or fix "
+                            "the spec's weights path")
+    return torch.load(io.BytesIO(store.read_bytes(rel)), map_location="cpu", weights_only=True)
+
+
+# ---- Tune --------------------------------------------------------------------------------------------
+
+def _resources(spec: SearchSpec) -> dict:
+    import ray
+
+    gpus = spec.gpus_per_trial
+    if gpus is None:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    return {"cpu": 1, "gpu": gpus} if gpus else {"cpu": 1}
+
+
+def _experiments(spec: SearchSpec, groups) -> list[tuple[str, dict, int, object]]:
+    """(name, param_space, num_samples, search_alg) of every Tune experiment of the run."""
+    from ray import tune
+
+    from workers.search_trainable import targets_key
+
+    keys = [targets_key(g) for g in groups]
+    budgets = [float(b) for b in spec.budgets]
+    if spec.optuna_samples == 0:
+        space = {"targets": tune.grid_search(keys), "budget": tune.grid_search(budgets),
+                 "seed": tune.grid_search(list(spec.seeds))}
+        return [(GRID_NAME, space, 1, None)]
+    from ray.tune.search.optuna import OptunaSearch
+
+    out = []
+    for key in keys:
+        for budget in budgets:
+            # Optuna samples only; constants go in as one-choice categoricals.
+            space = {"targets": tune.choice([key]), "budget": tune.choice([budget]),
+                     "seed": tune.choice(list(spec.seeds))}
+            if spec.penalty == "additive":
+                space["lam"] = tune.loguniform(*spec.lam_range)
+            else:
+                space["beta"] = tune.uniform(*spec.beta_range)
+            name = f"optuna-{key}-b{budget:g}"
+            out.append((name, space, spec.optuna_samples, OptunaSearch(metric=OBJECTIVE, mode="max", seed=0)))
+    return out
+
+
+def _tuner(store: Store, run_id: str, spec: SearchSpec, name: str, param_space: dict, num_samples: int,
+           search_alg, trainable):
+    from ray import tune
+
+    search_store = store.sub(f"{run_id}/{SEARCH_DIR}")
+    fs = store.filesystem
+    path = f"{search_store.root_path}/{name}"
+    if tune.Tuner.can_restore(path, storage_filesystem=fs):
+        log.info("restoring Tune experiment %s", search_store.uri_of(name))
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=fs), True
+    scheduler = None
+    if spec.asha:
+        from ray.tune.schedulers import ASHAScheduler
+
+        # alpha moves only after warm-up: judging earlier would judge the weights alone
+        scheduler = ASHAScheduler(metric=OBJECTIVE, mode="max", max_t=spec.epochs, time_attr="training_iteration",
+                                  grace_period=min(spec.epochs, max(spec.asha_grace, spec.warmup_epochs + 1)))
+    tune_config = tune.TuneConfig(num_samples=num_samples, search_alg=search_alg, scheduler=scheduler,
+                                  max_concurrent_trials=spec.max_concurrent)
+    run_config = tune.RunConfig(name=name, storage_path=search_store.root_path, storage_filesystem=fs, verbose=0,
+                                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config), False
+
+
+def trial_record(result, experiment: str) -> dict:
+    """A plain dict of one Tune trial's outcome (what `select` and the benchmarks read)."""
+    m = dict(result.metrics or {})
+    cfg = dict(result.config or {})
+    trial_id = m.get("trial_id") or str(result.path).rstrip("/").rsplit("/", 1)[-1]
+    rec = {"trial_id": trial_id, "experiment": experiment, "targets": cfg.get("targets"),
+           "budget": cfg.get("budget"), "seed": cfg.get("seed"), "lam": cfg.get("lam"), "beta": cfg.get("beta"),
+           "status": "error" if result.error else ("done" if m.get("done") else "stopped"),
+           "error": str(result.error).splitlines()[0][:300] if result.error else None,
+           "epochs": m.get("training_iteration"), "trial_wall_seconds": m.get("time_total_s"),
+           "inner_seconds": m.get("inner_seconds")}
+    for key in ("selected_heldout_acc", "selected_heldout_ce", "ranks", "all_ranks", "predicted_cost",
+                "argmax_cost", "budget_abs", "within_budget", "heldout_acc", OBJECTIVE):
+        rec[key] = _plain(m.get(key))
+    return rec
+
+
+def _plain(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = None,
+               hooks: dict | None = None) -> list[dict]:
+    """Run (or resume) the search of `run_id`; returns one record per trial, also in trials.json."""
+    from ray import tune
+
+    from workers.search_trainable import search_trainable
+
+    from .cluster import connect
+    from .profiling import open_store
+
+    store = open_store(store)
+    validate_run_id(run_id)
+    if not isinstance(spec, SearchSpec):
+        raise BadInputError(f"run_search needs a SearchSpec, got {type(spec).__name__}")
+    prepared = prepare(store, run_id, spec, hooks)
+    connect(address)
+    ctx = prepared.context
+    if spec.train_once:
+        ctx = _with_shared_weights(store, run_id, spec, ctx)
+    trainable = tune.with_resources(tune.with_parameters(search_trainable, context=ctx), _resources(spec))
+    records = []
+    for name, space, samples, alg in _experiments(spec, prepared.groups):
+        tuner, restored = _tuner(store, run_id, spec, name, space, samples, alg, trainable)
+        grid = tuner.fit()
+        records += [dict(trial_record(r, name), restored=restored) for r in grid]
+    records.sort(key=lambda r: (str(r["targets"]), r["budget"] or 0, r["seed"] or 0, r["trial_id"]))
+    store.write_json(f"{run_id}/{SEARCH_DIR}/{TRIALS_FILE}",
+                     {"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})
+    return records
+
+
+def _with_shared_weights(store: Store, run_id: str, spec: SearchSpec, ctx):
+    """Train the supernet once (a Ray task) unless its weights are already in the store."""
+    import ray
+    import torch
+
+    from workers.search_trainable import train_shared_supernet, with_context
+
+    path = f"{run_id}/{SEARCH_DIR}/{SHARED_WEIGHTS}"
+    if not store.exists(path):
+        epochs = spec.shared_epochs or spec.epochs
+        res = _resources(spec)
+        task = ray.remote(num_cpus=res["cpu"], num_gpus=res.get("gpu", 0))(train_shared_supernet)
+        state, info = ray.get(task.remote(ctx, epochs, int(spec.seeds[0])))
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        store.write_json(f"{run_id}/{SEARCH_DIR}/shared_supernet.json", info)
+        store.write_bytes(path, buf.getvalue())  # last: its presence means "trained"
+    state = torch.load(io.BytesIO(store.read_bytes(path)), map_location="cpu", weights_only=True)
+    return with_context(ctx, shared_supernet=state)
+
+
+def load_trials(store, run_id: str) -> list[dict]:
+    from .profiling import open_store
+
+    return open_store(store).read_json(f"{run_id}/{SEARCH_DIR}/{TRIALS_FILE}")["trials"]
+
+
+# ---- a small entry point (the tests' killable driver; the pipelines call run_search) ----------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m orchestrator.search", description="Run or resume a search stage.")
+    p.add_argument("--store", required=True)
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--spec-json", required=True, help="a SearchSpec as JSON")
+    p.add_argument("--address", default=None, help="Ray address (default: an embedded local Ray)")
+    p.add_argument("--hooks-json", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    try:
+        spec = SearchSpec.from_dict(json.loads(args.spec_json))
+        hooks = json.loads(args.hooks_json) if args.hooks_json else None
+        start = time.perf_counter()
+        records = run_search(args.store, args.run_id, spec, address=args.address, hooks=hooks)
+    except BadInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    done = sum(r["status"] == "done" for r in records)
+    print(f"search {args.run_id}: {done}/{len(records)} trials done in {time.perf_counter() - start:.1f} s")
+    return 0 if done == len(records) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The select stage: per (hardware target(s), budget) the best architecture across seeds.
+
+    configs = select_configs(trials, model="resnet20")      # pure: trial records -> configs
+    write_selected(store, "r1", configs)                     # <run>/selected.json, atomically
+
+The best trial of a cell is the one with the highest held-out accuracy of its selected architecture,
+among trials whose selection meets every budget (if none does, among all, flagged). Beside it: the
+mean and standard deviation over the cell's trials (seeds) of that accuracy and of the predicted
+cost per target, and the rank agreement, the mean over pairs of trials of the share of layers on
+which both chose the same rank (1.0: every seed found the same architecture).
+"""
+from __future__ import annotations
+
+import itertools
+import statistics
+
+from haloc.errors import BadInputError
+
+SELECTED_FILE = "selected.json"
+
+
+def rank_agreement(rank_sets: list[dict[str, int]]) -> float:
+    """Mean pairwise share of layers with equal rank over the layers both name; 1.0 for < 2 sets."""
+    if len(rank_sets) < 2:
+        return 1.0
+    shares = []
+    for a, b in itertools.combinations(rank_sets, 2):
+        layers = set(a) | set(b)
+        shares.append(sum(a.get(n) == b.get(n) for n in layers) / len(layers) if layers else 1.0)
+    return sum(shares) / len(shares)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population standard deviation (0 for one value)."""
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def _meets_budget(trial: dict) -> bool:
+    return bool(trial.get("within_budget")) and all(trial["within_budget"].values())
+
+
+def select_cell(trials: list[dict]) -> dict:
+    """The summary of one (targets, budget) cell from its finished trial records."""
+    if not trials:
+        raise BadInputError("select: a (targets, budget) cell has no finished trial; rerun the search stage")
+    pool = [t for t in trials if _meets_budget(t)] or trials
+    best = max(pool, key=lambda t: (t["selected_heldout_acc"], -t["seed"]))  # ties: the smallest seed
+    acc_mean, acc_std = mean_std([t["selected_heldout_acc"] for t in trials])
+    cost = {}
+    for name in best["predicted_cost"]:
+        m, s = mean_std([t["predicted_cost"][name] for t in trials])
+        cost[name] = {"mean": m, "std": s}
+    return {
+        "targets": best["targets"].split("+") if isinstance(best["targets"], str) else list(best["targets"]),
+        "budget": best["budget"], "seeds": sorted(t["seed"] for t in trials), "best_seed": best["seed"],
+        "trial_id": best["trial_id"], "ranks": best["ranks"], "all_ranks": best["all_ranks"],
+        "predicted_cost": best["predicted_cost"], "budget_abs": best["budget_abs"],
+        "within_budget": _meets_budget(best), "heldout_acc": best["selected_heldout_acc"],
+        "heldout_acc_mean": acc_mean, "heldout_acc_std": acc_std, "predicted_cost_over_seeds": cost,
+        "rank_agreement": rank_agreement([t["all_ranks"] for t in trials]),
+        "lam": best.get("lam"), "beta": best.get("beta"),
+    }
+
+
+def select_configs(trials: list[dict], model: str) -> list[dict]:
+    """One config per (targets, budget) present among the finished trials, in a stable order."""
+    done = [t for t in trials if t.get("status") == "done"]
+    cells: dict[tuple[str, float], list[dict]] = {}
+    for t in done:
+        cells.setdefault((str(t["targets"]), float(t["budget"])), []).append(t)
+    missing = sorted({(str(t["targets"]), float(t["budget"])) for t in trials} - set(cells))
+    if missing:
+        raise BadInputError(f"select: no finished trial for (targets, budget) {missing}; rerun the search "
+                            "stage with the same run id to resume it")
+    return [dict(select_cell(cells[k]), model=model) for k in sorted(cells)]
+
+
+def write_selected(store, run_id: str, configs: list[dict], **info) -> str:
+    """Write `<run_id>/selected.json` atomically; returns its path in the store."""
+    from .profiling import open_store
+
+    path = f"{run_id}/{SELECTED_FILE}"
+    open_store(store).write_json(path, {"run_id": run_id, **info, "configs": configs})
+    return path
+
+
+def run_select(store, run_id: str, model: str) -> list[dict]:
+    """Read the search stage's trial records, select, write selected.json; returns the configs."""
+    from .search import load_trials
+
+    configs = select_configs(load_trials(store, run_id), model)
+    write_selected(store, run_id, configs)
+    return configs

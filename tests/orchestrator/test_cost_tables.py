@@ -1,0 +1,119 @@
+"""Cost tables and rank spaces from LUTs in a store (real Parquet through the LUT code) and from FLOPs.
+
+The LUT rows are made-up staircases (not measurements), so the expected tables are known exactly.
+"""
+import datetime as dt
+
+import pytest
+import torch
+
+import haloc
+from haloc.errors import BadInputError
+from hw_profiles.calibration import fit_calibration
+from hw_profiles.lut import LutRow, rows_to_table
+from hw_profiles.profile import get_profile
+from hw_profiles.signature import LayerSignature, profiling_ranks
+from orchestrator.cost_tables import cost_tables, latency_table, search_rank_space
+from orchestrator.profiling import calibration_path, lut_path, model_specs, open_store
+
+RUN = "r1"
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return model_specs("resnet20")
+
+
+def staircase(step):
+    """Latency grows in steps of `step` ranks; the original layer costs as much as the top step."""
+    def lat(spec, rank):
+        r = spec.max_rank if rank == 0 else rank
+        return 0.1 + 0.01 * spec.max_rank * (-(-r // step))  # ceil(r / step) steps
+    return lat
+
+
+def write_lut(store, hardware, specs, latency, skip=()):
+    prof = get_profile(hardware)
+    rows, seen = [], set()
+    for name, spec in specs.items():
+        if name in skip:
+            continue
+        sig = LayerSignature.from_spec(spec, prof.batch_size, prof.dtype)
+        if sig.key in seen:
+            continue
+        seen.add(sig.key)
+        for r in profiling_ranks(spec, 4):
+            ms = latency(spec, r)
+            rows.append(LutRow(hardware, sig, r, ms, ms, ms, 0.0, 3, dt.datetime.now(dt.timezone.utc), "test", "{}"))
+    store.write_parquet(lut_path(hardware, RUN), rows_to_table(rows))
+
+
+def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, specs):
+    store = open_store(str(tmp_path))
+    write_lut(store, "cpu", specs, staircase(8))
+    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
+    plain = latency_table(store, RUN, "cpu", specs, space.candidates, 0.7)
+    assert plain.fixed_cost == 0 and plain.meta["calibrated"] is False and "no calibration" in plain.meta["note"]
+    spec = specs["layer3.0.conv2"]  # 64 channels: candidates 16, 32, 48, 64 (64 = original)
+    assert space.candidates[spec.name] == (16, 32, 48, 64)
+    assert plain.layer_costs[spec.name] == pytest.approx([0.1 + 0.64 * k for k in (2, 4, 6, 8)])
+    assert plain.budget == pytest.approx(0.7 * plain.original_cost)
+
+    cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])  # a = 0.5, b = 2
+    store.write_json(calibration_path("cpu", RUN), cal.to_dict())
+    table = latency_table(store, RUN, "cpu", specs, space.candidates, 0.7)
+    assert table.meta["calibrated"] and table.fixed_cost == pytest.approx(0.5)
+    assert table.layer_costs[spec.name] == pytest.approx([2 * c for c in plain.layer_costs[spec.name]])
+    assert table.original_cost == pytest.approx(0.5 + 2 * plain.original_cost)
+
+
+def test_budget_below_the_minimum_names_the_minimum(tmp_path, specs):
+    store = open_store(str(tmp_path))
+    write_lut(store, "cpu", specs, staircase(8))
+    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
+    with pytest.raises(BadInputError, match=r"budget 0.1 of cpu .* below the smallest reachable cost .*fraction 0\.\d+"):
+        cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
+
+
+def test_lut_missing_layers_names_hardware_layers_and_fix(tmp_path, specs):
+    store = open_store(str(tmp_path))
+    # layer3.0.conv1 is the only layer of its signature (stride 2, 32 -> 64)
+    write_lut(store, "cpu", specs, staircase(8), skip={"layer3.0.conv1"})
+    space = search_rank_space(store, None, specs, [], mode="step", step=16)
+    with pytest.raises(BadInputError, match=r"hardware 'cpu' .*lacks 1 layer.*'layer3.0.conv1'.*profile the model"):
+        cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7)
+    with pytest.raises(BadInputError, match=r"LUT of hardware 'asic'.*lacks 19 layer"):  # no LUT at all
+        search_rank_space(store, RUN, specs, ["asic"], mode="latency")
+    with pytest.raises(BadInputError, match="unknown hardware profile 'tpu9'"):
+        cost_tables(store, RUN, "resnet20", specs, space, ("tpu9",), 0.7)
+
+
+def test_latency_rank_space_is_the_union_of_the_targets_staircases(tmp_path, specs):
+    store = open_store(str(tmp_path))
+    write_lut(store, "cpu", specs, staircase(8))
+    write_lut(store, "asic", specs, staircase(32))
+    name = "layer3.0.conv2"  # max rank 64; LUT grid 1, 4, 8, ..., 60, 64
+    cpu = search_rank_space(store, RUN, specs, ["cpu"], mode="latency").candidates[name]
+    asic = search_rank_space(store, RUN, specs, ["asic"], mode="latency").candidates[name]
+    assert cpu == (8, 16, 24, 32, 40, 48, 56, 64)  # the largest rank of every 8-step
+    assert asic == (32, 64)
+    both = search_rank_space(store, RUN, specs, ["cpu", "asic"], mode="latency")
+    assert both.candidates[name] == tuple(sorted(set(cpu) | set(asic)))
+    inter = search_rank_space(store, RUN, specs, ["cpu", "asic"], mode="latency", merge="intersection")
+    assert inter.candidates[name] == (32, 64)
+    # every table of the union space prices every candidate; max_rank costs the original layer
+    tables = cost_tables(store, RUN, "resnet20", specs, both, ("cpu", "asic"), 0.8)
+    assert [t.name for t in tables] == ["cpu", "asic"]
+    for t in tables:
+        t.check_against(both.candidates)
+        assert t.layer_costs[name][-1] == pytest.approx(0.1 + 0.64 * (8 if t.name == "cpu" else 2))
+
+
+def test_flops_table_original_cost_is_the_model_flops(specs):
+    space = search_rank_space(None, None, specs, [], mode="step", step=16)
+    (table,) = cost_tables(None, None, "resnet20", specs, space, ("cpu",), 0.8, metric="flops")
+    total = haloc.flops(haloc.models.create("resnet20"), torch.zeros(1, 3, 32, 32)) / 1e9
+    assert table.name == "flops" and table.unit == "GFLOPs"
+    assert table.original_cost == pytest.approx(total) and table.budget == pytest.approx(0.8 * total)
+    with pytest.raises(BadInputError, match="budget metric 'energy'"):
+        cost_tables(None, None, "resnet20", specs, space, ("cpu",), 0.8, metric="energy")

@@ -1,0 +1,130 @@
+"""Profiling fan-out on the real two-node Ray of tests/fixtures/ray_cluster.py (resnet20, tiny grids)."""
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+
+from haloc.errors import BadInputError
+from hw_profiles.lut import existing_keys
+from hw_profiles.profile import get_profile
+from orchestrator.profiling import (calibrate, load_calibration, load_latency_table, lut_path, model_specs, needed_items,
+                                    open_store, profile_model, read_store_lut)
+
+pytestmark = pytest.mark.slow
+
+CPU = replace(get_profile("cpu"), rank_step=32, warmup=1, repeats=3, threads=1)
+ASIC = replace(get_profile("asic"), rank_step=64)
+
+
+def expected_keys(profile):
+    return {(profile.name, sig.key, r) for sig, r in needed_items(model_specs("resnet20"), profile, 1, profile.rank_step)}
+
+
+@pytest.fixture(scope="module")
+def profiled(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    results = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
+    return root, results
+
+
+def test_every_needed_row_is_written_once(profiled):
+    root, results = profiled
+    store = open_store(str(root))
+    for profile in (CPU, ASIC):
+        table = read_store_lut(store, lut_path(profile.name, "r1"))
+        assert existing_keys(table) == expected_keys(profile) and len(table) == len(expected_keys(profile))
+        assert results[profile.name].measured_rows == len(table) and results[profile.name].reused_rows == 0
+    assert (root / "r1" / "luts" / "asic.parquet").exists()
+    asic = read_store_lut(store, lut_path("asic", "r1"))
+    assert all(e > 0 for e in asic.column("energy_pj").to_pylist())
+
+
+def test_actors_land_on_the_nodes_offering_their_resource(profiled, ray_cluster):
+    _, results = profiled
+    ids = ray_cluster.node_ids()
+    assert sorted(results["cpu"].actor_nodes) == sorted([ids["node_a"], ids["node_b"]])  # one per node
+    assert set(results["asic"].actor_nodes) == {ids["node_b"]} and len(results["asic"].actor_nodes) == 2
+
+
+def test_second_run_measures_nothing_new(profiled):
+    root, _ = profiled
+    before = (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns
+    again = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
+    assert all(r.measured_rows == 0 and r.reused_rows == r.total_rows and not r.actor_nodes for r in again.values())
+    assert (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns == before
+
+
+def test_lut_gives_candidate_latencies(profiled):
+    root, _ = profiled
+    lut = load_latency_table(str(root), "asic", "r1")
+    spec = model_specs("resnet20")["layer3.0.conv2"]
+    curve = lut.curve(spec, 1)
+    assert sorted(curve) == [0, 1, 64]  # 64 channels, rank_step 64
+    full, mid = lut.candidate_latencies(spec, [spec.max_rank, 32], batch=1)
+    assert full == curve[0]  # max rank costs the original layer
+    assert mid == pytest.approx(curve[1] + (32 - 1) / (64 - 1) * (curve[64] - curve[1]))
+    assert lut.missing_layers(model_specs("resnet20"), 1) == []
+
+
+def test_calibration_is_stored_beside_the_lut(profiled):
+    root, _ = profiled
+    cals = calibrate(str(root), "resnet20", [CPU], run_id="r1", samples=4)
+    stored = load_calibration(str(root), "cpu", "r1")
+    assert stored == cals["cpu"] and stored.samples == 4 and 0 <= stored.within_10pct <= 1
+    assert (root / "r1" / "luts" / "cpu.calibration.json").exists()
+
+
+def test_missing_resource_fails_fast_and_submits_nothing(profiled):
+    root, _ = profiled
+    start = time.monotonic()
+    with pytest.raises(BadInputError, match="'hw_jetson'.*hw_asic"):
+        profile_model(str(root), "resnet20", ["jetson"], run_id="r2", progress=False)
+    assert time.monotonic() - start < 30
+    assert not (root / "r2").exists()
+
+
+def _profiler_pids():
+    """Pids of live profiler actor processes (the state API may still list actors of earlier tests)."""
+    from pathlib import Path
+
+    from ray.util.state import list_actors
+
+    pids = []
+    for a in list_actors(filters=[("class_name", "=", "LayerProfiler"), ("state", "=", "ALIVE")]):
+        try:
+            title = Path(f"/proc/{a.pid}/cmdline").read_bytes()
+        except (OSError, TypeError):
+            continue
+        if b"LayerProfiler" in title:
+            pids.append(a.pid)
+    return pids
+
+
+def test_killed_actor_work_completes_with_no_row_lost_or_doubled(ray_cluster, tmp_path):
+    slow = replace(CPU, name="cpu", rank_step=8, repeats=150)  # long enough to kill an actor mid-run
+    result, errors = {}, []
+
+    def run():
+        try:
+            result.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="f", rows_per_batch=2,
+                                        progress=False))
+        except Exception as e:  # noqa: BLE001  (re-raised in the test thread)
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    lut = tmp_path / "f" / "luts" / "cpu.parquet"
+    deadline = time.monotonic() + 120
+    while not lut.exists() and time.monotonic() < deadline:  # at least one batch done: actors are busy
+        time.sleep(0.1)
+    pids = _profiler_pids()
+    assert pids and thread.is_alive(), "the run ended before an actor could be killed; make it longer"
+    os.kill(pids[0], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not errors, errors
+    table = read_store_lut(open_store(str(tmp_path)), "f/luts/cpu.parquet")
+    assert existing_keys(table) == expected_keys(slow) and len(table) == len(expected_keys(slow))
+    assert result["cpu"].measured_rows == len(table)

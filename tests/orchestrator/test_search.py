@@ -1,0 +1,177 @@
+"""The search stage on the real two-node Ray of tests/fixtures/ray_cluster.py: grid, selection,
+resume after an errored trial (local store and S3 on moto), SIGKILL of the driver, bad input.
+
+Tiny searches: resnet20, 128 generated 32x32 images, 2 epochs of 2 steps, rank step 16, FLOPs tables.
+Every trial appends a line to `starts.jsonl` (test hook) so the tests can count how often each
+trial (re)started and from which epoch.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from haloc.errors import BadInputError
+from orchestrator.search import SearchSpec, load_trials, run_search
+from orchestrator.select import run_select
+from orchestrator.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.8,), seeds=(0,), budget_metric="flops", epochs=2,
+                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, demo_samples=128, rank_step=16, max_failures=0)
+
+
+def starts(trace_dir: Path) -> list[dict]:
+    path = trace_dir / "starts.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_spec_round_trips_through_a_dict_and_refuses_unknown_keys():
+    spec = replace(TINY, budgets=(0.5, 0.7), seeds=(1, 2), lam_range=(1.0, 3.0))
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert SearchSpec.from_dict(data) == spec
+    with pytest.raises(BadInputError, match=r"unknown key\(s\) \['budget'\]"):
+        SearchSpec.from_dict({"budget": 0.5})
+    with pytest.raises(BadInputError, match="budgets"):
+        SearchSpec(budgets=(0.5, -1.0))
+    assert SearchSpec(hardware=("cpu", "asic")).target_groups() == [("cpu",), ("asic",)]
+    assert SearchSpec(hardware=("cpu", "asic"), joint=True).target_groups() == [("cpu", "asic")]
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (dict(hardware=("tpu9",)), r"unknown hardware profile 'tpu9'; choose one of \["),
+    (dict(budgets=(0.8, 0.3)), r"budget 0.3 of flops .* below the smallest reachable cost .*\(fraction 0.5\d\d\)"),
+    (dict(budget_metric="latency"), r"LUT of hardware 'cpu' .*lacks 19 layer.*profile the model on 'cpu' first"),
+    (dict(model="resnet99"), r"model 'resnet99' unknown"),
+])
+def test_bad_input_fails_before_any_trial_and_writes_nothing(tmp_path, change, pattern):
+    start = time.monotonic()
+    with pytest.raises(BadInputError, match=pattern):
+        run_search(str(tmp_path), "bad", replace(TINY, **change))
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / "bad" / "search").exists()
+
+
+def test_grid_of_two_budgets_and_two_seeds_then_selection(ray_cluster, tmp_path):
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    spec = replace(TINY, budgets=(0.6, 0.8), seeds=(0, 1))
+    records = run_search(str(tmp_path / "store"), "grid", spec, hooks={"trace_dir": str(trace)})
+    assert len(records) == 4 and all(r["status"] == "done" for r in records)
+    assert sorted((r["budget"], r["seed"]) for r in records) == [(0.6, 0), (0.6, 1), (0.8, 0), (0.8, 1)]
+    for r in records:
+        assert r["predicted_cost"]["flops"] <= r["budget_abs"]["flops"] * (1 + 1e-9), r
+        assert r["within_budget"] == {"flops": True} and r["epochs"] == 2
+        assert 0.0 <= r["selected_heldout_acc"] <= 1.0
+    assert len(starts(trace)) == 4  # each trial ran once
+
+    configs = run_select(str(tmp_path / "store"), "grid", "resnet20")
+    selected = json.loads((tmp_path / "store" / "grid" / "selected.json").read_text())
+    assert selected["configs"] == json.loads(json.dumps(configs))
+    assert [c["budget"] for c in configs] == [0.6, 0.8]
+    by_id = {r["trial_id"]: r for r in records}
+    for c in configs:
+        best = by_id[c["trial_id"]]
+        cell = [r for r in records if r["budget"] == c["budget"]]
+        assert c["seeds"] == [0, 1] and c["model"] == "resnet20" and c["targets"] == ["flops"]
+        assert best["selected_heldout_acc"] == max(r["selected_heldout_acc"] for r in cell)
+        assert c["ranks"] == best["ranks"] and c["predicted_cost"] == best["predicted_cost"]
+        assert 0.0 <= c["rank_agreement"] <= 1.0
+    assert configs[0]["predicted_cost"]["flops"] < configs[1]["budget_abs"]["flops"]
+
+
+def _fail_then_resume(store, tmp_path, spec):
+    """Run with one trial raising in epoch 2, then rerun; returns (first records, second records, trace)."""
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    hooks = {"trace_dir": str(trace),
+             "fail_once": {"match": {"seed": spec.seeds[-1]}, "epoch": 2, "marker": str(tmp_path / "failed")}}
+    first = run_search(store, "resume", spec, hooks=hooks)
+    second = run_search(store, "resume", spec, hooks=hooks)
+    return first, second, starts(trace)
+
+
+def test_errored_trial_resumes_from_its_checkpoint_and_finished_trials_are_not_rerun(ray_cluster, tmp_path):
+    spec = replace(TINY, seeds=(0, 1))
+    first, second, trace = _fail_then_resume(str(tmp_path / "store"), tmp_path, spec)
+    status = {r["seed"]: (r["status"], r["epochs"]) for r in first}
+    assert status == {0: ("done", 2), 1: ("error", 1)}
+    assert all(r["status"] == "done" and r["restored"] for r in second)
+    assert {r["trial_id"] for r in first} == {r["trial_id"] for r in second}
+    runs = {}
+    for line in trace:
+        runs.setdefault(line["seed"], []).append(line["start_epoch"])
+    assert runs == {0: [0], 1: [0, 1]}  # seed 0 never rerun; seed 1 resumed after its epoch-1 checkpoint
+    assert load_trials(str(tmp_path / "store"), "resume") == json.loads(json.dumps(second))
+
+
+def test_resume_from_s3(ray_cluster, s3_server, s3_store_uri, tmp_path):
+    # Keys given explicitly: the Ray workers of the session cluster do not see this test's environment.
+    store = Store.open(s3_store_uri, access_key=s3_server.access_key, secret_key=s3_server.secret_key)
+    first, second, trace = _fail_then_resume(store, tmp_path, TINY)
+    assert [r["status"] for r in first] == ["error"] and [r["status"] for r in second] == ["done"]
+    assert [line["start_epoch"] for line in trace] == [0, 1]
+    files = store.list("resume/search/grid")
+    assert any("checkpoint_000001" in f for f in files) and any("experiment_state" in f for f in files)
+    assert not Path(s3_store_uri).exists()  # nothing went to a local folder named like the URI
+
+
+def test_optuna_samples_lam_per_budget(ray_cluster, tmp_path):
+    spec = replace(TINY, optuna_samples=2, seeds=(0, 1))
+    records = run_search(str(tmp_path / "store"), "opt", spec)
+    assert len(records) == 2 and all(r["status"] == "done" for r in records)
+    assert {r["experiment"] for r in records} == {"optuna-flops-b0.8"}
+    lams = [r["lam"] for r in records]
+    assert all(0.5 <= v <= 20.0 for v in lams) and lams[0] != lams[1]
+    assert (tmp_path / "store" / "opt" / "search" / "optuna-flops-b0.8").is_dir()
+
+
+def test_train_once_search_many_reuses_the_shared_weights(ray_cluster, tmp_path):
+    store = tmp_path / "store"
+    spec = replace(TINY, budgets=(0.6, 0.8), train_once=True, shared_epochs=1)
+    records = run_search(str(store), "once", spec)
+    assert all(r["status"] == "done" and r["within_budget"] == {"flops": True} for r in records)
+    shared = store / "once" / "search" / "shared_supernet.pt"
+    info = json.loads((store / "once" / "search" / "shared_supernet.json").read_text())
+    assert shared.is_file() and info["epochs"] == 1
+    mtime = shared.stat().st_mtime_ns
+    run_search(str(store), "once", spec)  # finished: nothing retrained
+    assert shared.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_rerun_completes(ray_cluster, tmp_path):
+    store, trace = tmp_path / "store", tmp_path / "trace"
+    trace.mkdir()
+    spec = replace(TINY, epochs=3)
+    code = ("import sys; from tests.fixtures.ray_cluster import _driver_token_auth; _driver_token_auth(); "
+            "from orchestrator.search import main; sys.exit(main(sys.argv[1:]))")
+    args = [sys.executable, "-c", code, "--store", str(store), "--run-id", "kill", "--address", ray_cluster.address,
+            "--spec-json", json.dumps(spec.to_dict()),
+            "--hooks-json", json.dumps({"trace_dir": str(trace), "epoch_sleep_s": 6})]
+    log = open(tmp_path / "driver.log", "wb")
+    driver = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    exp = store / "kill" / "search" / "grid"
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        # Tune saves its experiment state at most every 10 s: wait until a saved state knows a checkpoint
+        if any("checkpoint_00000" in f.read_text() for f in exp.glob("experiment_state*.json")):
+            break
+        assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        time.sleep(0.5)
+    else:
+        pytest.fail("no checkpoint within 150 s: " + (tmp_path / "driver.log").read_text()[-3000:])
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=30)
+    log.close()
+    assert not (store / "kill" / "search" / "trials.json").exists()
+
+    records = run_search(str(store), "kill", spec, hooks={"trace_dir": str(trace)})
+    assert [(r["status"], r["epochs"], r["restored"]) for r in records] == [("done", 3, True)]
+    epochs = [line["start_epoch"] for line in starts(trace)]
+    assert epochs[0] == 0 and len(epochs) >= 2 and epochs[-1] >= 1  # resumed from a checkpoint, not from scratch

@@ -1,0 +1,287 @@
+"""The Ray Tune trainable of a HALOC search trial, and the "train once" supernet training.
+
+    trainable = tune.with_parameters(search_trainable, context=SearchContext(...))
+    config = {"targets": "cpu+asic", "budget": 0.5, "seed": 0, "lam": 2.0}   # one trial
+
+The driver builds the model's specs, the rank space and every cost table once and hands them over
+in `SearchContext` (through the object store), so no trial rebuilds them. A trial runs
+`SupernetSearch` epoch by epoch; after every epoch it checkpoints the search state (supernet
+weights, alpha, both optimizers, epoch, RNG) and reports cross-entropy, held-out accuracy, the
+expected cost against the budget of every target and the alpha entropy. The last report carries
+the `SearchResult` (ranks, predicted costs, ...) and the held-out accuracy of the selected discrete
+architecture, with a checkpoint holding `result.json` as well. A restarted trial resumes from its
+latest checkpoint; data order per epoch depends only on (seed, epoch), so a resume repeats nothing.
+
+"Train once, search many": `train_shared_supernet` trains the supernet weights once with alpha
+frozen uniform (weight steps only); trials given `shared_supernet` load those weights, reset alpha
+and only re-optimise alpha (`train_weights=False`).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+STATE_FILE = "search.pt"
+RESULT_FILE = "result.json"
+
+
+def targets_key(targets) -> str:
+    """The config value naming a trial's target group: "cpu", "cpu+asic", "flops"."""
+    return "+".join(targets)
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Everything a trial needs that is the same for all trials (built once on the driver)."""
+
+    model: str
+    specs: dict  # layer name -> LayerSpec (traced with an example input)
+    rank_space: object  # haloc RankSpace, shared by every trial
+    tables: dict  # (targets key, budget) -> list[CostTable] with absolute budgets
+    base: dict  # SearchConfig fields common to all trials (epochs, lrs, penalty, ...)
+    data: dict  # haloc.data.DataConfig fields
+    batch_size: int = 32
+    heldout_fraction: float = 0.2
+    model_state: dict | None = None  # pretrained weights of the model (None: the model's init)
+    shared_supernet: dict | None = None  # train once, search many: trained supernet weights
+    hooks: dict = field(default_factory=dict)  # tests only: trace_dir, fail_once, epoch_sleep_s
+
+
+# ---- pieces shared by the trainable and the shared training ----------------------------------------
+
+def build_model(ctx: SearchContext):
+    import haloc
+
+    model = haloc.models.create(ctx.model)
+    if ctx.model_state is not None:
+        model.load_state_dict(ctx.model_state)
+    return model
+
+
+def build_loaders(ctx: SearchContext, seed: int):
+    """(train, held-out) loaders over two disjoint parts of the TRAINING data (never validation)."""
+    from haloc.data import DataConfig, build_datasets, make_loader, split_train_heldout
+
+    train_set, _ = build_datasets(DataConfig(**ctx.data))
+    train, held = split_train_heldout(train_set, ctx.heldout_fraction, seed=ctx.data.get("seed", 0))
+    return (make_loader(train, ctx.batch_size, shuffle=True, seed=seed, drop_last=True),
+            make_loader(held, ctx.batch_size, shuffle=True, seed=seed + 7_777))
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _seed_loaders(train, held, seed: int, epoch: int) -> None:
+    from haloc.data import seed_epoch
+
+    seed_epoch(held, seed + 7_777, epoch)
+    seed_epoch(train, seed, epoch)  # last: it also sets the global RNG that the epoch starts from
+
+
+@dataclass
+class _Timer:
+    seconds: float = 0.0
+
+    def __enter__(self):
+        self._t = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._t
+
+
+# ---- evaluation of the selected architecture ------------------------------------------------------
+
+def evaluate_choice(search, choice: dict[str, int], loader, max_batches: int | None = None) -> tuple[float, float]:
+    """(accuracy, CE) of the discrete architecture `choice` inside the supernet, on `loader`.
+
+    alpha is set one-hot on `choice` for the evaluation and put back afterwards (the supernet holds
+    non-leaf tensors, so it cannot be deep-copied).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    net = search.supernet
+    layers = net.layers()
+    saved = {n: (l.alpha.detach().clone(), l.mode) for n, l in layers.items()}
+    was_training = net.training
+    correct = seen = 0
+    ce = 0.0
+    try:
+        net.eval()
+        with torch.no_grad():
+            for name, layer in layers.items():
+                layer.alpha.zero_()
+                layer.alpha[layer.candidates.index(choice[name])] = 1.0
+            net.set_mix("argmax")
+            for i, (x, y) in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = x.to(search.device), y.to(search.device)
+                logits = net(x)  # (N, classes)
+                ce += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+    finally:
+        with torch.no_grad():
+            for name, layer in layers.items():
+                layer.alpha.copy_(saved[name][0])
+                layer.mode = saved[name][1]
+        net.train(was_training)
+    return correct / max(seen, 1), ce / max(seen, 1)
+
+
+# ---- the trainable -----------------------------------------------------------------------------------
+
+def _trial_config(ctx: SearchContext, config: dict):
+    from haloc import SearchConfig
+
+    fields = dict(ctx.base, seed=int(config["seed"]), device=_device())
+    for key in ("lam", "beta"):
+        if config.get(key) is not None:
+            fields[key] = float(config[key])
+    if ctx.shared_supernet is not None:
+        fields.update(train_weights=False, warmup_epochs=0)
+    return SearchConfig(**fields)
+
+
+def _hook_trace(ctx: SearchContext, config: dict, start_epoch: int) -> None:
+    trace_dir = ctx.hooks.get("trace_dir")
+    if trace_dir:
+        from ray import tune
+
+        line = json.dumps({"trial_id": tune.get_context().get_trial_id(), "targets": config["targets"],
+                           "budget": config["budget"], "seed": config["seed"], "start_epoch": start_epoch})
+        with open(Path(trace_dir) / "starts.jsonl", "a") as f:
+            f.write(line + "\n")
+
+
+def _hook_fail_once(ctx: SearchContext, config: dict, epoch: int) -> None:
+    """Tests: raise once in `epoch` of the matching trial (a marker file makes it once)."""
+    spec = ctx.hooks.get("fail_once")
+    if not spec or epoch != spec["epoch"]:
+        return
+    if any(config.get(k) != v for k, v in spec["match"].items()):
+        return
+    marker = Path(spec["marker"])
+    if not marker.exists():
+        marker.write_text("failed once\n")
+        raise RuntimeError(f"injected failure in epoch {epoch} (test hook fail_once)")
+    if spec.get("sleep_s"):
+        time.sleep(spec["sleep_s"])
+
+
+def search_trainable(config: dict, context: SearchContext) -> None:
+    """One Tune trial: a supernet search for (targets, budget, seed[, lam, beta])."""
+    import torch
+    from ray import tune
+
+    from haloc import SupernetSearch
+
+    wall_start = time.perf_counter()
+    ctx = context
+    key = (config["targets"], float(config["budget"]))
+    if key not in ctx.tables:
+        raise KeyError(f"no cost tables for targets {key[0]!r} at budget {key[1]} in the search context")
+    tables = ctx.tables[key]
+    cfg = _trial_config(ctx, config)
+    search = SupernetSearch(build_model(ctx), ctx.rank_space, tables, cfg, specs=ctx.specs)
+    inner = _Timer()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location=search.device, weights_only=True)
+        search.load_state_dict(state)
+        inner.seconds = float(state.get("inner_seconds", 0.0))
+    elif ctx.shared_supernet is not None:
+        search.load_weights_only(ctx.shared_supernet)
+    _hook_trace(ctx, config, search.epoch)
+    train, held = build_loaders(ctx, cfg.seed)
+
+    while search.epoch < cfg.epochs:
+        _hook_fail_once(ctx, config, search.epoch + 1)
+        _seed_loaders(train, held, cfg.seed, search.epoch)
+        with inner:
+            metrics = search.run_epoch(train, held)
+        report = _epoch_report(metrics, tables)
+        report["inner_seconds"] = inner.seconds
+        final = search.epoch >= cfg.epochs
+        with tempfile.TemporaryDirectory() as d:
+            state = search.state_dict()
+            state["inner_seconds"] = inner.seconds
+            torch.save(state, Path(d) / STATE_FILE)
+            if final:
+                with inner:
+                    result = search.result()
+                    acc, ce = evaluate_choice(search, result.all_ranks, held)
+                summary = _final_summary(result, acc, ce, config, inner.seconds, time.perf_counter() - wall_start)
+                report.update(summary)
+                (Path(d) / RESULT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
+        if ctx.hooks.get("epoch_sleep_s"):  # tests: keep a trial alive long enough to kill its driver
+            time.sleep(float(ctx.hooks["epoch_sleep_s"]))
+
+
+def _epoch_report(metrics: dict, tables) -> dict:
+    report = {k: v for k, v in metrics.items() if not k.startswith(("expected_", "budget_"))}
+    report["heldout_acc"] = report.get("heldout_acc") if report.get("heldout_acc") is not None else float("nan")
+    report["heldout_ce"] = report.get("heldout_ce") if report.get("heldout_ce") is not None else float("nan")
+    for t in tables:
+        expected = metrics[f"expected_{t.name}"]
+        report[f"expected_cost/{t.name}"] = expected
+        report[f"budget/{t.name}"] = t.budget
+        report[f"expected_over_budget/{t.name}"] = expected / t.budget
+    over = sum(max(0.0, report[f"expected_over_budget/{t.name}"] - 1.0) for t in tables)
+    acc = report["heldout_acc"]
+    report["objective"] = (0.0 if acc != acc else acc) - over  # what Optuna and ASHA maximise
+    report["done"] = False
+    return report
+
+
+def _final_summary(result, acc: float, ce: float, config: dict, inner_s: float, wall_s: float) -> dict:
+    """What selection reads: the chosen ranks, their predicted cost per target and held-out quality."""
+    over = sum(max(0.0, result.predicted_cost[n] / result.budget[n] - 1.0) for n in result.budget)
+    return {
+        "done": True, "objective": acc - over, "selected_heldout_acc": acc, "selected_heldout_ce": ce,
+        "ranks": result.ranks, "all_ranks": result.all_ranks, "predicted_cost": result.predicted_cost,
+        "argmax_cost": result.argmax_cost, "budget_abs": result.budget, "within_budget": result.within_budget,
+        "targets": config["targets"], "budget": float(config["budget"]), "seed": int(config["seed"]),
+        "lam": config.get("lam"), "beta": config.get("beta"), "inner_seconds": inner_s,
+        "attempt_wall_seconds": wall_s,
+    }
+
+
+# ---- train once, search many ------------------------------------------------------------------------
+
+def train_shared_supernet(context: SearchContext, epochs: int, seed: int = 0) -> tuple[dict, dict]:
+    """Train the supernet's weights for `epochs` with alpha frozen uniform (every candidate sampled).
+
+    Returns (supernet state dict on the CPU, {"seconds", "epochs", "train_ce"}). The cost table is
+    irrelevant here (alpha never moves); any table of the context satisfies SupernetSearch.
+    """
+    from haloc import SearchConfig, SupernetSearch
+
+    tables = next(iter(context.tables.values()))
+    fields = dict(context.base, epochs=epochs, warmup_epochs=epochs, train_weights=True, seed=seed,
+                  device=_device())
+    search = SupernetSearch(build_model(context), context.rank_space, tables, SearchConfig(**fields),
+                            specs=context.specs)
+    train, held = build_loaders(context, seed)
+    start = time.perf_counter()
+    ce = None
+    for epoch in range(epochs):
+        _seed_loaders(train, held, seed, epoch)
+        ce = search.run_epoch(train, held)["train_ce"]
+    state = {k: v.detach().cpu() for k, v in search.supernet.state_dict().items()}
+    return state, {"seconds": time.perf_counter() - start, "epochs": epochs, "train_ce": ce}
+
+
+def with_context(ctx: SearchContext, **changes) -> SearchContext:
+    return replace(ctx, **changes)
+

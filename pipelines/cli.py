@@ -1,0 +1,92 @@
+"""The command line shared by the pipelines: flags and presets -> a RunSpec -> the stage runner.
+
+Exit codes: 0 done; 2 bad input (one message naming the input and the fix, no traceback);
+1 anything else; 130 interrupted (rerun the same command to resume).
+Heavy imports (torch, ray) happen only after the flags are parsed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from haloc.errors import BadInputError
+
+from .presets import PipelineDefaults
+
+
+def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m pipelines.{defaults.pipeline}",
+        description=f"HALOC on Ray: profile, search, select, fine-tune, validate and report {defaults.model}.")
+    p.add_argument("--preset", choices=("demo", "paper"), default="demo",
+                   help="demo: every stage on generated data in minutes; paper: the paper's setup (needs --data)")
+    p.add_argument("--data", help=f"{defaults.dataset} data: a local folder or s3:// URI "
+                                  "(ImageNet: ImageFolder train/ and val/; CIFAR-10: python batches)")
+    p.add_argument("--store", default="runs", help="artifact store: a local folder or s3://bucket/prefix "
+                                                  "(?endpoint_override=host:port&scheme=http for S3-compatible servers)")
+    p.add_argument("--run-id", help="run id (default: <pipeline>-<preset>); rerun with the same id to resume")
+    p.add_argument("--hardware", nargs="+", help="hardware profiles to target, e.g. cpu asic cuda jetson")
+    p.add_argument("--budgets", nargs="+", type=float, help="budgets as fractions of the original cost, e.g. 0.5 0.7")
+    p.add_argument("--budget-metric", choices=("latency", "flops"))
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--address", help="a running Ray cluster (host:port or auto); default: embedded local Ray")
+    p.add_argument("--weights", help="pretrained weights: torchvision, a file or s3:// URI")
+    p.add_argument("--rank-mode", choices=("latency", "step"), help="candidate ranks from LUT curves or a constant step")
+    p.add_argument("--rank-step", type=int)
+    p.add_argument("--search-epochs", type=int)
+    p.add_argument("--search-steps-per-epoch", type=int)
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--finetune-steps-per-epoch", type=int)
+    p.add_argument("--finetune-workers", type=int, help="Ray Train workers per fine-tune (data parallel)")
+    p.add_argument("--multi-target", action="store_true", help="one search with a budget on every hardware at once")
+    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
+    from orchestrator.run_spec import RunSpec
+
+    preset = dict(defaults.demo if args.preset == "demo" else defaults.paper)
+    values = dict(pipeline=defaults.pipeline, model=defaults.model, dataset=defaults.dataset,
+                  num_classes=defaults.num_classes, image_size=defaults.image_size, preset=args.preset,
+                  data=args.data, store=args.store, address=args.address,
+                  run_id=args.run_id or f"{defaults.pipeline}-{args.preset}")
+    values.update(preset)
+    if args.data and args.preset == "demo":
+        # real data with demo-sized epochs: the real loading path, quickly
+        values.update(dataset=defaults.dataset, num_classes=defaults.num_classes, image_size=defaults.image_size)
+    if args.preset == "paper" and not args.data:
+        raise BadInputError(f"--preset paper needs --data (the {defaults.dataset} folder or s3:// URI); "
+                            "or run --preset demo on generated data")
+    overrides = {
+        "hardware": tuple(args.hardware) if args.hardware else None,
+        "budgets": tuple(args.budgets) if args.budgets else None,
+        "seeds": tuple(args.seeds) if args.seeds else None,
+        "budget_metric": args.budget_metric, "weights": args.weights, "rank_mode": args.rank_mode,
+        "rank_step": args.rank_step, "search_epochs": args.search_epochs,
+        "search_steps_per_epoch": args.search_steps_per_epoch, "finetune_epochs": args.finetune_epochs,
+        "finetune_steps_per_epoch": args.finetune_steps_per_epoch, "finetune_workers": args.finetune_workers,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if args.multi_target:
+        values["multi_target"] = True
+    if args.no_progress:
+        values["progress"] = False
+    return RunSpec(**values)
+
+
+def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
+    args = build_parser(defaults).parse_args(argv)  # argparse itself exits 2 on malformed flags
+    try:
+        spec = spec_from_args(args, defaults)
+        from orchestrator.runner import run_pipeline
+
+        run_pipeline(spec)
+        return 0
+    except BadInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command (same --run-id and --store) to resume where it stopped",
+              file=sys.stderr)
+        return 130

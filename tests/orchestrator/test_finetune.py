@@ -1,0 +1,107 @@
+"""The fine-tune stage on the real two-node Ray of tests/fixtures/ray_cluster.py: a real TorchTrainer
+(2 CPU workers, DDP over gloo) fine-tunes a compressed resnet20 on 128 generated images, stops after
+epoch 1 (`max_epochs`), resumes from its checkpoint to epoch 2, and is skipped on a third run.
+
+`finetuned_run` is shared with test_validate.py (memoised per session: one fine-tune for both files).
+"""
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+import haloc
+from haloc.errors import BadInputError
+from orchestrator.finetune import (FinetuneSpec, config_id, final_paths, load_final_state, resolve_weights,
+                                   run_finetune)
+from orchestrator.store import Store
+
+RUN = "ft1"
+RANKS = {"layer1.0.conv1": 8, "layer2.1.conv2": 16, "layer3.0.conv1": 24, "layer3.2.conv2": 32, "fc": 5}
+CONFIG = {"targets": ["cpu"], "budget": 0.6, "seeds": [0, 1], "best_seed": 0, "ranks": RANKS,
+          "all_ranks": RANKS, "predicted_cost": {"cpu": 3.0}, "heldout_acc": 0.4, "heldout_acc_mean": 0.35,
+          "heldout_acc_std": 0.05, "model": "resnet20"}
+DATA = {"kind": "demo", "demo_train": 128, "demo_val": 64, "num_classes": 10}
+TRAIN = {"epochs": 2, "lr": 0.02, "batch_size": 32, "log_every": 0, "seed": 3}
+SPEC = FinetuneSpec(model="resnet20", data=DATA, train=TRAIN, weights="pretrained.pt", num_workers=2)
+
+_CACHE: dict = {}
+
+
+def finetuned_run(root: Path) -> dict:
+    """Fine-tune CONFIG in a store under `root` in two runs (1 epoch, then resumed to 2); once per session."""
+    if "run" in _CACHE:
+        return _CACHE["run"]
+    store = Store.open(str(root / "store"))
+    teacher = haloc.models.create("resnet20", num_classes=10)
+    buf = io.BytesIO()
+    torch.save(teacher.state_dict(), buf)
+    store.write_bytes(f"{RUN}/pretrained.pt", buf.getvalue())
+    first = run_finetune(store, RUN, [CONFIG], FinetuneSpec.from_dict(dict(SPEC.to_dict(), max_epochs=1)))
+    second = run_finetune(store, RUN, [CONFIG], SPEC)
+    _CACHE["run"] = {"store": store, "run_id": RUN, "config": CONFIG, "spec": SPEC, "teacher": teacher,
+                     "first": first, "second": second}
+    return _CACHE["run"]
+
+
+@pytest.fixture(scope="module")
+def run(ray_cluster, tmp_path_factory):
+    return finetuned_run(tmp_path_factory.mktemp("finetune"))
+
+
+def test_config_id_and_spec_checks():
+    assert config_id(CONFIG) == "cpu-b0.6"
+    assert config_id({"targets": "cpu+asic", "budget": 0.25}) == "cpu_asic-b0.25"
+    assert config_id({"config_id": "mine", "targets": ["cpu"], "budget": 1}) == "mine"
+    with pytest.raises(BadInputError, match="config id"):
+        config_id({"config_id": "../x", "budget": 1})
+    with pytest.raises(BadInputError, match=r"unknown key\(s\) \['epoch'\]"):
+        FinetuneSpec.from_dict({"epoch": 3})
+    with pytest.raises(BadInputError, match="num_workers"):
+        FinetuneSpec(num_workers=0)
+
+
+def test_first_run_stops_after_epoch_one_without_final_files(run):
+    rec = run["first"][config_id(CONFIG)]
+    assert rec["done"] is False and rec["epoch"] == 1 and rec["epochs"] == 2
+    assert [h["epoch"] for h in rec["history"]] == [0]
+    assert rec["num_workers"] == 2  # data-parallel over both nodes
+
+
+def test_second_run_resumes_at_epoch_two_and_writes_final_files(run):
+    store, cid = run["store"], config_id(CONFIG)
+    first, rec = run["first"][cid], run["second"][cid]
+    assert rec["done"] is True and rec["skipped"] is False and rec["epoch"] == 2
+    assert [h["epoch"] for h in rec["history"]] == [0, 1]
+    assert rec["metrics"]["start_epoch"] == 1  # continued from the checkpoint, did not restart
+    assert rec["history"][0]["train"] == first["history"][0]["train"]  # epoch 1 was not run again
+    assert 0.0 <= rec["final_val"]["top1"] <= 1.0 and rec["final_val"]["n"] == 64
+    weights, info = final_paths(RUN, cid)
+    assert store.exists(weights) and store.exists(info)
+    assert store.read_json(info)["epoch"] == 2
+    # final.pt holds the student without DDP's prefix: it loads strictly into the rebuilt architecture
+    state = load_final_state(store, RUN, cid)
+    assert not any(k.startswith("module.") for k in state)
+    student = haloc.decompose(haloc.models.create("resnet20", num_classes=10), RANKS)
+    student.load_state_dict(state)
+    # ... and it moved away from its HOSVD initialisation from the teacher
+    init = haloc.decompose(run["teacher"], RANKS).state_dict()
+    assert any(not torch.equal(init[k], state[k]) for k in state if k.endswith("weight"))
+
+
+def test_third_run_skips_a_finished_config(run):
+    again = run_finetune(run["store"], RUN, [CONFIG], SPEC)
+    rec = again[config_id(CONFIG)]
+    assert rec["skipped"] is True and rec["epoch"] == 2
+
+
+def test_weights_resolve_from_the_store_or_pass_through(tmp_path):
+    store = Store.open(str(tmp_path))
+    assert resolve_weights(store, "r", None) == (None, None)
+    assert resolve_weights(store, "r", "torchvision") == ("torchvision", None)
+    assert resolve_weights(store, "r", "/abs/w.pt") == ("/abs/w.pt", None)
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    store.write_bytes("r/pre.pt", buf.getvalue())
+    source, state = resolve_weights(store, "r", "pre.pt")
+    assert source is None and torch.equal(state["w"], torch.ones(2))

@@ -1,0 +1,156 @@
+"""The Ray Train loop that fine-tunes one compressed architecture with knowledge distillation.
+
+`train_loop_per_worker(config)` runs on every TorchTrainer worker. The architecture is data (model
+name, num_classes, ranks), so every worker rebuilds the same student: the original model with its
+pretrained weights is the frozen teacher, and `haloc.decompose` initialises the student's factors
+from those weights (HOSVD for Tucker-2, SVD for 1x1 convs and Linear). Data-parallel through
+`prepare_model` (DDP; gloo on CPU, NCCL on GPU). Each epoch draws its sample order from
+(seed, epoch) alone, and a `TrainState` checkpoint (weights without DDP's `module.` prefix,
+optimizer, scheduler, history) is reported after every epoch, so a run resumed from
+`ray.train.get_checkpoint()` continues at the next epoch with the schedule it would have had.
+
+config keys (plain data, see `loop_config`):
+    model, num_classes, ranks            the architecture
+    weights                              a source for `haloc.models.create` (file, s3:// URI,
+                                         "torchvision") or None
+    model_state                          a state dict of the original model (wins over `weights`)
+    data                                 `haloc.data.DataConfig` fields
+    train                                `haloc.train.TrainConfig` fields (epochs, lr, batch size, ...)
+    max_epochs                           stop after this many completed epochs (None: train.epochs);
+                                         the cosine schedule still spans train.epochs, so a later
+                                         run without it resumes exactly where this one stopped
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"  # inside each reported checkpoint directory
+
+
+def loop_config(model: str, ranks: dict, data: dict, train: dict, num_classes: int | None = None,
+                weights: str | None = None, model_state: dict | None = None,
+                max_epochs: int | None = None) -> dict:
+    """The `train_loop_config` of one fine-tune (validated here, on the driver, before Ray runs it)."""
+    from haloc.data import DataConfig
+    from haloc.errors import BadInputError
+    from haloc.train import TrainConfig
+
+    DataConfig.from_dict(data)
+    TrainConfig.from_dict(train)
+    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < 1):
+        raise BadInputError(f"max_epochs={max_epochs!r} must be a positive int or None")
+    ranks = {k: list(v) if isinstance(v, tuple) else v for k, v in ranks.items()}
+    return dict(model=model, num_classes=num_classes, ranks=ranks, weights=weights, model_state=model_state,
+                data=dict(data), train=dict(train), max_epochs=max_epochs)
+
+
+def build_models(config: dict):
+    """(teacher, student): the original model with its weights, and its decomposition."""
+    import haloc
+
+    teacher = haloc.models.create(config["model"], num_classes=config.get("num_classes"),
+                                  weights=None if config.get("model_state") is not None else config.get("weights"))
+    if config.get("model_state") is not None:
+        teacher.load_state_dict(config["model_state"])
+    student = haloc.decompose(teacher, config["ranks"])  # a new module; factors from the teacher's weights
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval(), student
+
+
+def unwrap(model):
+    """The module inside DDP (its state dict has no `module.` prefix)."""
+    return model.module if hasattr(model, "module") else model
+
+
+def _loaders(config: dict, cfg, world_size: int, world_rank: int):
+    import torch
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from haloc.data import DataConfig, build_datasets, make_loader
+
+    train_set, val_set = build_datasets(DataConfig.from_dict(config["data"]))
+    if world_size > 1:
+        # Our own sampler (not prepare_data_loader's): its order depends on (seed, epoch) only.
+        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=world_rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+        train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+                           generator=torch.Generator().manual_seed(cfg.seed))
+    else:
+        train = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
+    val = make_loader(val_set, cfg.batch_size, shuffle=False)
+    return train, val
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from haloc.data import seed_epoch
+    from haloc.train import TrainConfig, TrainState, evaluate, make_optimizer, train_one_epoch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    cfg = TrainConfig.from_dict(config["train"])
+    torch.manual_seed(cfg.seed)
+    teacher, student = build_models(config)
+    train_loader, val_loader = _loaders(config, cfg, world, rank)
+    model = ray.train.torch.prepare_model(student)  # to the worker's device; DDP when world > 1
+    device = next(model.parameters()).device
+    teacher.to(device)
+    train_loader = ray.train.torch.prepare_data_loader(train_loader, add_dist_sampler=False)
+
+    steps_per_epoch = len(train_loader)
+    if cfg.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
+    start, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = TrainState.load(Path(folder) / STATE_FILE)
+        unwrap(model).load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        start, history = state.epoch, list(state.history)
+        log.info("resuming at epoch %d of %d", start, cfg.epochs)
+    stop = min(cfg.epochs, config.get("max_epochs") or cfg.epochs)
+
+    def report(state: TrainState, metrics: dict) -> None:
+        # Every worker calls report; only rank 0 hands over the (identical) state.
+        with tempfile.TemporaryDirectory() as tmp:
+            if rank == 0:
+                state.save(Path(tmp) / STATE_FILE)
+            ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
+            ray.train.report(metrics, checkpoint=ckpt)
+
+    def snapshot(epoch: int) -> TrainState:
+        weights = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
+        return TrainState(weights, optimizer.state_dict(), scheduler.state_dict(), epoch, list(history),
+                          cfg.to_dict())
+
+    if start >= stop:  # nothing left: report the restored state again, so the result carries it
+        last = history[-1] if history else {}
+        report(snapshot(start), _flat(last, start, start, cfg.epochs))
+        return
+    for epoch in range(start, stop):
+        seed_epoch(train_loader, cfg.seed, epoch)
+        train_metrics = train_one_epoch(model, teacher, train_loader, optimizer, scheduler, cfg)
+        # Rank 0 evaluates the whole validation set on the unwrapped model (no collectives needed).
+        val_metrics = evaluate(unwrap(model), val_loader, device) if rank == 0 else None
+        entry = {"epoch": epoch, "train": train_metrics, "val": val_metrics, "world_size": world}
+        history.append(entry)
+        report(snapshot(epoch + 1), _flat(entry, epoch + 1, start, cfg.epochs))
+
+
+def _flat(entry: dict, completed: int, start: int, epochs: int) -> dict:
+    """Flat metrics of one epoch for ray.train.report."""
+    train, val = entry.get("train") or {}, entry.get("val") or {}
+    return {"epoch": completed, "start_epoch": start, "epochs": epochs, "done": completed >= epochs,
+            "train_loss": train.get("loss"), "train_top1": train.get("top1"), "lr": train.get("lr"),
+            "val_top1": val.get("top1"), "val_top5": val.get("top5"), "val_loss": val.get("loss")}

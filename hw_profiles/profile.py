@@ -93,7 +93,8 @@ def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
             raise _bad(source, "accelerator", from_accel, "a ZigZag accelerator name such as 'tpu_like'")
         clock = data.get("clock_hz")
         if not isinstance(clock, (int, float)) or isinstance(clock, bool) or clock <= 0:
-            raise _bad(source, "clock_hz", clock, "a positive number of cycles per second, e.g. 1.0e+9 (YAML needs the exponent sign)")
+            raise _bad(source, "clock_hz", clock,
+                       "a positive number of cycles per second, e.g. 1.0e+9 (YAML needs the exponent sign)")
     else:
         for key in ("accelerator", "clock_hz"):
             if data.get(key) is not None:

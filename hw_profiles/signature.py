@@ -90,7 +90,9 @@ def build_module(sig: LayerSignature, rank: int, seed: int = 0):
         raise BadInputError(f"rank {rank} out of range for {sig.key}; allowed 0..{sig.max_rank}")
     torch.manual_seed(seed)
     if sig.op == "linear":
-        return nn.Linear(sig.c_in, sig.c_out, bias=sig.bias) if rank == 0 else SVDLinear(sig.c_in, sig.c_out, rank, sig.bias)
+        if rank == 0:
+            return nn.Linear(sig.c_in, sig.c_out, bias=sig.bias)
+        return SVDLinear(sig.c_in, sig.c_out, rank, sig.bias)
     if rank == 0:
         return nn.Conv2d(sig.c_in, sig.c_out, sig.kernel, sig.stride, sig.padding, sig.dilation, bias=sig.bias)
     if sig.kind == "svd":

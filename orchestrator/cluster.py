@@ -56,7 +56,8 @@ def offers(resource: str, nodes: list[NodeInfo] | None = None) -> list[tuple[Nod
 
 
 def describe_offers(nodes: list[NodeInfo]) -> str:
-    return "; ".join(f"node {n.node_id[:8]}: {n.custom_resources or 'no custom resources'}" for n in nodes) or "no nodes"
+    text = "; ".join(f"node {n.node_id[:8]}: {n.custom_resources or 'no custom resources'}" for n in nodes)
+    return text or "no nodes"
 
 
 def check_profiles_feasible(profiles) -> dict[str, list[tuple[NodeInfo, float]]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 
 from haloc.errors import BadInputError
@@ -122,21 +123,42 @@ def load_final_state(store, run_id: str, cid: str) -> dict:
     return torch.load(io.BytesIO(store.read_bytes(path)), map_location="cpu", weights_only=True)
 
 
-def resolve_weights(store: Store, run_id: str, weights: str | None) -> tuple[str | None, dict | None]:
-    """(source for haloc.models.create, state dict): a store path is read here, anything else passed on."""
+def resolve_weights(store: Store, run_id: str, weights: str | None, model: str,
+                    num_classes: int | None = None) -> dict | None:
+    """The original model's state dict, loaded once on the driver (None: the model's own init).
+
+    `weights` is a store path relative to the run (as the search spec's), else any source of
+    `haloc.models.create` (a local file, an s3:// URI, "torchvision"). Loading here checks the
+    weights before Ray starts, and the workers need no access to the source.
+    """
     if not weights:
-        return None, None
+        return None
+    import torch
+
     if "://" not in weights and weights != "torchvision":
         rel = f"{run_id}/{weights}"
         try:
             in_store = store.exists(rel)
-        except BadInputError:  # not a valid store path (absolute, '..'): a local file
+        except BadInputError:  # not a store path (absolute, '..'): a local file
             in_store = False
         if in_store:
-            import torch
+            return torch.load(io.BytesIO(store.read_bytes(rel)), map_location="cpu", weights_only=True)
+        if not os.path.isfile(weights):
+            raise BadInputError(f"weights {weights!r} are neither in the store ({store.uri_of(rel)}) nor a local "
+                                "file; pass a store path relative to the run, a file, an s3:// URI or 'torchvision'")
+    import haloc
 
-            return None, torch.load(io.BytesIO(store.read_bytes(rel)), map_location="cpu", weights_only=True)
-    return weights, None
+    return haloc.models.create(model, num_classes=num_classes, weights=weights).state_dict()
+
+
+def as_config_list(configs) -> list[dict]:
+    """The selected configs: a list, or the content of selected.json ({"configs": [...]})."""
+    if isinstance(configs, dict) and isinstance(configs.get("configs"), list):
+        return configs["configs"]
+    if isinstance(configs, (list, tuple)) and all(isinstance(c, dict) for c in configs):
+        return list(configs)
+    raise BadInputError(f"configs must be a list of selected configs or selected.json's content, got "
+                        f"{type(configs).__name__}; pass select's output")
 
 
 # ---- the stage ------------------------------------------------------------------------------------
@@ -193,7 +215,7 @@ def _plain(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def finetune_one(store: Store, run_id: str, config: dict, spec: FinetuneSpec, weights_source, model_state) -> dict:
+def finetune_one(store: Store, run_id: str, config: dict, spec: FinetuneSpec, model_state: dict | None) -> dict:
     """Fine-tune (or resume) one selected config; writes final.pt + final.json once all epochs are done."""
     import torch
 
@@ -202,7 +224,7 @@ def finetune_one(store: Store, run_id: str, config: dict, spec: FinetuneSpec, we
     cid = config_id(config)
     ranks = config["ranks"]
     cfg = spec.train_config()
-    loop = loop_config(spec.model, ranks, spec.data, spec.train, spec.class_count(), weights_source, model_state,
+    loop = loop_config(spec.model, ranks, spec.data, spec.train, spec.class_count(), None, model_state,
                        spec.max_epochs)
     result = _trainer(store, run_id, cid, loop, spec).fit()
     if result.error:
@@ -243,6 +265,7 @@ def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | d
     validate_run_id(run_id)
     spec = spec if isinstance(spec, FinetuneSpec) else FinetuneSpec.from_dict(spec)
     spec.train_config(), spec.data_config()  # bad fields fail before Ray starts
+    configs = as_config_list(configs)
     ids = [config_id(c) for c in configs]
     if len(set(ids)) != len(ids):
         raise BadInputError(f"finetune: config ids {ids} are not unique; give each selected config a config_id")
@@ -255,10 +278,10 @@ def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | d
             todo.append(config)
     if not todo:
         return results
-    weights_source, model_state = resolve_weights(store, run_id, spec.weights)
+    model_state = resolve_weights(store, run_id, spec.weights, spec.model, spec.class_count())
     connect(address)
     for config in todo:
         cid = config_id(config)
         log.info("fine-tuning %s", cid)
-        results[cid] = dict(finetune_one(store, run_id, config, spec, weights_source, model_state), skipped=False)
+        results[cid] = dict(finetune_one(store, run_id, config, spec, model_state), skipped=False)
     return {cid: results[cid] for cid in ids}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from haloc.errors import BadInputError
 from hw_profiles.calibration import Calibration, fit_calibration
-from hw_profiles.lut import LatencyTable, check_table, empty_table, existing_keys, merge, rows_to_table
+from hw_profiles.lut import LatencyTable, empty_table, existing_keys, merge, parquet_bytes_to_table, rows_to_table
 from hw_profiles.profile import HardwareProfile, get_profile
 from hw_profiles.signature import LayerSignature, profiling_ranks
 
@@ -59,18 +59,11 @@ def calibration_path(hardware: str, run_id: str | None = None) -> str:
 
 
 def read_store_lut(store: Store, path: str):
+    """The LUT at `path` (empty if absent); a corrupt file or another schema version -> BadInputError."""
     if not store.exists(path):
         return empty_table()
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    data = store.read_bytes(path)
-    source = f"{store.uri.rstrip('/')}/{path}"
-    try:
-        table = pq.read_table(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as e:
-        raise BadInputError(f"LUT {source} is corrupt or truncated ({e}); delete it and profile again") from e
-    return check_table(table, source)
+    source = store.uri_of(path) if hasattr(store, "uri_of") else f"{store.uri.rstrip('/')}/{path}"
+    return parquet_bytes_to_table(store.read_bytes(path), source)
 
 
 def load_latency_table(store, hardware: str, run_id: str | None = None) -> LatencyTable:

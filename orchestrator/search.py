@@ -301,6 +301,7 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
     if not isinstance(spec, SearchSpec):
         raise BadInputError(f"run_search needs a SearchSpec, got {type(spec).__name__}")
     prepared = prepare(store, run_id, spec, hooks)
+    _warn_explicit_keys(store)
     connect(address)
     ctx = prepared.context
     if spec.train_once:
@@ -315,6 +316,18 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
     store.write_json(f"{run_id}/{SEARCH_DIR}/{TRIALS_FILE}",
                      {"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})
     return records
+
+
+def _warn_explicit_keys(store: Store) -> None:
+    """Tune pickles its storage filesystem (keys included, if given explicitly) into the experiment."""
+    if not store.is_remote:
+        return
+    reduced = store.filesystem.__reduce__()
+    options = reduced[1][0] if len(reduced) > 1 and reduced[1] and isinstance(reduced[1][0], dict) else {}
+    if options.get("secret_key"):
+        log.warning("store %s: S3 keys were given explicitly; Ray Tune stores its filesystem, keys included, in "
+                    "the experiment files (tuner.pkl, experiment_state). Give keys through the environment or "
+                    "the AWS profile of every node instead.", store.uri)
 
 
 def _with_shared_weights(store: Store, run_id: str, spec: SearchSpec, ctx):

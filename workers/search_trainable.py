@@ -173,8 +173,6 @@ def _hook_fail_once(ctx: SearchContext, config: dict, epoch: int) -> None:
     if not marker.exists():
         marker.write_text("failed once\n")
         raise RuntimeError(f"injected failure in epoch {epoch} (test hook fail_once)")
-    if spec.get("sleep_s"):
-        time.sleep(spec["sleep_s"])
 
 
 def search_trainable(config: dict, context: SearchContext) -> None:

@@ -95,13 +95,30 @@ def test_third_run_skips_a_finished_config(run):
     assert rec["skipped"] is True and rec["epoch"] == 2
 
 
-def test_weights_resolve_from_the_store_or_pass_through(tmp_path):
-    store = Store.open(str(tmp_path))
-    assert resolve_weights(store, "r", None) == (None, None)
-    assert resolve_weights(store, "r", "torchvision") == ("torchvision", None)
-    assert resolve_weights(store, "r", "/abs/w.pt") == ("/abs/w.pt", None)
+def test_weights_resolve_from_the_store_or_a_file_or_fail_naming_both(tmp_path):
+    store = Store.open(str(tmp_path / "store"))
+    assert resolve_weights(store, "r", None, "resnet20") is None
+    original = haloc.models.create("resnet20", num_classes=10)
     buf = io.BytesIO()
-    torch.save({"w": torch.ones(2)}, buf)
+    torch.save(original.state_dict(), buf)
     store.write_bytes("r/pre.pt", buf.getvalue())
-    source, state = resolve_weights(store, "r", "pre.pt")
-    assert source is None and torch.equal(state["w"], torch.ones(2))
+    (tmp_path / "local.pt").write_bytes(buf.getvalue())
+    for source in ("pre.pt", str(tmp_path / "local.pt")):
+        state = resolve_weights(store, "r", source, "resnet20", 10)
+        torch.testing.assert_close(state, original.state_dict())
+    with pytest.raises(BadInputError, match=r"weights 'nope.pt' are neither in the store .*r/nope.pt"):
+        resolve_weights(store, "r", "nope.pt", "resnet20")
+
+
+@pytest.mark.slow
+def test_fine_tune_on_an_s3_store(ray_cluster, s3_store_uri):
+    """Ray Train's checkpoints and the final files go to S3 (moto on loopback) through the store's filesystem."""
+    store = Store.open(s3_store_uri)
+    spec = FinetuneSpec(model="resnet20", data=DATA, train=dict(TRAIN, epochs=1), num_workers=1)
+    rec = run_finetune(store, "s3run", [CONFIG], spec)[config_id(CONFIG)]
+    assert rec["done"] is True and rec["epoch"] == 1
+    files = store.list("s3run/finetune")
+    assert "s3run/finetune/cpu-b0.6/final.pt" in files and "s3run/finetune/cpu-b0.6/final.json" in files
+    assert any(f.startswith("s3run/finetune/cpu-b0.6/checkpoint") for f in files)  # Ray Train wrote there too
+    state = load_final_state(store, "s3run", config_id(CONFIG))
+    haloc.decompose(haloc.models.create("resnet20", num_classes=10), RANKS).load_state_dict(state)

@@ -10,8 +10,8 @@ import pytest
 from haloc.errors import BadInputError
 from hw_profiles.lut import existing_keys
 from hw_profiles.profile import get_profile
-from orchestrator.profiling import (calibrate, load_calibration, load_latency_table, lut_path, model_specs, needed_items,
-                                    open_store, profile_model, read_store_lut)
+from orchestrator.profiling import (calibrate, load_calibration, load_latency_table, lut_path, model_specs,
+                                    needed_items, open_store, profile_model, read_store_lut)
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,8 @@ ASIC = replace(get_profile("asic"), rank_step=64)
 
 
 def expected_keys(profile):
-    return {(profile.name, sig.key, r) for sig, r in needed_items(model_specs("resnet20"), profile, 1, profile.rank_step)}
+    items = needed_items(model_specs("resnet20"), profile, 1, profile.rank_step)
+    return {(profile.name, sig.key, r) for sig, r in items}
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +87,14 @@ def test_missing_resource_fails_fast_and_submits_nothing(profiled):
     assert not (root / "r2").exists()
 
 
-def _profiler_pids():
+def _profiler_pids(address):
     """Pids of live profiler actor processes (the state API may still list actors of earlier tests)."""
     from pathlib import Path
 
     from ray.util.state import list_actors
 
     pids = []
-    for a in list_actors(filters=[("class_name", "=", "LayerProfiler"), ("state", "=", "ALIVE")]):
+    for a in list_actors(address=address, filters=[("class_name", "=", "LayerProfiler"), ("state", "=", "ALIVE")]):
         try:
             title = Path(f"/proc/{a.pid}/cmdline").read_bytes()
         except (OSError, TypeError):
@@ -120,11 +121,20 @@ def test_killed_actor_work_completes_with_no_row_lost_or_doubled(ray_cluster, tm
     deadline = time.monotonic() + 120
     while not lut.exists() and time.monotonic() < deadline:  # at least one batch done: actors are busy
         time.sleep(0.1)
-    pids = _profiler_pids()
-    assert pids and thread.is_alive(), "the run ended before an actor could be killed; make it longer"
-    os.kill(pids[0], signal.SIGKILL)
-    thread.join(timeout=300)
+    try:
+        pids = _profiler_pids(ray_cluster.address)  # explicit: other Ray clusters may run on this machine
+        assert pids and thread.is_alive(), "the run ended before an actor could be killed; make it longer"
+        os.kill(pids[0], signal.SIGKILL)
+    finally:
+        thread.join(timeout=300)
     assert not errors, errors
     table = read_store_lut(open_store(str(tmp_path)), "f/luts/cpu.parquet")
     assert existing_keys(table) == expected_keys(slow) and len(table) == len(expected_keys(slow))
     assert result["cpu"].measured_rows == len(table)
+
+
+def test_corrupt_lut_in_the_store_names_the_file(tmp_path):
+    (tmp_path / "r9" / "luts").mkdir(parents=True)
+    (tmp_path / "r9" / "luts" / "cpu.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(BadInputError, match="r9/luts/cpu.parquet.*delete it"):
+        read_store_lut(open_store(str(tmp_path)), lut_path("cpu", "r9"))

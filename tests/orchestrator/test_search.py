@@ -121,8 +121,8 @@ def test_resume_from_s3(ray_cluster, s3_server, s3_store_uri, tmp_path):
     assert not Path(s3_store_uri).exists()  # nothing went to a local folder named like the URI
 
 
-def test_optuna_samples_lam_per_budget(ray_cluster, tmp_path):
-    spec = replace(TINY, optuna_samples=2, seeds=(0, 1))
+def test_optuna_samples_lam_per_budget_under_asha(ray_cluster, tmp_path):
+    spec = replace(TINY, optuna_samples=2, seeds=(0, 1), asha=True)
     records = run_search(str(tmp_path / "store"), "opt", spec)
     assert len(records) == 2 and all(r["status"] == "done" for r in records)
     assert {r["experiment"] for r in records} == {"optuna-flops-b0.8"}
@@ -142,6 +142,43 @@ def test_train_once_search_many_reuses_the_shared_weights(ray_cluster, tmp_path)
     mtime = shared.stat().st_mtime_ns
     run_search(str(store), "once", spec)  # finished: nothing retrained
     assert shared.stat().st_mtime_ns == mtime
+
+
+def write_staircase_lut(store, run_id, hardware, specs, step):
+    """Made-up LUT rows (real Parquet via the LUT code): latency grows every `step` ranks."""
+    import datetime as dt
+
+    from hw_profiles.lut import LutRow, rows_to_table
+    from hw_profiles.profile import get_profile
+    from hw_profiles.signature import LayerSignature, profiling_ranks
+    from orchestrator.profiling import lut_path
+
+    prof = get_profile(hardware)
+    rows = {}
+    for spec in specs.values():
+        sig = LayerSignature.from_spec(spec, prof.batch_size, prof.dtype)
+        for r in profiling_ranks(spec, 8):
+            ms = 0.1 + 0.01 * spec.max_rank * -(-(r or spec.max_rank) // step)
+            rows[(sig.key, r)] = LutRow(hardware, sig, r, ms, ms, ms, 0.0, 3, dt.datetime.now(dt.timezone.utc), "t", "{}")
+    store.write_parquet(lut_path(hardware, run_id), rows_to_table(list(rows.values())))
+
+
+def test_joint_latency_targets_in_one_trial_meet_both_budgets(ray_cluster, tmp_path):
+    from orchestrator.profiling import model_specs, open_store
+
+    store = open_store(str(tmp_path / "store"))
+    specs = model_specs("resnet20")
+    write_staircase_lut(store, "joint", "cpu", specs, 8)
+    write_staircase_lut(store, "joint", "asic", specs, 32)
+    spec = replace(TINY, hardware=("cpu", "asic"), joint=True, budget_metric="latency", rank_mode="latency",
+                   budgets=(0.75,))
+    (rec,) = run_search(store, "joint", spec)
+    assert rec["status"] == "done" and rec["targets"] == "cpu+asic"
+    assert set(rec["predicted_cost"]) == {"cpu", "asic"} and rec["within_budget"] == {"cpu": True, "asic": True}
+    for hw in ("cpu", "asic"):
+        assert rec["predicted_cost"][hw] <= rec["budget_abs"][hw]
+    tables = json.loads((tmp_path / "store" / "joint" / "search" / "trials.json").read_text())["tables"]
+    assert tables["cpu+asic@0.75"]["asic"]["calibrated"] is False
 
 
 @pytest.mark.slow

@@ -1,0 +1,270 @@
+"""The validate stage: accuracy, cost, measured and predicted latency, and export of each fine-tuned model.
+
+    spec = ValidateSpec(model="resnet20", hardware=("cpu", "asic"), data={"kind": "demo"})
+    records = run_validate("runs", "r1", configs, spec)     # {config_id: record}
+
+Per config (the fine-tune stage's `<run>/finetune/<config_id>/final.pt`):
+- top-1/top-5 on the validation set (a Ray task, on a GPU when the cluster has one);
+- FLOPs, params, FLOPs reduction and the FLOPs-ideal speedup (original FLOPs / compressed FLOPs);
+- end-to-end latency on every hardware target, measured by one profiler actor per hardware, pinned by
+  the profile's Ray resource (zigzag hardware: simulated), and the speedup over the original model,
+  whose latency is measured once per hardware (`<run>/validate/baseline.json`);
+- the latency the LUT predicts (sum of the layers' LUT latencies, calibrated when a calibration
+  exists), and its error against the measurement;
+- `<run>/models/<config_id>/{model.pt, ranks.json, model.onnx}`, the ONNX checked in onnxruntime.
+
+Each config's record is `<run>/validate/<config_id>.json`, written atomically after its artifacts:
+a rerun skips configs whose record exists (resume).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from haloc.errors import BadInputError
+
+from .finetune import as_config_list, config_id, load_final_state, targets_of
+from .store import Store, validate_run_id
+
+log = logging.getLogger(__name__)
+
+VALIDATE_DIR = "validate"
+MODELS_DIR = "models"
+BASELINE_FILE = "baseline.json"
+ONNX_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class ValidateSpec:
+    model: str = "resnet20"
+    hardware: tuple[str, ...] = ("cpu",)  # hardware profile names: latency measured on each
+    data: dict = field(default_factory=lambda: {"kind": "demo"})  # haloc.data.DataConfig fields
+    num_classes: int | None = None  # None: the registry's default (demo: the data's num_classes)
+    weights: str | None = None  # the original model's weights, as FinetuneSpec.weights
+    budget_metric: str = "latency"  # recorded beside each result
+    eval_batch_size: int = 128
+    latency_batch: int | None = None  # None: each profile's own batch size
+    onnx_atol: float = 1e-3  # a float32 model through two runtimes: differences ~1e-5 are normal
+    extra_profile_dirs: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "hardware", tuple(self.hardware))
+        object.__setattr__(self, "extra_profile_dirs", tuple(self.extra_profile_dirs))
+        if self.eval_batch_size < 1 or (self.latency_batch is not None and self.latency_batch < 1):
+            raise BadInputError(f"validate spec: eval_batch_size={self.eval_batch_size!r} and latency_batch="
+                                f"{self.latency_batch!r} must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ValidateSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BadInputError(f"validate spec: unknown key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+    def class_count(self) -> int | None:
+        if self.num_classes is not None:
+            return self.num_classes
+        return self.data.get("num_classes", 10) if self.data.get("kind", "demo") == "demo" else None
+
+
+def record_path(run_id: str, cid: str) -> str:
+    return f"{run_id}/{VALIDATE_DIR}/{cid}.json"
+
+
+def baseline_path(run_id: str) -> str:
+    return f"{run_id}/{VALIDATE_DIR}/{BASELINE_FILE}"
+
+
+def artifact_paths(run_id: str, cid: str) -> dict[str, str]:
+    base = f"{run_id}/{MODELS_DIR}/{cid}"
+    return {"model": f"{base}/model.pt", "ranks": f"{base}/ranks.json", "onnx": f"{base}/{ONNX_FILE}"}
+
+
+# ---- pieces ---------------------------------------------------------------------------------------
+
+def _evaluate_task(model_name: str, num_classes, ranks: dict, state: dict, data: dict, batch_size: int) -> dict:
+    """top-1/top-5 of the model rebuilt from (name, ranks, state) on the validation set (runs in Ray)."""
+    import haloc
+    from haloc.data import DataConfig, build_datasets, make_loader
+    from haloc.train import evaluate
+
+    model = haloc.decompose(haloc.models.create(model_name, num_classes=num_classes), ranks, inplace=True)
+    model.load_state_dict(state)
+    _, val = build_datasets(DataConfig.from_dict(data))
+    return evaluate(model, make_loader(val, batch_size, shuffle=False), "auto")
+
+
+def _start_actors(profiles) -> dict:
+    """One profiler actor per hardware, on the first node offering its resource (feasibility checked)."""
+    from workers.profiler import LayerProfiler, actor_options
+
+    from .cluster import check_profiles_feasible
+
+    placement = check_profiles_feasible(profiles)  # BadInputError within seconds, naming the resource
+    actors = {}
+    for p in profiles:
+        node, amount = placement[p.name][0]
+        actors[p.name] = LayerProfiler.options(**actor_options(p, node.node_id, amount, 1)[0]).remote(p.to_dict())
+    return actors
+
+
+def _lut_predictions(store: Store, run_id: str, model_name: str, profiles, batches: dict, rank_sets: dict) -> dict:
+    """{hw: {key: (lut_sum_ms, predicted_ms)}} for each rank set; hardware without a LUT is left out."""
+    from .profiling import load_calibration, load_latency_table, model_specs
+
+    specs = model_specs(model_name)
+    out = {}
+    for p in profiles:
+        lut = load_latency_table(store, p.name, run_id)
+        if lut.table.num_rows == 0 or lut.missing_layers(specs, batches[p.name]):
+            continue
+        cal = load_calibration(store, p.name, run_id)
+        out[p.name] = {}
+        for key, ranks in rank_sets.items():
+            plain = {n: max(r) if isinstance(r, (list, tuple)) else int(r) for n, r in ranks.items()}
+            lut_sum = lut.predict(specs, plain, batches[p.name])
+            out[p.name][key] = (lut_sum, cal.predict(lut_sum) if cal else lut_sum)
+    return out
+
+
+def _export(model, model_name: str, ranks: dict, example, store: Store, paths: dict, atol: float) -> float:
+    """model.pt + ranks.json + model.onnx into the store; returns the ONNX max |diff| against PyTorch."""
+    from haloc.export import check_onnx, export_onnx, save_compressed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = save_compressed(model, model_name, ranks, tmp)
+        onnx = export_onnx(model, example, Path(tmp) / ONNX_FILE)
+        diff = check_onnx(onnx, model, example, rtol=1e-3, atol=atol)
+        for kind, local in (("model", files["model"]), ("ranks", files["ranks"]), ("onnx", onnx)):
+            store.write_bytes(paths[kind], Path(local).read_bytes())
+    return diff
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b and math.isfinite(a) and math.isfinite(b) else None
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+
+def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | dict, *,
+                 address: str | None = None) -> dict[str, dict]:
+    """Validate every config whose record is missing; returns {config_id: record} for all configs.
+
+    The original model's record (`baseline.json`) is measured on the hardware it lacks and stored;
+    `records["__baseline__"]` is not returned: read it with `load_baseline`.
+    """
+    import ray
+    import torch
+
+    import haloc
+    from hw_profiles.profile import get_profile
+
+    from .cluster import connect
+    from .finetune import resolve_weights
+    from .profiling import open_store
+
+    store = open_store(store)
+    validate_run_id(run_id)
+    spec = spec if isinstance(spec, ValidateSpec) else ValidateSpec.from_dict(spec)
+    profiles = [get_profile(h, spec.extra_profile_dirs) for h in spec.hardware]
+    batches = {p.name: spec.latency_batch or p.batch_size for p in profiles}
+    configs = as_config_list(configs)
+    ids = [config_id(c) for c in configs]
+    records = {cid: store.read_json(record_path(run_id, cid)) for cid in ids if store.exists(record_path(run_id, cid))}
+    todo = [(cid, c) for cid, c in zip(ids, configs) if cid not in records]
+    base = store.read_json(baseline_path(run_id)) if store.exists(baseline_path(run_id)) else None
+    missing_hw = [p for p in profiles if base is None or p.name not in base.get("latency_ms", {})]
+    if not todo and not missing_hw:
+        return {cid: records[cid] for cid in ids}
+
+    num_classes = spec.class_count()
+    example = torch.randn(1, *haloc.models.input_size(spec.model))  # (1, C, H, W)
+    state = resolve_weights(store, run_id, spec.weights, spec.model, num_classes)
+    original = haloc.models.create(spec.model, num_classes=num_classes)
+    if state is not None:
+        original.load_state_dict(state)
+    original.eval()
+    states = {cid: load_final_state(store, run_id, cid) for cid, _ in todo}  # missing weights fail before Ray
+
+    connect(address)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    evaluate = ray.remote(num_cpus=1, num_gpus=gpus)(_evaluate_task)
+    actors = _start_actors(profiles)
+    try:
+        # Everything at once: evaluations as tasks, one latency call per hardware (baseline first).
+        eval_refs = {cid: evaluate.remote(spec.model, num_classes, c["ranks"], states[cid], spec.data,
+                                          spec.eval_batch_size) for cid, c in todo}
+        if base is None:
+            eval_refs["__baseline__"] = evaluate.remote(spec.model, num_classes, {}, original.state_dict(), spec.data,
+                                                        spec.eval_batch_size)
+        rank_sets = [{}] + [c["ranks"] for _, c in todo]
+        lat_refs = {p.name: actors[p.name].measure_models.remote(spec.model, rank_sets, batches[p.name])
+                    for p in profiles}
+        predictions = _lut_predictions(store, run_id, spec.model, profiles, batches,
+                                       {"__baseline__": {}, **{cid: c["ranks"] for cid, c in todo}})
+        latencies = {name: ray.get(ref) for name, ref in lat_refs.items()}  # [baseline, config...] per hw
+        accuracy = {cid: ray.get(ref) for cid, ref in eval_refs.items()}
+    finally:
+        for actor in actors.values():
+            ray.kill(actor, no_restart=True)
+
+    base_flops, base_params = haloc.flops(original, example), haloc.params(original)
+    if base is None:
+        acc = accuracy["__baseline__"]
+        base = {"model": spec.model, "num_classes": num_classes, "flops": base_flops, "params": base_params,
+                "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
+                "latency_ms": {}, "latency_batch": {}, "lut_sum_ms": {}, "predicted_latency_ms": {}}
+    for p in profiles:  # measured now: the baseline keeps its first measurement per hardware
+        base["latency_ms"].setdefault(p.name, latencies[p.name][0])
+        base["latency_batch"].setdefault(p.name, batches[p.name])
+        if p.name in predictions:
+            base["lut_sum_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][0])
+            base["predicted_latency_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][1])
+    store.write_json(baseline_path(run_id), base)
+
+    for k, (cid, config) in enumerate(todo, start=1):
+        model = haloc.decompose(haloc.models.create(spec.model, num_classes=num_classes), config["ranks"], inplace=True)
+        model.load_state_dict(states[cid])
+        model.eval()
+        flops, params = haloc.flops(model, example), haloc.params(model)
+        paths = artifact_paths(run_id, cid)
+        onnx_diff = _export(model, spec.model, config["ranks"], example, store, paths, spec.onnx_atol)
+        measured = {p.name: latencies[p.name][k] for p in profiles}
+        lut_sum = {h: v[cid][0] for h, v in predictions.items()}
+        predicted = {h: v[cid][1] for h, v in predictions.items()}
+        acc = accuracy[cid]
+        record = {
+            "config_id": cid, "model": spec.model, "targets": targets_of(config), "hardware": "+".join(targets_of(config)),
+            "budget": config["budget"], "budget_metric": config.get("budget_metric", spec.budget_metric),
+            "seeds": config.get("seeds", []), "best_seed": config.get("best_seed"), "ranks": config["ranks"],
+            "flops": flops, "params": params, "flops_reduction": 1 - flops / base_flops,
+            "params_reduction": 1 - params / base_params, "ideal_speedup": base_flops / flops,
+            "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
+            "measured_latency_ms": measured, "latency_batch": dict(batches),
+            "speedup": {h: _ratio(base["latency_ms"][h], ms) for h, ms in measured.items()},
+            "lut_sum_ms": lut_sum, "predicted_latency_ms": predicted,
+            "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) for h in predicted},
+            "search_predicted_cost": config.get("predicted_cost", {}),
+            "heldout_acc": config.get("heldout_acc"), "heldout_acc_mean": config.get("heldout_acc_mean"),
+            "heldout_acc_std": config.get("heldout_acc_std"),
+            "artifacts": paths, "onnx_max_abs_diff": onnx_diff,
+        }
+        store.write_json(record_path(run_id, cid), record)  # last: its presence means "validated"
+        records[cid] = record
+    return {cid: records[cid] for cid in ids}
+
+
+def load_baseline(store, run_id: str) -> dict:
+    from .profiling import open_store
+
+    store = open_store(store)
+    if not store.exists(baseline_path(run_id)):
+        raise BadInputError(f"{store.uri_of(baseline_path(run_id))} does not exist; run the validate stage first")
+    return store.read_json(baseline_path(run_id))

@@ -34,6 +34,8 @@ class RunSpec:
     image_size: int = 224
     demo_train: int = 512
     demo_val: int = 256
+    pretrain_epochs: int = 3  # without --weights: train the original model first (demo data, or real)
+    pretrain_lr: float = 0.05
     # profiling
     profile_batch: int | None = None  # None: each hardware profile's own batch size
     rank_mode: str = "latency"  # candidate ranks from the LUT curves, or a constant step

@@ -68,6 +68,8 @@ class SearchSpec:
     data: str = "demo"  # haloc.data kinds: demo, cifar10, imagenet
     data_root: str | None = None  # a local folder (cifar10, imagenet)
     demo_samples: int = 2000
+    demo_image_size: int = 32  # demo images: the model's input size (haloc.models.input_size)
+    demo_classes: int = 10
     heldout_fraction: float = 0.2
     weights: str | None = None  # store path (relative to the run) of the model's pretrained state dict
     # --- rank space
@@ -131,7 +133,8 @@ class SearchSpec:
                     steps_per_epoch=self.steps_per_epoch)
 
     def data_fields(self) -> dict:
-        return dict(kind=self.data, root=self.data_root, demo_train=self.demo_samples, demo_val=2)
+        return dict(kind=self.data, root=self.data_root, demo_train=self.demo_samples, demo_val=2,
+                    image_size=self.demo_image_size, num_classes=self.demo_classes)
 
 
 # ---- preparation on the driver: everything checked before Ray is touched ----------------------------

@@ -54,7 +54,8 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     values.update(preset)
     if args.data and args.preset == "demo":
         # real data with demo-sized epochs: the real loading path, quickly
-        values.update(dataset=defaults.dataset, num_classes=defaults.num_classes, image_size=defaults.image_size)
+        values.update(model=defaults.model, dataset=defaults.dataset, num_classes=defaults.num_classes,
+                      image_size=defaults.image_size)
     if args.preset == "paper" and not args.data:
         raise BadInputError(f"--preset paper needs --data (the {defaults.dataset} folder or s3:// URI); "
                             "or run --preset demo on generated data")

@@ -22,7 +22,7 @@ _DEMO_COMMON = dict(
     dataset="demo", weights=None, hardware=("cpu", "asic"), budgets=(0.6,), seeds=(0, 1),
     demo_train=256, demo_val=128, calibration_samples=4, search_epochs=2, search_warmup_epochs=1,
     search_steps_per_epoch=4, search_batch_size=32, finetune_epochs=1, finetune_steps_per_epoch=6,
-    finetune_batch_size=32, finetune_workers=1, lam=5.0,
+    finetune_batch_size=32, finetune_workers=1, lam=5.0, pretrain_epochs=3,
 )
 
 IMAGENET_RESNET18 = PipelineDefaults(
@@ -31,7 +31,7 @@ IMAGENET_RESNET18 = PipelineDefaults(
     paper=dict(weights="torchvision", budget_metric="flops", budgets=(0.34,), seeds=(0, 1, 2),
                hardware=("cpu",), search_epochs=10, finetune_epochs=40, finetune_lr=0.01,
                search_batch_size=128, finetune_batch_size=128, rank_step=16),
-    demo=dict(_DEMO_COMMON, num_classes=10, image_size=64, rank_step=64),
+    demo=dict(_DEMO_COMMON, model="resnet18-demo", num_classes=10, image_size=64, rank_step=64),
 )
 
 CIFAR_RESNET20 = PipelineDefaults(
@@ -39,7 +39,7 @@ CIFAR_RESNET20 = PipelineDefaults(
     # Paper: 72.20% fewer FLOPs, +0.07% top-1.
     paper=dict(budget_metric="flops", budgets=(0.28,), seeds=(0, 1, 2), hardware=("cpu",),
                search_epochs=50, finetune_epochs=200, finetune_lr=0.05, search_batch_size=128,
-               finetune_batch_size=128, rank_step=4),
+               finetune_batch_size=128, rank_step=4, pretrain_epochs=200),
     demo=dict(_DEMO_COMMON, num_classes=10, image_size=32, rank_step=8),
 )
 
@@ -48,6 +48,6 @@ CIFAR_VGG16 = PipelineDefaults(
     # Paper: 86.44% fewer FLOPs, +0.38% top-1.
     paper=dict(budget_metric="flops", budgets=(0.14,), seeds=(0, 1, 2), hardware=("cpu",),
                search_epochs=50, finetune_epochs=200, finetune_lr=0.05, search_batch_size=128,
-               finetune_batch_size=128, rank_step=16),
+               finetune_batch_size=128, rank_step=16, pretrain_epochs=200),
     demo=dict(_DEMO_COMMON, num_classes=10, image_size=32, rank_step=64),
 )

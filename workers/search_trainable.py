@@ -65,7 +65,12 @@ def build_loaders(ctx: SearchContext, seed: int):
     """(train, held-out) loaders over two disjoint parts of the TRAINING data (never validation)."""
     from haloc.data import DataConfig, build_datasets, make_loader, split_train_heldout
 
-    train_set, _ = build_datasets(DataConfig(**ctx.data))
+    from .data_cache import local_data_path
+
+    data = dict(ctx.data)
+    if data.get("root"):
+        data["root"] = local_data_path(data["root"])  # s3:// data: synced once to this node's cache
+    train_set, _ = build_datasets(DataConfig(**data))
     train, held = split_train_heldout(train_set, ctx.heldout_fraction, seed=ctx.data.get("seed", 0))
     return (make_loader(train, ctx.batch_size, shuffle=True, seed=seed, drop_last=True),
             make_loader(held, ctx.batch_size, shuffle=True, seed=seed + 7_777))

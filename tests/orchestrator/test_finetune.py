@@ -111,9 +111,12 @@ def test_weights_resolve_from_the_store_or_a_file_or_fail_naming_both(tmp_path):
 
 
 @pytest.mark.slow
-def test_fine_tune_on_an_s3_store(ray_cluster, s3_store_uri):
-    """Ray Train's checkpoints and the final files go to S3 (moto on loopback) through the store's filesystem."""
-    store = Store.open(s3_store_uri)
+def test_fine_tune_on_an_s3_store(ray_cluster, s3_server, s3_store_uri):
+    """Ray Train's checkpoints and the final files go to S3 (moto on loopback) through the store's filesystem.
+
+    Keys passed explicitly: the filesystem handed to Ray Train carries them to the workers, whose nodes
+    were started before the test put the keys in the driver's environment."""
+    store = Store.open(s3_store_uri, access_key=s3_server.access_key, secret_key=s3_server.secret_key)
     spec = FinetuneSpec(model="resnet20", data=DATA, train=dict(TRAIN, epochs=1), num_workers=1)
     rec = run_finetune(store, "s3run", [CONFIG], spec)[config_id(CONFIG)]
     assert rec["done"] is True and rec["epoch"] == 1

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             print(json.dumps({"accuracy": figures["accuracy"]}, indent=1), flush=True)
     finally:
         ray.shutdown()
-        cluster.stop()
+        cluster.cleanup()
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

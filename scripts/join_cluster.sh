@@ -53,6 +53,8 @@ fi
 
 # Ray 2.60: a node joining a token-authenticated cluster needs the mode set and the head's token.
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+# As the cluster files: compare Python major.minor with the head, not the patch level (Ray's default).
+export RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL="${RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL:-minor}"
 if [ "$RAY_AUTH_MODE" = "token" ] && [ -z "${RAY_AUTH_TOKEN:-}" ] \
    && [ ! -s "${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}" ]; then
   echo "error: no Ray auth token at ${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}; copy the head's token:" >&2

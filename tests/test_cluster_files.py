@@ -91,6 +91,7 @@ def _fake_home(tmp_path: Path) -> tuple[Path, Path]:
     python = repo / ".venv" / "bin" / "python"
     python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # a symlink would lose the venv
     python.chmod(0o755)
+    (repo / ".venv" / "bin" / "activate").write_text(f'PATH="{repo}/.venv/bin:$PATH"\n')
     log = tmp_path / "ray_calls.jsonl"
     fake_ray = repo / ".venv" / "bin" / "ray"
     fake_ray.write_text(f"#!{sys.executable}\nimport json, sys\n"

@@ -95,6 +95,22 @@ def test_third_run_skips_a_finished_config(run):
     assert rec["skipped"] is True and rec["epoch"] == 2
 
 
+@pytest.mark.slow
+def test_finished_training_without_final_files_rewrites_them_without_training(run):
+    """A crash after the last epoch but before final.json: the rerun trains nothing and writes the files."""
+    store, cid = run["store"], config_id(CONFIG)
+    weights, info = final_paths(RUN, cid)
+    before = store.read_bytes(weights)
+    store.delete(info)
+    rec = run_finetune(store, RUN, [CONFIG], SPEC)[cid]
+    assert rec["skipped"] is False and rec["done"] is True and rec["epoch"] == 2
+    assert rec["metrics"]["start_epoch"] == 2 and len(rec["history"]) == 2  # no epoch ran again
+    assert store.exists(info)
+    state = load_final_state(store, RUN, cid)
+    old = torch.load(io.BytesIO(before), weights_only=True)
+    torch.testing.assert_close(state, old)
+
+
 def test_weights_resolve_from_the_store_or_a_file_or_fail_naming_both(tmp_path):
     store = Store.open(str(tmp_path / "store"))
     assert resolve_weights(store, "r", None, "resnet20") is None

@@ -89,14 +89,17 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
     accs = [s["heldout_acc"] for s in per_seed if s["heldout_acc"] is not None]
     held = {"best": _finite(validation.get("heldout_acc")),
             "mean": statistics.fmean(accs) if accs else _finite(validation.get("heldout_acc_mean")),
-            "std": (statistics.pstdev(accs) if len(accs) > 1 else 0.0) if accs else _finite(validation.get("heldout_acc_std"))}
+            "std": ((statistics.pstdev(accs) if len(accs) > 1 else 0.0) if accs
+                    else _finite(validation.get("heldout_acc_std")))}
     return {
         "config_id": validation.get("config_id"), "hardware": key, "targets": list(targets),
         "budget": validation["budget"], "budget_metric": validation.get("budget_metric", "latency"),
-        "seeds": list(validation.get("seeds") or [s["seed"] for s in per_seed]), "best_seed": validation.get("best_seed"),
+        "seeds": list(validation.get("seeds") or [s["seed"] for s in per_seed]),
+        "best_seed": validation.get("best_seed"),
         "ranks": dict(validation["ranks"]), "flops": int(validation["flops"]), "params": int(validation["params"]),
         "flops_reduction": validation["flops_reduction"], "ideal_speedup": ideal,
         "predicted_latency_ms": predicted, "measured_latency_ms": measured, "speedup": speedup,
+        "baseline_latency_ms": {h: _finite(v) for h, v in (validation.get("baseline_latency_ms") or {}).items()},
         "speedup_share": {h: _ratio(s, ideal) for h, s in speedup.items()},
         "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) if predicted[h] is not None
                       and measured.get(h) is not None else None for h in predicted},
@@ -397,7 +400,8 @@ def _html_table(report: dict) -> str:
     head += ["ONNX |diff|", "artifacts"]
     rows = ["<tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>"]
     b = report["baseline"]
-    cells = ["original", "-", "-", _fmt(b["top1"]), _fmt(b["top5"]), f"{b['flops']:,}", "-", f"{b['params']:,}", "1.00x"]
+    cells = ["original", "-", "-", _fmt(b["top1"]), _fmt(b["top5"]), f"{b['flops']:,}", "-", f"{b['params']:,}",
+             "1.00x"]
     for h in hw:
         cells += [_fmt(b["latency_ms"].get(h)), _fmt(b["predicted_latency_ms"].get(h)), "1.00x", "-"]
     cells += ["-", "-"]

@@ -7,8 +7,9 @@ Per config (the fine-tune stage's `<run>/finetune/<config_id>/final.pt`):
 - top-1/top-5 on the validation set (a Ray task, on a GPU when the cluster has one);
 - FLOPs, params, FLOPs reduction and the FLOPs-ideal speedup (original FLOPs / compressed FLOPs);
 - end-to-end latency on every hardware target, measured by one profiler actor per hardware, pinned by
-  the profile's Ray resource (zigzag hardware: simulated), and the speedup over the original model,
-  whose latency is measured once per hardware (`<run>/validate/baseline.json`);
+  the profile's Ray resource (zigzag hardware: simulated), and the speedup over the original model
+  measured by the same actor in the same session (the first measurement per hardware is kept in
+  `<run>/validate/baseline.json`);
 - the latency the LUT predicts (sum of the layers' LUT latencies, calibrated when a calibration
   exists), and its error against the measurement;
 - `<run>/models/<config_id>/{model.pt, ranks.json, model.onnx}`, the ONNX checked in onnxruntime.
@@ -241,14 +242,17 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
         predicted = {h: v[cid][1] for h, v in predictions.items()}
         acc = accuracy[cid]
         record = {
-            "config_id": cid, "model": spec.model, "targets": targets_of(config), "hardware": "+".join(targets_of(config)),
+            "config_id": cid, "model": spec.model, "targets": targets_of(config),
+            "hardware": "+".join(targets_of(config)),
             "budget": config["budget"], "budget_metric": config.get("budget_metric", spec.budget_metric),
             "seeds": config.get("seeds", []), "best_seed": config.get("best_seed"), "ranks": config["ranks"],
             "flops": flops, "params": params, "flops_reduction": 1 - flops / base_flops,
             "params_reduction": 1 - params / base_params, "ideal_speedup": base_flops / flops,
             "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
             "measured_latency_ms": measured, "latency_batch": dict(batches),
-            "speedup": {h: _ratio(base["latency_ms"][h], ms) for h, ms in measured.items()},
+            # against the original measured in the same session (same actor, same load on the node)
+            "baseline_latency_ms": {p.name: latencies[p.name][0] for p in profiles},
+            "speedup": {p.name: _ratio(latencies[p.name][0], measured[p.name]) for p in profiles},
             "lut_sum_ms": lut_sum, "predicted_latency_ms": predicted,
             "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) for h in predicted},
             "search_predicted_cost": config.get("predicted_cost", {}),

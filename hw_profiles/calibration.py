@@ -34,12 +34,20 @@ class Calibration:
 
 
 def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least squares y = a + b x; a single point (or equal xs) fits a pure scale."""
-    if len(xs) < 2 or statistics.pvariance(xs) == 0:
-        return 0.0, statistics.fmean(ys) / max(statistics.fmean(xs), 1e-12)
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return my - b * mx, b
+    """Robust line y = a + b x (Theil-Sen: the median of pairwise slopes, then the median intercept).
+
+    Timings on a busy machine have outliers that least squares follows (a negative slope was seen
+    here). A slope that is not positive, or a single point, falls back to a pure scale: a = 0,
+    b = median(y / x).
+    """
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
+              if xs[j] != xs[i]]
+    if slopes:
+        b = statistics.median(slopes)
+        a = statistics.median(y - b * x for x, y in zip(xs, ys))
+        if b > 0:
+            return a, b
+    return 0.0, statistics.median(y / max(x, 1e-12) for x, y in zip(xs, ys))
 
 
 def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float]) -> Calibration:

@@ -159,10 +159,68 @@ def _simulate_cached(workload: ConvWorkload, accelerator: str) -> SimResult:
         if key in _CACHE:
             _STATS["hits"] += 1
             return _CACHE[key]
-        result = _run_zigzag(workload, accelerator)
+        result = _disk_get(key)
+        if result is None:
+            result = _run_zigzag(workload, accelerator)
+            _STATS["misses"] += 1
+            _disk_put(key, result)
+        else:
+            _STATS["hits"] += 1
         _CACHE[key] = result
-        _STATS["misses"] += 1
         return result
+
+
+# A node-wide cache on disk (sqlite: safe across the profiler actors' processes), so a layer shape
+# simulated while profiling is not simulated again for calibration or validation, nor by a rerun.
+# $HALOC_ZIGZAG_CACHE names the file; "off" disables it. Keyed by zigzag's version too.
+def _disk_path() -> str | None:
+    import os
+
+    path = os.environ.get("HALOC_ZIGZAG_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "haloc",
+                                                             "zigzag.sqlite"))
+    return None if path == "off" else path
+
+
+def _disk_key(key: tuple[ConvWorkload, str]) -> str:
+    from importlib.metadata import version
+
+    w, acc = key
+    return f"{version('zigzag-dse')}|{acc}|{w.c_in},{w.c_out},{w.kernel},{w.stride},{w.padding},{w.in_hw},{w.batch}"
+
+
+def _disk(path: str):
+    import os
+    import sqlite3
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("CREATE TABLE IF NOT EXISTS sim (key TEXT PRIMARY KEY, cycles REAL, energy_pj REAL)")
+    return conn
+
+
+def _disk_get(key) -> SimResult | None:
+    path = _disk_path()
+    if path is None:
+        return None
+    try:
+        with _disk(path) as conn:
+            row = conn.execute("SELECT cycles, energy_pj FROM sim WHERE key = ?", (_disk_key(key),)).fetchone()
+    except Exception as e:  # an unreadable cache only costs time: simulate instead, and say so once
+        logging.getLogger(__name__).warning("zigzag disk cache %s unreadable (%s); simulating", path, e)
+        return None
+    return SimResult(row[0], row[1]) if row else None
+
+
+def _disk_put(key, result: SimResult) -> None:
+    path = _disk_path()
+    if path is None:
+        return
+    try:
+        with _disk(path) as conn:
+            conn.execute("INSERT OR REPLACE INTO sim VALUES (?, ?, ?)", (_disk_key(key), result.cycles,
+                                                                        result.energy_pj))
+    except Exception as e:
+        logging.getLogger(__name__).warning("zigzag disk cache %s not writable (%s)", path, e)
 
 
 # ---------------------------------------------------------------- ZigZag

@@ -5,7 +5,10 @@ nodes' resources before anything is submitted (`check_profiles_feasible`).
 """
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from haloc.errors import BadInputError
 
@@ -28,6 +31,10 @@ class NodeInfo:
 def connect(address: str | None = None, num_cpus: int | None = None, resources: dict | None = None) -> None:
     """Connect the driver to Ray: an existing cluster at `address` ("auto" or "host:port"), or else an
     embedded local Ray on 127.0.0.1 offering this machine's detected hardware resources."""
+    if address:
+        check_reachable(address)  # Ray itself retries a dead address for minutes
+        if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
+            os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 clusters use tokens; read when ray is imported
     import ray
 
     if ray.is_initialized():
@@ -39,6 +46,21 @@ def connect(address: str | None = None, num_cpus: int | None = None, resources: 
 
     ray.init(num_cpus=num_cpus, resources=resources if resources is not None else detect_resources(),
              _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", logging_level="WARNING")
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """BadInputError unless host:port accepts a TCP connection ("auto" is left to Ray, which fails fast).
+    Ray itself retries an unreachable address for minutes before giving up."""
+    if address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise BadInputError(f"--address {address!r} is not host:port or auto; pass e.g. 10.0.0.1:6379 or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise BadInputError(f"--address {address!r}: nothing accepts connections there ({e}). Fix: check the head's "
+                            "address and port (`ray status` on the head prints it; the default port is 6379)") from e
 
 
 def list_nodes(alive_only: bool = True) -> list[NodeInfo]:

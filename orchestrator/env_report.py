@@ -75,24 +75,9 @@ def hardware_profiles(extra_dirs=()) -> list[dict]:
     return rows
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """BadInputError unless host:port accepts a TCP connection ("auto" is left to Ray, which fails fast).
-    Ray itself retries an unreachable address for minutes before giving up."""
-    if address == "auto" or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise BadInputError(f"--address {address!r} is not host:port or auto; pass e.g. 10.0.0.1:6379 or auto")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise BadInputError(f"--address {address!r}: nothing accepts connections there ({e}). Fix: check the head's "
-                            "address and port (`ray status` on the head prints it; the default port is 6379)") from e
-
-
 def cluster_nodes(address: str) -> dict:
     """Connect to the cluster at `address` and list every node (dead ones too) with its resources."""
-    from .cluster import connect, list_nodes
+    from .cluster import check_reachable, connect, list_nodes
 
     check_reachable(address)
     connect(address)

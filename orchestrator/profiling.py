@@ -217,20 +217,31 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
 
 # ---- end-to-end calibration --------------------------------------------------------------------------
 
-def random_configs(specs: dict, samples: int, seed: int = 0, keep_share: float = 0.2) -> list[dict]:
+def random_configs(specs: dict, samples: int, seed: int = 0, keep_share: float = 0.2,
+                   rank_step: int | None = None) -> list[dict]:
     """Random {layer: rank} configs: each layer kept whole with probability `keep_share`, else a rank
-    drawn uniformly in 1..max_rank-1 (a rank at max_rank would cost the original layer anyway)."""
+    drawn uniformly in 1..max_rank-1 (a rank at max_rank would cost the original layer anyway), or,
+    with `rank_step`, from the profiling grid: the ranks a search picks from, whose layer shapes the
+    profiling stage has already simulated (ZigZag's disk cache then serves them)."""
     rng = random.Random(seed)
     configs = []
     for _ in range(samples):
-        configs.append({n: rng.randint(1, s.max_rank - 1) for n, s in specs.items()
-                        if s.max_rank > 1 and rng.random() >= keep_share})
+        config = {}
+        for n, s in specs.items():
+            if s.max_rank <= 1 or rng.random() < keep_share:
+                continue
+            if rank_step:
+                grid = [r for r in profiling_ranks(s, rank_step) if 0 < r < s.max_rank]
+                config[n] = rng.choice(grid) if grid else rng.randint(1, s.max_rank - 1)
+            else:
+                config[n] = rng.randint(1, s.max_rank - 1)
+        configs.append(config)
     return configs
 
 
 def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id: str | None = None,
               samples: int = 20, seed: int = 0, extra_profile_dirs=(), sim_actors_per_node: int = 2,
-              address: str | None = None) -> dict[str, Calibration]:
+              address: str | None = None, rank_step: int | None = None) -> dict[str, Calibration]:
     """Measure the whole model for `samples` random rank configs on each hardware, fit
     measured ~ a + b * sum(LUT), write `<hardware>.calibration.json` beside the LUT, return the fits."""
     import ray
@@ -240,7 +251,7 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     connect(address)
     check_profiles_feasible(profiles)
     specs = model_specs(model_name)
-    configs = random_configs(specs, samples, seed)
+    configs = random_configs(specs, samples, seed, rank_step=rank_step)
     luts = {p.name: load_latency_table(store, p.name, run_id) for p in profiles}
     for p in profiles:
         missing = luts[p.name].missing_layers(specs, batch or p.batch_size)

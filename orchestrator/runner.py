@@ -193,7 +193,7 @@ def _stage_profile(ctx: RunContext) -> dict:
     results = profile_model(ctx.store, spec.model, list(spec.hardware), batch=spec.profile_batch,
                             run_id=spec.run_id, rank_step=spec.rank_step, progress=spec.progress)
     cals = calibrate(ctx.store, spec.model, list(spec.hardware), batch=spec.profile_batch, run_id=spec.run_id,
-                     samples=spec.calibration_samples)
+                     samples=spec.calibration_samples, rank_step=spec.rank_step)
     for hw, cal in cals.items():
         ctx.console.print(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, "
                           f"{cal.within_10pct:.0%} of held-out configurations within 10%")

@@ -62,3 +62,16 @@ def test_calibration_fit_recovers_a_line():
     cal = fit_calibration("cpu", sums, [0.5 + 2 * s for s in sums])
     assert cal.a_ms == pytest.approx(0.5) and cal.b == pytest.approx(2.0)
     assert cal.within_10pct == 1.0 and cal.predict(10.0) == pytest.approx(20.5)
+
+
+def test_calibration_fit_ignores_an_outlier_and_never_has_a_negative_slope():
+    from hw_profiles.calibration import fit_calibration
+
+    xs = [10.0, 12.0, 14.0, 16.0, 18.0]
+    ys = [2.0 + 1.5 * x for x in xs]
+    ys[2] = 400.0  # one timing taken while the machine was busy
+    cal = fit_calibration("cpu", xs, ys)
+    assert cal.b == pytest.approx(1.5) and cal.a_ms == pytest.approx(2.0)
+    # the points seen here on a loaded machine: least squares gave b = -6; the fit falls back to a scale
+    noisy = fit_calibration("cpu", [141.1, 127.5, 144.3, 121.5], [119.2, 51.8, 471.6, 640.4])
+    assert noisy.b > 0 and noisy.a_ms == 0.0

@@ -62,7 +62,12 @@ def test_tucker2_slower_for_16_channels_faster_for_256_channels():
     assert simulate(tucker2(256, 32, 14)).cycles < big.cycles / 2  # observed: 18282 against 123934
 
 
-def test_cache_returns_same_result_without_simulating_again():
+@pytest.fixture
+def no_disk_cache(monkeypatch):
+    monkeypatch.setenv("HALOC_ZIGZAG_CACHE", "off")
+
+
+def test_cache_returns_same_result_without_simulating_again(no_disk_cache):
     zz.clear_cache()
     workload = ConvWorkload(48, 24, in_hw=(4, 4))
     first = simulate([workload], "edge_tpu_like")
@@ -74,7 +79,18 @@ def test_cache_returns_same_result_without_simulating_again():
     assert zz.cache_info()["misses"] == 2
 
 
-def test_cache_is_thread_safe():
+def test_disk_cache_serves_another_process_without_simulating(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALOC_ZIGZAG_CACHE", str(tmp_path / "zz.sqlite"))
+    workload = ConvWorkload(36, 12, in_hw=(4, 4))
+    zz.clear_cache()
+    first = simulate([workload], "tpu_like")
+    assert zz.cache_info() == {"hits": 0, "misses": 1}
+    zz.clear_cache()  # as a fresh process would start: nothing in memory, the file on disk
+    assert simulate([workload], "tpu_like") == first
+    assert zz.cache_info() == {"hits": 1, "misses": 0}
+
+
+def test_cache_is_thread_safe(no_disk_cache):
     zz.clear_cache()
     workload = ConvWorkload(40, 20, in_hw=(4, 4))
     results = []
@@ -87,7 +103,7 @@ def test_cache_is_thread_safe():
     assert zz.cache_info() == {"hits": 11, "misses": 1}
 
 
-def test_quiet_and_writes_no_files(tmp_path, monkeypatch, capfd, caplog):
+def test_quiet_and_writes_no_files(tmp_path, monkeypatch, capfd, caplog, no_disk_cache):
     monkeypatch.chdir(tmp_path)
     caplog.set_level(logging.DEBUG)
     zz.clear_cache()

@@ -8,7 +8,6 @@ is quick and never starts Ray: Ray is imported only when `address` is given.
 from __future__ import annotations
 
 import platform
-import socket
 import sys
 from importlib import metadata
 

@@ -97,3 +97,18 @@ def check_profiles_feasible(profiles) -> dict[str, list[tuple[NodeInfo, float]]]
                 f"or drop {p.name!r} from the hardware list")
         placement[p.name] = found
     return placement
+
+
+def measurement_waves(profiles, placement: dict | None = None) -> list[list]:
+    """Profiles grouped so that a wall-clock timing never shares a node with other work.
+
+    A torch-timed profile (CPU, CUDA, Jetson) whose nodes also run a simulator profile (ZigZag keeps
+    the CPU busy) is measured in a later wave, alone; profiles on disjoint nodes stay in one wave
+    and run concurrently (the usual cluster: ASIC-simulator hosts apart from GPU servers).
+    """
+    placement = placement if placement is not None else check_profiles_feasible(profiles)
+    nodes = {p.name: {n.node_id for n, _ in placement[p.name]} for p in profiles}
+    sim_nodes = set().union(*(nodes[p.name] for p in profiles if p.is_simulator)) if profiles else set()
+    first = [p for p in profiles if p.is_simulator or not (nodes[p.name] & sim_nodes)]
+    later = [p for p in profiles if p not in first]
+    return [w for w in (first, later) if w]

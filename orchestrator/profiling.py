@@ -22,7 +22,7 @@ from hw_profiles.lut import LatencyTable, empty_table, existing_keys, merge, par
 from hw_profiles.profile import HardwareProfile, get_profile
 from hw_profiles.signature import LayerSignature, profiling_ranks
 
-from .cluster import check_profiles_feasible, connect
+from .cluster import check_profiles_feasible, connect, measurement_waves
 from .store import Store
 
 IN_FLIGHT_PER_ACTOR = 2
@@ -154,7 +154,13 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
     store = open_store(store)
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
-    check_profiles_feasible(profiles)
+    waves = measurement_waves(profiles)
+    if len(waves) > 1:  # a timing profile shares a node with a simulator: time it alone, afterwards
+        results = {}
+        for wave in waves:
+            results.update(profile_model(store, model_name, wave, batch, run_id, rank_step, extra_profile_dirs,
+                                         rows_per_batch, sim_actors_per_node, progress, address))
+        return results
     specs = model_specs(model_name)
 
     tables, queues, results = {}, {}, {}
@@ -249,7 +255,13 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     store = open_store(store)
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
-    check_profiles_feasible(profiles)
+    waves = measurement_waves(profiles)
+    if len(waves) > 1:  # as in profile_model: wall-clock timing never beside a simulator
+        cals = {}
+        for wave in waves:
+            cals.update(calibrate(store, model_name, wave, batch, run_id, samples, seed, extra_profile_dirs,
+                                  sim_actors_per_node, address, rank_step))
+        return cals
     specs = model_specs(model_name)
     configs = random_configs(specs, samples, seed, rank_step=rank_step)
     luts = {p.name: load_latency_table(store, p.name, run_id) for p in profiles}

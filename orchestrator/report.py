@@ -223,23 +223,20 @@ def _fmt(x, spec: str = ".3f", none: str = "-") -> str:
 
 
 def render_table(report: dict):
-    """A rich Table: one row per result, latency and speedup per hardware, LUT error."""
+    """A rich Table: one row per result; per hardware one cell "ms (speedup, LUT error)"."""
     from rich.table import Table
 
     hw = report["hardware"]
     title = f"{report['model']} on {report['dataset']} — run {report['run_id']}"
-    table = Table(title=title, caption="speedup: original / compressed latency; ideal: FLOPs ratio; "
-                                       "LUT err: (predicted - measured) / measured")
+    table = Table(title=title, caption="per hardware: measured ms (speedup over the original, LUT prediction "
+                                       "error); ideal: the FLOPs ratio")
     for col in ("config", "budget", "top-1", "top-5", "FLOPs red.", "ideal"):
         table.add_column(col, justify="left" if col == "config" else "right")
     for h in hw:
-        table.add_column(f"{h} ms", justify="right")
-        table.add_column(f"{h} speedup", justify="right")
-        table.add_column(f"{h} LUT err", justify="right")
+        table.add_column(h, justify="right")
     b = report["baseline"]
     row = ["original", "-", _fmt(b["top1"]), _fmt(b["top5"]), "-", "1.00x"]
-    for h in hw:
-        row += [_fmt(b["latency_ms"].get(h), ".3f"), "1.00x", "-"]
+    row += [f"{_fmt(b['latency_ms'].get(h), '.3f')}" for h in hw]
     table.add_row(*row, style="dim")
     for r in report["results"]:
         row = [r.get("config_id") or r["hardware"], f"{r['budget']:g} {r.get('budget_metric', '')}".strip(),
@@ -247,8 +244,9 @@ def render_table(report: dict):
                _fmt(r.get("ideal_speedup"), ".2f") + "x"]
         for h in hw:
             err = (r.get("lut_error") or {}).get(h)
-            row += [_fmt(r["measured_latency_ms"].get(h), ".3f"), _fmt(r["speedup"].get(h), ".2f") + "x",
-                    "-" if err is None else f"{100 * err:+.1f}%"]
+            err_s = "-" if err is None else f"{100 * err:+.1f}%"
+            row.append(f"{_fmt(r['measured_latency_ms'].get(h), '.3f')} "
+                       f"({_fmt(r['speedup'].get(h), '.2f')}x, {err_s})")
         table.add_row(*row)
     return table
 

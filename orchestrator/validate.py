@@ -206,12 +206,18 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
             eval_refs["__baseline__"] = evaluate.remote(spec.model, num_classes, {}, original.state_dict(), spec.data,
                                                         spec.eval_batch_size)
         rank_sets = [{}] + [c["ranks"] for _, c in todo]
+        # Simulators run beside the evaluations; wall-clock timings run afterwards, when nothing else
+        # of this stage keeps the nodes' CPUs busy (evaluation tasks may land on any node).
+        timed_later = [p for p in profiles if not p.is_simulator]
         lat_refs = {p.name: actors[p.name].measure_models.remote(spec.model, rank_sets, batches[p.name])
-                    for p in profiles}
+                    for p in profiles if p not in timed_later}
         predictions = _lut_predictions(store, run_id, spec.model, profiles, batches,
                                        {"__baseline__": {}, **{cid: c["ranks"] for cid, c in todo}})
-        latencies = {name: ray.get(ref) for name, ref in lat_refs.items()}  # [baseline, config...] per hw
         accuracy = {cid: ray.get(ref) for cid, ref in eval_refs.items()}
+        latencies = {name: ray.get(ref) for name, ref in lat_refs.items()}  # [baseline, config...] per hw
+        timed = {p.name: actors[p.name].measure_models.remote(spec.model, rank_sets, batches[p.name])
+                 for p in timed_later}
+        latencies.update({name: ray.get(ref) for name, ref in timed.items()})
     finally:
         for actor in actors.values():
             ray.kill(actor, no_restart=True)

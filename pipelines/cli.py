@@ -38,6 +38,9 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int)
     p.add_argument("--finetune-steps-per-epoch", type=int)
     p.add_argument("--finetune-workers", type=int, help="Ray Train workers per fine-tune (data parallel)")
+    p.add_argument("--pretrain-epochs", type=int, help="without --weights: epochs of training the original first")
+    p.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"), help="demo data: samples per split")
+    p.add_argument("--calibration-samples", type=int, help="whole-model measurements that calibrate each LUT")
     p.add_argument("--multi-target", action="store_true", help="one search with a budget on every hardware at once")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
     return p
@@ -67,6 +70,9 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
         "rank_step": args.rank_step, "search_epochs": args.search_epochs,
         "search_steps_per_epoch": args.search_steps_per_epoch, "finetune_epochs": args.finetune_epochs,
         "finetune_steps_per_epoch": args.finetune_steps_per_epoch, "finetune_workers": args.finetune_workers,
+        "pretrain_epochs": args.pretrain_epochs, "calibration_samples": args.calibration_samples,
+        "demo_train": args.demo_size[0] if args.demo_size else None,
+        "demo_val": args.demo_size[1] if args.demo_size else None,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     if args.multi_target:

@@ -1,0 +1,161 @@
+"""The demo pipeline end to end, as a user runs it: a subprocess of `python -m pipelines...` against
+the session's two-node Ray (`--address`), a local store, the report checked against DESIGN.md's
+contract; then SIGKILL in two different stages and a rerun that resumes to the same report."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# The smallest honest configuration: every stage runs for real, briefly.
+SMALL = ["--preset", "demo", "--seeds", "0", "--budgets", "0.9", "--search-epochs", "2",
+         "--search-steps-per-epoch", "2", "--finetune-epochs", "2", "--finetune-steps-per-epoch", "2",
+         "--pretrain-epochs", "1", "--demo-size", "64", "32", "--calibration-samples", "3", "--no-progress"]
+
+
+def run_cli(cluster, store, run_id, *extra, module="pipelines.cifar_resnet20", wait=True):
+    cmd = [sys.executable, "-m", module, *SMALL, "--store", str(store), "--run-id", run_id,
+           "--address", cluster.address, *extra]
+    env = dict(cluster.env, PYTHONPATH=str(ROOT))
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def stage_state(store, run_id, stage):
+    path = Path(store) / run_id / "manifest.json"
+    try:
+        return json.loads(path.read_text())["stages"].get(stage, {}).get("state")
+    except (OSError, ValueError):
+        return None
+
+
+def check_contract(report: dict, hardware: list[str]) -> None:
+    for key in ("run_id", "model", "dataset", "hardware", "baseline", "results"):
+        assert key in report, key
+    assert report["hardware"] == hardware
+    assert "demo (generated, not real data)" in report["dataset"]
+    base = report["baseline"]
+    assert base["flops"] > 0 and base["params"] > 0 and 0 <= base["top1"] <= base["top5"] <= 1
+    assert set(base["latency_ms"]) == set(hardware) and all(v > 0 for v in base["latency_ms"].values())
+    assert report["results"]
+    for r in report["results"]:
+        for key in ("hardware", "budget", "seeds", "ranks", "flops", "params", "flops_reduction",
+                    "predicted_latency_ms", "measured_latency_ms", "speedup", "top1", "top5", "artifacts"):
+            assert key in r, key
+        assert r["flops"] <= base["flops"] and r["flops_reduction"] == pytest.approx(1 - r["flops"] / base["flops"])
+        assert set(r["measured_latency_ms"]) == set(hardware)
+        for h in hardware:
+            assert r["speedup"][h] == pytest.approx(r["baseline_latency_ms"][h] / r["measured_latency_ms"][h])
+        assert set(r["artifacts"]) >= {"model", "ranks", "onnx"}
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
+    store = tmp_path / "store"
+    proc = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = store / "e2e"
+    report = json.loads((run / "report.json").read_text())
+    check_contract(report, ["cpu", "asic"])
+    assert {r["hardware"] for r in report["results"]} == {"cpu", "asic"}
+    for r in report["results"]:
+        for path in r["artifacts"].values():
+            assert (store / path).is_file(), path
+        ranks = json.loads((store / r["artifacts"]["ranks"]).read_text())
+        assert ranks["model"] == "resnet20" and ranks["ranks"] == r["ranks"]
+    html = (run / "report.html").read_text()
+    assert "demo (generated, not real data)" in html and html.count("<svg") >= 2
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert all(manifest["stages"][s]["state"] == "done" for s in
+               ("weights", "profile", "search", "select", "finetune", "validate", "report"))
+    assert (run / "luts" / "cpu.parquet").is_file() and (run / "luts" / "asic.parquet").is_file()
+    assert "report at" in proc.stderr and "store:" in proc.stderr
+    # a rerun of a finished run redoes nothing but the report
+    again = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic")
+    assert again.returncode == 0
+    assert "search: done in an earlier attempt, skipped" in again.stderr
+    assert json.loads((run / "report.json").read_text())["results"] == report["results"]
+
+
+def kill_when(proc, store, run_id, stage, extra_check=lambda: True, timeout=600):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (rc {proc.returncode}) before stage {stage} started:\n"
+                                 + proc.stdout.read().decode()[-3000:])
+        if stage_state(store, run_id, stage) == "running" and extra_check():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError(f"stage {stage} never ran")
+
+
+@pytest.mark.slow
+def test_sigkill_in_search_and_in_finetune_then_resume_gives_the_same_report(ray_cluster, tmp_path):
+    """The ASIC target is simulated, so its LUT and the searched ranks are deterministic: an undisturbed
+    run and a run killed twice (SIGKILL of the driver) must end with the same ranks and costs."""
+    hw = ("--hardware", "asic")
+    clean = run_cli(ray_cluster, tmp_path / "clean", "r", *hw)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    expected = json.loads((tmp_path / "clean" / "r" / "report.json").read_text())
+
+    store = tmp_path / "killed"
+    search_dir = store / "r" / "search"
+    proc = run_cli(ray_cluster, store, "r", *hw, wait=False)
+    kill_when(proc, store, "r", "search", lambda: any(search_dir.rglob("checkpoint_*")))
+    proc = run_cli(ray_cluster, store, "r", *hw, wait=False)
+    kill_when(proc, store, "r", "finetune", lambda: any((store / "r" / "finetune").rglob("checkpoint_*")))
+    assert stage_state(store, "r", "search") == "done"
+    final = run_cli(ray_cluster, store, "r", *hw)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "profile: done in an earlier attempt, skipped" in final.stderr
+    report = json.loads((store / "r" / "report.json").read_text())
+    check_contract(report, ["asic"])
+    got = {r["config_id"]: (r["ranks"], r["predicted_latency_ms"], r["flops"]) for r in report["results"]}
+    want = {r["config_id"]: (r["ranks"], r["predicted_latency_ms"], r["flops"]) for r in expected["results"]}
+    assert got == want
+    manifest = json.loads((store / "r" / "manifest.json").read_text())
+    assert manifest["stages"]["search"]["attempts"] >= 2 and manifest["stages"]["finetune"]["attempts"] >= 2
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda p: p / "missing", r"does not exist|cannot be read"),
+    (lambda p: (p / "empty").mkdir() or p / "empty", r"empty|no CIFAR-10|data_batch"),
+    (lambda p: (p / "wrong" / "x").mkdir(parents=True) or p / "wrong", r"data_batch|layout|CIFAR"),
+])
+def test_bad_data_exits_2_naming_the_path(tmp_path, make, pattern):
+    import re
+
+    data = make(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cifar_resnet20", "--preset", "paper", "--data", str(data),
+                           "--store", str(tmp_path / "store")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and re.search(pattern, proc.stderr), proc.stderr
+    assert str(data) in proc.stderr
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.json"))
+
+
+def test_corrupt_image_exits_2_naming_the_file(tmp_path):
+    from haloc.data import write_fake_imagefolder
+
+    root = tmp_path / "imagenet"
+    write_fake_imagefolder(root, classes=2, per_class=2, size=32)
+    bad = next((root / "val").rglob("*.JPEG"), None) or next((root / "val").rglob("*.*"))
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    proc = subprocess.run([sys.executable, "-m", "pipelines.imagenet_resnet18", "--preset", "paper", "--data",
+                           str(root), "--store", str(tmp_path / "store")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and bad.name in proc.stderr

@@ -51,7 +51,8 @@ def check_contract(report: dict, hardware: list[str]) -> None:
         for key in ("hardware", "budget", "seeds", "ranks", "flops", "params", "flops_reduction",
                     "predicted_latency_ms", "measured_latency_ms", "speedup", "top1", "top5", "artifacts"):
             assert key in r, key
-        assert r["flops"] <= base["flops"] and r["flops_reduction"] == pytest.approx(1 - r["flops"] / base["flops"])
+        # a latency budget may buy latency with more FLOPs (e.g. a systolic array's tiles), so only consistency
+        assert r["flops"] > 0 and r["flops_reduction"] == pytest.approx(1 - r["flops"] / base["flops"])
         assert set(r["measured_latency_ms"]) == set(hardware)
         for h in hardware:
             assert r["speedup"][h] == pytest.approx(r["baseline_latency_ms"][h] / r["measured_latency_ms"][h])

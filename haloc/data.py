@@ -153,11 +153,29 @@ def _cifar_dir(root: Path) -> Path:
     raise BadInputError(f"CIFAR-10 folder {str(root)!r} has the wrong layout (found {found}); expected {_CIFAR_LAYOUT}")
 
 
+# The only globals a CIFAR-10 batch needs: numpy arrays (numpy 1 and 2 module paths) and the bytes
+# helper of protocol-2 pickles written by Python 3. Anything else (os.system, ...) is refused.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: a data file must never run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             # The real files are Python 2 pickles of dicts with bytes keys; encoding="bytes" reads both.
-            obj = pickle.load(f, encoding="bytes")
+            obj = _CifarUnpickler(f, encoding="bytes").load()
     except Exception as e:  # truncated or foreign files raise several types
         raise BadInputError(f"CIFAR-10 batch {str(path)!r} is corrupt ({type(e).__name__}: {e}); "
                             "re-extract cifar-10-python.tar.gz") from e
@@ -297,7 +315,7 @@ def check_imagefolder_layout(root: str | Path) -> list[str]:
             only_train, only_val = sorted(set(classes) - set(names)), sorted(set(names) - set(classes))
             raise BadInputError(f"train/ and val/ under {str(root)!r} have different class folders "
                                 f"(only in train: {only_train[:5]}, only in val: {only_val[:5]}); "
-                                "both must hold the same classes")
+                                "both must hold the same classes: move or rename the class folders")
     return classes
 
 

@@ -44,6 +44,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, resources: 
         return
     from workers.detect import detect_resources
 
+    # ray.init turns 127.0.0.1 into the machine's reachable IP, and its GCS, raylet and workers then
+    # listen on every interface. This switch (Ray's laptop mode, read at call time) keeps the node's IP,
+    # and so every listener, on loopback; inherited by the processes the embedded Ray starts.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # private, pinned Ray version (2.60)
     ray.init(num_cpus=num_cpus, resources=resources if resources is not None else detect_resources(),
              _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", logging_level="WARNING")
 

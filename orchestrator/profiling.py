@@ -23,7 +23,7 @@ from hw_profiles.profile import HardwareProfile, get_profile
 from hw_profiles.signature import LayerSignature, profiling_ranks
 
 from .cluster import check_profiles_feasible, connect, measurement_waves
-from .store import Store
+from .store import Store, validate_run_id
 
 IN_FLIGHT_PER_ACTOR = 2
 MAX_BATCH_ATTEMPTS = 3
@@ -151,6 +151,8 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
 
     if rows_per_batch < 1:
         raise BadInputError(f"rows_per_batch {rows_per_batch!r} must be an integer >= 1")
+    if run_id is not None:
+        validate_run_id(run_id)  # it becomes a folder: refused before Ray starts
     store = open_store(store)
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
@@ -252,6 +254,8 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     measured ~ a + b * sum(LUT), write `<hardware>.calibration.json` beside the LUT, return the fits."""
     import ray
 
+    if run_id is not None:
+        validate_run_id(run_id)
     store = open_store(store)
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)

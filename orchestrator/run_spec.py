@@ -13,6 +13,8 @@ BUDGET_METRICS = ("latency", "flops")
 RANK_MODES = ("latency", "step")
 # Keys a resumed run may change without becoming a different run.
 RESUME_SAFE = ("address", "store", "progress", "finetune_workers")
+# Spec fields whose CLI flag is not simply --field-name.
+_FLAGS = {"demo_train": "--demo-size TRAIN", "demo_val": "--demo-size VAL"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ class RunSpec:
         for name in ("search_epochs", "finetune_epochs", "search_batch_size", "finetune_batch_size",
                      "finetune_workers", "rank_step", "demo_train", "demo_val", "latency_batch"):
             if getattr(self, name) < 1:
-                raise BadInputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be >= 1")
+                flag = _FLAGS.get(name, f"--{name.replace('_', '-')}")
+                raise BadInputError(f"{flag} {getattr(self, name)} must be >= 1; pass a positive integer")
         if not 0 < self.heldout_fraction < 1:
             raise BadInputError(f"held-out fraction {self.heldout_fraction} must lie in (0, 1)")
 

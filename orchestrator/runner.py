@@ -46,6 +46,11 @@ def run_pipeline(spec: RunSpec, console=None) -> dict:
     console = console or Console(stderr=True)
     validate_run_id(spec.run_id)
     _check_hardware(spec)
+    if spec.address:  # a dead or malformed address fails here, before the store is touched
+        from .cluster import check_reachable
+
+        check_reachable(spec.address)
+    _check_weights(spec)
     store = Store.open(spec.store)
     data_root = _check_data(spec, console)
     manifest = RunManifest.load_or_create(store, spec.run_id, spec.to_dict(), resume_safe=RESUME_SAFE)
@@ -99,6 +104,16 @@ def _check_hardware(spec: RunSpec) -> None:
         raise BadInputError(f"model {spec.model!r} unknown; choose one of {haloc.models.list_models()}")
     for hw in spec.hardware:
         get_profile(hw)
+
+
+def _check_weights(spec: RunSpec) -> None:
+    """--weights that cannot be read or do not fit the model fail here, before anything is written
+    (the weights stage would find it only after Ray started and the manifest was created)."""
+    if not spec.weights or spec.weights == "torchvision":  # torchvision's are checked when fetched
+        return
+    import haloc
+
+    haloc.models.create(spec.model, weights=spec.weights)  # as the weights stage loads them
 
 
 # Verifying every image of a real ImageNet (1.28M files) would take hours; above this many files a

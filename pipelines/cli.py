@@ -61,7 +61,7 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
                       image_size=defaults.image_size)
     if args.preset == "paper" and not args.data:
         raise BadInputError(f"--preset paper needs --data (the {defaults.dataset} folder or s3:// URI); "
-                            "or run --preset demo on generated data")
+                            "pass --data PATH, or run --preset demo on generated data")
     overrides = {
         "hardware": tuple(args.hardware) if args.hardware else None,
         "budgets": tuple(args.budgets) if args.budgets else None,

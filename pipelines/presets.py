@@ -20,8 +20,8 @@ class PipelineDefaults:
 # tiny data and epochs, a coarse rank grid. Finishes in minutes on 2 CPU cores.
 _DEMO_COMMON = dict(
     dataset="demo", weights=None, hardware=("cpu", "asic"), budgets=(0.6,), seeds=(0, 1),
-    demo_train=256, demo_val=128, calibration_samples=4, search_epochs=2, search_warmup_epochs=1,
-    search_steps_per_epoch=4, search_batch_size=32, finetune_epochs=1, finetune_steps_per_epoch=6,
+    demo_train=256, demo_val=128, calibration_samples=4, search_epochs=3, search_warmup_epochs=1,
+    search_steps_per_epoch=8, search_batch_size=32, finetune_epochs=1, finetune_steps_per_epoch=6,
     finetune_batch_size=32, finetune_workers=1, lam=5.0, pretrain_epochs=3,
 )
 
@@ -31,7 +31,7 @@ IMAGENET_RESNET18 = PipelineDefaults(
     paper=dict(weights="torchvision", budget_metric="flops", budgets=(0.34,), seeds=(0, 1, 2),
                hardware=("cpu",), search_epochs=10, finetune_epochs=40, finetune_lr=0.01,
                search_batch_size=128, finetune_batch_size=128, rank_step=16),
-    demo=dict(_DEMO_COMMON, model="resnet18-demo", num_classes=10, image_size=64, rank_step=64),
+    demo=dict(_DEMO_COMMON, model="resnet18-demo", num_classes=10, image_size=64, rank_step=32),
 )
 
 CIFAR_RESNET20 = PipelineDefaults(
@@ -49,5 +49,5 @@ CIFAR_VGG16 = PipelineDefaults(
     paper=dict(budget_metric="flops", budgets=(0.14,), seeds=(0, 1, 2), hardware=("cpu",),
                search_epochs=50, finetune_epochs=200, finetune_lr=0.05, search_batch_size=128,
                finetune_batch_size=128, rank_step=16, pretrain_epochs=200),
-    demo=dict(_DEMO_COMMON, num_classes=10, image_size=32, rank_step=64),
+    demo=dict(_DEMO_COMMON, num_classes=10, image_size=32, rank_step=32),
 )

@@ -43,7 +43,8 @@ def load_state_dict(source: str) -> dict[str, torch.Tensor]:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise BadInputError(f"weights {source!r} hold a {type(obj).__name__}, not a state dict")
+        raise BadInputError(f"weights {source!r} hold a {type(obj).__name__}, not a state dict; "
+                            "save them with torch.save(model.state_dict(), path)")
     return obj
 
 

@@ -12,6 +12,8 @@ write anything twice: only the driver writes, after a call has returned.
 """
 from __future__ import annotations
 
+import uuid
+
 import ray
 
 from hw_profiles.lut import LutRow
@@ -57,5 +59,7 @@ def actor_options(profile: HardwareProfile, node_id: str, node_offer: float, sim
     share = node_offer / count  # a timing actor takes the node's whole offer
     strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
     # num_cpus=0: the custom resource alone pins and limits the actors; torch threads come from the profile.
-    return [dict(resources={profile.ray_resource: share}, num_cpus=0, scheduling_strategy=strategy)
-            for _ in range(count)]
+    # Named, so the Ray dashboard shows which hardware each profiler measures (a suffix keeps two runs apart).
+    return [dict(resources={profile.ray_resource: share}, num_cpus=0, scheduling_strategy=strategy,
+                 name=f"profiler:{profile.name}:{node_id[:8]}:{i}:{uuid.uuid4().hex[:6]}")
+            for i in range(count)]

@@ -214,6 +214,7 @@ def search_trainable(config: dict, context: SearchContext) -> None:
             metrics = search.run_epoch(train, held)
         report = _epoch_report(metrics, tables)
         report["inner_seconds"] = inner.seconds
+        _publish_progress(config, search.epoch, cfg.epochs, report)
         final = search.epoch >= cfg.epochs
         with tempfile.TemporaryDirectory() as d:
             state = search.state_dict()
@@ -229,6 +230,23 @@ def search_trainable(config: dict, context: SearchContext) -> None:
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
         if ctx.hooks.get("epoch_sleep_s"):  # tests: keep a trial alive long enough to kill its driver
             time.sleep(float(ctx.hooks["epoch_sleep_s"]))
+
+
+_GAUGES: dict = {}
+
+
+def _publish_progress(config: dict, epoch: int, epochs: int, report: dict) -> None:
+    """Search progress as Ray metrics (dashboard / Prometheus): epoch share done and held-out accuracy."""
+    from ray.util.metrics import Gauge
+
+    if not _GAUGES:
+        keys = ("targets", "budget", "seed")
+        _GAUGES["progress"] = Gauge("haloc_search_progress", "share of a search trial's epochs done", keys)
+        _GAUGES["acc"] = Gauge("haloc_search_heldout_acc", "held-out accuracy of a search trial", keys)
+    tags = {"targets": str(config.get("targets")), "budget": str(config.get("budget")), "seed": str(config.get("seed"))}
+    _GAUGES["progress"].set(epoch / max(1, epochs), tags=tags)
+    if report.get("heldout_acc") is not None:
+        _GAUGES["acc"].set(float(report["heldout_acc"]), tags=tags)
 
 
 def _epoch_report(metrics: dict, tables) -> dict:

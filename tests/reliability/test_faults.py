@@ -282,7 +282,7 @@ def test_two_runs_share_a_store_untouched_and_the_same_seed_gives_the_same_ranks
     asic = replace(get_profile("asic"), rank_step=32)
     profile_model(str(store), "resnet20", [asic], run_id="a", progress=False)
     spec = replace(TINY, hardware=("asic",), budget_metric="latency", rank_mode="latency", rank_step=32,
-                   budgets=(0.7,))
+                   budgets=(0.95,))  # the simulated array's smallest reachable cost is ~0.85
     (rec_a,) = run_search(str(store), "a", spec)
     a_files = _digests(store / "a")
 

@@ -14,7 +14,7 @@ import math
 import os
 import pickle
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .errors import BadInputError
+from .config import from_dict_strict
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -55,11 +56,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "DataConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"data config: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_dict_strict(cls, data, "data config")
 
 
 def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:

@@ -12,7 +12,6 @@ so a supernet step costs one forward of the largest candidate, not M forwards.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn

@@ -12,7 +12,7 @@ import copy
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from .data import seed_epoch
 from .errors import BadInputError
+from .config import from_dict_strict
 
 log = logging.getLogger("haloc.train")
 
@@ -60,11 +61,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"train config: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_dict_strict(cls, data, "train config")
 
 
 def resolve_device(device: str) -> torch.device:

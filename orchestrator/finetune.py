@@ -22,9 +22,10 @@ import io
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from haloc.errors import BadInputError
+from haloc.config import from_dict_strict
 
 from .store import Store, validate_name, validate_run_id
 
@@ -63,11 +64,7 @@ class FinetuneSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "FinetuneSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"finetune spec: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_dict_strict(cls, data, "finetune spec")
 
     def data_config(self):
         from haloc.data import DataConfig

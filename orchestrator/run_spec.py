@@ -5,8 +5,9 @@ It is stored in the run manifest, so a rerun with the same run id checks that it
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
+from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
 
 BUDGET_METRICS = ("latency", "flops")
@@ -95,9 +96,5 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"run spec has unknown keys {unknown}; known: {sorted(known)}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**kwargs)
+        return from_dict_strict(cls, kwargs, "run spec")

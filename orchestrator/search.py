@@ -31,9 +31,10 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from haloc.errors import BadInputError
+from haloc.config import from_dict_strict
 
 from .store import Store, validate_run_id
 
@@ -114,11 +115,7 @@ class SearchSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"search spec: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_dict_strict(cls, data, "search spec")
 
     def target_groups(self) -> list[tuple[str, ...]]:
         """The cost targets of each kind of trial."""

@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from haloc.errors import BadInputError
+from haloc.config import from_dict_strict
 
 from .finetune import as_config_list, config_id, load_final_state, targets_of
 from .store import Store, validate_run_id
@@ -63,11 +64,7 @@ class ValidateSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ValidateSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BadInputError(f"validate spec: unknown key(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return from_dict_strict(cls, data, "validate spec")
 
     def class_count(self) -> int | None:
         if self.num_classes is not None:

@@ -52,9 +52,12 @@ class SearchContext:
 
 # ---- pieces shared by the trainable and the shared training ----------------------------------------
 
-def build_model(ctx: SearchContext):
+def build_model(ctx: SearchContext, seed: int = 0):
+    import torch
+
     import haloc
 
+    torch.manual_seed(seed)  # without weights the initialisation is the seed's, so a trial repeats exactly
     model = haloc.models.create(ctx.model)
     if ctx.model_state is not None:
         model.load_state_dict(ctx.model_state)
@@ -194,7 +197,7 @@ def search_trainable(config: dict, context: SearchContext) -> None:
         raise KeyError(f"no cost tables for targets {key[0]!r} at budget {key[1]} in the search context")
     tables = ctx.tables[key]
     cfg = _trial_config(ctx, config)
-    search = SupernetSearch(build_model(ctx), ctx.rank_space, tables, cfg, specs=ctx.specs)
+    search = SupernetSearch(build_model(ctx, cfg.seed), ctx.rank_space, tables, cfg, specs=ctx.specs)
     inner = _Timer()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -291,7 +294,7 @@ def train_shared_supernet(context: SearchContext, epochs: int, seed: int = 0) ->
     tables = next(iter(context.tables.values()))
     fields = dict(context.base, epochs=epochs, warmup_epochs=epochs, train_weights=True, seed=seed,
                   device=_device())
-    search = SupernetSearch(build_model(context), context.rank_space, tables, SearchConfig(**fields),
+    search = SupernetSearch(build_model(context, seed), context.rank_space, tables, SearchConfig(**fields),
                             specs=context.specs)
     train, held = build_loaders(context, seed)
     start = time.perf_counter()

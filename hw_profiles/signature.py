@@ -82,22 +82,16 @@ def build_module(sig: LayerSignature, rank: int, seed: int = 0):
     """The module that runs for (signature, rank), random weights: rank 0 is the original Conv2d /
     Linear, otherwise haloc's Tucker2Conv / SVDConv2d / SVDLinear (float32, CPU; move it yourself)."""
     import torch
-    import torch.nn as nn
 
-    from haloc.layers import SVDConv2d, SVDLinear, Tucker2Conv
+    from haloc.decomposition import LayerSpec
+    from haloc.hardware_loss import candidate_module
 
     if not 0 <= rank <= sig.max_rank:
         raise BadInputError(f"rank {rank} out of range for {sig.key}; allowed 0..{sig.max_rank}")
     torch.manual_seed(seed)
-    if sig.op == "linear":
-        if rank == 0:
-            return nn.Linear(sig.c_in, sig.c_out, bias=sig.bias)
-        return SVDLinear(sig.c_in, sig.c_out, rank, sig.bias)
-    if rank == 0:
-        return nn.Conv2d(sig.c_in, sig.c_out, sig.kernel, sig.stride, sig.padding, sig.dilation, bias=sig.bias)
-    if sig.kind == "svd":
-        return SVDConv2d(sig.c_in, sig.c_out, rank, sig.stride, sig.padding, bias=sig.bias)
-    return Tucker2Conv(sig.c_in, sig.c_out, sig.kernel, rank, sig.stride, sig.padding, sig.dilation, bias=sig.bias)
+    spec = LayerSpec(sig.key, sig.kind, sig.op, sig.c_in, sig.c_out, sig.kernel, sig.stride, sig.padding,
+                     sig.dilation, sig.bias)
+    return candidate_module(spec, rank or sig.max_rank, original=rank == 0)
 
 
 def example_input(sig: LayerSignature, device: str = "cpu"):

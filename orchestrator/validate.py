@@ -95,7 +95,9 @@ def _evaluate_task(model_name: str, num_classes, ranks: dict, state: dict, data:
 
     model = haloc.decompose(haloc.models.create(model_name, num_classes=num_classes), ranks, inplace=True)
     model.load_state_dict(state)
-    _, val = build_datasets(DataConfig.from_dict(data))
+    from workers.data_cache import local_data_config  # runs on a node: an s3:// data set is synced there
+
+    _, val = build_datasets(DataConfig.from_dict(local_data_config(data)))
     return evaluate(model, make_loader(val, batch_size, shuffle=False), "auto")
 
 

@@ -51,3 +51,11 @@ def local_data_path(uri: str) -> str:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def local_data_config(data: dict) -> dict:
+    """A haloc DataConfig dict whose `root` is local on this node (an s3:// root synced to the cache)."""
+    data = dict(data)
+    if data.get("root"):
+        data["root"] = local_data_path(data["root"])
+    return data

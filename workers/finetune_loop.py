@@ -73,7 +73,9 @@ def _loaders(config: dict, cfg, world_size: int, world_rank: int):
 
     from haloc.data import DataConfig, build_datasets, make_loader
 
-    train_set, val_set = build_datasets(DataConfig.from_dict(config["data"]))
+    from .data_cache import local_data_config
+
+    train_set, val_set = build_datasets(DataConfig.from_dict(local_data_config(config["data"])))
     if world_size > 1:
         # Our own sampler (not prepare_data_loader's): its order depends on (seed, epoch) only.
         sampler = DistributedSampler(train_set, num_replicas=world_size, rank=world_rank, shuffle=True,

@@ -14,12 +14,10 @@ def pretrain_original(model_name: str, data: dict, train: dict, seed: int = 0) -
     from haloc.data import DataConfig, build_datasets, make_loader
     from haloc.train import TrainConfig, finetune
 
-    from .data_cache import local_data_path
+    from .data_cache import local_data_config
 
     torch.manual_seed(seed)
-    cfg = DataConfig.from_dict(data)
-    if cfg.root:
-        cfg = DataConfig.from_dict({**cfg.to_dict(), "root": local_data_path(cfg.root)})
+    cfg = DataConfig.from_dict(local_data_config(data))
     train_set, val_set = build_datasets(cfg)
     tcfg = TrainConfig.from_dict({**train, "kd_weight": 0.0, "seed": seed})
     model = haloc.models.create(model_name)

@@ -68,12 +68,9 @@ def build_loaders(ctx: SearchContext, seed: int):
     """(train, held-out) loaders over two disjoint parts of the TRAINING data (never validation)."""
     from haloc.data import DataConfig, build_datasets, make_loader, split_train_heldout
 
-    from .data_cache import local_data_path
+    from .data_cache import local_data_config
 
-    data = dict(ctx.data)
-    if data.get("root"):
-        data["root"] = local_data_path(data["root"])  # s3:// data: synced once to this node's cache
-    train_set, _ = build_datasets(DataConfig(**data))
+    train_set, _ = build_datasets(DataConfig(**local_data_config(ctx.data)))  # s3:// data: synced to the node
     train, held = split_train_heldout(train_set, ctx.heldout_fraction, seed=ctx.data.get("seed", 0))
     return (make_loader(train, ctx.batch_size, shuffle=True, seed=seed, drop_last=True),
             make_loader(held, ctx.batch_size, shuffle=True, seed=seed + 7_777))

@@ -71,8 +71,10 @@ def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_
         thread.join(timeout=300)
         assert not thread.is_alive()
     finally:
-        _wait(lambda: "node_b" not in ray_cluster.node_ids(), 90, "node_b to be marked dead", poll=0.5)
-        ray_cluster.add_worker("node_b")  # the fixture again as later tests expect it
+        thread.join(timeout=300)
+        if "node_b" not in ray_cluster.procs:  # killed: bring the fixture back as later tests expect it
+            _wait(lambda: "node_b" not in ray_cluster.node_ids(), 90, "node_b to be marked dead", poll=0.5)
+            ray_cluster.add_worker("node_b")
     if errors:  # allowed: a clear error, then a rerun completes
         assert "profil" in str(errors[0]).lower(), errors
     before = len(read_store_lut(open_store(str(tmp_path)), lut_path("cpu", "n")))

@@ -57,8 +57,8 @@ def test_fake_keys_from_the_environment_never_reach_the_store_files_or_logs(ray_
     tmp.mkdir()
     env = dict(ray_cluster.env, TMPDIR=str(tmp), HALOC_DATA_CACHE=str(tmp_path / "cache"))
     started = time.time()
-    proc = run_cli([*SMALL, "--store", store, "--run-id", "sec", "--hardware", "asic", "--address",
-                    ray_cluster.address], env=env, timeout=600)
+    proc = run_cli([*SMALL, "--store", store, "--run-id", "sec", "--hardware", "asic", "--rank-step", "32",
+                    "--address", ray_cluster.address], env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     client = s3_server.client()

@@ -117,3 +117,17 @@ def measurement_waves(profiles, placement: dict | None = None) -> list[list]:
     first = [p for p in profiles if p.is_simulator or not (nodes[p.name] & sim_nodes)]
     later = [p for p in profiles if p not in first]
     return [w for w in (first, later) if w]
+
+
+def dashboard_url() -> str | None:
+    """host:port of the Ray dashboard of the connected cluster, or None (Ray without the dashboard).
+
+    Private Ray calls (the pinned 2.60): a driver that joined a running cluster has no URL of its own,
+    the dashboard's address is in the cluster's internal KV store.
+    """
+    import ray
+
+    try:
+        return ray._private.worker.get_dashboard_url() or ray._private.services.get_webui_url_from_internal_kv()
+    except Exception:  # optional: never fail a run over the dashboard's address
+        return None

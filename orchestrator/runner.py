@@ -156,18 +156,13 @@ def _check_data(spec: RunSpec, console) -> str | None:
 def _connect(ctx: RunContext) -> None:
     from hw_profiles.profile import get_profile
 
-    from .cluster import check_profiles_feasible, connect
+    from .cluster import check_profiles_feasible, connect, dashboard_url
 
     connect(ctx.spec.address)
     check_profiles_feasible([get_profile(h) for h in ctx.spec.hardware])
-    try:
-        import ray
-
-        url = ray._private.worker.get_dashboard_url()  # private, but the only way once connected
-        if url:
-            ctx.console.print(f"Ray dashboard: http://{url}")
-    except Exception:  # the dashboard is optional (ray without [default])
-        pass
+    url = dashboard_url()
+    if url:
+        ctx.console.print(f"Ray dashboard: http://{url}")
 
 
 # ---- stages --------------------------------------------------------------------------------------------

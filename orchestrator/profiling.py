@@ -267,7 +267,8 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
                                   sim_actors_per_node, address, rank_step))
         return cals
     specs = model_specs(model_name)
-    configs = random_configs(specs, samples, seed, rank_step=rank_step)
+    # The original model is always one point: budgets are fractions of its cost, so the fit must hold there.
+    configs = [{}] + random_configs(specs, max(1, samples - 1), seed, rank_step=rank_step)
     luts = {p.name: load_latency_table(store, p.name, run_id) for p in profiles}
     for p in profiles:
         missing = luts[p.name].missing_layers(specs, batch or p.batch_size)

@@ -20,7 +20,7 @@ class PipelineDefaults:
 # tiny data and epochs, a coarse rank grid. Finishes in minutes on 2 CPU cores.
 _DEMO_COMMON = dict(
     dataset="demo", weights=None, hardware=("cpu", "asic"), budgets=(0.6,), seeds=(0, 1),
-    demo_train=256, demo_val=128, calibration_samples=4, search_epochs=3, search_warmup_epochs=1,
+    demo_train=256, demo_val=128, calibration_samples=8, search_epochs=3, search_warmup_epochs=1,
     search_steps_per_epoch=8, search_batch_size=32, finetune_epochs=1, finetune_steps_per_epoch=6,
     finetune_batch_size=32, finetune_workers=1, lam=5.0, pretrain_epochs=3,
 )

@@ -302,6 +302,7 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
         raise BadInputError(f"run_search needs a SearchSpec, got {type(spec).__name__}")
     prepared = prepare(store, run_id, spec, hooks)
     _warn_explicit_keys(store)
+    _keep_keys_out_of_runtime_envs()
     connect(address)
     ctx = prepared.context
     if spec.train_once:
@@ -328,6 +329,18 @@ def _warn_explicit_keys(store: Store) -> None:
         log.warning("store %s: S3 keys were given explicitly; Ray Tune stores its filesystem, keys included, in "
                     "the experiment files (tuner.pkl, experiment_state). Give keys through the environment or "
                     "the AWS profile of every node instead.", store.uri)
+
+
+_AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def _keep_keys_out_of_runtime_envs() -> None:
+    """Ray Tune copies the driver's AWS_* variables into every trial actor's runtime_env, which Ray
+    logs on each node (runtime_env_agent.log) and keeps in the GCS. Every node has its own
+    credentials (docs/cluster.md), so the keys are not handed around (private, pinned Ray 2.60)."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(_AWS_SECRETS)
 
 
 def _with_shared_weights(store: Store, run_id: str, spec: SearchSpec, ctx):

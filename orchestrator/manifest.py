@@ -16,10 +16,8 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import platform
 import subprocess
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +28,16 @@ from .store import Store, validate_name, validate_run_id
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 STATES = ("pending", "running", "done", "failed")
-_PACKAGES = {"torch": "torch", "torchvision": "torchvision", "ray": "ray", "pyarrow": "pyarrow",
-             "zigzag": "zigzag-dse", "haloc-ray": "haloc-ray"}
-
-
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def software_versions() -> dict[str, str | None]:
-    """Versions of python and the packages that shape the artifacts (from metadata: no imports)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for key, dist in _PACKAGES.items():
-        try:
-            versions[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[key] = None
+    """Versions of python and the packages that shape the artifacts (from metadata: no imports), and
+    the project's git commit."""
+    from .env_report import package_versions
+
+    versions = package_versions()
     versions["git_commit"] = _git_commit()
     return versions
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import urllib.request
 import uuid
 
 import pyarrow as pa
@@ -242,24 +241,9 @@ def test_endpoint_as_keyword_arguments(s3_server):
                 os.environ[k] = v
 
 
-@pytest.fixture(scope="module")
-def auth_server(tmp_path_factory):
-    """A second moto_server that checks keys (moto's IAM auth), so wrong keys are refused."""
-    server = S3Server(log_dir=str(tmp_path_factory.mktemp("moto-auth")))
-    server.start()
-    try:
-        server.make_bucket("auth-bucket")
-        req = urllib.request.Request(f"{server.url}/moto-api/reset-auth", data=b"0", method="POST",
-                                     headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(req, timeout=10).read()  # from now on, unknown keys are refused
-        yield server
-    finally:
-        server.stop()
-
-
-def test_wrong_credentials(auth_server):
+def test_wrong_credentials(s3_auth_server):
     with pytest.raises(BadInputError, match="refused the credentials") as err:
-        Store.open(auth_server.uri("auth-bucket", "runs"), access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+        Store.open(s3_auth_server.uri("auth-bucket", "runs"), access_key=ACCESS_KEY, secret_key=SECRET_KEY)
     assert ACCESS_KEY not in str(err.value) and SECRET_KEY not in str(err.value)
 
 

@@ -14,7 +14,6 @@ import json
 import pickle
 import re
 import socket
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,23 +306,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def auth_s3(tmp_path_factory):
-    """A moto_server that checks keys (moto's IAM mode), for the wrong-credentials case."""
-    from tests.fixtures.s3 import S3Server
-
-    server = S3Server(log_dir=str(tmp_path_factory.mktemp("moto-auth")))
-    server.start()
-    try:
-        server.make_bucket("auth-bucket")
-        req = urllib.request.Request(f"{server.url}/moto-api/reset-auth", data=b"0", method="POST",
-                                     headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(req, timeout=10).read()
-        yield server
-    finally:
-        server.stop()
-
-
 def _env_for(case: Case, request) -> dict:
     import os
 
@@ -338,7 +320,7 @@ def _env_for(case: Case, request) -> dict:
         server.make_bucket("bucket1")
         env.update(server.env(), _S3=server.endpoint)
         if case.id == "s3-wrong-credentials":
-            env["_S3_AUTH"] = request.getfixturevalue("auth_s3").endpoint
+            env["_S3_AUTH"] = request.getfixturevalue("s3_auth_server").endpoint
     return env
 
 

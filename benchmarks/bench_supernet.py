@@ -119,15 +119,15 @@ def time_model(model, x, repeats):
 def layer_curves(specs, batch, step, repeats):
     """CPU latency (ms, median) per layer at rank 0 (original) and every multiple of `step`."""
     from hw_profiles.timing import time_module
-    from haloc.hardware_loss import candidate_module
+    from haloc.decomposition import KEEP_WHOLE, build_layer
 
     curves = {}
     for name, spec in specs.items():
         x = torch.randn(batch, spec.in_channels, *spec.input_hw) if spec.op == "conv2d" else \
             torch.randn(batch, spec.in_channels)
-        curve = {0: time_module(candidate_module(spec, spec.max_rank, True), x, repeats=repeats).median_ms}
+        curve = {0: time_module(build_layer(spec, KEEP_WHOLE), x, repeats=repeats).median_ms}
         for r in range(step, spec.max_rank, step):
-            curve[r] = time_module(candidate_module(spec, r, False), x, repeats=repeats).median_ms
+            curve[r] = time_module(build_layer(spec, r), x, repeats=repeats).median_ms
         curves[name] = curve
     return curves
 

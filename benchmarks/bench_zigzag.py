@@ -13,7 +13,7 @@ import argparse
 import time
 
 from hw_profiles import zigzag_backend as zz
-from hw_profiles._zigzag_stock import stock_simulate
+from benchmarks.zigzag_stock import stock_simulate
 from hw_profiles.zigzag_backend import ConvWorkload
 
 LAYERS = {

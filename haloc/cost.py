@@ -4,19 +4,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .modes import eval_mode
+
 
 @torch.no_grad()
 def flops(model: nn.Module, example_input: torch.Tensor) -> int:
     """FLOPs of one forward of `example_input`, counted by torch's own FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
-    try:
-        with FlopCounterMode(display=False) as counter:
-            model(example_input)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(example_input)
     return int(counter.get_total_flops())
 
 

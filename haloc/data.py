@@ -5,15 +5,13 @@ The search trains weights on one part of the training data and architecture logi
 part of it (`split_train_heldout`); validation data is never used for either.
 
 Bad input (missing or empty folders, the wrong layout, corrupt batches or images) raises
-`BadInputError` naming the path and the fix. Writers of small fake data in the real file formats
-(`write_fake_cifar10`, `write_fake_imagefolder`) let tests and demos run the real loading paths.
+`BadInputError` naming the path and the fix. (The tests write small data in the real file formats
+with `tests/fixtures/fake_data.py`, so the real loading paths run.)
 """
 from __future__ import annotations
 
 import math
-import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -209,41 +207,6 @@ def _read_cifar_meta(root: Path) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-def write_fake_cifar10(folder: str | Path, n_train: int = 50, n_test: int = 20, seed: int = 0) -> Path:
-    """Small random CIFAR-10 in the real python-batch format under `folder/cifar-10-batches-py/`.
-
-    `n_train` images are spread over the five training batches. Images are class-tinted noise, so a
-    model can learn a little from them. Returns the batch folder.
-    """
-    out = Path(folder) / CIFAR10_SUBDIR
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    tints = rng.integers(0, 256, size=(10, 3))
-
-    def batch(n: int, label: str) -> dict:
-        labels = rng.integers(0, 10, size=n)
-        noise = rng.integers(-60, 61, size=(n, 3, 32 * 32))
-        data = np.clip(tints[labels][:, :, None] + noise, 0, 255).astype(np.uint8).reshape(n, 3072)
-        return {b"batch_label": label.encode(), b"labels": [int(y) for y in labels], b"data": data,
-                b"filenames": [f"fake_{label}_{i}.png".encode() for i in range(n)]}
-
-    sizes = [n_train // 5 + (1 if i < n_train % 5 else 0) for i in range(5)]
-    for name, n in zip(CIFAR10_TRAIN_FILES, sizes):
-        _pickle_atomic(out / name, batch(n, name))
-    _pickle_atomic(out / CIFAR10_TEST_FILE, batch(n_test, CIFAR10_TEST_FILE))
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    _pickle_atomic(out / CIFAR10_META_FILE, {b"num_cases_per_batch": max(sizes), b"label_names": names,
-                                             b"num_vis": 3072})
-    return out
-
-
-def _pickle_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
-        pickle.dump(obj, f, protocol=2)  # the protocol of the real files
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------- ImageNet
 
 
@@ -355,29 +318,6 @@ def verify_image_folder(path: str | Path, max_files: int | None = None) -> int:
         raise BadInputError(f"{len(bad)} of {len(files)} images under {str(path)!r} cannot be decoded: "
                             f"{bad[:5]}{' ...' if len(bad) > 5 else ''}; replace or delete them")
     return len(files)
-
-
-def write_fake_imagefolder(folder: str | Path, classes: int | list[str] = 3, per_class: int = 4, size: int = 64,
-                           seed: int = 0, splits: tuple[str, ...] = ("train", "val")) -> Path:
-    """Small JPEGs in ImageNet's layout: `folder/<split>/<class>/<i>.JPEG`, class-tinted noise. Returns `folder`."""
-    from PIL import Image
-
-    folder = Path(folder)
-    names = classes if isinstance(classes, list) else [f"n{i:08d}" for i in range(classes)]
-    rng = np.random.default_rng(seed)
-    tints = rng.integers(0, 256, size=(len(names), 3))
-    for split in splits:
-        for c, name in enumerate(names):
-            d = folder / split / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                noise = rng.integers(-50, 51, size=(size, size, 3))
-                pixels = np.clip(tints[c] + noise, 0, 255).astype(np.uint8)
-                fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp.", suffix=".JPEG")
-                os.close(fd)
-                Image.fromarray(pixels).save(tmp, format="JPEG")
-                os.replace(tmp, d / f"{split}_{i:04d}.JPEG")
-    return folder
 
 
 # ---------------------------------------------------------------------------------------------- demo

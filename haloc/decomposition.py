@@ -1,4 +1,16 @@
-"""Which layers can be decomposed, their rank limits, and `decompose(model, ranks)`."""
+"""Which layers can be decomposed, their rank limits, the one rule for what a rank means, the one
+factory of "a layer at a rank", and `decompose(model, ranks)`.
+
+What "kept whole" (the layer runs as its original Conv2d / Linear) looks like at each step:
+
+- ranks JSON and `decompose(model, ranks)`: a layer ABSENT from `ranks` is kept whole; a rank that is
+  given is always decomposed (at `max_rank` the factors are exact, see LayerSpec.max_rank);
+- the search (RankSpace candidates, SearchResult.all_ranks): every searched layer has a rank, and its
+  `max_rank` stands for "kept whole" (the cost tables price it as the original layer);
+- LUT rows and latency lookups: rank `KEEP_WHOLE` (0) is the original layer.
+
+`to_ranks_json`, `from_ranks_json` and `lut_rank` translate between the three; nothing else does.
+"""
 from __future__ import annotations
 
 import copy
@@ -9,11 +21,14 @@ import torch.nn as nn
 
 from .errors import BadInputError
 from .layers import SVDConv2d, SVDLinear, Tucker2Conv, split_rank
+from .modes import eval_mode
 
 Rank = int | tuple[int, int]
 
 # Layers with fewer input channels than this are stems: nothing to gain from a factorisation.
 MIN_IN_CHANNELS = 4
+# The rank of an original (undecomposed) layer in LUTs and latency lookups.
+KEEP_WHOLE = 0
 
 
 @dataclass(frozen=True)
@@ -118,12 +133,10 @@ def layer_input_shapes(model: nn.Module, example_input: torch.Tensor, names: lis
         return hook
 
     hooks = [modules[n].register_forward_pre_hook(recorder(n)) for n in names]
-    was_training = model.training
     try:
-        model.eval()
-        model(example_input)
+        with eval_mode(model):
+            model(example_input)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return shapes
@@ -154,17 +167,68 @@ def decompose(model: nn.Module, ranks: dict, inplace: bool = False, hooi_iters: 
     left untouched unless `inplace=True`.
     """
     checked = check_ranks(model, ranks)
+    specs = _scan(model)[0]
     target = model if inplace else copy.deepcopy(model)
     modules = dict(target.named_modules())
     for name, rank in checked.items():
-        target.set_submodule(name, low_rank_module(modules[name], rank, hooi_iters))
+        target.set_submodule(name, build_layer(specs[name], rank, source=modules[name], hooi_iters=hooi_iters))
     return target
 
 
-def low_rank_module(module: nn.Module, rank: Rank, hooi_iters: int = 0) -> nn.Module:
-    """The low-rank replacement of one Conv2d/Linear (rank already validated)."""
-    if isinstance(module, nn.Linear):
-        return SVDLinear.from_linear(module, int(rank))
-    if tuple(module.kernel_size) == (1, 1):
-        return SVDConv2d.from_conv(module, int(rank))
-    return Tucker2Conv.from_conv(module, rank, hooi_iters)
+# ---- the rank rule -------------------------------------------------------------------------------------
+
+def to_ranks_json(search_ranks: dict[str, Rank], specs: dict[str, LayerSpec]) -> dict[str, Rank]:
+    """The ranks JSON of a searched architecture: layers at their max_rank are kept whole, so left out."""
+    return {n: r for n, r in search_ranks.items() if _top(r) < specs[n].max_rank}
+
+
+def from_ranks_json(ranks: dict[str, Rank], specs: dict[str, LayerSpec]) -> dict[str, Rank]:
+    """Every layer of `specs` with its rank in the search's terms: absent from `ranks` -> max_rank."""
+    return {n: ranks.get(n, s.max_rank) for n, s in specs.items()}
+
+
+def lut_rank(spec: LayerSpec, rank: Rank | None) -> int:
+    """The LUT row that prices `rank`: KEEP_WHOLE for an absent layer, rank 0 or a rank >= max_rank
+    (the search's "kept whole"); else the rank. A Tucker-2 pair (r_in, r_out) is priced at its larger
+    side: LUTs hold equal ranks only, and the larger rank bounds the pair's cost from above."""
+    if rank is None:
+        return KEEP_WHOLE
+    r = _top(rank)
+    return KEEP_WHOLE if r == KEEP_WHOLE or r >= spec.max_rank else r
+
+
+def _top(rank: Rank) -> int:
+    return max(int(x) for x in rank) if isinstance(rank, (list, tuple)) else int(rank)
+
+
+# ---- the one factory of "a layer at a rank" -------------------------------------------------------------
+
+def build_layer(spec: LayerSpec, rank: Rank, source: nn.Module | None = None, hooi_iters: int = 0) -> nn.Module:
+    """Layer `spec` at `rank`: the supernet, the LUT's measured modules, the FLOPs counts, decompose
+    and rebuild all build their layers here.
+
+    rank KEEP_WHOLE (0): the original layer (a deep copy of `source`, or a fresh one with `spec`'s
+    geometry). rank >= 1: `Tucker2Conv` (KxK conv), `SVDConv2d` (1x1 conv) or `SVDLinear`, fitted
+    from `source`'s weights (HOSVD / SVD; `hooi_iters` HOOI refinements) or, without a source,
+    randomly initialised (what is timed, counted or about to receive a state dict).
+    """
+    whole = not isinstance(rank, (list, tuple)) and int(rank) == KEEP_WHOLE
+    if source is not None:
+        if whole:
+            return copy.deepcopy(source)
+        if spec.op == "linear":
+            return SVDLinear.from_linear(source, int(rank))
+        if spec.kind == "svd":
+            return SVDConv2d.from_conv(source, int(rank))
+        return Tucker2Conv.from_conv(source, rank, hooi_iters)
+    if spec.op == "linear":
+        if whole:
+            return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias)
+        return SVDLinear(spec.in_channels, spec.out_channels, int(rank), bias=spec.bias)
+    if whole:
+        return nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
+                         spec.dilation, bias=spec.bias)
+    if spec.kind == "svd":
+        return SVDConv2d(spec.in_channels, spec.out_channels, int(rank), spec.stride, spec.padding, bias=spec.bias)
+    return Tucker2Conv(spec.in_channels, spec.out_channels, spec.kernel_size, rank, spec.stride, spec.padding,
+                       spec.dilation, bias=spec.bias)

@@ -11,8 +11,6 @@ ranks.json: `{"model": "resnet18", "ranks": {"layer1.0.conv1": 32, "layer2.0.con
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +18,10 @@ import torch
 import torch.nn as nn
 
 from . import models
-from .decomposition import check_ranks, decompose
+from .decomposition import build_layer, check_ranks, decomposable_layers
 from .errors import BadInputError
+from .files import atomic_write
+from .modes import eval_mode
 
 WEIGHTS_FILE = "model.pt"
 RANKS_FILE = "ranks.json"
@@ -43,17 +43,25 @@ class RanksFile:
         return out
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename onto `path`: readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def rebuild(model_name: str, ranks: dict, state: dict | None = None, num_classes: int | None = None) -> nn.Module:
+    """The compressed architecture (model name + ranks JSON content) as a module, with `state` loaded.
+
+    The one place a model is rebuilt from data: validation, exports and `load_compressed` call it.
+    Factor layers are built with random weights (no HOSVD: `state` overwrites them); without
+    `state` that random initialisation is what you get. A state that does not fit -> BadInputError.
+    """
+    model = models.create(model_name, num_classes=num_classes)
+    checked = check_ranks(model, ranks)
+    specs = decomposable_layers(model)
+    for name, rank in checked.items():
+        model.set_submodule(name, build_layer(specs[name], rank))
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise BadInputError(f"weights do not fit {model_name!r} with ranks of {len(checked)} layers "
+                                f"({str(e).splitlines()[0]} ...); pass the state dict saved with these ranks") from e
+    return model
 
 
 def _num_classes_of(model: nn.Module) -> int | None:
@@ -77,9 +85,8 @@ def save_compressed(model: nn.Module, model_name: str, ranks: dict, folder: str 
     folder.mkdir(parents=True, exist_ok=True)
     weights, ranks_path = folder / WEIGHTS_FILE, folder / RANKS_FILE
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda tmp: torch.save(state, tmp))
-    text = json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n"
-    _atomic_write(ranks_path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(weights, lambda tmp: torch.save(state, tmp))
+    atomic_write(ranks_path, json.dumps(spec.to_json(), indent=2, sort_keys=True) + "\n")
     return {"model": str(weights), "ranks": str(ranks_path)}
 
 
@@ -139,14 +146,12 @@ def load_compressed(folder_or_files, expected_model: str | None = None) -> tuple
     if not weights.is_file():
         raise BadInputError(f"weights file {str(weights)!r} does not exist; it is written beside "
                             f"{str(ranks_path)!r} by save_compressed")
-    model = decompose(models.create(spec.model, num_classes=spec.num_classes), spec.ranks, inplace=True)
     state = load_state_dict(str(weights))
     try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
+        model = rebuild(spec.model, spec.ranks, state, spec.num_classes)
+    except BadInputError as e:
         raise BadInputError(f"weights {str(weights)!r} do not fit the architecture of {str(ranks_path)!r} "
-                            f"({str(e).splitlines()[0]} ...); "
-                            "keep the two files of one save_compressed together") from e
+                            f"({e}); keep the two files of one save_compressed together") from e
     return model.eval(), spec.ranks
 
 
@@ -161,17 +166,13 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
     kwargs = {"opset_version": opset} if opset is not None else {}
     if dynamic_batch:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
-    try:
-        _atomic_write(path, lambda tmp: torch.onnx.export(
+    with eval_mode(model):
+        atomic_write(path, lambda tmp: torch.onnx.export(
             model, (example_input,), tmp, dynamo=True, external_data=False, verbose=False,
             input_names=["input"], output_names=["logits"], **kwargs))
-    finally:
-        model.train(was_training)
     return path
 
 
@@ -184,13 +185,8 @@ def check_onnx(path: str | Path, model: nn.Module, example_input: torch.Tensor, 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = example_input.detach().cpu()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            want = model(x.to(next(model.parameters()).device)).cpu().numpy()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        want = model(x.to(next(model.parameters()).device)).cpu().numpy()
     if got.shape != want.shape:
         raise AssertionError(f"ONNX model {str(path)!r} returns shape {got.shape}, PyTorch {want.shape}")
     diff = np.abs(got - want)

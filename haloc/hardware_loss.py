@@ -15,11 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn as nn
 
-from .decomposition import LayerSpec
+from .decomposition import LayerSpec, build_layer, lut_rank
 from .errors import BadInputError
-from .layers import SVDConv2d, SVDLinear, Tucker2Conv
 
 PENALTIES = ("multiplicative", "additive")
 
@@ -97,21 +95,6 @@ def hardware_loss(ce: torch.Tensor, costs: list[torch.Tensor], tables: list[Cost
     return loss
 
 
-def candidate_module(spec: LayerSpec, rank: int, original: bool) -> nn.Module:
-    """A module with the geometry of `spec` at `rank` (random weights), or the original layer."""
-    if spec.op == "linear":
-        if original:
-            return nn.Linear(spec.in_channels, spec.out_channels, bias=spec.bias)
-        return SVDLinear(spec.in_channels, spec.out_channels, rank, bias=spec.bias)
-    if original:
-        return nn.Conv2d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride, spec.padding,
-                         spec.dilation, bias=spec.bias)
-    if spec.kind == "svd":
-        return SVDConv2d(spec.in_channels, spec.out_channels, rank, spec.stride, spec.padding, bias=spec.bias)
-    return Tucker2Conv(spec.in_channels, spec.out_channels, spec.kernel_size, rank, spec.stride, spec.padding,
-                       spec.dilation, bias=spec.bias)
-
-
 def layer_flops(spec: LayerSpec, rank: int, batch: int = 1) -> int:
     """FLOPs of one layer at `rank` (max_rank: the original layer), counted by torch on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -119,7 +102,7 @@ def layer_flops(spec: LayerSpec, rank: int, batch: int = 1) -> int:
     if spec.op == "conv2d" and spec.input_hw is None:
         raise BadInputError(f"layer {spec.name!r} has no input size: trace the specs with an example input")
     with torch.device("meta"):
-        module = candidate_module(spec, rank, original=rank >= spec.max_rank)
+        module = build_layer(spec, lut_rank(spec, rank))
         x = torch.empty(batch, spec.in_channels, *spec.input_hw) if spec.op == "conv2d" else \
             torch.empty(batch, spec.in_channels)
         with FlopCounterMode(display=False) as counter:

@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .decomposition import LayerSpec, decomposable_layers
+from .decomposition import LayerSpec, decomposable_layers, to_ranks_json
 from .errors import BadInputError
 from .hardware_loss import PENALTIES, CostTable, expected_cost, hardware_loss
 from .rank_space import RankSpace
-from .supernet import Supernet, compressed_ranks
+from .supernet import Supernet
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,7 @@ class SupernetSearch:
                                    fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None)
         predicted = {t.name: t.cost_of(chosen, cands) for t in self.tables}
         return SearchResult(
-            ranks=compressed_ranks(chosen, self.specs), all_ranks=chosen, predicted_cost=predicted,
+            ranks=to_ranks_json(chosen, self.specs), all_ranks=chosen, predicted_cost=predicted,
             argmax_cost={t.name: t.cost_of(argmax, cands) for t in self.tables},
             budget={t.name: t.budget for t in self.tables},
             within_budget={t.name: predicted[t.name] <= t.budget * (1 + 1e-9) for t in self.tables},

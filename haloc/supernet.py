@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .decomposition import LayerSpec, decomposable_layers
+from .decomposition import LayerSpec, build_layer, decomposable_layers
 from .errors import BadInputError
-from .layers import SVDConv2d, SVDLinear, Tucker2Conv
+from .layers import SVDConv2d, Tucker2Conv
 from .rank_space import RankSpace
 
 MIX_MODES = ("gumbel", "softmax", "argmax")
@@ -94,7 +94,8 @@ class Supernet(nn.Module):
         self.layer_names: list[str] = []
         for name, cands in rank_space.candidates.items():
             spec = specs[name]
-            factors = _factors_at(modules[name], spec, cands[-1], hooi_iters)
+            # Prefix truncations of HOSVD factors are the nested candidates; HOOI refines only the largest.
+            factors = build_layer(spec, cands[-1], source=modules[name], hooi_iters=hooi_iters)
             self.net.set_submodule(name, SupernetLayer(factors, spec, cands))
             self.layer_names.append(name)
 
@@ -127,18 +128,3 @@ class Supernet(nn.Module):
     def argmax_ranks(self) -> dict[str, int]:
         """Every layer's most likely candidate (max_rank included: 'not decomposed')."""
         return {n: l.candidates[int(l.alpha.argmax())] for n, l in self.layers().items()}
-
-
-@torch.no_grad()
-def _factors_at(module: nn.Module, spec: LayerSpec, rank: int, hooi_iters: int) -> nn.Module:
-    if spec.op == "linear":
-        return SVDLinear.from_linear(module, rank)
-    if spec.kind == "svd":
-        return SVDConv2d.from_conv(module, rank)
-    # Prefix truncations of HOSVD factors are the nested candidates; HOOI refines only the largest.
-    return Tucker2Conv.from_conv(module, rank, hooi_iters)
-
-
-def compressed_ranks(ranks: dict[str, int], specs: dict[str, LayerSpec]) -> dict[str, int]:
-    """The ranks JSON content: layers chosen at max_rank stay undecomposed, so they are left out."""
-    return {n: r for n, r in ranks.items() if r < specs[n].max_rank}

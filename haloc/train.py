@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +20,8 @@ import torch.nn.functional as F
 
 from .data import seed_epoch
 from .errors import BadInputError
+from .files import atomic_write
+from .modes import eval_mode
 from .config import from_dict_strict
 
 log = logging.getLogger("haloc.train")
@@ -137,10 +137,9 @@ def train_one_epoch(student: nn.Module, teacher: nn.Module | None, loader, optim
 def evaluate(model: nn.Module, loader, device: str | torch.device | None = None) -> dict:
     """{"top1", "top5", "loss", "n"} of `model` on `loader` (top-5 is top-min(5, classes)); mode restored."""
     device = _device_of(model) if device is None else resolve_device(device) if isinstance(device, str) else device
-    was_training = model.training
-    model.to(device).eval()
+    model.to(device)
     total_loss, top1, top5, n = 0.0, 0, 0, 0
-    try:
+    with eval_mode(model):
         for x, y in loader:
             x, y = x.to(device), y.to(device)  # [B, 3, H, W], [B]
             logits = model(x)  # [B, classes]
@@ -151,8 +150,6 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None)
             top1 += int(hit[:, 0].sum())
             top5 += int(hit.any(dim=1).sum())
             n += y.shape[0]
-    finally:
-        model.train(was_training)
     if n == 0:
         raise BadInputError("the evaluation loader yielded no samples; check the validation data")
     return {"top1": top1 / n, "top5": top5 / n, "loss": total_loss / n, "n": n}
@@ -176,17 +173,8 @@ class TrainState:
 
     def save(self, path: str | Path) -> None:
         """torch.save to `path` atomically (tensors and plain data only: loadable with weights_only)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(asdict(self), tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        state = asdict(self)
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainState":
@@ -217,45 +205,61 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, steps_total: int):
     return optimizer, scheduler
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a data-parallel wrapper (DDP's `.module`): its state dict has no prefix."""
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+
+
 def finetune(student: nn.Module, teacher: nn.Module | None, train_loader, val_loader, cfg: TrainConfig,
              start_epoch: int = 0, state: TrainState | None = None,
-             on_epoch_end: Callable[[int, dict, TrainState], bool | None] | None = None) -> FinetuneResult:
-    """Fine-tune `student` (in place) for epochs [start, cfg.epochs) with KD from the frozen `teacher`.
+             on_epoch_end: Callable[[int, dict, TrainState], bool | None] | None = None, *,
+             device: str | torch.device | None = None, stop_after: int | None = None,
+             evaluate_val: bool = True, history_extra: dict | None = None) -> FinetuneResult:
+    """Fine-tune `student` (in place) for epochs [start, cfg.epochs) with KD from `teacher`.
+
+    The one training loop of the project: `haloc.finetune` in a script, the pretraining of an
+    original model, and every Ray Train worker (`workers/finetune_loop.py`) run it.
 
     `state` resumes a run (weights, optimizer, schedule and epoch come from it; `start_epoch` is then
     ignored). `on_epoch_end(epoch, metrics, state)` is called after each epoch, e.g. to checkpoint
-    `state` or report to Ray; returning True stops the run after that epoch.
+    `state` or report to Ray; returning True stops the run after that epoch. The teacher only runs
+    forward under `no_grad`: its parameters are not touched (a second student decomposed from it
+    trains every parameter). For a data-parallel run: `device` is where a launcher already put the
+    (wrapped) student; `evaluate_val=False` on every rank but 0; states are saved unwrapped.
+    `stop_after` stops after that many completed epochs, the cosine schedule still spanning
+    cfg.epochs, so that a later call resumes exactly where this one stopped.
     """
-    device = resolve_device(cfg.device)
-    student.to(device)
+    if device is None:
+        device = resolve_device(cfg.device)
+        student.to(device)
     if teacher is not None:
         teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
     steps_per_epoch = len(train_loader)
     if cfg.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     optimizer, scheduler = make_optimizer(student, cfg, cfg.epochs * steps_per_epoch)
     history: list = []
     if state is not None:
-        student.load_state_dict(state.model)
+        unwrap(student).load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         start_epoch, history = state.epoch, list(state.history)
     if not 0 <= start_epoch <= cfg.epochs:
         raise BadInputError(f"start_epoch={start_epoch} must lie in [0, epochs={cfg.epochs}]")
-    current = state if state is not None else TrainState.capture(student, optimizer, scheduler, start_epoch,
+    stop = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
+    current = state if state is not None else TrainState.capture(unwrap(student), optimizer, scheduler, start_epoch,
                                                                  history, cfg)
     stopped = False
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, stop):
         seed_epoch(train_loader, cfg.seed, epoch)
         train_metrics = train_one_epoch(student, teacher, train_loader, optimizer, scheduler, cfg)
-        val_metrics = evaluate(student, val_loader, device) if val_loader is not None else None
-        metrics = {"epoch": epoch, "train": train_metrics, "val": val_metrics}
+        val_metrics = evaluate(unwrap(student), val_loader, device) if val_loader is not None and evaluate_val \
+            else None
+        metrics = {"epoch": epoch, "train": train_metrics, "val": val_metrics, **(history_extra or {})}
         history.append(metrics)
         log.info("epoch %d/%d train loss %.4f top1 %.4f%s", epoch + 1, cfg.epochs, train_metrics["loss"],
                  train_metrics["top1"], f" val top1 {val_metrics['top1']:.4f}" if val_metrics else "")
-        current = TrainState.capture(student, optimizer, scheduler, epoch + 1, history, cfg)
+        current = TrainState.capture(unwrap(student), optimizer, scheduler, epoch + 1, history, cfg)
         if on_epoch_end is not None and on_epoch_end(epoch, metrics, current):
             stopped = epoch + 1 < cfg.epochs
             break

@@ -10,8 +10,6 @@ JSON file, `<hardware>.calibration.json` (see `hw_profiles.calibration`).
 from __future__ import annotations
 
 import bisect
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import pyarrow.parquet as pq
 
 from haloc.decomposition import LayerSpec
 from haloc.errors import BadInputError
+from haloc.files import atomic_write
 
 from .signature import LayerSignature
 
@@ -134,17 +133,8 @@ def read_lut(path: str | Path) -> pa.Table:
 
 def write_lut(path: str | Path, table: pa.Table) -> None:
     """Write atomically: a temp file in the same folder, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     check_table(table, str(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def merge(existing: pa.Table, new: pa.Table) -> pa.Table:

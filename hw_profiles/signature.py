@@ -83,15 +83,14 @@ def build_module(sig: LayerSignature, rank: int, seed: int = 0):
     Linear, otherwise haloc's Tucker2Conv / SVDConv2d / SVDLinear (float32, CPU; move it yourself)."""
     import torch
 
-    from haloc.decomposition import LayerSpec
-    from haloc.hardware_loss import candidate_module
+    from haloc.decomposition import LayerSpec, build_layer
 
     if not 0 <= rank <= sig.max_rank:
         raise BadInputError(f"rank {rank} out of range for {sig.key}; allowed 0..{sig.max_rank}")
     torch.manual_seed(seed)
     spec = LayerSpec(sig.key, sig.kind, sig.op, sig.c_in, sig.c_out, sig.kernel, sig.stride, sig.padding,
                      sig.dilation, sig.bias)
-    return candidate_module(spec, rank or sig.max_rank, original=rank == 0)
+    return build_layer(spec, rank)  # rank 0 = KEEP_WHOLE: the original layer
 
 
 def example_input(sig: LayerSignature, device: str = "cpu"):

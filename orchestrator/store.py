@@ -21,12 +21,12 @@ import os
 import re
 import time
 import urllib.parse
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from haloc.errors import BadInputError
+from haloc.files import atomic_write
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -290,7 +290,7 @@ class Store:
         if self._s3:
             self._call("write", path, lambda: self._put(key, data))
         else:
-            _atomic_local_write(Path(key), data)
+            atomic_write(key, data)
 
     def read_bytes(self, path: str) -> bytes:
         key = self._join(validate_path(path))
@@ -413,7 +413,7 @@ class Store:
             if inner == "":  # `path` was a single file
                 inner = name.rsplit("/", 1)[-1]
             dest = dest_root / inner
-            _atomic_local_write(dest, self.read_bytes(name))
+            atomic_write(dest, self.read_bytes(name))
             out.append(dest)
         return out
 
@@ -488,21 +488,6 @@ def _s3_filesystem(opts: _S3Options, connect_timeout_s: float, *, attempts: int,
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:300]
-
-
-def _atomic_local_write(target: Path, data) -> None:
-    """Write to a hidden temp file beside `target`, fsync, then rename over it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "xb") as f:  # "x": never clobber; respects the umask, unlike mkstemp's 0600
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _parse_s3(text: str, *, endpoint, region, scheme, access_key, secret_key) -> _S3Options:

@@ -57,14 +57,7 @@ def build_models(config: dict):
     if config.get("model_state") is not None:
         teacher.load_state_dict(config["model_state"])
     student = haloc.decompose(teacher, config["ranks"])  # a new module; factors from the teacher's weights
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     return teacher.eval(), student
-
-
-def unwrap(model):
-    """The module inside DDP (its state dict has no `module.` prefix)."""
-    return model.module if hasattr(model, "module") else model
 
 
 def _loaders(config: dict, cfg, world_size: int, world_rank: int):
@@ -89,12 +82,12 @@ def _loaders(config: dict, cfg, world_size: int, world_rank: int):
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """One worker of the data-parallel fine-tune: haloc's training loop, reporting to Ray Train."""
     import ray.train
     import ray.train.torch
     import torch
 
-    from haloc.data import seed_epoch
-    from haloc.train import TrainConfig, TrainState, evaluate, make_optimizer, train_one_epoch
+    from haloc.train import TrainConfig, TrainState, finetune
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -104,50 +97,31 @@ def train_loop_per_worker(config: dict) -> None:
     train_loader, val_loader = _loaders(config, cfg, world, rank)
     model = ray.train.torch.prepare_model(student)  # to the worker's device; DDP when world > 1
     device = next(model.parameters()).device
-    teacher.to(device)
     train_loader = ray.train.torch.prepare_data_loader(train_loader, add_dist_sampler=False)
 
-    steps_per_epoch = len(train_loader)
-    if cfg.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
-    start, history = 0, []
+    state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = TrainState.load(Path(folder) / STATE_FILE)
-        unwrap(model).load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        scheduler.load_state_dict(state.scheduler)
-        start, history = state.epoch, list(state.history)
-        log.info("resuming at epoch %d of %d", start, cfg.epochs)
-    stop = min(cfg.epochs, config.get("max_epochs") or cfg.epochs)
+        log.info("resuming at epoch %d of %d", state.epoch, cfg.epochs)
+    start = state.epoch if state is not None else 0
 
-    def report(state: TrainState, metrics: dict) -> None:
+    def report(state: TrainState, entry: dict) -> None:
         # Every worker calls report; only rank 0 hands over the (identical) state.
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 state.save(Path(tmp) / STATE_FILE)
             ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
-            ray.train.report(metrics, checkpoint=ckpt)
+            ray.train.report(_flat(entry, state.epoch, start, cfg.epochs), checkpoint=ckpt)
 
-    def snapshot(epoch: int) -> TrainState:
-        weights = {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
-        return TrainState(weights, optimizer.state_dict(), scheduler.state_dict(), epoch, list(history),
-                          cfg.to_dict())
-
-    if start >= stop:  # nothing left: report the restored state again, so the result carries it
-        last = history[-1] if history else {}
-        report(snapshot(start), _flat(last, start, start, cfg.epochs))
-        return
-    for epoch in range(start, stop):
-        seed_epoch(train_loader, cfg.seed, epoch)
-        train_metrics = train_one_epoch(model, teacher, train_loader, optimizer, scheduler, cfg)
-        # Rank 0 evaluates the whole validation set on the unwrapped model (no collectives needed).
-        val_metrics = evaluate(unwrap(model), val_loader, device) if rank == 0 else None
-        entry = {"epoch": epoch, "train": train_metrics, "val": val_metrics, "world_size": world}
-        history.append(entry)
-        report(snapshot(epoch + 1), _flat(entry, epoch + 1, start, cfg.epochs))
+    # Rank 0 evaluates the whole validation set on the unwrapped model (no collectives needed).
+    result = finetune(model, teacher, train_loader, val_loader, cfg, state=state,
+                      on_epoch_end=lambda _epoch, entry, current: report(current, entry), device=device,
+                      stop_after=config.get("max_epochs"), evaluate_val=rank == 0,
+                      history_extra={"world_size": world})
+    if not result.history[start:]:  # nothing was left to train: report the restored state again,
+        report(result.state, result.history[-1] if result.history else {})  # so the result carries it
 
 
 def _flat(entry: dict, completed: int, start: int, epochs: int) -> dict:

@@ -163,7 +163,7 @@ def test_unsupported_conv_is_bad_input(kwargs, named):
     ],
 )
 def test_lean_equals_stock_api(workload, accelerator, tmp_path, monkeypatch):
-    from hw_profiles._zigzag_stock import stock_simulate
+    from benchmarks.zigzag_stock import stock_simulate
 
     monkeypatch.chdir(tmp_path)
     zz.clear_cache()

@@ -157,7 +157,7 @@ def test_bad_data_exits_2_naming_the_path(tmp_path, make, pattern):
 
 
 def test_corrupt_image_exits_2_naming_the_file(tmp_path):
-    from haloc.data import write_fake_imagefolder
+    from tests.fixtures.fake_data import write_fake_imagefolder
 
     root = tmp_path / "imagenet"
     write_fake_imagefolder(root, classes=2, per_class=2, size=32)

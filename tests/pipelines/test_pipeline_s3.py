@@ -15,7 +15,7 @@ def test_store_and_data_on_s3(ray_cluster, s3_server, tmp_path):
     import subprocess
     import sys
 
-    from haloc.data import write_fake_cifar10
+    from tests.fixtures.fake_data import write_fake_cifar10
 
     bucket = s3_server.make_bucket("pipeline-s3")
     local = write_fake_cifar10(tmp_path / "cifar", n_train=64, n_test=32, seed=1)

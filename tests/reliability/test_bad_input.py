@@ -86,7 +86,7 @@ def _mkdir(p: Path) -> Path:
 
 
 def _cifar(tmp: Path) -> Path:
-    from haloc.data import write_fake_cifar10
+    from tests.fixtures.fake_data import write_fake_cifar10
 
     write_fake_cifar10(tmp / "cifar", n_train=20, n_test=10)
     return tmp / "cifar"
@@ -115,7 +115,7 @@ def _cifar_with_code(tmp):
 
 
 def _imagenet(tmp: Path) -> Path:
-    from haloc.data import write_fake_imagefolder
+    from tests.fixtures.fake_data import write_fake_imagefolder
 
     write_fake_imagefolder(tmp / "imagenet", classes=2, per_class=2, size=16)
     return tmp / "imagenet"

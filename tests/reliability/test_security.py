@@ -138,7 +138,9 @@ def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path):
         def __reduce__(self):
             return (exec, (f"open({str(marker)!r}, 'w').write('ran')",))
 
-    folder = hdata.write_fake_cifar10(tmp_path / "cifar", n_train=10, n_test=5)
+    from tests.fixtures.fake_data import write_fake_cifar10
+
+    folder = write_fake_cifar10(tmp_path / "cifar", n_train=10, n_test=5)
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil(), b"labels": []}, protocol=2))
     with pytest.raises(BadInputError, match=r"test_batch.*exec is not allowed"):
         hdata.cifar10_datasets(tmp_path / "cifar")

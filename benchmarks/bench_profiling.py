@@ -1,8 +1,15 @@
-"""Profiling figures for BENCHMARKS.md, on a real two-node Ray started on this machine.
+"""Profiling figures for BENCHMARKS.md, on an embedded local Ray or a running cluster (--address).
 
     python benchmarks/bench_profiling.py                 # all parts, a few minutes on 2 cores
     python benchmarks/bench_profiling.py --smoke-test    # tiny grids, to check it runs
     python benchmarks/bench_profiling.py --parts lut,parallel --json out.json
+
+The `parallel` part compares CPU and ASIC profiling on two nodes at once with one after the other;
+it needs two nodes with different resources, e.g. on one machine:
+
+    ray start --head --port=6390 --resources='{"hw_cpu": 1}' --num-cpus=1
+    ray start --address=127.0.0.1:6390 --resources='{"hw_asic": 1}' --num-cpus=1
+    python benchmarks/bench_profiling.py --parts parallel --address 127.0.0.1:6390
 
 Parts:
   lut       time to build the CPU LUT of resnet18 (batch 1) and resnet20 over the rank grid
@@ -96,14 +103,15 @@ def main(argv=None) -> int:
     parser.add_argument("--accuracy-model", default="resnet20", help="model of the accuracy part")
     parser.add_argument("--rank-step-accuracy", type=int, default=8, help="CPU LUT grid of the accuracy part")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--address", help="a running Ray cluster (default: an embedded local Ray)")
     args = parser.parse_args(argv)
 
     import ray
 
-    from tests.fixtures.ray_cluster import start_cluster
+    from orchestrator.cluster import connect
 
     cpu, asic = _profiles(args)
-    cluster = start_cluster()
+    connect(args.address)
     figures = {"machine": {"cores": __import__("os").cpu_count()}, "threads": args.threads, "repeats": cpu.repeats}
     try:
         parts = args.parts.split(",")
@@ -118,7 +126,6 @@ def main(argv=None) -> int:
             print(json.dumps({"accuracy": figures["accuracy"]}, indent=1), flush=True)
     finally:
         ray.shutdown()
-        cluster.cleanup()
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

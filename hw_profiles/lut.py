@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from haloc.decomposition import LayerSpec
+from haloc.decomposition import LayerSpec, lut_rank
 from haloc.errors import BadInputError
 from haloc.files import atomic_write
 
@@ -221,5 +221,6 @@ class LatencyTable:
         return [s.name for s in items if 0 not in self._curves.get(self.signature(s, batch).key, {})]
 
     def predict(self, specs: dict[str, LayerSpec], ranks: dict, batch: int) -> float:
-        """Sum over decomposable layers of their LUT latency at `ranks` (absent layers: original)."""
-        return sum(self.candidate_latencies(s, [ranks.get(n, 0) or s.max_rank], batch)[0] for n, s in specs.items())
+        """Sum over decomposable layers of their LUT latency at `ranks` (ranks JSON content: an absent
+        layer is the original; see haloc.decomposition.lut_rank)."""
+        return sum(self.candidate_latencies(s, [lut_rank(s, ranks.get(n))], batch)[0] for n, s in specs.items())

@@ -8,6 +8,7 @@ dtype, threads, warm-ups, repeats, rank grid step). Users add a profile by addin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 
 from haloc.errors import BadInputError
@@ -106,10 +107,21 @@ def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
 
 
 def load_profile(path: str | Path) -> HardwareProfile:
-    """Read and validate one profile file; its `name` must match the file name."""
+    """Read and validate one profile file; its `name` must match the file name. Each file is parsed
+    once while it is unchanged (a run looks its profiles up from many places)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise BadInputError(f"hardware profile {path}: cannot read it ({e}); fix or remove the file") from e
+    return _load_profile(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=64)
+def _load_profile(path_text: str, _mtime_ns: int, _size: int) -> HardwareProfile:
     import yaml
 
-    path = Path(path)
+    path = Path(path_text)
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:

@@ -44,11 +44,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, resources: 
         return
     from workers.detect import detect_resources
 
-    # ray.init turns 127.0.0.1 into the machine's reachable IP, and its GCS, raylet and workers then
-    # listen on every interface. This switch (Ray's laptop mode, read at call time) keeps the node's IP,
-    # and so every listener, on loopback; inherited by the processes the embedded Ray starts.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # private, pinned Ray version (2.60)
+    from .ray_compat import keep_embedded_ray_on_loopback
+
+    keep_embedded_ray_on_loopback()
     ray.init(num_cpus=num_cpus, resources=resources if resources is not None else detect_resources(),
              _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", logging_level="WARNING")
 
@@ -117,17 +115,3 @@ def measurement_waves(profiles, placement: dict | None = None) -> list[list]:
     first = [p for p in profiles if p.is_simulator or not (nodes[p.name] & sim_nodes)]
     later = [p for p in profiles if p not in first]
     return [w for w in (first, later) if w]
-
-
-def dashboard_url() -> str | None:
-    """host:port of the Ray dashboard of the connected cluster, or None (Ray without the dashboard).
-
-    Private Ray calls (the pinned 2.60): a driver that joined a running cluster has no URL of its own,
-    the dashboard's address is in the cluster's internal KV store.
-    """
-    import ray
-
-    try:
-        return ray._private.worker.get_dashboard_url() or ray._private.services.get_webui_url_from_internal_kv()
-    except Exception:  # optional: never fail a run over the dashboard's address
-        return None

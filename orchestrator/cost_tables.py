@@ -1,6 +1,6 @@
 """Cost tables and the rank space of a search, built on the driver from the store's LUTs (or FLOPs).
 
-    specs = model_specs("resnet20")
+    specs = haloc.models.layer_specs("resnet20")
     space = search_rank_space(store, run_id, specs, ["cpu"], mode="latency")
     tables = cost_tables(store, run_id, "resnet20", specs, space, ["cpu"], budget=0.5)
 
@@ -35,14 +35,15 @@ def load_checked_lut(store, run_id: str | None, hardware: str, specs: dict):
     """The LUT of `hardware`, or BadInputError naming the hardware, the missing layers and the fix."""
     from hw_profiles.profile import get_profile
 
-    from .profiling import load_latency_table, lut_path
+    from .run_layout import RunLayout
 
     get_profile(hardware)  # unknown hardware -> BadInputError with the known names
-    lut = load_latency_table(store, hardware, run_id)
+    layout = RunLayout(store, run_id)
+    lut = layout.latency_table(hardware)
     missing = lut.missing_layers(specs, lut_batch(hardware))
     if missing:
         raise BadInputError(
-            f"the LUT of hardware {hardware!r} ({lut_path(hardware, run_id)}) lacks {len(missing)} layer(s) of the "
+            f"the LUT of hardware {hardware!r} ({layout.lut(hardware)}) lacks {len(missing)} layer(s) of the "
             f"model: {missing[:6]}{' ...' if len(missing) > 6 else ''}; profile the model on {hardware!r} first "
             "(the profile stage, orchestrator.profiling.profile_model) or use --budget-metric flops")
     return lut
@@ -82,11 +83,11 @@ def latency_table(store, run_id: str | None, hardware: str, specs: dict, candida
     """A CostTable in ms for `hardware`: b x LUT latency per candidate, fixed a; budget a fraction."""
     from haloc.hardware_loss import CostTable
 
-    from .profiling import load_calibration
+    from .run_layout import RunLayout
 
     lut = load_checked_lut(store, run_id, hardware, specs)
     batch = lut_batch(hardware)
-    cal = load_calibration(store, hardware, run_id)
+    cal = RunLayout(store, run_id).read_calibration(hardware)
     a, b = (cal.a_ms, cal.b) if cal else (0.0, 1.0)
     costs = {n: tuple(b * ms for ms in lut.candidate_latencies(specs[n], cands, batch))
              for n, cands in candidates.items()}

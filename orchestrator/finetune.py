@@ -3,7 +3,7 @@
     spec = FinetuneSpec(model="resnet20", data={"kind": "demo"}, train={"epochs": 2}, num_workers=2)
     results = run_finetune("runs", "r1", configs, spec)    # {config_id: final record}
 
-Layout in the store (DESIGN.md section 3):
+Layout in the store (orchestrator.run_layout):
 
     <run>/finetune/<config_id>/          Ray Train's run folder (checkpoints, state snapshots)
     <run>/finetune/<config_id>/final.pt  the fine-tuned student's state dict (no DDP prefix)
@@ -18,22 +18,17 @@ by the driver, each file in one atomic write.
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, field
 
-from haloc.errors import BadInputError
 from haloc.config import from_dict_strict
+from haloc.errors import BadInputError
 
-from .store import Store, validate_name, validate_run_id
+from .artifacts import SelectedConfig, as_selected
+from .run_layout import RunLayout
 
 log = logging.getLogger(__name__)
-
-FINETUNE_DIR = "finetune"
-FINAL_WEIGHTS = "final.pt"
-FINAL_INFO = "final.json"
 
 
 @dataclass(frozen=True)
@@ -83,81 +78,6 @@ class FinetuneSpec:
         return self.data_config().num_classes if self.data_config().kind == "demo" else None
 
 
-# ---- config ids and paths -------------------------------------------------------------------------
-
-def targets_of(config: dict) -> list[str]:
-    """The cost targets of a selected config: select.py's `targets`, or `hardware`."""
-    t = config.get("targets", config.get("hardware"))
-    if isinstance(t, str):
-        return t.split("+")
-    if not t:
-        raise BadInputError(f"selected config {config!r} names no targets/hardware; rerun the select stage")
-    return list(t)
-
-
-def config_id(config: dict) -> str:
-    """A config's stable id: its own `config_id`, else `<targets>-b<budget>` ("cpu-b0.5", "cpu_asic-b0.3");
-    a single path segment, so it names a folder in the store and a Ray Train run."""
-    cid = config.get("config_id") or f"{'_'.join(targets_of(config))}-b{float(config['budget']):g}"
-    return validate_name(cid, "config id", example="cpu-b0.5")
-
-
-def final_paths(run_id: str, cid: str) -> tuple[str, str]:
-    base = f"{run_id}/{FINETUNE_DIR}/{cid}"
-    return f"{base}/{FINAL_WEIGHTS}", f"{base}/{FINAL_INFO}"
-
-
-def load_final_state(store, run_id: str, cid: str) -> dict:
-    """The fine-tuned state dict of a config (tensors only)."""
-    import torch
-
-    from .profiling import open_store
-
-    store = open_store(store)
-    path = final_paths(run_id, cid)[0]
-    if not store.exists(path):
-        raise BadInputError(f"fine-tuned weights {store.uri_of(path)} do not exist; run the finetune stage first")
-    return torch.load(io.BytesIO(store.read_bytes(path)), map_location="cpu", weights_only=True)
-
-
-def resolve_weights(store: Store, run_id: str, weights: str | None, model: str,
-                    num_classes: int | None = None) -> dict | None:
-    """The original model's state dict, loaded once on the driver (None: the model's own init).
-
-    `weights` is a store path relative to the run (as the search spec's), else any source of
-    `haloc.models.create` (a local file, an s3:// URI, "torchvision"). Loading here checks the
-    weights before Ray starts, and the workers need no access to the source.
-    """
-    if not weights:
-        return None
-    import torch
-
-    if "://" not in weights and weights != "torchvision":
-        rel = f"{run_id}/{weights}"
-        try:
-            in_store = store.exists(rel)
-        except BadInputError:  # not a store path (absolute, '..'): a local file
-            in_store = False
-        if in_store:
-            return torch.load(io.BytesIO(store.read_bytes(rel)), map_location="cpu", weights_only=True)
-        if not os.path.isfile(weights):
-            raise BadInputError(f"weights {weights!r} are neither in the store ({store.uri_of(rel)}) nor a local "
-                                "file; pass a store path relative to the run, a file, an s3:// URI or 'torchvision'")
-    import haloc
-
-    return haloc.models.create(model, num_classes=num_classes, weights=weights).state_dict()
-
-
-def as_config_list(configs) -> list[dict]:
-    """The selected configs: a list, or the content of selected.json ({"configs": [...]})."""
-    if isinstance(configs, dict) and isinstance(configs.get("configs"), list):
-        return configs["configs"]
-    if isinstance(configs, (list, tuple)) and all(isinstance(c, dict) for c in configs):
-        return list(configs)
-    raise BadInputError(f"configs must be a list of selected configs or selected.json's content, got "
-                        f"{type(configs).__name__}; pass select's output")
-
-
 # ---- the stage ------------------------------------------------------------------------------------
 
 def _scaling(spec: FinetuneSpec):
@@ -184,14 +104,15 @@ def _scaling(spec: FinetuneSpec):
     return ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": spec.cpus_per_worker})
 
 
-def _trainer(store: Store, run_id: str, cid: str, loop_config: dict, spec: FinetuneSpec):
+def _trainer(layout: RunLayout, cid: str, loop_config: dict, spec: FinetuneSpec):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from workers.finetune_loop import train_loop_per_worker
 
-    run_config = RunConfig(name=cid, storage_path=store.sub(f"{run_id}/{FINETUNE_DIR}").root_path,
-                           storage_filesystem=store.filesystem,
+    finetune_store = layout.finetune_store()
+    run_config = RunConfig(name=cid, storage_path=finetune_store.root_path,
+                           storage_filesystem=finetune_store.filesystem,
                            checkpoint_config=CheckpointConfig(num_to_keep=2),
                            failure_config=FailureConfig(max_failures=spec.max_failures))
     return TorchTrainer(train_loop_per_worker, train_loop_config=loop_config, scaling_config=_scaling(spec),
@@ -212,23 +133,21 @@ def _plain(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def finetune_one(store: Store, run_id: str, config: dict, spec: FinetuneSpec, model_state: dict | None) -> dict:
+def finetune_one(layout: RunLayout, config: SelectedConfig, spec: FinetuneSpec, model_state: dict | None) -> dict:
     """Fine-tune (or resume) one selected config; writes final.pt + final.json once all epochs are done."""
-    import torch
-
     from workers.finetune_loop import loop_config
 
-    cid = config_id(config)
-    ranks = config["ranks"]
+    cid = config.config_id
+    ranks = config.ranks
     cfg = spec.train_config()
     loop = loop_config(spec.model, ranks, spec.data, spec.train, spec.class_count(), None, model_state,
                        spec.max_epochs)
-    result = _trainer(store, run_id, cid, loop, spec).fit()
+    result = _trainer(layout, cid, loop, spec).fit()
     if result.error:
         raise RuntimeError(f"fine-tune of {cid!r} failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError(f"fine-tune of {cid!r} ended without a checkpoint; see the Ray Train logs under "
-                           f"{store.uri_of(f'{run_id}/{FINETUNE_DIR}/{cid}')}")
+                           f"{layout.finetune_store().uri_of(cid)}")
     state = _read_checkpoint(result.checkpoint)
     last = state.history[-1] if state.history else {}
     record = {"config_id": cid, "model": spec.model, "ranks": ranks, "num_classes": spec.class_count(),
@@ -239,12 +158,8 @@ def finetune_one(store: Store, run_id: str, config: dict, spec: FinetuneSpec, mo
     if not record["done"]:
         log.info("fine-tune %s stopped after epoch %d of %d (max_epochs)", cid, state.epoch, cfg.epochs)
         return record
-    weights_path, info_path = final_paths(run_id, cid)
-    buf = io.BytesIO()
-    torch.save(state.model, buf)
-    store.write_bytes(weights_path, buf.getvalue())
-    record["weights"] = weights_path
-    store.write_json(info_path, record)  # last: its presence means "done"
+    record["weights"] = layout.final_weights(cid)
+    layout.write_final(cid, state.model, record)
     return record
 
 
@@ -256,29 +171,25 @@ def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | d
     "weights" (the store path of final.pt) and "skipped" (True when final.json was already there).
     """
     from .cluster import connect
-    from .profiling import open_store
 
-    store = open_store(store)
-    validate_run_id(run_id)
+    layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, FinetuneSpec) else FinetuneSpec.from_dict(spec)
     spec.train_config(), spec.data_config()  # bad fields fail before Ray starts
-    configs = as_config_list(configs)
-    ids = [config_id(c) for c in configs]
+    configs = as_selected(configs, spec.model)
+    ids = [c.config_id for c in configs]
     if len(set(ids)) != len(ids):
         raise BadInputError(f"finetune: config ids {ids} are not unique; give each selected config a config_id")
     results, todo = {}, []
     for cid, config in zip(ids, configs):
-        info = final_paths(run_id, cid)[1]
-        if store.exists(info) and store.exists(final_paths(run_id, cid)[0]):
-            results[cid] = dict(store.read_json(info), skipped=True)
+        if layout.has_final(cid) and layout.store.exists(layout.final_weights(cid)):
+            results[cid] = dict(layout.read_final_info(cid), skipped=True)
         else:
             todo.append(config)
     if not todo:
         return results
-    model_state = resolve_weights(store, run_id, spec.weights, spec.model, spec.class_count())
+    model_state = layout.original_state(spec.weights, spec.model, spec.class_count())
     connect(address)
     for config in todo:
-        cid = config_id(config)
-        log.info("fine-tuning %s", cid)
-        results[cid] = dict(finetune_one(store, run_id, config, spec, model_state), skipped=False)
+        log.info("fine-tuning %s", config.config_id)
+        results[config.config_id] = dict(finetune_one(layout, config, spec, model_state), skipped=False)
     return {cid: results[cid] for cid in ids}

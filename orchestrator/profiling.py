@@ -16,14 +16,17 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import haloc
+
 from haloc.errors import BadInputError
 from hw_profiles.calibration import Calibration, fit_calibration
-from hw_profiles.lut import LatencyTable, empty_table, existing_keys, merge, parquet_bytes_to_table, rows_to_table
+from hw_profiles.lut import existing_keys, merge, rows_to_table
 from hw_profiles.profile import HardwareProfile, get_profile
 from hw_profiles.signature import LayerSignature, profiling_ranks
 
-from .cluster import check_profiles_feasible, connect, measurement_waves
-from .store import Store, validate_run_id
+from .cluster import connect, measurement_waves
+from .profiler_pool import ProfilerPool
+from .run_layout import RunLayout
 
 IN_FLIGHT_PER_ACTOR = 2
 MAX_BATCH_ATTEMPTS = 3
@@ -44,50 +47,7 @@ class ProfilingResult:
         return self.measured_rows / self.seconds if self.seconds else 0.0
 
 
-# ---- store I/O (the only place that touches the LUT files) ------------------------------------------
-
-def open_store(store) -> Store:
-    return store if isinstance(store, Store) else Store.open(store)
-
-
-def lut_path(hardware: str, run_id: str | None = None) -> str:
-    return f"{run_id}/luts/{hardware}.parquet" if run_id else f"luts/{hardware}.parquet"
-
-
-def calibration_path(hardware: str, run_id: str | None = None) -> str:
-    return lut_path(hardware, run_id).removesuffix(".parquet") + ".calibration.json"
-
-
-def read_store_lut(store: Store, path: str):
-    """The LUT at `path` (empty if absent); a corrupt file or another schema version -> BadInputError."""
-    if not store.exists(path):
-        return empty_table()
-    source = store.uri_of(path) if hasattr(store, "uri_of") else f"{store.uri.rstrip('/')}/{path}"
-    return parquet_bytes_to_table(store.read_bytes(path), source)
-
-
-def load_latency_table(store, hardware: str, run_id: str | None = None) -> LatencyTable:
-    store = open_store(store)
-    return LatencyTable(hardware, read_store_lut(store, lut_path(hardware, run_id)))
-
-
-def load_calibration(store, hardware: str, run_id: str | None = None) -> Calibration | None:
-    store = open_store(store)
-    path = calibration_path(hardware, run_id)
-    return Calibration.from_dict(store.read_json(path)) if store.exists(path) else None
-
-
 # ---- what to measure ---------------------------------------------------------------------------------
-
-def model_specs(model_name: str) -> dict:
-    """Decomposable layers of `model_name`, traced so every conv knows its input size."""
-    import torch
-
-    import haloc
-
-    model = haloc.models.create(model_name)
-    return haloc.decomposable_layers(model, torch.zeros(1, *haloc.models.input_size(model_name)))  # (1, C, H, W)
-
 
 def needed_items(specs: dict, profile: HardwareProfile, batch: int, rank_step: int) -> list[tuple[LayerSignature, int]]:
     """(signature, rank) pairs of the model on this profile; layers of equal signature share them."""
@@ -96,31 +56,6 @@ def needed_items(specs: dict, profile: HardwareProfile, batch: int, rank_step: i
         sig = LayerSignature.from_spec(spec, batch, profile.dtype)
         sigs.setdefault(sig.key, sig)
     return [(sig, r) for sig in sigs.values() for r in profiling_ranks(sig, rank_step)]
-
-
-# ---- actors ------------------------------------------------------------------------------------------
-
-def _start_actors(profiles: list[HardwareProfile], sim_actors_per_node: int) -> dict[str, list]:
-    import ray
-
-    from workers.profiler import LayerProfiler, actor_options
-
-    placement = check_profiles_feasible(profiles)  # fails within seconds, before any request is submitted
-    actors = {}
-    for p in profiles:
-        actors[p.name] = [LayerProfiler.options(**opts).remote(p.to_dict())
-                          for node, amount in placement[p.name]
-                          for opts in actor_options(p, node.node_id, amount, sim_actors_per_node)]
-    ids = {name: ray.get([a.node_id.remote() for a in group]) for name, group in actors.items()}
-    return {name: list(zip(group, ids[name])) for name, group in actors.items()}
-
-
-def _stop_actors(actors: dict) -> None:
-    import ray
-
-    for group in actors.values():
-        for actor, _ in group:
-            ray.kill(actor, no_restart=True)
 
 
 def _progress(enabled: bool):
@@ -151,24 +86,22 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
 
     if rows_per_batch < 1:
         raise BadInputError(f"rows_per_batch {rows_per_batch!r} must be an integer >= 1")
-    if run_id is not None:
-        validate_run_id(run_id)  # it becomes a folder: refused before Ray starts
-    store = open_store(store)
+    layout = RunLayout(store, run_id)  # the run id becomes a folder: refused before Ray starts
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
     waves = measurement_waves(profiles)
     if len(waves) > 1:  # a timing profile shares a node with a simulator: time it alone, afterwards
         results = {}
         for wave in waves:
-            results.update(profile_model(store, model_name, wave, batch, run_id, rank_step, extra_profile_dirs,
-                                         rows_per_batch, sim_actors_per_node, progress, address))
+            results.update(profile_model(layout.store, model_name, wave, batch, run_id, rank_step,
+                                         extra_profile_dirs, rows_per_batch, sim_actors_per_node, progress, address))
         return results
-    specs = model_specs(model_name)
+    specs = haloc.models.layer_specs(model_name)
 
     tables, queues, results = {}, {}, {}
     for p in profiles:
-        path = lut_path(p.name, run_id)
-        tables[p.name] = read_store_lut(store, path)
+        path = layout.lut(p.name)
+        tables[p.name] = layout.read_lut(p.name)
         have = existing_keys(tables[p.name])
         items = needed_items(specs, p, batch or p.batch_size, rank_step or p.rank_step)
         todo = [(sig, r) for sig, r in items if (p.name, sig.key, r) not in have]
@@ -178,9 +111,10 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
     if not busy:
         return results
 
-    actors = _start_actors(busy, sim_actors_per_node)
+    pool = ProfilerPool(busy, sim_actors_per_node).start()
+    actors = {name: list(zip(group, pool.nodes[name])) for name, group in pool.actors.items()}
     for p in busy:
-        results[p.name].actor_nodes = [node for _, node in actors[p.name]]
+        results[p.name].actor_nodes = list(pool.nodes[p.name])
     started = time.monotonic()
     pending = {}  # ObjectRef -> (hardware, actor index, batch, attempts)
     load = {name: [0] * len(group) for name, group in actors.items()}
@@ -213,13 +147,13 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
                     queues[name].appendleft((items, attempts + 1))
                 else:
                     tables[name] = merge(tables[name], rows_to_table(rows))
-                    store.write_parquet(results[name].path, tables[name])  # atomic: whole file or nothing
+                    layout.write_lut(name, tables[name])  # atomic: whole file or nothing
                     results[name].measured_rows += len(rows)
                     results[name].seconds = time.monotonic() - started
                     bar.advance(tasks[name], len(rows))
                 refill(name)
     finally:
-        _stop_actors(actors)
+        pool.stop()
     return results
 
 
@@ -254,33 +188,31 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     measured ~ a + b * sum(LUT), write `<hardware>.calibration.json` beside the LUT, return the fits."""
     import ray
 
-    if run_id is not None:
-        validate_run_id(run_id)
-    store = open_store(store)
+    layout = RunLayout(store, run_id)
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
     waves = measurement_waves(profiles)
     if len(waves) > 1:  # as in profile_model: wall-clock timing never beside a simulator
         cals = {}
         for wave in waves:
-            cals.update(calibrate(store, model_name, wave, batch, run_id, samples, seed, extra_profile_dirs,
+            cals.update(calibrate(layout.store, model_name, wave, batch, run_id, samples, seed, extra_profile_dirs,
                                   sim_actors_per_node, address, rank_step))
         return cals
-    specs = model_specs(model_name)
+    specs = haloc.models.layer_specs(model_name)
     # The original model is always one point: budgets are fractions of its cost, so the fit must hold there.
     configs = [{}] + random_configs(specs, max(1, samples - 1), seed, rank_step=rank_step)
-    luts = {p.name: load_latency_table(store, p.name, run_id) for p in profiles}
+    luts = {p.name: layout.latency_table(p.name) for p in profiles}
     for p in profiles:
         missing = luts[p.name].missing_layers(specs, batch or p.batch_size)
         if missing:
             raise BadInputError(f"LUT of {p.name!r} lacks layers {missing[:4]} of {model_name!r}; "
                                 f"run profile_model first")
-    actors = _start_actors(profiles, sim_actors_per_node)
+    pool = ProfilerPool(profiles, sim_actors_per_node).start()
     try:
         refs = {}
         for p in profiles:  # split the configs over the hardware's actors; all hardware at once
-            group = actors[p.name]
-            refs[p.name] = [group[k][0].measure_models.remote(model_name, configs[k::len(group)], batch or p.batch_size)
+            group = pool.actors[p.name]
+            refs[p.name] = [group[k].measure_models.remote(model_name, configs[k::len(group)], batch or p.batch_size)
                             for k in range(len(group))]
         calibrations = {}
         for p in profiles:
@@ -291,8 +223,8 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
             b = batch or p.batch_size
             sums = [luts[p.name].predict(specs, ranks, b) for ranks in configs]
             cal = fit_calibration(p.name, sums, measured)
-            store.write_json(calibration_path(p.name, run_id), cal.to_dict())
+            layout.write_calibration(cal)
             calibrations[p.name] = cal
     finally:
-        _stop_actors(actors)
+        pool.stop()
     return calibrations

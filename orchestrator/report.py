@@ -22,9 +22,9 @@ import statistics
 
 from haloc.errors import BadInputError
 
+from .run_layout import RunLayout
+
 DEMO_LABEL = "demo (generated, not real data)"  # = haloc.data.DEMO_NAME (not imported: it pulls in torch)
-REPORT_JSON = "report.json"
-REPORT_HTML = "report.html"
 CONTRACT_KEYS = ("run_id", "model", "dataset", "hardware", "baseline", "results")
 BASELINE_KEYS = ("flops", "params", "top1", "top5", "latency_ms")
 RESULT_KEYS = ("hardware", "budget", "seeds", "ranks", "flops", "params", "flops_reduction", "predicted_latency_ms",
@@ -178,42 +178,31 @@ def check_report(report: dict) -> None:
 def report_from_store(store, run_id: str, configs: list[dict], hardware: list[str], model: str, dataset: str,
                       budget_metric: str = "latency", extra: dict | None = None) -> dict:
     """build_report over a run's artifacts (validate records must exist for every config)."""
-    from .finetune import config_id, final_paths
-    from .profiling import open_store
-    from .search import SEARCH_DIR, TRIALS_FILE
-    from .validate import load_baseline, record_path
+    import haloc
 
-    store = open_store(store)
-    ids = [config_id(c) for c in configs]
-    absent = [store.uri_of(record_path(run_id, c)) for c in ids if not store.exists(record_path(run_id, c))]
+    from .artifacts import as_selected
+
+    layout = RunLayout(store, run_id)
+    ids = [c.config_id for c in as_selected(configs, model)]
+    absent = [layout.store.uri_of(layout.record(c)) for c in ids if layout.read_record(c) is None]
     if absent:
         raise BadInputError(f"report: validate records {absent} do not exist; run the validate stage first")
-    validations = [store.read_json(record_path(run_id, c)) for c in ids]
-    trials_path = f"{run_id}/{SEARCH_DIR}/{TRIALS_FILE}"
-    trials = store.read_json(trials_path)["trials"] if store.exists(trials_path) else []
-    finetunes = {c: store.read_json(final_paths(run_id, c)[1]) for c in ids if store.exists(final_paths(run_id, c)[1])}
-    max_ranks = None
+    validations = [layout.read_record(c) for c in ids]
+    trials = (layout.read_trials_doc() or {}).get("trials", [])
+    finetunes = {c: info for c in ids if (info := layout.read_final_info(c)) is not None}
     try:
-        from .profiling import model_specs
-
-        max_ranks = {n: s.max_rank for n, s in model_specs(model).items()}
+        max_ranks = {n: s.max_rank for n, s in haloc.models.layer_specs(model).items()}
     except BadInputError:
-        pass
-    return build_report(run_id, model, dataset, hardware, load_baseline(store, run_id), validations, trials=trials,
-                        finetunes=finetunes, max_ranks=max_ranks, budget_metric=budget_metric, store_uri=store.uri,
-                        extra=extra)
+        max_ranks = None
+    return build_report(run_id, model, dataset, hardware, layout.read_baseline(), validations, trials=trials,
+                        finetunes=finetunes, max_ranks=max_ranks, budget_metric=budget_metric,
+                        store_uri=layout.store.uri, extra=extra)
 
 
 def write_report(store, run_id: str, report: dict) -> dict[str, str]:
     """Write `<run>/report.json` and `<run>/report.html` (each one atomic write); returns their store paths."""
-    from .profiling import open_store
-
     check_report(report)
-    store = open_store(store)
-    paths = {"json": f"{run_id}/{REPORT_JSON}", "html": f"{run_id}/{REPORT_HTML}"}
-    store.write_json(paths["json"], report)
-    store.write_text(paths["html"], render_html(report))
-    return paths
+    return RunLayout(store, run_id).write_report(report, render_html(report))
 
 
 # ---- terminal -----------------------------------------------------------------------------------------

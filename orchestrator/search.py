@@ -3,12 +3,15 @@
     spec = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.4, 0.6), seeds=(0, 1))
     trials = run_search("runs", "r1", spec)            # list of trial dicts, see `trial_record`
 
-Layout in the store (DESIGN.md section 3):
+Layout in the store (orchestrator.run_layout):
 
     <run>/search/grid/                 the Tune experiment of a grid search (one per run)
     <run>/search/optuna-<targets>-b<budget>/   with Optuna: one experiment per (targets, budget)
     <run>/search/shared_supernet.pt    train once, search many: the supernet weights trained once
     <run>/search/trials.json           one record per trial, what `select` reads
+
+Callbacks (`workers.search_trainable.TrialCallback`) run inside every trial: at its start, before
+and after each epoch (the tests inject failures and tracing this way).
 
 Trials: target groups x budgets x seeds as a grid. A target group is one hardware (one trial per
 hardware), all hardware at once (`joint=True`: one trial, a budget on each), or `("flops",)` with
@@ -24,26 +27,21 @@ cost, LUTs covering the model) is checked before Ray is touched: bad input raise
 """
 from __future__ import annotations
 
-import argparse
-import io
 import json
 import logging
 import math
-import sys
-import time
 from dataclasses import asdict, dataclass, field
 
-from haloc.errors import BadInputError
 from haloc.config import from_dict_strict
+from haloc.errors import BadInputError
 
-from .store import Store, validate_run_id
+from .artifacts import targets_key
+from .run_layout import RunLayout
+from .store import Store
 
 log = logging.getLogger(__name__)
 
-SEARCH_DIR = "search"
 GRID_NAME = "grid"
-SHARED_WEIGHTS = "shared_supernet.pt"
-TRIALS_FILE = "trials.json"
 OBJECTIVE = "objective"
 
 
@@ -65,12 +63,8 @@ class SearchSpec:
     beta: float = 0.6
     arch_lr: float = 0.05
     weight_lr: float = 0.01
-    # --- data: the TRAINING set, split into weight and held-out (alpha) parts
-    data: str = "demo"  # haloc.data kinds: demo, cifar10, imagenet
-    data_root: str | None = None  # a local folder (cifar10, imagenet)
-    demo_samples: int = 2000
-    demo_image_size: int = 32  # demo images: the model's input size (haloc.models.input_size)
-    demo_classes: int = 10
+    # --- data: the TRAINING set (haloc.data.DataConfig fields), split into weight and held-out (alpha) parts
+    data: dict = field(default_factory=lambda: {"kind": "demo", "demo_train": 2000})
     heldout_fraction: float = 0.2
     weights: str | None = None  # store path (relative to the run) of the model's pretrained state dict
     # --- rank space
@@ -103,8 +97,8 @@ class SearchSpec:
             raise BadInputError("search spec: seeds is empty; give at least one (e.g. 0)")
         if self.budget_metric not in ("latency", "flops"):
             raise BadInputError(f"search spec: budget_metric {self.budget_metric!r}; use 'latency' or 'flops'")
-        if self.epochs < 1 or self.batch_size < 1 or self.demo_samples < 2:
-            raise BadInputError("search spec: epochs, batch_size must be >= 1 and demo_samples >= 2")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise BadInputError("search spec: epochs and batch_size must be >= 1")
         if self.optuna_samples < 0 or self.max_failures < 0 or self.asha_grace < 1:
             raise BadInputError("search spec: optuna_samples, max_failures must be >= 0 and asha_grace >= 1")
         if self.penalty not in ("additive", "multiplicative"):
@@ -130,8 +124,8 @@ class SearchSpec:
                     steps_per_epoch=self.steps_per_epoch)
 
     def data_fields(self) -> dict:
-        return dict(kind=self.data, root=self.data_root, demo_train=self.demo_samples, demo_val=2,
-                    image_size=self.demo_image_size, num_classes=self.demo_classes)
+        """DataConfig fields; the search reads only the training split (2 demo validation samples)."""
+        return dict(self.data, demo_val=2) if self.data.get("kind", "demo") == "demo" else dict(self.data)
 
 
 # ---- preparation on the driver: everything checked before Ray is touched ----------------------------
@@ -143,22 +137,21 @@ class Prepared:
     tables_meta: dict = field(default_factory=dict)
 
 
-def prepare(store: Store, run_id: str, spec: SearchSpec, hooks: dict | None = None) -> Prepared:
+def prepare(layout: RunLayout, spec: SearchSpec, callbacks=()) -> Prepared:
     """Specs, rank space and every cost table of the run; BadInputError on any bad input."""
+    import haloc
     from hw_profiles.profile import get_profile
-    from workers.search_trainable import SearchContext, targets_key
+    from workers.search_trainable import SearchContext
 
     from .cost_tables import cost_tables, search_rank_space
-    from .profiling import model_specs
-
-    import haloc
 
     if spec.model not in haloc.models.list_models():
         raise BadInputError(f"model {spec.model!r} unknown; choose one of {haloc.models.list_models()}")
     for hw in spec.hardware:
         get_profile(hw)  # unknown hardware -> BadInputError naming the known profiles
     _check_data(spec)
-    specs = model_specs(spec.model)
+    specs = haloc.models.layer_specs(spec.model)
+    store, run_id = layout.store, layout.run_id
     lut_hw = list(spec.hardware) if spec.rank_mode == "latency" else []
     space = search_rank_space(store, run_id, specs, lut_hw, spec.rank_mode, spec.rank_step, spec.rank_rel_tol,
                               spec.max_candidates, spec.rank_merge)
@@ -171,30 +164,28 @@ def prepare(store: Store, run_id: str, spec: SearchSpec, hooks: dict | None = No
             meta[f"{targets_key(group)}@{float(budget):g}"] = {
                 t.name: {"budget": t.budget, "original": t.original_cost, "min": t.min_cost, "unit": t.unit,
                          **t.meta} for t in ts}
-    model_state = _load_weights(store, run_id, spec.weights) if spec.weights else None
+    model_state = _load_weights(layout, spec.weights) if spec.weights else None
     ctx = SearchContext(model=spec.model, specs=specs, rank_space=space, tables=tables,
                         base=spec.search_config_fields(), data=spec.data_fields(), batch_size=spec.batch_size,
-                        heldout_fraction=spec.heldout_fraction, model_state=model_state, hooks=dict(hooks or {}))
+                        heldout_fraction=spec.heldout_fraction, model_state=model_state, callbacks=tuple(callbacks))
     return Prepared(ctx, groups, meta)
 
 
 def _check_data(spec: SearchSpec) -> None:
-    from haloc.data import KINDS
+    from haloc.data import KINDS, DataConfig
 
-    if spec.data not in KINDS:
-        raise BadInputError(f"search spec: data {spec.data!r} unknown; choose one of {list(KINDS)}")
-    if spec.data != "demo" and not spec.data_root:
-        raise BadInputError(f"search spec: data {spec.data!r} needs data_root (a local folder)")
+    cfg = DataConfig.from_dict(spec.data)
+    if cfg.kind not in KINDS:
+        raise BadInputError(f"search spec: data kind {cfg.kind!r} unknown; choose one of {list(KINDS)}")
+    if cfg.kind != "demo" and not cfg.root:
+        raise BadInputError(f"search spec: data kind {cfg.kind!r} needs a root folder (data['root'])")
 
 
-def _load_weights(store: Store, run_id: str, path: str) -> dict:
-    import torch
-
-    rel = f"{run_id}/{path}"
-    if not store.exists(rel):
-        raise BadInputError(f"model weights {store.uri_of(rel)} do not exist; train the model first or fix "
+def _load_weights(layout: RunLayout, path: str) -> dict:
+    if not layout.exists(path):
+        raise BadInputError(f"model weights {layout.uri(path)} do not exist; train the model first or fix "
                             "the spec's weights path")
-    return torch.load(io.BytesIO(store.read_bytes(rel)), map_location="cpu", weights_only=True)
+    return layout.original_state(path)
 
 
 # ---- Tune --------------------------------------------------------------------------------------------
@@ -211,8 +202,6 @@ def _resources(spec: SearchSpec) -> dict:
 def _experiments(spec: SearchSpec, groups) -> list[tuple[str, dict, int, object]]:
     """(name, param_space, num_samples, search_alg) of every Tune experiment of the run."""
     from ray import tune
-
-    from workers.search_trainable import targets_key
 
     keys = [targets_key(g) for g in groups]
     budgets = [float(b) for b in spec.budgets]
@@ -237,12 +226,12 @@ def _experiments(spec: SearchSpec, groups) -> list[tuple[str, dict, int, object]
     return out
 
 
-def _tuner(store: Store, run_id: str, spec: SearchSpec, name: str, param_space: dict, num_samples: int,
+def _tuner(layout: RunLayout, spec: SearchSpec, name: str, param_space: dict, num_samples: int,
            search_alg, trainable):
     from ray import tune
 
-    search_store = store.sub(f"{run_id}/{SEARCH_DIR}")
-    fs = store.filesystem
+    search_store = layout.search_store()
+    fs = search_store.filesystem
     path = f"{search_store.root_path}/{name}"
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
         log.info("restoring Tune experiment %s", search_store.uri_of(name))
@@ -287,35 +276,34 @@ def _plain(v):
 
 
 def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = None,
-               hooks: dict | None = None) -> list[dict]:
-    """Run (or resume) the search of `run_id`; returns one record per trial, also in trials.json."""
+               callbacks=()) -> list[dict]:
+    """Run (or resume) the search of `run_id`; returns one record per trial, also in trials.json.
+    `callbacks`: TrialCallback instances run inside every trial (picklable)."""
     from ray import tune
 
     from workers.search_trainable import search_trainable
 
     from .cluster import connect
-    from .profiling import open_store
+    from .ray_compat import keep_keys_out_of_runtime_envs
 
-    store = open_store(store)
-    validate_run_id(run_id)
+    layout = RunLayout(store, run_id)
     if not isinstance(spec, SearchSpec):
         raise BadInputError(f"run_search needs a SearchSpec, got {type(spec).__name__}")
-    prepared = prepare(store, run_id, spec, hooks)
-    _warn_explicit_keys(store)
-    _keep_keys_out_of_runtime_envs()
+    prepared = prepare(layout, spec, callbacks)
+    _warn_explicit_keys(layout.store)
+    keep_keys_out_of_runtime_envs()
     connect(address)
     ctx = prepared.context
     if spec.train_once:
-        ctx = _with_shared_weights(store, run_id, spec, ctx)
+        ctx = _with_shared_weights(layout, spec, ctx)
     trainable = tune.with_resources(tune.with_parameters(search_trainable, context=ctx), _resources(spec))
     records = []
     for name, space, samples, alg in _experiments(spec, prepared.groups):
-        tuner, restored = _tuner(store, run_id, spec, name, space, samples, alg, trainable)
+        tuner, restored = _tuner(layout, spec, name, space, samples, alg, trainable)
         grid = tuner.fit()
         records += [dict(trial_record(r, name), restored=restored) for r in grid]
     records.sort(key=lambda r: (str(r["targets"]), r["budget"] or 0, r["seed"] or 0, r["trial_id"]))
-    store.write_json(f"{run_id}/{SEARCH_DIR}/{TRIALS_FILE}",
-                     {"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})
+    layout.write_trials({"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})
     return records
 
 
@@ -331,67 +319,20 @@ def _warn_explicit_keys(store: Store) -> None:
                     "the AWS profile of every node instead.", store.uri)
 
 
-_AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
-
-
-def _keep_keys_out_of_runtime_envs() -> None:
-    """Ray Tune copies the driver's AWS_* variables into every trial actor's runtime_env, which Ray
-    logs on each node (runtime_env_agent.log) and keeps in the GCS. Every node has its own
-    credentials (docs/cluster.md), so the keys are not handed around (private, pinned Ray 2.60)."""
-    from ray.tune.execution import class_cache
-
-    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(_AWS_SECRETS)
-
-
-def _with_shared_weights(store: Store, run_id: str, spec: SearchSpec, ctx):
+def _with_shared_weights(layout: RunLayout, spec: SearchSpec, ctx):
     """Train the supernet once (a Ray task) unless its weights are already in the store."""
     import ray
-    import torch
 
     from workers.search_trainable import train_shared_supernet, with_context
 
-    path = f"{run_id}/{SEARCH_DIR}/{SHARED_WEIGHTS}"
-    if not store.exists(path):
+    if not layout.store.exists(layout.shared_supernet):
         epochs = spec.shared_epochs or spec.epochs
         res = _resources(spec)
         task = ray.remote(num_cpus=res["cpu"], num_gpus=res.get("gpu", 0))(train_shared_supernet)
         state, info = ray.get(task.remote(ctx, epochs, int(spec.seeds[0])))
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        store.write_json(f"{run_id}/{SEARCH_DIR}/shared_supernet.json", info)
-        store.write_bytes(path, buf.getvalue())  # last: its presence means "trained"
-    state = torch.load(io.BytesIO(store.read_bytes(path)), map_location="cpu", weights_only=True)
-    return with_context(ctx, shared_supernet=state)
+        layout.write_shared_supernet(state, info)
+    return with_context(ctx, shared_supernet=layout.read_shared_supernet())
 
 
 def load_trials(store, run_id: str) -> list[dict]:
-    from .profiling import open_store
-
-    return open_store(store).read_json(f"{run_id}/{SEARCH_DIR}/{TRIALS_FILE}")["trials"]
-
-
-# ---- a small entry point (the tests' killable driver; the pipelines call run_search) ----------------
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.search", description="Run or resume a search stage.")
-    p.add_argument("--store", required=True)
-    p.add_argument("--run-id", required=True)
-    p.add_argument("--spec-json", required=True, help="a SearchSpec as JSON")
-    p.add_argument("--address", default=None, help="Ray address (default: an embedded local Ray)")
-    p.add_argument("--hooks-json", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    try:
-        spec = SearchSpec.from_dict(json.loads(args.spec_json))
-        hooks = json.loads(args.hooks_json) if args.hooks_json else None
-        start = time.perf_counter()
-        records = run_search(args.store, args.run_id, spec, address=args.address, hooks=hooks)
-    except BadInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    done = sum(r["status"] == "done" for r in records)
-    print(f"search {args.run_id}: {done}/{len(records)} trials done in {time.perf_counter() - start:.1f} s")
-    return 0 if done == len(records) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return RunLayout(store, run_id).read_trials()

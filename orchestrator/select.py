@@ -1,7 +1,9 @@
 """The select stage: per (hardware target(s), budget) the best architecture across seeds.
 
-    configs = select_configs(trials, model="resnet20")      # pure: trial records -> configs
+    configs = select_configs(trials, model="resnet20")      # pure: trial records -> configs (dicts)
     write_selected(store, "r1", configs)                     # <run>/selected.json, atomically
+
+Each config is a `SelectedConfig` (orchestrator.artifacts) in its dict form.
 
 The best trial of a cell is the one with the highest held-out accuracy of its selected architecture,
 among trials whose selection meets every budget (if none does, among all, flagged). Beside it: the
@@ -16,7 +18,8 @@ import statistics
 
 from haloc.errors import BadInputError
 
-SELECTED_FILE = "selected.json"
+from .artifacts import SelectedConfig, parse_targets
+from .run_layout import RunLayout
 
 
 def rank_agreement(rank_sets: list[dict[str, int]]) -> float:
@@ -53,8 +56,7 @@ def select_cell(trials: list[dict]) -> dict:
         m, s = mean_std([t["predicted_cost"][name] for t in trials])
         cost[name] = {"mean": m, "std": s}
     return {
-        "targets": best["targets"].split("+") if isinstance(best["targets"], str) else list(best["targets"]),
-        "budget": best["budget"], "seeds": sorted(t["seed"] for t in trials), "best_seed": best["seed"],
+        "targets": list(parse_targets(best["targets"])), "budget": best["budget"], "seeds": sorted(t["seed"] for t in trials), "best_seed": best["seed"],
         "trial_id": best["trial_id"], "ranks": best["ranks"], "all_ranks": best["all_ranks"],
         "predicted_cost": best["predicted_cost"], "budget_abs": best["budget_abs"],
         "within_budget": _meets_budget(best), "heldout_acc": best["selected_heldout_acc"],
@@ -74,22 +76,17 @@ def select_configs(trials: list[dict], model: str) -> list[dict]:
     if missing:
         raise BadInputError(f"select: no finished trial for (targets, budget) {missing}; rerun the search "
                             "stage with the same run id to resume it")
-    return [dict(select_cell(cells[k]), model=model) for k in sorted(cells)]
+    return [SelectedConfig.from_dict(select_cell(cells[k]), model).to_dict() for k in sorted(cells)]
 
 
 def write_selected(store, run_id: str, configs: list[dict], **info) -> str:
     """Write `<run_id>/selected.json` atomically; returns its path in the store."""
-    from .profiling import open_store
-
-    path = f"{run_id}/{SELECTED_FILE}"
-    open_store(store).write_json(path, {"run_id": run_id, **info, "configs": configs})
-    return path
+    return RunLayout(store, run_id).write_selected(configs, **info)
 
 
 def run_select(store, run_id: str, model: str) -> list[dict]:
     """Read the search stage's trial records, select, write selected.json; returns the configs."""
-    from .search import load_trials
-
-    configs = select_configs(load_trials(store, run_id), model)
-    write_selected(store, run_id, configs)
+    layout = RunLayout(store, run_id)
+    configs = select_configs(layout.read_trials(), model)
+    layout.write_selected(configs)
     return configs

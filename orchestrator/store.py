@@ -53,8 +53,10 @@ _DENIED_RE = re.compile(
 _NO_BUCKET_RE = re.compile(r"NO_SUCH_BUCKET|NoSuchBucket")
 
 
-class StoreUnavailableError(BadInputError):
-    """The store's endpoint kept failing (down, unreachable, 5xx) through every retry."""
+class StoreUnavailableError(RuntimeError):
+    """The store's endpoint kept failing (down, unreachable, 5xx) through every retry: an outage, not
+    bad input (the CLIs exit with their own code for it). At `Store.open` an unreachable endpoint is
+    reported as bad input instead: a store that cannot be reached at all is most likely mistyped."""
 
     def __init__(self, message: str, *, reason: str = ""):
         super().__init__(message)

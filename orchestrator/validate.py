@@ -25,18 +25,14 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from haloc.errors import BadInputError
 from haloc.config import from_dict_strict
+from haloc.errors import BadInputError
 
-from .finetune import as_config_list, config_id, load_final_state, targets_of
-from .store import Store, validate_run_id
+from .artifacts import as_selected
+from .profiler_pool import ProfilerPool
+from .run_layout import EXPORT_FILES, RunLayout
 
 log = logging.getLogger(__name__)
-
-VALIDATE_DIR = "validate"
-MODELS_DIR = "models"
-BASELINE_FILE = "baseline.json"
-ONNX_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,6 @@ class ValidateSpec:
     data: dict = field(default_factory=lambda: {"kind": "demo"})  # haloc.data.DataConfig fields
     num_classes: int | None = None  # None: the registry's default (demo: the data's num_classes)
     weights: str | None = None  # the original model's weights, as FinetuneSpec.weights
-    budget_metric: str = "latency"  # recorded beside each result
     eval_batch_size: int = 128
     latency_batch: int | None = None  # None: each profile's own batch size
     onnx_atol: float = 1e-3  # a float32 model through two runtimes: differences ~1e-5 are normal
@@ -72,19 +67,6 @@ class ValidateSpec:
         return self.data.get("num_classes", 10) if self.data.get("kind", "demo") == "demo" else None
 
 
-def record_path(run_id: str, cid: str) -> str:
-    return f"{run_id}/{VALIDATE_DIR}/{cid}.json"
-
-
-def baseline_path(run_id: str) -> str:
-    return f"{run_id}/{VALIDATE_DIR}/{BASELINE_FILE}"
-
-
-def artifact_paths(run_id: str, cid: str) -> dict[str, str]:
-    base = f"{run_id}/{MODELS_DIR}/{cid}"
-    return {"model": f"{base}/model.pt", "ranks": f"{base}/ranks.json", "onnx": f"{base}/{ONNX_FILE}"}
-
-
 # ---- pieces ---------------------------------------------------------------------------------------
 
 def _evaluate_task(model_name: str, num_classes, ranks: dict, state: dict, data: dict, batch_size: int) -> dict:
@@ -92,55 +74,39 @@ def _evaluate_task(model_name: str, num_classes, ranks: dict, state: dict, data:
     import haloc
     from haloc.data import DataConfig, build_datasets, make_loader
     from haloc.train import evaluate
-
-    model = haloc.decompose(haloc.models.create(model_name, num_classes=num_classes), ranks, inplace=True)
-    model.load_state_dict(state)
     from workers.data_cache import local_data_config  # runs on a node: an s3:// data set is synced there
+
+    model = haloc.rebuild(model_name, ranks, state, num_classes)
 
     _, val = build_datasets(DataConfig.from_dict(local_data_config(data)))
     return evaluate(model, make_loader(val, batch_size, shuffle=False), "auto")
 
 
-def _start_actors(profiles) -> dict:
-    """One profiler actor per hardware, on the first node offering its resource (feasibility checked)."""
-    from workers.profiler import LayerProfiler, actor_options
-
-    from .cluster import check_profiles_feasible
-
-    placement = check_profiles_feasible(profiles)  # BadInputError within seconds, naming the resource
-    actors = {}
-    for p in profiles:
-        node, amount = placement[p.name][0]
-        actors[p.name] = LayerProfiler.options(**actor_options(p, node.node_id, amount, 1)[0]).remote(p.to_dict())
-    return actors
-
-
-def _lut_predictions(store: Store, run_id: str, model_name: str, profiles, batches: dict, rank_sets: dict) -> dict:
+def _lut_predictions(layout: RunLayout, model_name: str, profiles, batches: dict, rank_sets: dict) -> dict:
     """{hw: {key: (lut_sum_ms, predicted_ms)}} for each rank set; hardware without a LUT is left out."""
-    from .profiling import load_calibration, load_latency_table, model_specs
+    import haloc
 
-    specs = model_specs(model_name)
+    specs = haloc.models.layer_specs(model_name)
     out = {}
     for p in profiles:
-        lut = load_latency_table(store, p.name, run_id)
+        lut = layout.latency_table(p.name)
         if lut.table.num_rows == 0 or lut.missing_layers(specs, batches[p.name]):
             continue
-        cal = load_calibration(store, p.name, run_id)
+        cal = layout.read_calibration(p.name)
         out[p.name] = {}
         for key, ranks in rank_sets.items():
-            plain = {n: max(r) if isinstance(r, (list, tuple)) else int(r) for n, r in ranks.items()}
-            lut_sum = lut.predict(specs, plain, batches[p.name])
+            lut_sum = lut.predict(specs, ranks, batches[p.name])
             out[p.name][key] = (lut_sum, cal.predict(lut_sum) if cal else lut_sum)
     return out
 
 
-def _export(model, model_name: str, ranks: dict, example, store: Store, paths: dict, atol: float) -> float:
+def _export(model, model_name: str, ranks: dict, example, store, paths: dict, atol: float) -> float:
     """model.pt + ranks.json + model.onnx into the store; returns the ONNX max |diff| against PyTorch."""
     from haloc.export import check_onnx, export_onnx, save_compressed
 
     with tempfile.TemporaryDirectory() as tmp:
         files = save_compressed(model, model_name, ranks, tmp)
-        onnx = export_onnx(model, example, Path(tmp) / ONNX_FILE)
+        onnx = export_onnx(model, example, Path(tmp) / EXPORT_FILES["onnx"])
         diff = check_onnx(onnx, model, example, rtol=1e-3, atol=atol)
         for kind, local in (("model", files["model"]), ("ranks", files["ranks"]), ("onnx", onnx)):
             store.write_bytes(paths[kind], Path(local).read_bytes())
@@ -167,59 +133,53 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     from hw_profiles.profile import get_profile
 
     from .cluster import connect
-    from .finetune import resolve_weights
-    from .profiling import open_store
 
-    store = open_store(store)
-    validate_run_id(run_id)
+    layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, ValidateSpec) else ValidateSpec.from_dict(spec)
     profiles = [get_profile(h, spec.extra_profile_dirs) for h in spec.hardware]
     batches = {p.name: spec.latency_batch or p.batch_size for p in profiles}
-    configs = as_config_list(configs)
-    ids = [config_id(c) for c in configs]
-    records = {cid: store.read_json(record_path(run_id, cid)) for cid in ids if store.exists(record_path(run_id, cid))}
+    configs = as_selected(configs, spec.model)
+    ids = [c.config_id for c in configs]
+    records = {cid: rec for cid in ids if (rec := layout.read_record(cid)) is not None}
     todo = [(cid, c) for cid, c in zip(ids, configs) if cid not in records]
-    base = store.read_json(baseline_path(run_id)) if store.exists(baseline_path(run_id)) else None
+    base = layout.read_baseline(required=False)
     missing_hw = [p for p in profiles if base is None or p.name not in base.get("latency_ms", {})]
     if not todo and not missing_hw:
         return {cid: records[cid] for cid in ids}
 
     num_classes = spec.class_count()
     example = torch.randn(1, *haloc.models.input_size(spec.model))  # (1, C, H, W)
-    state = resolve_weights(store, run_id, spec.weights, spec.model, num_classes)
-    original = haloc.models.create(spec.model, num_classes=num_classes)
-    if state is not None:
-        original.load_state_dict(state)
-    original.eval()
-    states = {cid: load_final_state(store, run_id, cid) for cid, _ in todo}  # missing weights fail before Ray
+    state = layout.original_state(spec.weights, spec.model, num_classes)
+    original = haloc.rebuild(spec.model, {}, state, num_classes).eval()
+    states = {cid: layout.read_final_state(cid) for cid, _ in todo}  # missing weights fail before Ray
 
     connect(address)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     evaluate = ray.remote(num_cpus=1, num_gpus=gpus)(_evaluate_task)
-    actors = _start_actors(profiles)
+    pool = ProfilerPool(profiles, first_only=True).start()
+    actors = {name: group[0] for name, group in pool.actors.items()}
     try:
         # Everything at once: evaluations as tasks, one latency call per hardware (baseline first).
-        eval_refs = {cid: evaluate.remote(spec.model, num_classes, c["ranks"], states[cid], spec.data,
+        eval_refs = {cid: evaluate.remote(spec.model, num_classes, c.ranks, states[cid], spec.data,
                                           spec.eval_batch_size) for cid, c in todo}
         if base is None:
             eval_refs["__baseline__"] = evaluate.remote(spec.model, num_classes, {}, original.state_dict(), spec.data,
                                                         spec.eval_batch_size)
-        rank_sets = [{}] + [c["ranks"] for _, c in todo]
+        rank_sets = [{}] + [c.ranks for _, c in todo]
         # Simulators run beside the evaluations; wall-clock timings run afterwards, when nothing else
         # of this stage keeps the nodes' CPUs busy (evaluation tasks may land on any node).
         timed_later = [p for p in profiles if not p.is_simulator]
         lat_refs = {p.name: actors[p.name].measure_models.remote(spec.model, rank_sets, batches[p.name])
                     for p in profiles if p not in timed_later}
-        predictions = _lut_predictions(store, run_id, spec.model, profiles, batches,
-                                       {"__baseline__": {}, **{cid: c["ranks"] for cid, c in todo}})
+        predictions = _lut_predictions(layout, spec.model, profiles, batches,
+                                       {"__baseline__": {}, **{cid: c.ranks for cid, c in todo}})
         accuracy = {cid: ray.get(ref) for cid, ref in eval_refs.items()}
         latencies = {name: ray.get(ref) for name, ref in lat_refs.items()}  # [baseline, config...] per hw
         timed = {p.name: actors[p.name].measure_models.remote(spec.model, rank_sets, batches[p.name])
                  for p in timed_later}
         latencies.update({name: ray.get(ref) for name, ref in timed.items()})
     finally:
-        for actor in actors.values():
-            ray.kill(actor, no_restart=True)
+        pool.stop()
 
     base_flops, base_params = haloc.flops(original, example), haloc.params(original)
     if base is None:
@@ -233,24 +193,21 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
         if p.name in predictions:
             base["lut_sum_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][0])
             base["predicted_latency_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][1])
-    store.write_json(baseline_path(run_id), base)
+    layout.write_baseline(base)
 
     for k, (cid, config) in enumerate(todo, start=1):
-        model = haloc.decompose(haloc.models.create(spec.model, num_classes=num_classes), config["ranks"], inplace=True)
-        model.load_state_dict(states[cid])
-        model.eval()
+        model = haloc.rebuild(spec.model, config.ranks, states[cid], num_classes).eval()
         flops, params = haloc.flops(model, example), haloc.params(model)
-        paths = artifact_paths(run_id, cid)
-        onnx_diff = _export(model, spec.model, config["ranks"], example, store, paths, spec.onnx_atol)
+        paths = layout.export_paths(cid)
+        onnx_diff = _export(model, spec.model, config.ranks, example, layout.store, paths, spec.onnx_atol)
         measured = {p.name: latencies[p.name][k] for p in profiles}
         lut_sum = {h: v[cid][0] for h, v in predictions.items()}
         predicted = {h: v[cid][1] for h, v in predictions.items()}
         acc = accuracy[cid]
         record = {
-            "config_id": cid, "model": spec.model, "targets": targets_of(config),
-            "hardware": "+".join(targets_of(config)),
-            "budget": config["budget"], "budget_metric": config.get("budget_metric", spec.budget_metric),
-            "seeds": config.get("seeds", []), "best_seed": config.get("best_seed"), "ranks": config["ranks"],
+            "config_id": cid, "model": spec.model, "targets": list(config.targets), "hardware": config.key,
+            "budget": config.budget, "budget_metric": config.budget_metric,
+            "seeds": list(config.seeds), "best_seed": config.best_seed, "ranks": config.ranks,
             "flops": flops, "params": params, "flops_reduction": 1 - flops / base_flops,
             "params_reduction": 1 - params / base_params, "ideal_speedup": base_flops / flops,
             "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
@@ -260,20 +217,15 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
             "speedup": {p.name: _ratio(latencies[p.name][0], measured[p.name]) for p in profiles},
             "lut_sum_ms": lut_sum, "predicted_latency_ms": predicted,
             "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) for h in predicted},
-            "search_predicted_cost": config.get("predicted_cost", {}),
-            "heldout_acc": config.get("heldout_acc"), "heldout_acc_mean": config.get("heldout_acc_mean"),
-            "heldout_acc_std": config.get("heldout_acc_std"),
+            "search_predicted_cost": config.predicted_cost,
+            "heldout_acc": config.heldout_acc, "heldout_acc_mean": config.heldout_acc_mean,
+            "heldout_acc_std": config.heldout_acc_std,
             "artifacts": paths, "onnx_max_abs_diff": onnx_diff,
         }
-        store.write_json(record_path(run_id, cid), record)  # last: its presence means "validated"
+        layout.write_record(cid, record)  # last: its presence means "validated"
         records[cid] = record
     return {cid: records[cid] for cid in ids}
 
 
 def load_baseline(store, run_id: str) -> dict:
-    from .profiling import open_store
-
-    store = open_store(store)
-    if not store.exists(baseline_path(run_id)):
-        raise BadInputError(f"{store.uri_of(baseline_path(run_id))} does not exist; run the validate stage first")
-    return store.read_json(baseline_path(run_id))
+    return RunLayout(store, run_id).read_baseline()

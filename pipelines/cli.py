@@ -1,6 +1,7 @@
 """The command line shared by the pipelines: flags and presets -> a RunSpec -> the stage runner.
 
-Exit codes: 0 done; 2 bad input (one message naming the input and the fix, no traceback);
+Exit codes (README, "Exit codes"): 0 done; 2 bad input (one message naming the input and the fix, no
+traceback); 4 the store became unavailable (an outage: rerun the same command once it answers);
 1 anything else; 130 interrupted (rerun the same command to resume).
 Heavy imports (torch, ray) happen only after the flags are parsed.
 """
@@ -12,6 +13,8 @@ import sys
 from haloc.errors import BadInputError
 
 from .presets import PipelineDefaults
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
 
 
 def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
@@ -83,17 +86,23 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
 
 
 def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
+    from orchestrator.store import StoreUnavailableError
+
     args = build_parser(defaults).parse_args(argv)  # argparse itself exits 2 on malformed flags
     try:
         spec = spec_from_args(args, defaults)
         from orchestrator.runner import run_pipeline
 
         run_pipeline(spec)
-        return 0
+        return EXIT_OK
     except BadInputError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except StoreUnavailableError as e:
+        print(f"error: {e}. Nothing written before the outage is lost: rerun the same command (same --run-id "
+              "and --store) once the store answers again", file=sys.stderr)
+        return EXIT_STORE_UNAVAILABLE
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command (same --run-id and --store) to resume where it stopped",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

@@ -21,16 +21,26 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 STATE_FILE = "search.pt"
 RESULT_FILE = "result.json"
 
 
-def targets_key(targets) -> str:
-    """The config value naming a trial's target group: "cpu", "cpu+asic", "flops"."""
-    return "+".join(targets)
+class TrialCallback:
+    """Called by every search trial, in the trial's own worker process: subclass and override what
+    you need, and pass instances to `orchestrator.search.run_search(callbacks=[...])`. Instances
+    travel to the workers pickled, so define the class in an importable module."""
+
+    def on_trial_start(self, config: dict, start_epoch: int, trial_id: str) -> None:
+        """After the trial restored its checkpoint (start_epoch > 0) or started afresh."""
+
+    def on_epoch_start(self, config: dict, epoch: int) -> None:
+        """Before epoch `epoch` (1-based); an exception fails the trial (Tune retries it)."""
+
+    def on_epoch_end(self, config: dict, epoch: int, report: dict) -> None:
+        """After epoch `epoch` was reported to Tune with its checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class SearchContext:
     heldout_fraction: float = 0.2
     model_state: dict | None = None  # pretrained weights of the model (None: the model's init)
     shared_supernet: dict | None = None  # train once, search many: trained supernet weights
-    hooks: dict = field(default_factory=dict)  # tests only: trace_dir, fail_once, epoch_sleep_s
+    callbacks: tuple = ()  # TrialCallback instances
 
 
 # ---- pieces shared by the trainable and the shared training ----------------------------------------
@@ -156,30 +166,6 @@ def _trial_config(ctx: SearchContext, config: dict):
     return SearchConfig(**fields)
 
 
-def _hook_trace(ctx: SearchContext, config: dict, start_epoch: int) -> None:
-    trace_dir = ctx.hooks.get("trace_dir")
-    if trace_dir:
-        from ray import tune
-
-        line = json.dumps({"trial_id": tune.get_context().get_trial_id(), "targets": config["targets"],
-                           "budget": config["budget"], "seed": config["seed"], "start_epoch": start_epoch})
-        with open(Path(trace_dir) / "starts.jsonl", "a") as f:
-            f.write(line + "\n")
-
-
-def _hook_fail_once(ctx: SearchContext, config: dict, epoch: int) -> None:
-    """Tests: raise once in `epoch` of the matching trial (a marker file makes it once)."""
-    spec = ctx.hooks.get("fail_once")
-    if not spec or epoch != spec["epoch"]:
-        return
-    if any(config.get(k) != v for k, v in spec["match"].items()):
-        return
-    marker = Path(spec["marker"])
-    if not marker.exists():
-        marker.write_text("failed once\n")
-        raise RuntimeError(f"injected failure in epoch {epoch} (test hook fail_once)")
-
-
 def search_trainable(config: dict, context: SearchContext) -> None:
     """One Tune trial: a supernet search for (targets, budget, seed[, lam, beta])."""
     import torch
@@ -204,11 +190,13 @@ def search_trainable(config: dict, context: SearchContext) -> None:
         inner.seconds = float(state.get("inner_seconds", 0.0))
     elif ctx.shared_supernet is not None:
         search.load_weights_only(ctx.shared_supernet)
-    _hook_trace(ctx, config, search.epoch)
+    for cb in ctx.callbacks:
+        cb.on_trial_start(config, search.epoch, tune.get_context().get_trial_id())
     train, held = build_loaders(ctx, cfg.seed)
 
     while search.epoch < cfg.epochs:
-        _hook_fail_once(ctx, config, search.epoch + 1)
+        for cb in ctx.callbacks:
+            cb.on_epoch_start(config, search.epoch + 1)
         _seed_loaders(train, held, cfg.seed, search.epoch)
         with inner:
             metrics = search.run_epoch(train, held)
@@ -228,8 +216,8 @@ def search_trainable(config: dict, context: SearchContext) -> None:
                 report.update(summary)
                 (Path(d) / RESULT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
-        if ctx.hooks.get("epoch_sleep_s"):  # tests: keep a trial alive long enough to kill its driver
-            time.sleep(float(ctx.hooks["epoch_sleep_s"]))
+        for cb in ctx.callbacks:
+            cb.on_epoch_end(config, search.epoch, report)
 
 
 _GAUGES: dict = {}

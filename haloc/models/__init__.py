@@ -4,6 +4,7 @@ Names are stable because the ranks JSON is keyed by `named_modules()` names of t
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch.nn as nn
@@ -58,6 +59,23 @@ def input_size(name: str) -> tuple[int, int, int]:
 def num_classes(name: str) -> int:
     _check(name)
     return _NUM_CLASSES[name]
+
+
+def layer_specs(name: str, num_classes: int | None = None) -> dict:
+    """Decomposable layers of model `name` (haloc.decomposable_layers), traced at its input size so
+    that every conv knows the size of its input. The layer geometry does not depend on the weights."""
+    _check(name)
+    return dict(_traced_specs(name, num_classes))
+
+
+@functools.lru_cache(maxsize=16)
+def _traced_specs(name: str, num_classes: int | None):
+    import torch
+
+    from ..decomposition import decomposable_layers
+
+    model = create(name, num_classes=num_classes)
+    return tuple(decomposable_layers(model, torch.zeros(1, *input_size(name))).items())  # (1, C, H, W)
 
 
 # Importing the families registers them.

@@ -14,14 +14,14 @@ from hw_profiles.lut import LutRow, rows_to_table
 from hw_profiles.profile import get_profile
 from hw_profiles.signature import LayerSignature, profiling_ranks
 from orchestrator.cost_tables import cost_tables, latency_table, search_rank_space
-from orchestrator.profiling import calibration_path, lut_path, model_specs, open_store
+from orchestrator.run_layout import RunLayout, open_store
 
 RUN = "r1"
 
 
 @pytest.fixture(scope="module")
 def specs():
-    return model_specs("resnet20")
+    return haloc.models.layer_specs("resnet20")
 
 
 def staircase(step):
@@ -45,7 +45,7 @@ def write_lut(store, hardware, specs, latency, skip=()):
         for r in profiling_ranks(spec, 4):
             ms = latency(spec, r)
             rows.append(LutRow(hardware, sig, r, ms, ms, ms, 0.0, 3, dt.datetime.now(dt.timezone.utc), "test", "{}"))
-    store.write_parquet(lut_path(hardware, RUN), rows_to_table(rows))
+    RunLayout(store, RUN).write_lut(hardware, rows_to_table(rows))
 
 
 def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, specs):
@@ -60,7 +60,7 @@ def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, spe
     assert plain.budget == pytest.approx(0.7 * plain.original_cost)
 
     cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])  # a = 0.5, b = 2
-    store.write_json(calibration_path("cpu", RUN), cal.to_dict())
+    RunLayout(store, RUN).write_calibration(cal)
     table = latency_table(store, RUN, "cpu", specs, space.candidates, 0.7)
     assert table.meta["calibrated"] and table.fixed_cost == pytest.approx(0.5)
     assert table.layer_costs[spec.name] == pytest.approx([2 * c for c in plain.layer_costs[spec.name]])

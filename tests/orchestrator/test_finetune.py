@@ -12,8 +12,9 @@ import torch
 
 import haloc
 from haloc.errors import BadInputError
-from orchestrator.finetune import (FinetuneSpec, config_id, final_paths, load_final_state, resolve_weights,
-                                   run_finetune)
+from orchestrator.artifacts import config_id
+from orchestrator.finetune import FinetuneSpec, run_finetune
+from orchestrator.run_layout import RunLayout
 from orchestrator.store import Store
 
 RUN = "ft1"
@@ -76,11 +77,11 @@ def test_second_run_resumes_at_epoch_two_and_writes_final_files(run):
     assert rec["metrics"]["start_epoch"] == 1  # continued from the checkpoint, did not restart
     assert rec["history"][0]["train"] == first["history"][0]["train"]  # epoch 1 was not run again
     assert 0.0 <= rec["final_val"]["top1"] <= 1.0 and rec["final_val"]["n"] == 64
-    weights, info = final_paths(RUN, cid)
+    weights, info = RunLayout(store, RUN).final_weights(cid), RunLayout(store, RUN).final_info(cid)
     assert store.exists(weights) and store.exists(info)
     assert store.read_json(info)["epoch"] == 2
     # final.pt holds the student without DDP's prefix: it loads strictly into the rebuilt architecture
-    state = load_final_state(store, RUN, cid)
+    state = RunLayout(store, RUN).read_final_state(cid)
     assert not any(k.startswith("module.") for k in state)
     student = haloc.decompose(haloc.models.create("resnet20", num_classes=10), RANKS)
     student.load_state_dict(state)
@@ -99,31 +100,31 @@ def test_third_run_skips_a_finished_config(run):
 def test_finished_training_without_final_files_rewrites_them_without_training(run):
     """A crash after the last epoch but before final.json: the rerun trains nothing and writes the files."""
     store, cid = run["store"], config_id(CONFIG)
-    weights, info = final_paths(RUN, cid)
+    weights, info = RunLayout(store, RUN).final_weights(cid), RunLayout(store, RUN).final_info(cid)
     before = store.read_bytes(weights)
     store.delete(info)
     rec = run_finetune(store, RUN, [CONFIG], SPEC)[cid]
     assert rec["skipped"] is False and rec["done"] is True and rec["epoch"] == 2
     assert rec["metrics"]["start_epoch"] == 2 and len(rec["history"]) == 2  # no epoch ran again
     assert store.exists(info)
-    state = load_final_state(store, RUN, cid)
+    state = RunLayout(store, RUN).read_final_state(cid)
     old = torch.load(io.BytesIO(before), weights_only=True)
     torch.testing.assert_close(state, old)
 
 
 def test_weights_resolve_from_the_store_or_a_file_or_fail_naming_both(tmp_path):
     store = Store.open(str(tmp_path / "store"))
-    assert resolve_weights(store, "r", None, "resnet20") is None
+    assert RunLayout(store, "r").original_state(None, "resnet20") is None
     original = haloc.models.create("resnet20", num_classes=10)
     buf = io.BytesIO()
     torch.save(original.state_dict(), buf)
     store.write_bytes("r/pre.pt", buf.getvalue())
     (tmp_path / "local.pt").write_bytes(buf.getvalue())
     for source in ("pre.pt", str(tmp_path / "local.pt")):
-        state = resolve_weights(store, "r", source, "resnet20", 10)
+        state = RunLayout(store, "r").original_state(source, "resnet20", 10)
         torch.testing.assert_close(state, original.state_dict())
     with pytest.raises(BadInputError, match=r"weights 'nope.pt' are neither in the store .*r/nope.pt"):
-        resolve_weights(store, "r", "nope.pt", "resnet20")
+        RunLayout(store, "r").original_state("nope.pt", "resnet20")
 
 
 @pytest.mark.slow
@@ -139,5 +140,5 @@ def test_fine_tune_on_an_s3_store(ray_cluster, s3_server, s3_store_uri):
     files = store.list("s3run/finetune")
     assert "s3run/finetune/cpu-b0.6/final.pt" in files and "s3run/finetune/cpu-b0.6/final.json" in files
     assert any(f.startswith("s3run/finetune/cpu-b0.6/checkpoint") for f in files)  # Ray Train wrote there too
-    state = load_final_state(store, "s3run", config_id(CONFIG))
+    state = RunLayout(store, "s3run").read_final_state(config_id(CONFIG))
     haloc.decompose(haloc.models.create("resnet20", num_classes=10), RANKS).load_state_dict(state)

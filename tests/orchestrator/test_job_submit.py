@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_a_project_entry_point(ray_cluster):
-    from orchestrator.cluster import dashboard_url
+    from orchestrator.ray_compat import dashboard_url
 
     url = dashboard_url()
     assert url and url.startswith("127.0.0.1:")  # the dashboard listens on loopback only

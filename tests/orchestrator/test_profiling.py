@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
+import haloc
 from haloc.errors import BadInputError
 from hw_profiles.lut import existing_keys
 from hw_profiles.profile import get_profile
-from orchestrator.profiling import (calibrate, load_calibration, load_latency_table, lut_path, model_specs,
-                                    needed_items, open_store, profile_model, read_store_lut)
+from orchestrator.profiling import calibrate, needed_items, profile_model
+from orchestrator.run_layout import RunLayout
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +21,7 @@ ASIC = replace(get_profile("asic"), rank_step=64)
 
 
 def expected_keys(profile):
-    items = needed_items(model_specs("resnet20"), profile, 1, profile.rank_step)
+    items = needed_items(haloc.models.layer_specs("resnet20"), profile, 1, profile.rank_step)
     return {(profile.name, sig.key, r) for sig, r in items}
 
 
@@ -33,13 +34,13 @@ def profiled(ray_cluster, tmp_path_factory):
 
 def test_every_needed_row_is_written_once(profiled):
     root, results = profiled
-    store = open_store(str(root))
+    layout = RunLayout(str(root), "r1")
     for profile in (CPU, ASIC):
-        table = read_store_lut(store, lut_path(profile.name, "r1"))
+        table = layout.read_lut(profile.name)
         assert existing_keys(table) == expected_keys(profile) and len(table) == len(expected_keys(profile))
         assert results[profile.name].measured_rows == len(table) and results[profile.name].reused_rows == 0
     assert (root / "r1" / "luts" / "asic.parquet").exists()
-    asic = read_store_lut(store, lut_path("asic", "r1"))
+    asic = layout.read_lut("asic")
     assert all(e > 0 for e in asic.column("energy_pj").to_pylist())
 
 
@@ -60,20 +61,20 @@ def test_second_run_measures_nothing_new(profiled):
 
 def test_lut_gives_candidate_latencies(profiled):
     root, _ = profiled
-    lut = load_latency_table(str(root), "asic", "r1")
-    spec = model_specs("resnet20")["layer3.0.conv2"]
+    lut = RunLayout(str(root), "r1").latency_table("asic")
+    spec = haloc.models.layer_specs("resnet20")["layer3.0.conv2"]
     curve = lut.curve(spec, 1)
     assert sorted(curve) == [0, 1, 64]  # 64 channels, rank_step 64
     full, mid = lut.candidate_latencies(spec, [spec.max_rank, 32], batch=1)
     assert full == curve[0]  # max rank costs the original layer
     assert mid == pytest.approx(curve[1] + (32 - 1) / (64 - 1) * (curve[64] - curve[1]))
-    assert lut.missing_layers(model_specs("resnet20"), 1) == []
+    assert lut.missing_layers(haloc.models.layer_specs("resnet20"), 1) == []
 
 
 def test_calibration_is_stored_beside_the_lut(profiled):
     root, _ = profiled
     cals = calibrate(str(root), "resnet20", [CPU], run_id="r1", samples=4)
-    stored = load_calibration(str(root), "cpu", "r1")
+    stored = RunLayout(str(root), "r1").read_calibration("cpu")
     assert stored == cals["cpu"] and stored.samples == 4 and 0 <= stored.within_10pct <= 1
     assert (root / "r1" / "luts" / "cpu.calibration.json").exists()
 
@@ -128,7 +129,7 @@ def test_killed_actor_work_completes_with_no_row_lost_or_doubled(ray_cluster, tm
     finally:
         thread.join(timeout=300)
     assert not errors, errors
-    table = read_store_lut(open_store(str(tmp_path)), "f/luts/cpu.parquet")
+    table = RunLayout(str(tmp_path), "f").read_lut("cpu")
     assert existing_keys(table) == expected_keys(slow) and len(table) == len(expected_keys(slow))
     assert result["cpu"].measured_rows == len(table)
 
@@ -137,4 +138,4 @@ def test_corrupt_lut_in_the_store_names_the_file(tmp_path):
     (tmp_path / "r9" / "luts").mkdir(parents=True)
     (tmp_path / "r9" / "luts" / "cpu.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(BadInputError, match="r9/luts/cpu.parquet.*delete it"):
-        read_store_lut(open_store(str(tmp_path)), lut_path("cpu", "r9"))
+        RunLayout(str(tmp_path), "r9").read_lut("cpu")

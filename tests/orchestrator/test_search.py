@@ -16,19 +16,16 @@ from pathlib import Path
 
 import pytest
 
+import haloc
 from haloc.errors import BadInputError
 from orchestrator.search import SearchSpec, load_trials, run_search
 from orchestrator.select import run_select
 from orchestrator.store import Store
+from tests.orchestrator.search_hooks import FailOnce, TraceStarts, starts
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.8,), seeds=(0,), budget_metric="flops", epochs=2,
-                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, demo_samples=128, rank_step=16, max_failures=0)
-
-
-def starts(trace_dir: Path) -> list[dict]:
-    path = trace_dir / "starts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, data={"kind": "demo", "demo_train": 128}, rank_step=16, max_failures=0)
 
 
 def test_spec_round_trips_through_a_dict_and_refuses_unknown_keys():
@@ -61,7 +58,7 @@ def test_grid_of_two_budgets_and_two_seeds_then_selection(ray_cluster, tmp_path)
     trace = tmp_path / "trace"
     trace.mkdir()
     spec = replace(TINY, budgets=(0.6, 0.8), seeds=(0, 1))
-    records = run_search(str(tmp_path / "store"), "grid", spec, hooks={"trace_dir": str(trace)})
+    records = run_search(str(tmp_path / "store"), "grid", spec, callbacks=[TraceStarts(trace)])
     assert len(records) == 4 and all(r["status"] == "done" for r in records)
     assert sorted((r["budget"], r["seed"]) for r in records) == [(0.6, 0), (0.6, 1), (0.8, 0), (0.8, 1)]
     for r in records:
@@ -89,10 +86,9 @@ def _fail_then_resume(store, tmp_path, spec):
     """Run with one trial raising in epoch 2, then rerun; returns (first records, second records, trace)."""
     trace = tmp_path / "trace"
     trace.mkdir()
-    hooks = {"trace_dir": str(trace),
-             "fail_once": {"match": {"seed": spec.seeds[-1]}, "epoch": 2, "marker": str(tmp_path / "failed")}}
-    first = run_search(store, "resume", spec, hooks=hooks)
-    second = run_search(store, "resume", spec, hooks=hooks)
+    callbacks = [TraceStarts(trace), FailOnce({"seed": spec.seeds[-1]}, epoch=2, marker=tmp_path / "failed")]
+    first = run_search(store, "resume", spec, callbacks=callbacks)
+    second = run_search(store, "resume", spec, callbacks=callbacks)
     return first, second, starts(trace)
 
 
@@ -151,7 +147,7 @@ def write_staircase_lut(store, run_id, hardware, specs, step):
     from hw_profiles.lut import LutRow, rows_to_table
     from hw_profiles.profile import get_profile
     from hw_profiles.signature import LayerSignature, profiling_ranks
-    from orchestrator.profiling import lut_path
+    from orchestrator.run_layout import RunLayout
 
     prof = get_profile(hardware)
     rows = {}
@@ -160,14 +156,14 @@ def write_staircase_lut(store, run_id, hardware, specs, step):
         for r in profiling_ranks(spec, 8):
             ms = 0.1 + 0.01 * spec.max_rank * -(-(r or spec.max_rank) // step)
             rows[(sig.key, r)] = LutRow(hardware, sig, r, ms, ms, ms, 0.0, 3, dt.datetime.now(dt.timezone.utc), "t", "{}")
-    store.write_parquet(lut_path(hardware, run_id), rows_to_table(list(rows.values())))
+    RunLayout(store, run_id).write_lut(hardware, rows_to_table(list(rows.values())))
 
 
 def test_joint_latency_targets_in_one_trial_meet_both_budgets(ray_cluster, tmp_path):
-    from orchestrator.profiling import model_specs, open_store
+    from orchestrator.run_layout import open_store
 
     store = open_store(str(tmp_path / "store"))
-    specs = model_specs("resnet20")
+    specs = haloc.models.layer_specs("resnet20")
     write_staircase_lut(store, "joint", "cpu", specs, 8)
     write_staircase_lut(store, "joint", "asic", specs, 32)
     spec = replace(TINY, hardware=("cpu", "asic"), joint=True, budget_metric="latency", rank_mode="latency",
@@ -186,11 +182,9 @@ def test_sigkill_of_the_driver_then_rerun_completes(ray_cluster, tmp_path):
     store, trace = tmp_path / "store", tmp_path / "trace"
     trace.mkdir()
     spec = replace(TINY, epochs=3)
-    code = ("import sys; from tests.fixtures.ray_cluster import _driver_token_auth; _driver_token_auth(); "
-            "from orchestrator.search import main; sys.exit(main(sys.argv[1:]))")
-    args = [sys.executable, "-c", code, "--store", str(store), "--run-id", "kill", "--address", ray_cluster.address,
-            "--spec-json", json.dumps(spec.to_dict()),
-            "--hooks-json", json.dumps({"trace_dir": str(trace), "epoch_sleep_s": 6})]
+    args = [sys.executable, "-m", "tests.orchestrator.search_driver", "--store", str(store), "--run-id", "kill",
+            "--address", ray_cluster.address, "--spec-json", json.dumps(spec.to_dict()), "--trace-dir", str(trace),
+            "--epoch-sleep-s", "6"]
     log = open(tmp_path / "driver.log", "wb")
     driver = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     exp = store / "kill" / "search" / "grid"
@@ -208,7 +202,7 @@ def test_sigkill_of_the_driver_then_rerun_completes(ray_cluster, tmp_path):
     log.close()
     assert not (store / "kill" / "search" / "trials.json").exists()
 
-    records = run_search(str(store), "kill", spec, hooks={"trace_dir": str(trace)})
+    records = run_search(str(store), "kill", spec, callbacks=[TraceStarts(trace)])
     assert [(r["status"], r["epochs"], r["restored"]) for r in records] == [("done", 3, True)]
     epochs = [line["start_epoch"] for line in starts(trace)]
     assert epochs[0] == 0 and len(epochs) >= 2 and epochs[-1] >= 1  # resumed from a checkpoint, not from scratch

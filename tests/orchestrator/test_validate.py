@@ -13,11 +13,11 @@ import torch
 import haloc
 from haloc.errors import BadInputError
 from haloc.export import load_compressed
-from orchestrator.finetune import config_id
+from orchestrator.artifacts import config_id
 from hw_profiles.calibration import fit_calibration
-from orchestrator.profiling import calibration_path, profile_model
-from orchestrator.validate import (ValidateSpec, artifact_paths, baseline_path, load_baseline, record_path,
-                                   run_validate)
+from orchestrator.profiling import profile_model
+from orchestrator.run_layout import RunLayout
+from orchestrator.validate import ValidateSpec, load_baseline, run_validate
 
 
 def _finetune_module():
@@ -42,7 +42,7 @@ def validated(ray_cluster, tmp_path_factory):
     # A coarse real LUT (+ calibration) for `cpu` only: `asic` has none, so it gets no prediction.
     profile_model(store, "resnet20", ["cpu"], run_id=run_id, rank_step=64, progress=False)
     # A hand-made calibration (measured = 0.5 ms + 1.0 x LUT sum): the prediction must apply it.
-    store.write_json(calibration_path("cpu", run_id), fit_calibration("cpu", [1.0, 2.0], [1.5, 2.5]).to_dict())
+    RunLayout(store, run_id).write_calibration(fit_calibration("cpu", [1.0, 2.0], [1.5, 2.5]))
     spec = ValidateSpec(model="resnet20", hardware=("cpu", "asic"), data=run["spec"].data, weights="pretrained.pt",
                         eval_batch_size=32)
     records = run_validate(store, run_id, [run["config"]], spec)
@@ -78,7 +78,7 @@ def test_artifacts_reload_and_onnx_matches(validated, tmp_path):
     store, run_id = validated["store"], validated["run_id"]
     cid = config_id(validated["config"])
     rec = validated["records"][cid]
-    assert rec["artifacts"] == artifact_paths(run_id, cid)
+    assert rec["artifacts"] == RunLayout(store, run_id).export_paths(cid)
     for path in rec["artifacts"].values():
         assert store.exists(path)
     assert rec["onnx_max_abs_diff"] < 1e-3
@@ -87,9 +87,8 @@ def test_artifacts_reload_and_onnx_matches(validated, tmp_path):
     model, ranks = load_compressed(folder, expected_model="resnet20")
     assert json.loads((folder / "ranks.json").read_text())["ranks"] == validated["config"]["ranks"]
     final = haloc.decompose(haloc.models.create("resnet20", num_classes=10), ranks)
-    from orchestrator.finetune import load_final_state
 
-    final.load_state_dict(load_final_state(store, run_id, cid))
+    final.load_state_dict(RunLayout(store, run_id).read_final_state(cid))
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model(x), final.eval()(x))
 
@@ -97,10 +96,11 @@ def test_artifacts_reload_and_onnx_matches(validated, tmp_path):
 def test_rerun_validates_nothing_again(validated):
     store, run_id = validated["store"], validated["run_id"]
     cid = config_id(validated["config"])
-    before = store.read_bytes(record_path(run_id, cid)), store.read_bytes(baseline_path(run_id))
+    layout = RunLayout(store, run_id)
+    before = store.read_bytes(layout.record(cid)), store.read_bytes(layout.baseline)
     again = run_validate(store, run_id, [validated["config"]], validated["vspec"])
     assert again[cid] == validated["records"][cid]
-    assert (store.read_bytes(record_path(run_id, cid)), store.read_bytes(baseline_path(run_id))) == before
+    assert (store.read_bytes(layout.record(cid)), store.read_bytes(layout.baseline)) == before
 
 
 def test_missing_finetune_weights_fail_naming_the_file(tmp_path):

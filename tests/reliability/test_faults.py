@@ -21,19 +21,23 @@ from pathlib import Path
 
 import pytest
 
+import haloc
+
 from hw_profiles.lut import existing_keys
 from hw_profiles.profile import get_profile
-from orchestrator.profiling import lut_path, model_specs, needed_items, open_store, profile_model, read_store_lut
+from orchestrator.profiling import needed_items, profile_model
+from orchestrator.run_layout import RunLayout
 from orchestrator.search import SearchSpec, run_search
 from orchestrator.store import RetryPolicy, Store, StoreUnavailableError
+from tests.orchestrator.search_hooks import SleepAfterEpoch, TraceStarts
 from tests.fixtures.s3 import ACCESS_KEY, SECRET_KEY
 
 TINY = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.8,), seeds=(0,), budget_metric="flops", epochs=2,
-                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, demo_samples=128, rank_step=16, max_failures=0)
+                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, data={"kind": "demo", "demo_train": 128}, rank_step=16, max_failures=0)
 
 
 def _expected_keys(profile) -> set:
-    items = needed_items(model_specs("resnet20"), profile, profile.batch_size, profile.rank_step)
+    items = needed_items(haloc.models.layer_specs("resnet20"), profile, profile.batch_size, profile.rank_step)
     return {(profile.name, sig.key, r) for sig, r in items}
 
 
@@ -77,9 +81,9 @@ def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_
             ray_cluster.add_worker("node_b")
     if errors:  # allowed: a clear error, then a rerun completes
         assert "profil" in str(errors[0]).lower(), errors
-    before = len(read_store_lut(open_store(str(tmp_path)), lut_path("cpu", "n")))
+    before = len(RunLayout(str(tmp_path), "n").read_lut("cpu"))
     again = profile_model(str(tmp_path), "resnet20", [slow], run_id="n", progress=False)["cpu"]
-    table = read_store_lut(open_store(str(tmp_path)), lut_path("cpu", "n"))
+    table = RunLayout(str(tmp_path), "n").read_lut("cpu")
     expected = _expected_keys(slow)
     assert existing_keys(table) == expected and len(table) == len(expected)  # none lost, none doubled
     assert again.reused_rows == before and again.measured_rows == len(expected) - before  # nothing measured twice
@@ -124,7 +128,7 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path):
 
     thread = threading.Thread(target=killer)
     thread.start()
-    records = run_search(str(store), "w", spec, hooks={"trace_dir": str(trace), "epoch_sleep_s": 4})
+    records = run_search(str(store), "w", spec, callbacks=[TraceStarts(trace), SleepAfterEpoch(4)])
     thread.join(timeout=30)
     assert killed, "no trial worker was found to kill"
     assert [(r["status"], r["epochs"]) for r in records] == [("done", 3)]

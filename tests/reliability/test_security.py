@@ -169,7 +169,7 @@ def _manifest_with_run_id(tmp: Path, run_id: str):
 
 
 def _config_id(tmp: Path, cid: str):
-    from orchestrator.finetune import config_id
+    from orchestrator.artifacts import config_id
 
     return config_id({"config_id": cid, "budget": 0.5, "targets": ["cpu"]})
 

@@ -1,0 +1,66 @@
+"""Checks of a run's inputs before anything is written and before Ray starts: a bad input found
+here costs seconds and leaves nothing behind (BadInputError: the CLI's exit 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from haloc.errors import BadInputError
+
+from .run_spec import RunSpec
+
+# Verifying every image of a real ImageNet (1.28M files) would take hours; above this many files a
+# sample is decoded up front and the loaders still reject a corrupt file with its path.
+VERIFY_ALL_UP_TO = 20000
+
+
+def resolve_profiles(spec: RunSpec) -> dict:
+    """{name: HardwareProfile} of the run's hardware, each read and validated once."""
+    from hw_profiles.profile import get_profile
+
+    return {hw: get_profile(hw) for hw in spec.hardware}
+
+
+def check_model(spec: RunSpec) -> None:
+    import haloc
+
+    if spec.model not in haloc.models.list_models():
+        raise BadInputError(f"model {spec.model!r} unknown; choose one of {haloc.models.list_models()}")
+
+
+def check_weights(spec: RunSpec) -> None:
+    """--weights that cannot be read or do not fit the model fail here (the weights stage would find
+    it only after Ray started and the manifest was created)."""
+    if not spec.weights or spec.weights == "torchvision":  # torchvision's are checked when fetched
+        return
+    import haloc
+
+    haloc.models.create(spec.model, weights=spec.weights)  # as the weights stage loads them
+
+
+def check_data(spec: RunSpec, console) -> None:
+    """The data set's layout and files (an s3:// data set is synced to the local cache first)."""
+    if spec.is_demo:
+        if spec.data:
+            raise BadInputError("--data was given with the demo data set; drop --data or choose a real data set")
+        return
+    if not spec.data:
+        raise BadInputError(f"the {spec.dataset} pipeline needs --data (a local folder or s3:// URI), "
+                            "or --preset demo for generated data")
+    from haloc import data as hdata
+    from workers.data_cache import local_data_path
+
+    if "://" in spec.data:
+        console.print(f"syncing {spec.data.split('?', 1)[0]} to the local data cache")
+    try:
+        root = local_data_path(spec.data)
+    except OSError as e:
+        raise BadInputError(f"--data {spec.data.split('?', 1)[0]!r} cannot be read ({e}); check the path, "
+                            "the endpoint and the credentials") from None
+    if spec.dataset == "cifar10":
+        hdata.cifar10_datasets(root)  # reads every batch: a corrupt one raises naming the file
+    elif spec.dataset == "imagenet":
+        hdata.check_imagefolder_layout(root)
+        for split in ("train", "val"):
+            hdata.verify_image_folder(Path(root) / split, max_files=VERIFY_ALL_UP_TO)
+    else:
+        raise BadInputError(f"data set {spec.dataset!r} unknown; use imagenet, cifar10 or demo")

@@ -1,0 +1,54 @@
+"""Every workaround for the pinned Ray version (2.60.0, pyproject.toml) in one place.
+
+Each function names the Ray behaviour it works around and why. Most touch Ray internals, so a Ray
+upgrade must re-check each one; the tests that guard them are named beside each.
+"""
+from __future__ import annotations
+
+import os
+
+RAY_VERSION = "2.60.0"  # what these workarounds were written against
+
+_AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def keep_embedded_ray_on_loopback() -> None:
+    """Ray 2.60: `ray.init(_node_ip_address="127.0.0.1")` still turns 127.0.0.1 into the machine's
+    reachable IP, and GCS, raylet and workers then listen on every interface. Ray's laptop-mode switch
+    (read at call time, inherited by the processes the embedded Ray starts) keeps them on loopback.
+    Guarded by tests/reliability/test_security.py (embedded Ray listens on loopback only)."""
+    import ray
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False  # private
+
+
+def keep_keys_out_of_runtime_envs() -> None:
+    """Ray Tune 2.60 copies the driver's AWS_* variables into every trial actor's runtime_env, which
+    Ray logs on each node (runtime_env_agent.log) and keeps in the GCS. Every node has its own
+    credentials (docs/cluster.md), so the keys are not handed around. Private; guarded by
+    tests/reliability/test_security.py (fake keys found nowhere)."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(_AWS_SECRETS)
+
+
+def enable_token_auth() -> None:
+    """Ray 2.60 turns token authentication on by default once a token exists, but a driver given an
+    explicit address does not pick up RAY_AUTH_MODE=token set after Ray was imported: re-read its
+    config (private). Used where a driver joins a token-authenticated cluster."""
+    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+    _enable_token_auth()
+
+
+def dashboard_url() -> str | None:
+    """host:port of the dashboard of the connected cluster. A driver that joined a running cluster
+    has no URL of its own in Ray 2.60; the dashboard's address is in the cluster's internal KV store
+    (private calls). None when unknown: a run never fails over the dashboard's address."""
+    import ray
+
+    try:
+        return ray._private.worker.get_dashboard_url() or ray._private.services.get_webui_url_from_internal_kv()
+    except Exception:
+        return None

@@ -5,7 +5,7 @@
    candidate separately and sums (about M times the work). Interleaved, medians.
 2. ResNet-18 at about 66% fewer FLOPs: measured CPU speedup against the FLOPs-ideal speedup, at
    batch 1 and 16, for uniform ranks and for the same ranks snapped down to the largest rank of
-   their measured latency step (ALGORITHM.md section 2).
+   their measured latency step (docs/method.md section 2).
 
     .venv/bin/python -m benchmarks.bench_supernet [--quick]
 """

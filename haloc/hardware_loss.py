@@ -1,4 +1,4 @@
-"""Cost tables and the hardware-aware loss (ALGORITHM.md section 3).
+"""Cost tables and the hardware-aware loss (docs/method.md section 3).
 
 A `CostTable` is one target: per layer, the cost of each candidate rank (latency in ms from a LUT,
 or FLOPs), the fixed cost of everything that is not searched, and the budget T. The expected cost

@@ -1,4 +1,4 @@
-"""Candidate ranks per layer (ALGORITHM.md section 2).
+"""Candidate ranks per layer (docs/method.md section 2).
 
 Two modes:
 - constant step (the paper): multiples of a step, plus the layer's `max_rank`;

@@ -1,4 +1,4 @@
-"""Latency tables (LUTs): the Parquet schema of DESIGN.md section 4, its I/O, merging, and lookups.
+"""Latency tables (LUTs): the Parquet schema of docs/design.md section 4, its I/O, merging, and lookups.
 
 One file per hardware profile; one row per (hardware, layer signature, rank), rank 0 being the
 original layer. A file carries `schema_version` both as a column and in the Parquet metadata; a

@@ -30,7 +30,7 @@ class HardwareProfile:
     batch_size: int = 1
     dtype: str = "float32"
     threads: int | None = None  # torch CPU threads while timing; None keeps torch's default
-    warmup: int = 5  # untimed runs before timing (ENVIRONMENT.md: at least 5 on CPU)
+    warmup: int = 5  # untimed runs before timing (at least 5 on a CPU: the first runs are slow)
     repeats: int = 30  # timed runs; median and p90 are taken over them
     rank_step: int = 8  # profiling grid: multiples of it, plus 1 and the layer's max rank
     accelerator: str | None = None  # zigzag only: ZigZag accelerator name, e.g. "tpu_like"

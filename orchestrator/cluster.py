@@ -5,10 +5,8 @@ nodes' resources before anything is submitted (`check_profiles_feasible`).
 """
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 
 from haloc.errors import BadInputError
 
@@ -32,9 +30,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, resources: 
     """Connect the driver to Ray: an existing cluster at `address` ("auto" or "host:port"), or else an
     embedded local Ray on 127.0.0.1 offering this machine's detected hardware resources."""
     if address:
+        from .ray_compat import use_token_auth_if_a_token_exists
+
         check_reachable(address)  # Ray itself retries a dead address for minutes
-        if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
-            os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 clusters use tokens; read when ray is imported
+        use_token_auth_if_a_token_exists()
     import ray
 
     if ray.is_initialized():

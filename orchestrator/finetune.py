@@ -13,7 +13,7 @@ Resume: Ray 2.60 runs Ray Train V2, where `TorchTrainer.restore` / `can_restore`
 raise DeprecationWarning). A trainer started again with the same `RunConfig(name, storage_path)`
 restores its checkpoint manager from the run folder, and the loop resumes from
 `ray.train.get_checkpoint()`. A config whose final.json exists is skipped. `Result.metrics` may be
-None (ENVIRONMENT.md), so the final state is read from the last checkpoint and written to the store
+None when no checkpoint was reported, so the final state is read from the last checkpoint and written to the store
 by the driver, each file in one atomic write.
 """
 from __future__ import annotations

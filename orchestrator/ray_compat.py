@@ -33,6 +33,18 @@ def keep_keys_out_of_runtime_envs() -> None:
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(_AWS_SECRETS)
 
 
+def use_token_auth_if_a_token_exists() -> None:
+    """Ray 2.60 reads RAY_AUTH_MODE once, when it is imported, and with an explicit address it does
+    not turn token authentication on by itself even when a token exists: set the mode before Ray is
+    imported (a user's own RAY_AUTH_MODE wins)."""
+    from pathlib import Path
+
+    has_token = os.environ.get("RAY_AUTH_TOKEN") or Path(
+        os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")).is_file()
+    if "RAY_AUTH_MODE" not in os.environ and has_token:
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def enable_token_auth() -> None:
     """Ray 2.60 turns token authentication on by default once a token exists, but a driver given an
     explicit address does not pick up RAY_AUTH_MODE=token set after Ray was imported: re-read its

@@ -1,4 +1,4 @@
-"""The report: `report.json` (the DESIGN.md contract), a self-contained `report.html` with plots, a rich table.
+"""The report: `report.json` (the contract of docs/design.md), a self-contained `report.html` with plots, a rich table.
 
     report = build_report(run_id, model, dataset, hardware, baseline, validations, trials=..., finetunes=...)
     write_report(store, run_id, report)          # <run>/report.json, <run>/report.html, atomically
@@ -22,6 +22,7 @@ import statistics
 
 from haloc.errors import BadInputError
 
+from .artifacts import parse_targets, targets_key
 from .run_layout import RunLayout
 
 DEMO_LABEL = "demo (generated, not real data)"  # = haloc.data.DEMO_NAME (not imported: it pulls in torch)
@@ -42,10 +43,6 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def _targets_key(targets) -> str:
-    return targets if isinstance(targets, str) else "+".join(targets)
-
-
 def dataset_label(dataset: str) -> tuple[str, bool]:
     """(label, is_demo): the demo data set is always labelled as generated."""
     demo = dataset in ("demo", DEMO_LABEL) or dataset.startswith("demo")
@@ -55,7 +52,7 @@ def dataset_label(dataset: str) -> tuple[str, bool]:
 def _per_seed(trials: list[dict], targets: str, budget: float) -> list[dict]:
     out = []
     for t in trials:
-        if _targets_key(t.get("targets") or "") != targets or _finite(t.get("budget")) != float(budget):
+        if not t.get("targets") or targets_key(t["targets"]) != targets or _finite(t.get("budget")) != float(budget):
             continue
         if t.get("status", "done") != "done":
             continue
@@ -79,8 +76,8 @@ def _history(finetune: dict | None) -> dict | None:
 
 def build_result(validation: dict, hardware: list[str], trials: list[dict], finetune: dict | None) -> dict:
     """One `results` entry from a validate record (orchestrator.validate) and its seeds and fine-tune."""
-    targets = validation.get("targets") or str(validation["hardware"]).split("+")
-    key = _targets_key(targets)
+    targets = parse_targets(validation.get("targets") or validation["hardware"])
+    key = targets_key(targets)
     measured = {h: _finite(v) for h, v in (validation.get("measured_latency_ms") or {}).items()}
     predicted = {h: _finite(v) for h, v in (validation.get("predicted_latency_ms") or {}).items()}
     ideal = _finite(validation.get("ideal_speedup"))
@@ -128,7 +125,7 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
                  validations, *, trials: list[dict] | None = None, finetunes: dict | None = None,
                  max_ranks: dict | None = None, budget_metric: str = "latency", store_uri: str | None = None,
                  extra: dict | None = None) -> dict:
-    """The report dict (DESIGN.md section 4, plus the extras listed in the module docstring).
+    """The report dict (docs/design.md section 4, plus the extras listed in the module docstring).
 
     `validations`: validate records (a list, or {config_id: record}); `baseline`: the original model's
     validate record; `trials`: the search's trial records (per-seed points); `finetunes`:

@@ -70,8 +70,11 @@ class RunLayout:
         self.store = open_store(store)
         self.run_id = validate_run_id(run_id) if run_id is not None else None
 
-    def path(self, rel: str) -> str:
-        return f"{self.run_id}/{rel}" if self.run_id else rel
+    def path(self, rel: str = "") -> str:
+        """`rel` inside the run, relative to the store's root ("" is the run's own folder)."""
+        if not self.run_id:
+            return rel
+        return f"{self.run_id}/{rel}" if rel else self.run_id
 
     def uri(self, rel: str = "") -> str:
         return self.store.uri_of(self.path(rel)) if rel or self.run_id else self.store.uri

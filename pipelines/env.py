@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
 from haloc.errors import BadInputError
 
@@ -21,15 +19,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder of extra hardware profiles (*.yaml), as the pipelines take it; repeatable")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     return p
-
-
-def _enable_token_auth_if_possible() -> None:
-    # Ray 2.60 reads RAY_AUTH_MODE once, at import; with an explicit address it does not turn token
-    # auth on by itself even when a token exists (ENVIRONMENT.md), so do it before ray is imported.
-    has_token = os.environ.get("RAY_AUTH_TOKEN") or Path(
-        os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")).is_file()
-    if "RAY_AUTH_MODE" not in os.environ and has_token:
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _table(title: str, columns: list[str], rows: list[list]):
@@ -72,7 +61,9 @@ def print_report(report: dict, console=None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.address:
-        _enable_token_auth_if_possible()
+        from orchestrator.ray_compat import use_token_auth_if_a_token_exists
+
+        use_token_auth_if_a_token_exists()
     try:
         from orchestrator.env_report import gather_env
 

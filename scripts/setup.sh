@@ -8,6 +8,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-# torch and torchvision first, pinned: these builds lie on the project's machines' disk (ENVIRONMENT.md).
+# torch and torchvision first, pinned: these builds lie on the project's development machines' disk.
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 .venv/bin/python -m pip install -q -e ".[test]"

@@ -122,15 +122,15 @@ def evaluate_choice(search, choice: dict[str, int], loader, max_batches: int | N
     import torch
     import torch.nn.functional as F
 
+    from haloc.modes import eval_mode
+
     net = search.supernet
     layers = net.layers()
     saved = {n: (l.alpha.detach().clone(), l.mode) for n, l in layers.items()}
-    was_training = net.training
     correct = seen = 0
     ce = 0.0
     try:
-        net.eval()
-        with torch.no_grad():
+        with eval_mode(net), torch.no_grad():
             for name, layer in layers.items():
                 layer.alpha.zero_()
                 layer.alpha[layer.candidates.index(choice[name])] = 1.0
@@ -148,7 +148,6 @@ def evaluate_choice(search, choice: dict[str, int], loader, max_batches: int | N
             for name, layer in layers.items():
                 layer.alpha.copy_(saved[name][0])
                 layer.mode = saved[name][1]
-        net.train(was_training)
     return correct / max(seen, 1), ce / max(seen, 1)
 
 

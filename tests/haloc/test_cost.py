@@ -5,7 +5,7 @@ import haloc
 from haloc.hardware_loss import layer_flops
 from haloc.layers import Tucker2Conv
 
-# (name, params, MACs) of ALGORITHM.md's baselines; tolerance 2% on MACs
+# (name, params, MACs) of docs/method.md's baselines; tolerance 2% on MACs
 BASELINES = [("resnet20", 0.27e6, 41e6), ("vgg16", 15e6, 314e6), ("resnet18", 11.69e6, 1.82e9)]
 
 

@@ -40,7 +40,7 @@ def test_torch_rows_on_cpu():
 
 @pytest.mark.slow
 def test_zigzag_rows_step_with_the_array_width():
-    """ENVIRONMENT.md: on the 32x32 array, cost jumps when a rank crosses a multiple of 32, and a
+    """Measured on the development machines: on the 32x32 array, cost jumps when a rank crosses a multiple of 32, and a
     16-channel layer only gets slower when decomposed."""
     from hw_profiles.zigzag_backend import simulate
 

@@ -1,5 +1,5 @@
 """The demo pipeline end to end, as a user runs it: a subprocess of `python -m pipelines...` against
-the session's two-node Ray (`--address`), a local store, the report checked against DESIGN.md's
+the session's two-node Ray (`--address`), a local store, the report checked against docs/design.md's
 contract; then SIGKILL in two different stages and a rerun that resumes to the same report."""
 from __future__ import annotations
 

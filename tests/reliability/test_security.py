@@ -96,19 +96,24 @@ def _calls(tree: ast.AST, dotted: str):
             yield node
 
 
+# Every reader of tensors in the packages: weights files, training states, search states, run artifacts.
+TENSOR_READERS = {"haloc/models/weights.py", "haloc/train.py", "workers/search_trainable.py",
+                  "orchestrator/run_layout.py"}
+
+
 def test_every_torch_load_in_the_code_is_weights_only():
-    loads, unsafe = 0, []
+    readers, unsafe = set(), []
     for package in PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             tree = ast.parse(path.read_text())
             for call in _calls(tree, "torch.load"):
-                loads += 1
+                readers.add(str(path.relative_to(ROOT)))
                 kw = {k.arg: k.value for k in call.keywords}
                 if not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
                     unsafe.append(f"{path.relative_to(ROOT)}:{call.lineno}")
             for fn in ("pickle.load", "pickle.loads", "torch.jit.load"):
                 unsafe += [f"{path.relative_to(ROOT)}:{c.lineno} {fn}" for c in _calls(tree, fn)]
-    assert loads >= 5 and not unsafe, unsafe
+    assert readers >= TENSOR_READERS and not unsafe, (readers, unsafe)  # the scan finds every reader
 
 
 def test_a_pickled_object_as_weights_is_refused_with_exit_2_and_never_runs(tmp_path):

@@ -145,6 +145,7 @@ class CuttingProxy:
     def __init__(self, upstream: tuple[str, int]):
         self.upstream = upstream
         self.cut_after = None  # bytes of one request to pass before cutting; None: never cut
+        self.cut_requests_starting = None  # bytes, e.g. b"PUT": cut every such request at its first byte
         self.cuts_left = 0
         self.cuts = 0
         self._server = socket.socket()
@@ -173,6 +174,9 @@ class CuttingProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if cutter is not None and cutter.cut_requests_starting and data.startswith(cutter.cut_requests_starting):
+                    cutter.cuts += 1
+                    raise ConnectionResetError("request cut by the test proxy")
                 if cutter is not None and cutter.cut_after is not None and cutter.cuts_left > 0 \
                         and sent + len(data) > cutter.cut_after:
                     dst.sendall(data[:max(0, cutter.cut_after - sent)])
@@ -207,6 +211,31 @@ def _lut_table(n_rows: int):
         sig = LayerSignature("conv", 16 + i, 16, (3, 3), (1, 1), (1, 1), (1, 1), (32, 32), 1, "int8", False)
         rows.append(LutRow("asic", sig, 0, 1.0 + i, 1.0, 1.0, 0.0, 1, dt.datetime.now(dt.timezone.utc), "h", "{}"))
     return rows_to_table(rows)
+
+
+@pytest.mark.timeout(180)
+def test_store_outage_during_a_run_exits_4_not_as_bad_input(s3_server, tmp_path):
+    """The store answers when the run opens it, then fails every write: the CLI ends with the outage's
+    own exit code and one line naming the store, not with "bad input" (2) and not with a traceback."""
+    from tests.reliability.helpers import SMALL, run_cli
+
+    if not s3_server.is_running():
+        s3_server.start()
+    bucket = s3_server.make_bucket(f"f-{uuid.uuid4().hex[:10]}")
+    proxy = CuttingProxy((s3_server.host, s3_server.port))
+    proxy.cut_requests_starting = b"PUT"  # reads pass (the open's bucket check), every upload fails
+    try:
+        uri = f"s3://{bucket}/runs?endpoint_override={proxy.endpoint}&scheme=http&region=us-east-1"
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
+        proc = run_cli([*SMALL, "--store", uri, "--run-id", "outage"], env=env, timeout=120)
+    finally:
+        proxy.close()
+    assert proc.returncode == 4, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"s3://{bucket}/runs" in errors[0] and "rerun the same command" in errors[0]
+    assert proxy.cuts >= 2  # the store retried before giving up
+    assert ACCESS_KEY not in proc.stderr and SECRET_KEY not in proc.stderr
 
 
 @pytest.mark.timeout(180)

@@ -2,7 +2,9 @@
 
 `a` absorbs what the LUT does not see (stem, pooling, activations, framework overhead), `b` the
 systematic gap between isolated and in-model layer timings. Stored as JSON beside the LUT:
-`<hardware>.calibration.json`. The reported error is leave-one-out, so it is not flattered by the fit.
+`<hardware>.calibration.json`. The reported error is leave-one-out, so it is not flattered by the fit,
+and each point keeps its own (`loo_error`), so the configurations the LUT mispredicts can be found.
+`gate` is the share within 10% the hardware profile asks for; `passed` says whether it was reached.
 """
 from __future__ import annotations
 
@@ -20,7 +22,12 @@ class Calibration:
     samples: int
     within_10pct: float  # share of held-out (leave-one-out) predictions within 10% of the measurement
     median_rel_error: float  # leave-one-out, |pred - measured| / measured
-    points: list = field(default_factory=list)  # [{"lut_sum_ms", "measured_ms"}]
+    points: list = field(default_factory=list)  # [{"lut_sum_ms", "measured_ms", "loo_error", ...}]
+    gate: float = 0.0  # the share within 10% the profile asks for
+    passed: bool = True  # within_10pct >= gate
+    remeasured_rows: int = 0  # LUT rows measured again to reach the gate
+    rounds: int = 0  # gate rounds (re-measure, refit) that were needed
+    lut_fingerprint: str = ""  # of the LUT rows this calibration was made on
 
     def predict(self, lut_sum_ms: float) -> float:
         return self.a_ms + self.b * lut_sum_ms
@@ -30,7 +37,12 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Calibration":
-        return cls(**d)
+        return cls(**d)  # a calibration written before the gate existed reads with its defaults
+
+    def with_gate(self, gate: float, **changes) -> "Calibration":
+        from dataclasses import replace
+
+        return replace(self, gate=gate, passed=self.within_10pct >= gate - 1e-12, **changes)
 
 
 def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -50,7 +62,9 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return 0.0, statistics.median(y / max(x, 1e-12) for x, y in zip(xs, ys))
 
 
-def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float]) -> Calibration:
+def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float], gate: float = 0.0,
+                    extra: list[dict] | None = None) -> Calibration:
+    """The fit and its leave-one-out errors; `extra` adds fields to each point (e.g. the ranks)."""
     if len(lut_sums) != len(measured) or not lut_sums:
         raise BadInputError(f"calibration of {hardware!r} needs equal, non-empty lists of LUT sums and "
                             f"measurements, got {len(lut_sums)} and {len(measured)}")
@@ -60,6 +74,8 @@ def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float])
         a, b = _fit(rest_x, rest_y) if rest_x else (0.0, 1.0)
         errors.append(abs(a + b * lut_sums[i] - measured[i]) / measured[i])
     a, b = _fit(lut_sums, measured)
-    points = [{"lut_sum_ms": x, "measured_ms": y} for x, y in zip(lut_sums, measured)]
-    return Calibration(hardware, a, b, len(lut_sums), sum(e <= 0.10 for e in errors) / len(errors),
-                       statistics.median(errors), points)
+    points = [{"lut_sum_ms": x, "measured_ms": y, "loo_error": e, **((extra or [{}] * len(lut_sums))[i])}
+              for i, (x, y, e) in enumerate(zip(lut_sums, measured, errors))]
+    share = sum(e <= 0.10 for e in errors) / len(errors)
+    return Calibration(hardware, a, b, len(lut_sums), share, statistics.median(errors), points, gate=gate,
+                       passed=share >= gate - 1e-12)

@@ -1,8 +1,11 @@
 """Latency tables (LUTs): the Parquet schema of docs/design.md section 4, its I/O, merging, and lookups.
 
 One file per hardware profile; one row per (hardware, layer signature, rank), rank 0 being the
-original layer. A file carries `schema_version` both as a column and in the Parquet metadata; a
-reader refuses any other version, and a corrupt or truncated file, naming the file and the fix.
+original layer. A file carries `schema_version` both as a column and in the Parquet metadata.
+Version 2 records each timing's spread (p10 beside median and p90), how often the row was measured
+again, the reference workload's slowdown at its time, and whether it was accepted noisy; a version-1
+file is still read (those columns unknown). Any other version, and a corrupt or truncated file, are
+refused naming the file and the fix.
 
 End-to-end calibration (latency ~ a + b * sum of LUT latencies) is kept beside the table in a small
 JSON file, `<hardware>.calibration.json` (see `hw_profiles.calibration`).
@@ -23,7 +26,8 @@ from haloc.files import atomic_write
 
 from .signature import LayerSignature
 
-LUT_SCHEMA_VERSION = 1
+LUT_SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _META_KEY = b"haloc_lut_schema_version"
 
 _i32, _f64, _str = pa.int32(), pa.float64(), pa.string()
@@ -42,7 +46,13 @@ LUT_SCHEMA = pa.schema([
     ("timestamp", pa.timestamp("us", tz="UTC")),
     ("host", _str),
     ("software", _str),  # JSON {"torch": ..., "python": ..., "zigzag": ...}
+    # --- version 2
+    ("latency_p10_ms", _f64),
+    ("remeasured", _i32),  # measured again (interleaved with the reference) this many times
+    ("slowdown", _f64),  # the reference workload's time then / its fastest (1.0: quiet); null: simulated
+    ("noisy", pa.bool_()),  # still over the profile's spread after every re-measurement, accepted anyway
 ], metadata={_META_KEY: str(LUT_SCHEMA_VERSION).encode()})
+_V2_COLUMNS = ("latency_p10_ms", "remeasured", "slowdown", "noisy")
 
 KEY_COLUMNS = ("hardware", "signature", "rank")
 
@@ -61,6 +71,10 @@ class LutRow:
     host: str
     software: str
     energy_pj: float | None = None
+    latency_p10_ms: float | None = None
+    remeasured: int = 0
+    slowdown: float | None = None
+    noisy: bool = False
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -77,7 +91,8 @@ class LutRow:
             "latency_mean_ms": self.latency_mean_ms, "latency_median_ms": self.latency_median_ms,
             "latency_p90_ms": self.latency_p90_ms, "latency_std_ms": self.latency_std_ms,
             "repeats": self.repeats, "energy_pj": self.energy_pj, "timestamp": self.timestamp, "host": self.host,
-            "software": self.software,
+            "software": self.software, "latency_p10_ms": self.latency_p10_ms, "remeasured": self.remeasured,
+            "slowdown": self.slowdown, "noisy": self.noisy,
         }
 
 
@@ -96,14 +111,31 @@ def empty_table() -> pa.Table:
     return LUT_SCHEMA.empty_table()
 
 
+def _upgrade_v1(table: pa.Table) -> pa.Table:
+    """A version-1 table in this version's schema: the version-2 columns are unknown (null / 0)."""
+    n = len(table)
+    extra = {"latency_p10_ms": pa.nulls(n, _f64), "remeasured": pa.array([0] * n, _i32),
+             "slowdown": pa.nulls(n, _f64), "noisy": pa.array([False] * n, pa.bool_())}
+    columns = {name: table.column(name) for name in table.schema.names if name != "schema_version"}
+    columns["schema_version"] = pa.array([LUT_SCHEMA_VERSION] * n, _i32)
+    columns.update(extra)
+    return pa.table({f.name: columns[f.name] for f in LUT_SCHEMA}, schema=LUT_SCHEMA)
+
+
 def check_table(table: pa.Table, source: str) -> pa.Table:
-    """`table` if it has this version's schema; else BadInputError naming `source` and the fix."""
+    """`table` in this version's schema (a version-1 table is upgraded); else BadInputError naming
+    `source` and the fix."""
     meta = table.schema.metadata or {}
     version = meta.get(_META_KEY, b"?").decode()
-    fix = f"delete {source} (or move it away) and profile again to rebuild it"
-    if version != str(LUT_SCHEMA_VERSION):
-        raise BadInputError(f"LUT {source}: schema version {version}, this code reads version "
-                            f"{LUT_SCHEMA_VERSION}; {fix}")
+    fix = f"delete {source} (or move it away) and profile again to rebuild it (--reprofile)"
+    if version not in [str(v) for v in READABLE_VERSIONS]:
+        raise BadInputError(f"LUT {source}: schema version {version}, this code reads versions "
+                            f"{list(READABLE_VERSIONS)}; {fix}")
+    if version == "1":
+        v1_names = [n for n in LUT_SCHEMA.names if n not in _V2_COLUMNS]
+        if table.schema.names != v1_names:
+            raise BadInputError(f"LUT {source}: columns {table.schema.names} do not match the version 1 schema; {fix}")
+        table = _upgrade_v1(table)
     if not table.schema.remove_metadata().equals(LUT_SCHEMA.remove_metadata()):
         raise BadInputError(f"LUT {source}: columns {table.schema.names} do not match the version "
                             f"{LUT_SCHEMA_VERSION} schema {LUT_SCHEMA.names}; {fix}")

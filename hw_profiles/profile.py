@@ -31,8 +31,21 @@ class HardwareProfile:
     dtype: str = "float32"
     threads: int | None = None  # torch CPU threads while timing; None keeps torch's default
     warmup: int = 5  # untimed runs before timing (at least 5 on a CPU: the first runs are slow)
-    repeats: int = 30  # timed runs; median and p90 are taken over them
+    repeats: int = 30  # timed blocks at least; median, p10 and p90 are taken over them
+    min_run_time_s: float = 0.1  # and at least this much timing per measurement
     rank_step: int = 8  # profiling grid: multiples of it, plus 1 and the layer's max rank
+    # noise handling of timed hardware (simulators are exact): a row whose spread (p90 - p10) /
+    # median exceeds max_spread, or measured while the reference workload ran more than
+    # max_slowdown times slower than its fastest, is measured again interleaved with the reference
+    # (at most max_remeasure times) and corrected for the machine's speed, or refused.
+    max_spread: float = 0.25
+    max_slowdown: float = 1.3
+    max_remeasure: int = 1
+    # calibration gate: the share of held-out configurations whose calibrated LUT prediction lies
+    # within 10% of the measurement must reach it (None: 0.9 for timed hardware, 1.0 for simulators);
+    # below it, the rows behind the errors are measured again, at most gate_rounds times.
+    calibration_gate: float | None = None
+    gate_rounds: int = 2
     accelerator: str | None = None  # zigzag only: ZigZag accelerator name, e.g. "tpu_like"
     clock_hz: float | None = None  # zigzag only: cycles -> seconds
     description: str = ""
@@ -41,6 +54,13 @@ class HardwareProfile:
     def is_simulator(self) -> bool:
         """Simulated hardware has no timing noise: several actors may share one node."""
         return self.backend == "zigzag"
+
+    @property
+    def gate(self) -> float:
+        """The calibration gate in force (the profile's, or the default of its kind)."""
+        if self.calibration_gate is not None:
+            return self.calibration_gate
+        return 1.0 if self.is_simulator else 0.9
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,9 +103,18 @@ def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
     dtype = data.get("dtype", dtypes[0])
     if dtype not in dtypes:
         raise _bad(source, "dtype", dtype, f"one of {list(dtypes)} for backend {backend!r}")
-    for key, low in (("batch_size", 1), ("warmup", 0), ("repeats", 1), ("rank_step", 1)):
+    for key, low in (("batch_size", 1), ("warmup", 0), ("repeats", 1), ("rank_step", 1), ("max_remeasure", 0),
+                     ("gate_rounds", 0)):
         if key in data and (not _is_int(data[key]) or data[key] < low):
             raise _bad(source, key, data[key], f"an integer >= {low}")
+    for key, low, high in (("min_run_time_s", 0.0, 60.0), ("max_spread", 0.0, 10.0), ("max_slowdown", 1.0, 100.0),
+                           ("calibration_gate", 0.0, 1.0)):
+        value = data.get(key)
+        if value is None and key == "calibration_gate":
+            continue
+        if key in data and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                            or not low <= value <= high):
+            raise _bad(source, key, value, f"a number in [{low}, {high}]")
     if data.get("threads") is not None and (not _is_int(data["threads"]) or data["threads"] < 1):
         raise _bad(source, "threads", data["threads"], "an integer >= 1, or null for torch's default")
     if backend == "zigzag":
@@ -132,9 +161,30 @@ def _load_profile(path_text: str, _mtime_ns: int, _size: int) -> HardwareProfile
     return profile
 
 
+# Folders of users' own profiles, registered for this process (register_profile_dir): a run
+# registers its --profile-dir once, and every lookup by name then sees them.
+_REGISTERED_DIRS: list[Path] = []
+
+
+def register_profile_dir(folder: str | Path) -> None:
+    """Add a folder of profile files (*.yaml) to every later lookup of this process; a profile of
+    the same name as a shipped one replaces it. The folder must exist."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise BadInputError(f"hardware profile folder {str(folder)!r} does not exist; pass an existing folder")
+    for path in sorted(folder.glob("*.yaml")):
+        load_profile(path)  # a broken file is refused now, naming it, not at its first use
+    if folder not in _REGISTERED_DIRS:
+        _REGISTERED_DIRS.append(folder)
+
+
+def registered_profile_dirs() -> list[Path]:
+    return list(_REGISTERED_DIRS)
+
+
 def _profile_files(extra_dirs) -> dict[str, Path]:
     files: dict[str, Path] = {}
-    for folder in (PROFILES_DIR, *map(Path, extra_dirs)):
+    for folder in (PROFILES_DIR, *_REGISTERED_DIRS, *map(Path, extra_dirs)):
         if not folder.is_dir():
             raise BadInputError(f"hardware profile folder {str(folder)!r} does not exist; pass an existing folder")
         for path in sorted(folder.glob("*.yaml")):
@@ -143,7 +193,7 @@ def _profile_files(extra_dirs) -> dict[str, Path]:
 
 
 def list_profiles(extra_dirs=()) -> list[str]:
-    """Names of the shipped profiles plus those in `extra_dirs`."""
+    """Names of the shipped profiles plus those of registered folders and of `extra_dirs`."""
     return sorted(_profile_files(extra_dirs))
 
 

@@ -117,3 +117,22 @@ def cost_tables(store, run_id: str | None, model_name: str, specs: dict, rank_sp
     if metric == FLOPS:
         return [flops_table(model_name, specs, rank_space.candidates, budget)]
     return [latency_table(store, run_id, hw, specs, rank_space.candidates, budget) for hw in targets]
+
+
+def reachable_floors(store, run_id: str | None, model_name: str, hardware: list[str], metric: str = "latency",
+                     rank_mode: str = "latency", rank_step: int = 8) -> dict[str, float]:
+    """{target: the smallest cost fraction any architecture of the search's rank space reaches}:
+    budgets below it cannot be met (what the search stage would refuse)."""
+    import haloc
+
+    specs = haloc.models.layer_specs(model_name)
+    if metric == FLOPS:
+        space = search_rank_space(store, run_id, specs, [], "step", rank_step)
+        table = flops_table(model_name, specs, space.candidates, 1.0)
+        return {FLOPS: table.min_cost / table.original_cost}
+    space = search_rank_space(store, run_id, specs, list(hardware), rank_mode, rank_step)
+    out = {}
+    for hw in hardware:
+        table = latency_table(store, run_id, hw, specs, space.candidates, 1.0)
+        out[hw] = table.min_cost / table.original_cost
+    return out

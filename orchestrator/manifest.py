@@ -149,6 +149,21 @@ class RunManifest:
             manifest._save()
         return manifest
 
+    @classmethod
+    def read(cls, store: Store, run_id: str) -> dict | None:
+        """The manifest of run `run_id` as stored (read only, nothing written), or None if absent."""
+        path = f"{validate_run_id(run_id)}/{MANIFEST_NAME}"
+        if not store.exists(path):
+            return None
+        data = store.read_json(path)
+        return data if isinstance(data, dict) else None
+
+    @classmethod
+    def read_spec(cls, store: Store, run_id: str) -> dict | None:
+        """The stored spec of run `run_id`, or None when the run does not exist yet."""
+        data = cls.read(store, run_id)
+        return data.get("spec") if data else None
+
     # ---- reading ---------------------------------------------------------------------------
 
     @property
@@ -213,6 +228,17 @@ class RunManifest:
             rec["started"], rec["finished"] = None, None
         rec["state"] = state
         rec["info"].update(json.loads(json.dumps(info)))
+        self._data["updated"] = now
+        self._save()
+
+    def reset(self, stages: Iterable[str], reason: str) -> None:
+        """Mark `stages` pending again (their artifacts are gone or out of date); one write."""
+        now = _now()
+        for stage in stages:
+            rec = self._data["stages"].get(stage)
+            if rec is not None:
+                rec["state"], rec["started"], rec["finished"] = "pending", None, None
+                rec.setdefault("info", {})["reset"] = reason
         self._data["updated"] = now
         self._save()
 

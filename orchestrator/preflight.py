@@ -14,9 +14,12 @@ VERIFY_ALL_UP_TO = 20000
 
 
 def resolve_profiles(spec: RunSpec) -> dict:
-    """{name: HardwareProfile} of the run's hardware, each read and validated once."""
-    from hw_profiles.profile import get_profile
+    """{name: HardwareProfile} of the run's hardware, each read and validated once; the run's
+    --profile-dir folders are registered first (every later lookup by name sees them)."""
+    from hw_profiles.profile import get_profile, register_profile_dir
 
+    for folder in spec.profile_dirs:
+        register_profile_dir(folder)
     return {hw: get_profile(hw) for hw in spec.hardware}
 
 
@@ -64,3 +67,31 @@ def check_data(spec: RunSpec, console) -> None:
             hdata.verify_image_folder(Path(root) / split, max_files=VERIFY_ALL_UP_TO)
     else:
         raise BadInputError(f"data set {spec.dataset!r} unknown; use imagenet, cifar10 or demo")
+
+
+def check_luts_from(store, spec: RunSpec, profiles: dict) -> None:
+    """--luts-from RUN: that run exists in the store, has the same model, input size and LUT
+    protocol, and measured the named hardware with the same profiles; else BadInputError naming
+    the difference."""
+    from .manifest import RunManifest
+    from .store import validate_run_id
+
+    validate_run_id(spec.luts_from)
+    if spec.luts_from == spec.run_id:
+        raise BadInputError(f"--luts-from {spec.luts_from!r} names this run itself; name another run of the store")
+    manifest = RunManifest.read(store, spec.luts_from)
+    other = (manifest or {}).get("spec")
+    if other is None:
+        raise BadInputError(f"--luts-from {spec.luts_from!r}: no such run in {store.uri}; name a run of this store "
+                            "(its folder holds manifest.json)")
+    for key in ("model", "image_size", "profile_batch", "rank_step"):
+        if other.get(key) != getattr(spec, key):
+            raise BadInputError(f"--luts-from {spec.luts_from!r}: that run has {key}={other.get(key)!r}, this one "
+                                f"{getattr(spec, key)!r}; its LUTs do not fit. Use a run with the same {key}")
+    stored = manifest.get("stages", {}).get("profile", {}).get("info", {}).get("profiles")
+    for hw, profile in profiles.items():
+        if stored and hw in stored and stored[hw] != profile.to_dict():
+            diff = sorted(k for k in set(stored[hw]) | set(profile.to_dict())
+                          if stored[hw].get(k) != profile.to_dict().get(k))
+            raise BadInputError(f"--luts-from {spec.luts_from!r}: hardware profile {hw!r} differs from the one that "
+                                f"measured its LUT (keys {diff}); profile {hw!r} again in this run instead")

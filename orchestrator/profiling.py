@@ -1,4 +1,5 @@
-"""Profiling fan-out: the missing LUT rows of a model, measured by profiler actors on every hardware.
+"""Profiling fan-out: the missing LUT rows of a model, measured by profiler actors on every hardware,
+and the end-to-end calibration with its quality gate.
 
     results = profile_model("runs", "resnet20", ["cpu", "asic"], run_id="r1")
     cals = calibrate("runs", "resnet20", ["cpu", "asic"], run_id="r1", samples=20)
@@ -8,6 +9,15 @@ batches of `rows_per_batch` items, at most two in flight per actor; after each f
 hardware's whole LUT is merged and rewritten with one atomic store write, so a crash loses at most
 the batches in flight and never leaves a half-written file. A batch whose actor died past its
 restarts is sent to another actor of the same hardware. All hardware runs at once.
+
+Noise: a row the actor could not measure steadily (hw_profiles.measure: `noisy`) is not written;
+it is measured again after the others (NOISY_ROUNDS times at most). Still noisy: the stage fails
+with NoisyLutError naming the hardware and the choices, unless `accept_noisy` writes it flagged.
+
+The gate: the calibration's held-out share within 10% must reach the profile's `gate`. Below it, the
+rows of the configurations the LUT mispredicts are measured again interleaved with the reference
+workload, every configuration is measured again, and the fit is redone (the profile's `gate_rounds`
+times at most). Still below: NoisyLutError, unless `accept_noisy` (the calibration says so).
 """
 from __future__ import annotations
 
@@ -27,9 +37,11 @@ from hw_profiles.signature import LayerSignature, profiling_ranks
 from .cluster import connect, measurement_waves
 from .profiler_pool import ProfilerPool
 from .run_layout import RunLayout
+from .verdicts import NoisyLutError, gate_message
 
 IN_FLIGHT_PER_ACTOR = 2
 MAX_BATCH_ATTEMPTS = 3
+NOISY_ROUNDS = 1  # rounds of measuring the noisy rows again, after the others
 
 
 @dataclass
@@ -38,7 +50,9 @@ class ProfilingResult:
     path: str  # relative to the store root
     total_rows: int  # rows the model needs on this hardware
     reused_rows: int  # already in the store
-    measured_rows: int = 0
+    measured_rows: int = 0  # written by this call (noisy ones accepted included)
+    noisy_rows: int = 0  # still noisy after every round, written flagged (accept_noisy)
+    remeasured_rows: int = 0  # measured again after being noisy
     seconds: float = 0.0
     actor_nodes: list = field(default_factory=list)  # node id of each actor used
 
@@ -73,17 +87,69 @@ def _progress(enabled: bool):
 
 # ---- fan-out -----------------------------------------------------------------------------------------
 
+def _measure_all(layout: RunLayout, pool: ProfilerPool, queues: dict, tables: dict, results: dict, bar, tasks,
+                 force_interleaved: bool = False) -> dict[str, list]:
+    """Send every queued batch to the actors of its hardware; merge and write each finished batch's
+    steady rows at once. Returns {hardware: [noisy rows]} (not written)."""
+    import ray
+
+    actors = pool.actors
+    started = time.monotonic()
+    pending = {}  # ObjectRef -> (hardware, actor index, batch, attempts)
+    load = {name: [0] * len(group) for name, group in actors.items()}
+    dead = {name: set() for name in actors}
+    noisy = {name: [] for name in actors}
+
+    def refill(name: str) -> None:
+        for i, actor in enumerate(actors.get(name, [])):
+            while queues[name] and i not in dead[name] and load[name][i] < IN_FLIGHT_PER_ACTOR:
+                items, attempts = queues[name].popleft()
+                pending[actor.measure.remote(items, force_interleaved)] = (name, i, items, attempts)
+                load[name][i] += 1
+
+    for name in queues:
+        refill(name)
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        name, i, items, attempts = pending.pop(ready[0])
+        load[name][i] -= 1
+        try:
+            rows = ray.get(ready[0])
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+            dead[name].add(i)  # past its restarts (or its node is gone): give its batch to another
+            if attempts + 1 >= MAX_BATCH_ATTEMPTS or len(dead[name]) == len(actors[name]):
+                raise RuntimeError(f"profiling {name!r}: no profiler actor left to measure a batch "
+                                   f"({len(dead[name])} of {len(actors[name])} dead): {e}") from e
+            queues[name].appendleft((items, attempts + 1))
+        else:
+            steady = [r for r in rows if not r.noisy]
+            noisy[name] += [r for r in rows if r.noisy]
+            if steady:
+                tables[name] = merge(tables[name], rows_to_table(steady))
+                layout.write_lut(name, tables[name])  # atomic: whole file or nothing
+            results[name].measured_rows += len(steady)
+            results[name].seconds += time.monotonic() - started
+            started = time.monotonic()
+            if bar is not None:
+                bar.advance(tasks[name], len(steady))
+        refill(name)
+    return noisy
+
+
+def _batches(items: list, rows_per_batch: int) -> deque:
+    return deque((items[i:i + rows_per_batch], 0) for i in range(0, len(items), rows_per_batch))
+
+
 def profile_model(store, model_name: str, profiles, batch: int | None = None, run_id: str | None = None,
                   rank_step: int | None = None, extra_profile_dirs=(), rows_per_batch: int = 8,
                   sim_actors_per_node: int = 2, progress: bool = True, address: str | None = None,
-                  ) -> dict[str, ProfilingResult]:
+                  accept_noisy: bool = False) -> dict[str, ProfilingResult]:
     """Measure every missing LUT row of `model_name` on each profile; returns a result per hardware.
 
     `batch` and `rank_step` default to each profile's own. Connects to Ray (`address`, or the
-    running/embedded one) and checks every profile's resource first.
+    running/embedded one) and checks every profile's resource first. Rows that stay noisy raise
+    NoisyLutError after every steady row was written, unless `accept_noisy` writes them flagged.
     """
-    import ray
-
     if rows_per_batch < 1:
         raise BadInputError(f"rows_per_batch {rows_per_batch!r} must be an integer >= 1")
     layout = RunLayout(store, run_id)  # the run id becomes a folder: refused before Ray starts
@@ -94,66 +160,50 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
         results = {}
         for wave in waves:
             results.update(profile_model(layout.store, model_name, wave, batch, run_id, rank_step,
-                                         extra_profile_dirs, rows_per_batch, sim_actors_per_node, progress, address))
+                                         extra_profile_dirs, rows_per_batch, sim_actors_per_node, progress, address,
+                                         accept_noisy))
         return results
     specs = haloc.models.layer_specs(model_name)
 
     tables, queues, results = {}, {}, {}
     for p in profiles:
-        path = layout.lut(p.name)
         tables[p.name] = layout.read_lut(p.name)
         have = existing_keys(tables[p.name])
         items = needed_items(specs, p, batch or p.batch_size, rank_step or p.rank_step)
         todo = [(sig, r) for sig, r in items if (p.name, sig.key, r) not in have]
-        queues[p.name] = deque((todo[i:i + rows_per_batch], 0) for i in range(0, len(todo), rows_per_batch))
-        results[p.name] = ProfilingResult(p.name, path, len(items), len(items) - len(todo))
+        queues[p.name] = _batches(todo, rows_per_batch)
+        results[p.name] = ProfilingResult(p.name, layout.lut(p.name), len(items), len(items) - len(todo))
     busy = [p for p in profiles if queues[p.name]]
     if not busy:
         return results
 
     pool = ProfilerPool(busy, sim_actors_per_node).start()
-    actors = {name: list(zip(group, pool.nodes[name])) for name, group in pool.actors.items()}
     for p in busy:
         results[p.name].actor_nodes = list(pool.nodes[p.name])
-    started = time.monotonic()
-    pending = {}  # ObjectRef -> (hardware, actor index, batch, attempts)
-    load = {name: [0] * len(group) for name, group in actors.items()}
-    dead = {name: set() for name in actors}
-
-    def refill(name: str) -> None:
-        for i, (actor, _) in enumerate(actors[name]):
-            while queues[name] and i not in dead[name] and load[name][i] < IN_FLIGHT_PER_ACTOR:
-                items, attempts = queues[name].popleft()
-                pending[actor.measure.remote(items)] = (name, i, items, attempts)
-                load[name][i] += 1
-
     try:
         with _progress(progress) as bar:
             tasks = {p.name: bar.add_task(p.name, total=results[p.name].total_rows - results[p.name].reused_rows)
                      for p in busy}
-            for p in busy:
-                refill(p.name)
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                name, i, items, attempts = pending.pop(ready[0])
-                load[name][i] -= 1
-                try:
-                    rows = ray.get(ready[0])
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
-                    dead[name].add(i)  # past its restarts (or its node is gone): give its batch to another
-                    if attempts + 1 >= MAX_BATCH_ATTEMPTS or len(dead[name]) == len(actors[name]):
-                        raise RuntimeError(f"profiling {name!r}: no profiler actor left to measure a batch "
-                                           f"({len(dead[name])} of {len(actors[name])} dead): {e}") from e
-                    queues[name].appendleft((items, attempts + 1))
-                else:
-                    tables[name] = merge(tables[name], rows_to_table(rows))
-                    layout.write_lut(name, tables[name])  # atomic: whole file or nothing
-                    results[name].measured_rows += len(rows)
-                    results[name].seconds = time.monotonic() - started
-                    bar.advance(tasks[name], len(rows))
-                refill(name)
+            noisy = _measure_all(layout, pool, {p.name: queues[p.name] for p in busy}, tables, results, bar, tasks)
+            for _ in range(NOISY_ROUNDS):  # later the machine may be quieter
+                again = {name: _batches([(r.signature, r.rank) for r in rows], rows_per_batch)
+                         for name, rows in noisy.items() if rows}
+                if not again:
+                    break
+                for name, rows in noisy.items():
+                    results[name].remeasured_rows += len(rows)
+                noisy = _measure_all(layout, pool, again, tables, results, bar, tasks)
     finally:
         pool.stop()
+    for name, rows in noisy.items():
+        if not rows:
+            continue
+        if not accept_noisy:
+            raise NoisyLutError(gate_message(name, None, noisy_rows=len(rows)))
+        tables[name] = merge(tables[name], rows_to_table(rows))
+        layout.write_lut(name, tables[name])
+        results[name].noisy_rows = len(rows)
+        results[name].measured_rows += len(rows)  # written, flagged
     return results
 
 
@@ -181,13 +231,28 @@ def random_configs(specs: dict, samples: int, seed: int = 0, keep_share: float =
     return configs
 
 
+def lut_fingerprint(table) -> str:
+    """A digest of a LUT's keys and latencies: a calibration made on other rows is out of date."""
+    import hashlib
+
+    rows = sorted(zip(table.column("signature").to_pylist(), table.column("rank").to_pylist(),
+                      table.column("latency_median_ms").to_pylist()))
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
+
+
 def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id: str | None = None,
               samples: int = 20, seed: int = 0, extra_profile_dirs=(), sim_actors_per_node: int = 2,
-              address: str | None = None, rank_step: int | None = None) -> dict[str, Calibration]:
+              address: str | None = None, rank_step: int | None = None, accept_noisy: bool = False,
+              reuse: bool = True) -> dict[str, Calibration]:
     """Measure the whole model for `samples` random rank configs on each hardware, fit
-    measured ~ a + b * sum(LUT), write `<hardware>.calibration.json` beside the LUT, return the fits."""
-    import ray
+    measured ~ a + b * sum(LUT), hold it against the profile's gate (re-measuring the rows behind
+    the errors), write `<hardware>.calibration.json` beside the LUT, and return the fits.
 
+    Timed hardware measures every configuration interleaved in one actor (one machine, the same
+    moments); simulators split them over their actors. With `reuse`, a calibration already made on
+    the same LUT rows, that passed (or was accepted), is kept. A gate still failed after its rounds
+    raises NoisyLutError (the calibration is written first, for the record) unless `accept_noisy`.
+    """
     layout = RunLayout(store, run_id)
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
@@ -196,35 +261,83 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
         cals = {}
         for wave in waves:
             cals.update(calibrate(layout.store, model_name, wave, batch, run_id, samples, seed, extra_profile_dirs,
-                                  sim_actors_per_node, address, rank_step))
+                                  sim_actors_per_node, address, rank_step, accept_noisy, reuse))
         return cals
     specs = haloc.models.layer_specs(model_name)
     # The original model is always one point: budgets are fractions of its cost, so the fit must hold there.
     configs = [{}] + random_configs(specs, max(1, samples - 1), seed, rank_step=rank_step)
-    luts = {p.name: layout.latency_table(p.name) for p in profiles}
+    tables = {p.name: layout.read_lut(p.name) for p in profiles}
+    calibrations, todo = {}, []
     for p in profiles:
-        missing = luts[p.name].missing_layers(specs, batch or p.batch_size)
+        missing = layout.latency_table(p.name).missing_layers(specs, batch or p.batch_size)
         if missing:
             raise BadInputError(f"LUT of {p.name!r} lacks layers {missing[:4]} of {model_name!r}; "
                                 f"run profile_model first")
-    pool = ProfilerPool(profiles, sim_actors_per_node).start()
+        old = layout.read_calibration(p.name)
+        if reuse and old is not None and old.lut_fingerprint == lut_fingerprint(tables[p.name]) \
+                and old.samples == len(configs) and (old.passed or accept_noisy):
+            calibrations[p.name] = old
+        else:
+            todo.append(p)
+    if not todo:
+        return calibrations
+    pool = ProfilerPool(todo, sim_actors_per_node).start()
     try:
-        refs = {}
-        for p in profiles:  # split the configs over the hardware's actors; all hardware at once
-            group = pool.actors[p.name]
-            refs[p.name] = [group[k].measure_models.remote(model_name, configs[k::len(group)], batch or p.batch_size)
-                            for k in range(len(group))]
-        calibrations = {}
-        for p in profiles:
-            parts = ray.get(refs[p.name])
-            measured = [None] * len(configs)
-            for k, part in enumerate(parts):
-                measured[k::len(parts)] = part
-            b = batch or p.batch_size
-            sums = [luts[p.name].predict(specs, ranks, b) for ranks in configs]
-            cal = fit_calibration(p.name, sums, measured)
-            layout.write_calibration(cal)
-            calibrations[p.name] = cal
+        for p in todo:
+            calibrations[p.name] = _calibrate_one(layout, pool, p, model_name, specs, configs, batch or p.batch_size,
+                                                  tables)
     finally:
         pool.stop()
+    for p in todo:
+        cal = calibrations[p.name]
+        if not cal.passed and not accept_noisy:
+            raise NoisyLutError(gate_message(p.name, cal, simulated=p.is_simulator))
     return calibrations
+
+
+def _measure_configs(pool: ProfilerPool, profile: HardwareProfile, model_name: str, configs: list[dict],
+                     batch: int) -> list[dict]:
+    """measure_models of every config: in one actor, interleaved, for timed hardware; split for simulators."""
+    import ray
+
+    group = pool.actors[profile.name] if profile.is_simulator else pool.actors[profile.name][:1]
+    parts = ray.get([group[k].measure_models.remote(model_name, configs[k::len(group)], batch)
+                     for k in range(len(group))])
+    measured = [None] * len(configs)
+    for k, part in enumerate(parts):
+        measured[k::len(parts)] = part
+    return measured
+
+
+def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfile, model_name: str, specs: dict,
+                   configs: list[dict], batch: int, tables: dict) -> Calibration:
+    from hw_profiles.lut import LatencyTable
+
+    from haloc.decomposition import lut_rank
+
+    remeasured, rounds = 0, 0
+    while True:
+        lut = LatencyTable(profile.name, tables[profile.name])
+        measured = _measure_configs(pool, profile, model_name, configs, batch)
+        sums = [lut.predict(specs, ranks, batch) for ranks in configs]
+        extra = [{"ranks": ranks, "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"], "slowdown": m["slowdown"]}
+                 for ranks, m in zip(configs, measured)]
+        cal = fit_calibration(profile.name, sums, [m["median_ms"] for m in measured], profile.gate, extra)
+        cal = cal.with_gate(profile.gate, remeasured_rows=remeasured, rounds=rounds,
+                            lut_fingerprint=lut_fingerprint(tables[profile.name]))
+        if cal.passed or rounds >= profile.gate_rounds or profile.is_simulator:
+            layout.write_calibration(cal)
+            return cal
+        # The rows behind the mispredicted configurations, measured again interleaved with the reference.
+        rounds += 1
+        keys = {}
+        for point in cal.points:
+            if point["loo_error"] > 0.10:
+                for name, spec in specs.items():
+                    sig = LayerSignature.from_spec(spec, batch, profile.dtype)
+                    keys[(sig.key, lut_rank(spec, point["ranks"].get(name)))] = sig
+        items = [(sig, rank) for (_, rank), sig in keys.items()]
+        result = {profile.name: ProfilingResult(profile.name, layout.lut(profile.name), len(items), 0)}
+        noisy = _measure_all(layout, pool, {profile.name: _batches(items, 8)}, tables, result, None, None,
+                             force_interleaved=True)
+        remeasured += result[profile.name].measured_rows + len(noisy[profile.name])

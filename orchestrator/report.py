@@ -101,6 +101,10 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
         "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) if predicted[h] is not None
                       and measured.get(h) is not None else None for h in predicted},
         "search_predicted_cost": dict(validation.get("search_predicted_cost") or {}),
+        "within_budget": validation.get("within_budget"),  # the LUT's view (the search's prediction)
+        "budget_check": dict(validation.get("budget_check") or {}),  # the measurement's
+        "measured_latency_p10_ms": dict(validation.get("measured_latency_p10_ms") or {}),
+        "measured_latency_p90_ms": dict(validation.get("measured_latency_p90_ms") or {}),
         "top1": validation["top1"], "top5": validation["top5"], "heldout_acc": held, "per_seed": per_seed,
         "finetune": _history(finetune), "onnx_max_abs_diff": _finite(validation.get("onnx_max_abs_diff")),
         "artifacts": {k: validation["artifacts"][k] for k in ("model", "ranks", "onnx")},
@@ -124,12 +128,13 @@ def _summary(results: list[dict], hardware: list[str]) -> dict:
 def build_report(run_id: str, model: str, dataset: str, hardware: list[str], baseline: dict,
                  validations, *, trials: list[dict] | None = None, finetunes: dict | None = None,
                  max_ranks: dict | None = None, budget_metric: str = "latency", store_uri: str | None = None,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None, lut_quality: dict | None = None, simulated: list[str] = ()) -> dict:
     """The report dict (docs/design.md section 4, plus the extras listed in the module docstring).
 
     `validations`: validate records (a list, or {config_id: record}); `baseline`: the original model's
     validate record; `trials`: the search's trial records (per-seed points); `finetunes`:
-    {config_id: fine-tune record}; `max_ranks`: {layer: max rank}, for the ranks plot.
+    {config_id: fine-tune record}; `max_ranks`: {layer: max rank}, for the ranks plot; `lut_quality`:
+    {hw: orchestrator.verdicts.lut_quality}; `simulated`: hardware whose "measured" latency is simulated.
     """
     records = list(validations.values()) if isinstance(validations, dict) else list(validations)
     missing = [k for k in BASELINE_KEYS if k not in baseline]
@@ -146,14 +151,37 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
     layers = list(max_ranks or {})  # the model's layer order, where known
     layers += sorted({n for r in results for n in r["ranks"]} - set(layers))
     report = {"run_id": run_id, "model": model, "dataset": label, "demo": demo, "hardware": list(hardware),
+              "simulated": [h for h in hardware if h in set(simulated)],
               "budget_metric": budget_metric, "baseline": base, "results": results,
-              "summary": _summary(results, list(hardware)),
+              "lut_quality": dict(lut_quality or {}), "summary": _summary(results, list(hardware)),
               "layers": {"names": layers, "max_ranks": dict(max_ranks or {})}}
+    report["warnings"] = _warnings(report)
     if store_uri:
         report["store"] = store_uri
     if extra:
         report.update({k: v for k, v in extra.items() if k not in report})
     return report
+
+
+def _warnings(report: dict) -> list[str]:
+    """What a reader must know before trusting a number of the report."""
+    from .verdicts import misses
+
+    out = list(misses(report))
+    for r in report["results"]:
+        for hw, check in r["budget_check"].items():
+            if check.get("met") and check.get("within_noise"):
+                out.append(f"{r['config_id']}: met its budget on {hw} only within the measurement's noise "
+                           f"(paired ratio {check['ratio_p10']:.3f}-{check['ratio_p90']:.3f} against {r['budget']:g})")
+        lut_ok = r.get("within_budget")
+        if lut_ok is not None and bool(lut_ok) != all(c.get("met") for c in r["budget_check"].values()):
+            out.append(f"{r['config_id']}: the LUT predicted {'within' if lut_ok else 'over'} budget, the "
+                       f"measurement says {'met' if not lut_ok else 'missed'}")
+    for hw in report["simulated"]:
+        out.append(f"{hw} is simulated (ZigZag): its 'measured' latency is the simulator's, not a device's")
+    if report["demo"]:
+        out.append("demo data (generated, not real): accuracies say nothing about real data")
+    return out
 
 
 def check_report(report: dict) -> None:
@@ -176,6 +204,7 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
                       budget_metric: str = "latency", extra: dict | None = None) -> dict:
     """build_report over a run's artifacts (validate records must exist for every config)."""
     import haloc
+    from hw_profiles.profile import get_profile
 
     from .artifacts import as_selected
 
@@ -193,7 +222,23 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
         max_ranks = None
     return build_report(run_id, model, dataset, hardware, layout.read_baseline(), validations, trials=trials,
                         finetunes=finetunes, max_ranks=max_ranks, budget_metric=budget_metric,
-                        store_uri=layout.store.uri, extra=extra)
+                        store_uri=layout.store.uri, extra=extra, lut_quality=_lut_quality(layout, hardware),
+                        simulated=[h for h in hardware if get_profile(h).is_simulator])
+
+
+def _lut_quality(layout: RunLayout, hardware: list[str]) -> dict:
+    """{hw: lut_quality} of each hardware with a calibration (a LUT without one has no verdict)."""
+    from .verdicts import lut_quality
+
+    out = {}
+    for hw in hardware:
+        cal = layout.read_calibration(hw)
+        if cal is None:
+            continue
+        table = layout.read_lut(hw)
+        noisy = sum(bool(v) for v in table.column("noisy").to_pylist())
+        out[hw] = lut_quality(cal, noisy_rows=noisy, accepted=True)  # it got this far: it was accepted
+    return out
 
 
 def write_report(store, run_id: str, report: dict) -> dict[str, str]:
@@ -216,16 +261,18 @@ def render_table(report: dict):
     title = f"{report['model']} on {report['dataset']} — run {report['run_id']}"
     table = Table(title=title, caption="per hardware: measured ms (speedup over the original, LUT prediction "
                                        "error); ideal: the FLOPs ratio")
-    for col in ("config", "budget", "top-1", "top-5", "FLOPs red.", "ideal"):
-        table.add_column(col, justify="left" if col == "config" else "right")
+    for col in ("config", "budget", "verdict (measured)", "top-1", "top-5", "FLOPs red.", "ideal"):
+        table.add_column(col, justify="left" if col in ("config", "verdict (measured)") else "right")
     for h in hw:
         table.add_column(h, justify="right")
     b = report["baseline"]
-    row = ["original", "-", _fmt(b["top1"]), _fmt(b["top5"]), "-", "1.00x"]
+    row = ["original", "-", "-", _fmt(b["top1"]), _fmt(b["top5"]), "-", "1.00x"]
     row += [f"{_fmt(b['latency_ms'].get(h), '.3f')}" for h in hw]
     table.add_row(*row, style="dim")
     for r in report["results"]:
-        row = [r.get("config_id") or r["hardware"], f"{r['budget']:g} {r.get('budget_metric', '')}".strip(),
+        missed = any(not c.get("met") for c in r["budget_check"].values())
+        verdict = f"[bold red]{verdict_text(r)}[/]" if missed else f"[green]{verdict_text(r)}[/]"
+        row = [r.get("config_id") or r["hardware"], f"{r['budget']:g} {r.get('budget_metric', '')}".strip(), verdict,
                _fmt(r["top1"]), _fmt(r["top5"]), f"{100 * r['flops_reduction']:.1f}%",
                _fmt(r.get("ideal_speedup"), ".2f") + "x"]
         for h in hw:
@@ -378,20 +425,22 @@ PLOTS = (("Accuracy vs latency", plot_accuracy_latency), ("Per-layer ranks", plo
 def _html_table(report: dict) -> str:
     hw = report["hardware"]
     e = html.escape
-    head = ["config", "budget", "seeds", "top-1", "top-5", "FLOPs", "FLOPs red.", "params", "ideal"]
+    head = ["config", "budget", "verdict (measured)", "LUT's view", "seeds", "top-1", "top-5", "FLOPs", "FLOPs red.",
+            "params", "ideal"]
     for h in hw:
         head += [f"{h} ms", f"{h} pred. ms", f"{h} speedup", f"{h} share of ideal"]
     head += ["ONNX |diff|", "artifacts"]
     rows = ["<tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>"]
     b = report["baseline"]
-    cells = ["original", "-", "-", _fmt(b["top1"]), _fmt(b["top5"]), f"{b['flops']:,}", "-", f"{b['params']:,}",
-             "1.00x"]
+    cells = ["original", "-", "-", "-", "-", _fmt(b["top1"]), _fmt(b["top5"]), f"{b['flops']:,}", "-",
+             f"{b['params']:,}", "1.00x"]
     for h in hw:
         cells += [_fmt(b["latency_ms"].get(h)), _fmt(b["predicted_latency_ms"].get(h)), "1.00x", "-"]
     cells += ["-", "-"]
     rows.append("<tr class='base'>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
     for r in report["results"]:
         cells = [r.get("config_id") or r["hardware"], f"{r['budget']:g} ({r.get('budget_metric', '')})",
+                 verdict_text(r), {True: "within budget", False: "over budget", None: "-"}[r.get("within_budget")],
                  ",".join(map(str, r["seeds"])), _fmt(r["top1"]), _fmt(r["top5"]), f"{r['flops']:,}",
                  f"{100 * r['flops_reduction']:.1f}%", f"{r['params']:,}", _fmt(r.get("ideal_speedup"), ".2f") + "x"]
         for h in hw:
@@ -399,8 +448,23 @@ def _html_table(report: dict) -> str:
             cells += [_fmt(r["measured_latency_ms"].get(h)), _fmt(r["predicted_latency_ms"].get(h)),
                       _fmt(r["speedup"].get(h), ".2f") + "x", "-" if share is None else f"{100 * share:.0f}%"]
         cells += [_fmt(r.get("onnx_max_abs_diff"), ".2e"), ", ".join(r["artifacts"].values())]
-        rows.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in cells) + "</tr>")
+        missed = any(not c.get("met") for c in r["budget_check"].values())
+        rows.append(f"<tr class='{'missed' if missed else 'met'}'>" + "".join(f"<td>{e(str(c))}</td>" for c in cells)
+                    + "</tr>")
     return "<table>\n" + "\n".join(rows) + "\n</table>"
+
+
+def verdict_text(result: dict) -> str:
+    """"met on cpu" / "MISSED on cpu (1.04 of the original against 0.9)" per target, measured."""
+    parts = []
+    for hw, check in result.get("budget_check", {}).items():
+        noise = ", within noise" if check.get("within_noise") else ""
+        if check.get("met"):
+            parts.append(f"met on {hw}{noise}")
+        else:
+            parts.append(f"MISSED on {hw} ({check.get('ratio', float('nan')):.3f} of the original against "
+                         f"{result['budget']:g}{noise})")
+    return "; ".join(parts) or "not measured"
 
 
 def render_html(report: dict) -> str:
@@ -413,6 +477,15 @@ def render_html(report: dict) -> str:
     e = html.escape
     banner = (f"<div class='demo'>DATA SET: {e(DEMO_LABEL)}. The accuracies below say nothing about real "
               "images; the run exercises every stage for real.</div>") if report.get("demo") else ""
+    from .verdicts import misses
+
+    bad = misses(report)
+    if bad:
+        banner += ("<div class='alarm'><b>Not every result can be trusted:</b><ul>"
+                   + "".join(f"<li>{e(m)}</li>" for m in bad) + "</ul></div>")
+    others = [w for w in report.get("warnings", []) if w not in bad]
+    if others:
+        banner += "<div class='note'><ul>" + "".join(f"<li>{e(w)}</li>" for w in others) + "</ul></div>"
     meta = (f"<p>model <b>{e(report['model'])}</b> · data set <b>{e(report['dataset'])}</b> · hardware "
             f"<b>{e(', '.join(report['hardware']))}</b> · budget metric <b>{e(report.get('budget_metric', ''))}</b>"
             + (f" · store <code>{e(report['store'])}</code>" if report.get("store") else "") + "</p>")
@@ -423,6 +496,9 @@ def render_html(report: dict) -> str:
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
 .demo {{ background: #fff3cd; border: 2px solid #d39e00; padding: 0.8em; font-weight: bold; margin-bottom: 1em; }}
+.alarm {{ background: #f8d7da; border: 2px solid #b02a37; color: #58151c; padding: 0.8em; margin-bottom: 1em; }}
+.note {{ background: #eef; border: 1px solid #99c; padding: 0.5em; margin-bottom: 1em; }}
+tr.missed td {{ background: #f8d7da; }}
 table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ccc; padding: 3px 6px; }}
 tr.base {{ color: #666; }} .plot svg {{ max-width: 100%; height: auto; }}
 </style></head><body>

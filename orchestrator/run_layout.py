@@ -167,6 +167,18 @@ class RunLayout:
     def write_calibration(self, calibration) -> None:
         self.store.write_json(self.calibration(calibration.hardware), calibration.to_dict())
 
+    def copy_luts_from(self, other: "RunLayout", hardware: list[str]) -> list[str]:
+        """Copy `other`'s LUT (and calibration) of each hardware this run lacks; returns the names copied."""
+        copied = []
+        for hw in hardware:
+            if self.store.exists(self.lut(hw)) or not other.store.exists(other.lut(hw)):
+                continue
+            if other.store.exists(other.calibration(hw)):
+                self.store.write_bytes(self.calibration(hw), other.store.read_bytes(other.calibration(hw)))
+            self.store.write_bytes(self.lut(hw), other.store.read_bytes(other.lut(hw)))
+            copied.append(hw)
+        return copied
+
     # ---- search ---------------------------------------------------------------------------------------
     def search_store(self) -> Store:
         return self.sub(SEARCH_DIR)
@@ -259,6 +271,18 @@ class RunLayout:
     def export_paths(self, cid: str) -> dict[str, str]:
         base = self.path(f"{MODELS_DIR}/{validate_name(cid, 'config id')}")
         return {kind: f"{base}/{name}" for kind, name in EXPORT_FILES.items()}
+
+    # ---- clearing a stage's artifacts (its rerun starts afresh) --------------------------------------
+    def clear(self, stage: str, hardware: list[str] | None = None) -> None:
+        """Delete what `stage` wrote. The profile stage's LUTs are kept unless `hardware` names them:
+        rows are keyed by layer shape and protocol, and a calibration knows the rows it was made on."""
+        paths = {"search": [SEARCH_DIR], "select": [SELECTED], "finetune": [FINETUNE_DIR],
+                 "validate": [VALIDATE_DIR, MODELS_DIR], "report": [REPORT_JSON, REPORT_HTML]}.get(stage, [])
+        full = [self.path(p) for p in paths]
+        if stage == "profile":
+            full += [q for hw in hardware or [] for q in (self.lut(hw), self.calibration(hw))]
+        for path in full:
+            self.store.delete(path)
 
     # ---- report ---------------------------------------------------------------------------------------
     def report_paths(self) -> dict[str, str]:

@@ -1,7 +1,10 @@
 """The run spec: everything one pipeline run needs, as a frozen dataclass with a dict round trip.
 
-It is stored in the run manifest, so a rerun with the same run id checks that it is the same run
-(`RESUME_SAFE` keys may differ: where the cluster is, how progress is shown).
+It is stored in the run manifest. A rerun with the same run id may change `RESUME_SAFE` keys
+freely (where the cluster is, how progress is shown, how verdicts end the run); a change of any
+other key redoes the first stage that reads it and every later one, keeping what came before
+(orchestrator.stages: each stage's `inputs`), or is refused when it would change the weights every
+stage starts from (model, data).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from haloc.errors import BadInputError
 BUDGET_METRICS = ("latency", "flops")
 RANK_MODES = ("latency", "step")
 # Keys a resumed run may change without becoming a different run.
-RESUME_SAFE = ("address", "store", "progress", "finetune_workers")
+RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from")
 # Spec fields whose CLI flag is not simply --field-name.
 _FLAGS = {"demo_train": "--demo-size TRAIN", "demo_val": "--demo-size VAL"}
 
@@ -28,6 +31,7 @@ class RunSpec:
     run_id: str
     preset: str  # "demo" | "paper" | "custom"
     hardware: tuple[str, ...] = ("cpu", "asic")
+    profile_dirs: tuple[str, ...] = ()  # folders of the user's own hardware profiles (*.yaml)
     budgets: tuple[float, ...] = (0.5,)  # fractions of the original model's latency (or FLOPs)
     budget_metric: str = "latency"
     seeds: tuple[int, ...] = (0,)
@@ -62,6 +66,10 @@ class RunSpec:
     kd_weight: float = 0.5
     latency_batch: int = 1
     progress: bool = True
+    # measured verdicts
+    accept_noisy_lut: bool = False  # go on with a LUT that failed its quality gate (the report says so; exit 3)
+    allow_miss: bool = False  # exit 0 even when a model missed its budget on measurement
+    luts_from: str | None = None  # start from another run's LUTs (same model, input size and hardware profiles)
 
     def __post_init__(self):
         if self.budget_metric not in BUDGET_METRICS:

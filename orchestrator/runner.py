@@ -9,6 +9,7 @@ Bad input raises BadInputError (the CLI's exit 2).
 """
 from __future__ import annotations
 
+import json
 import time
 
 from haloc.errors import BadInputError
@@ -17,12 +18,17 @@ from .run_spec import RESUME_SAFE, RunSpec
 from .stages import STAGES, RunContext
 
 
-def run_pipeline(spec: RunSpec, console=None) -> dict:
-    """Run (or resume) every stage of `spec`; returns the report dict."""
+def run_pipeline(spec: RunSpec, console=None, reprofile: list[str] | None = None) -> dict:
+    """Run (or resume) every stage of `spec`; returns the report dict.
+
+    A rerun whose spec differs from the stored one redoes the first stage that reads a changed key
+    and every later stage, keeping the earlier ones (orchestrator.stages.stages_to_redo); a change
+    of the model or its data is refused. `reprofile`: hardware whose LUTs are measured again ([]:
+    every hardware of the run), with every stage after profiling redone.
+    """
     from rich.console import Console
 
     from . import preflight
-    from .manifest import RunManifest
     from .run_layout import RunLayout
     from .store import Store, validate_run_id
 
@@ -37,8 +43,14 @@ def run_pipeline(spec: RunSpec, console=None) -> dict:
     preflight.check_weights(spec)
     store = Store.open(spec.store)
     preflight.check_data(spec, console)
-    manifest = RunManifest.load_or_create(store, spec.run_id, spec.to_dict(), resume_safe=RESUME_SAFE)
-    ctx = RunContext(spec, RunLayout(store, spec.run_id), manifest, console, profiles)
+    layout = RunLayout(store, spec.run_id)
+    if spec.luts_from:
+        preflight.check_luts_from(store, spec, profiles)
+    manifest = _open_manifest(layout, spec, console, reprofile)
+    if spec.luts_from and manifest.stage_state("profile") != "done":
+        copied = layout.copy_luts_from(RunLayout(store, spec.luts_from), list(spec.hardware))
+        console.print(f"LUTs from run {spec.luts_from}: {', '.join(copied) or 'none to copy'}")
+    ctx = RunContext(spec, layout, manifest, console, profiles)
     label = " [bold yellow](demo: generated data, not real)[/]" if spec.is_demo else ""
     console.print(f"[bold]HALOC run[/] {spec.run_id}: {spec.model} on {spec.dataset}{label}")
     console.print(f"store: {ctx.layout.uri()}")
@@ -64,6 +76,42 @@ def run_pipeline(spec: RunSpec, console=None) -> dict:
         manifest.mark(stage.name, "done", seconds=round(time.monotonic() - started, 1), **info)
     console.print(f"[bold green]done[/]: report at {ctx.layout.uri('report.html')}")
     return ctx.report
+
+
+def _open_manifest(layout, spec: RunSpec, console, reprofile: list[str] | None):
+    """The run's manifest for `spec`: created, resumed, or, after a change of spec (or --reprofile),
+    with the stages to redo cleared first (their artifacts, then their state: a crash in between
+    only clears them again on the next try)."""
+    from .manifest import RunManifest, _is_resume_safe, spec_differences
+    from .stages import STAGE_NAMES, WeightsStage, stages_to_redo
+
+    stored = RunManifest.read_spec(layout.store, spec.run_id)
+    if stored is None:
+        return RunManifest.load_or_create(layout.store, spec.run_id, spec.to_dict(), resume_safe=RESUME_SAFE)
+    changed = [d for d in spec_differences(stored, spec.to_dict()) if not _is_resume_safe(d, RESUME_SAFE)]
+    redo = stages_to_redo(changed)
+    if redo[:1] == ["weights"]:
+        keys = sorted({d for d in changed if d.split(".")[0] in WeightsStage.inputs})
+        shown = {k: {"stored": stored.get(k, "<absent>"), "given": spec.to_dict().get(k, "<absent>")} for k in keys}
+        raise BadInputError(
+            f"run {spec.run_id!r} in {layout.store.uri} was made with other {', '.join(keys)}: {json.dumps(shown)}. "
+            "That changes the model or data every stage starts from; use a new --run-id (add --luts-from "
+            f"{spec.run_id} to reuse its LUTs), or rerun with the stored values to resume")
+    cleared_hw = []
+    if reprofile is not None:
+        cleared_hw = list(reprofile) or list(spec.hardware)
+        redo = list(STAGE_NAMES[STAGE_NAMES.index("profile"):])
+    if redo:
+        old = RunManifest.load_or_create(layout.store, spec.run_id, stored)
+        redo = [s for s in redo if old.stage_state(s) != "pending"] if reprofile is None else redo
+        for stage in redo:
+            layout.clear(stage, hardware=cleared_hw)
+        reason = f"--reprofile {' '.join(cleared_hw)}" if reprofile is not None else f"changed: {', '.join(changed)}"
+        old.reset(redo, reason)
+        kept = [s for s in STAGE_NAMES if s not in redo and old.stage_state(s) == "done"]
+        console.print(f"rerun of {spec.run_id} ({reason}): keeping {', '.join(kept) or 'nothing'}; "
+                      f"redoing {', '.join(redo) or 'nothing'}")
+    return RunManifest.load_or_create(layout.store, spec.run_id, spec.to_dict(), resume_safe=RESUME_SAFE + tuple(changed))
 
 
 def _unwrap(e: BaseException) -> BaseException:

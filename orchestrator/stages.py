@@ -33,6 +33,7 @@ class RunContext:
 
 class Stage:
     name: str = ""
+    inputs: tuple[str, ...] = ()  # the RunSpec fields this stage reads (a change redoes it and what follows)
 
     def run(self, ctx: RunContext) -> dict:
         raise NotImplementedError
@@ -40,6 +41,9 @@ class Stage:
 
 class WeightsStage(Stage):
     name = "weights"
+    # what defines the original model and its data: a change makes every artifact wrong (refused)
+    inputs = ("pipeline", "model", "dataset", "data", "num_classes", "image_size", "demo_train", "demo_val",
+              "weights", "pretrain_epochs", "pretrain_lr")
 
     def spec(self, ctx: RunContext):
         from .weights import WeightsSpec
@@ -57,25 +61,48 @@ class WeightsStage(Stage):
 
 class ProfileStage(Stage):
     name = "profile"
+    inputs = ("hardware", "profile_dirs", "profile_batch", "rank_step", "calibration_samples")
 
     def run(self, ctx: RunContext) -> dict:
         from .profiling import calibrate, profile_model
 
         s, profiles = ctx.spec, list(ctx.profiles.values())
+        from .cost_tables import reachable_floors
+        from .verdicts import gate_message
+
         results = profile_model(ctx.layout.store, s.model, profiles, batch=s.profile_batch, run_id=s.run_id,
-                                rank_step=s.rank_step, progress=s.progress)
+                                rank_step=s.rank_step, progress=s.progress, accept_noisy=s.accept_noisy_lut)
         cals = calibrate(ctx.layout.store, s.model, profiles, batch=s.profile_batch, run_id=s.run_id,
-                         samples=s.calibration_samples, rank_step=s.rank_step)
+                         samples=s.calibration_samples, rank_step=s.rank_step, accept_noisy=s.accept_noisy_lut)
         for hw, cal in cals.items():
-            ctx.console.print(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, "
-                              f"{cal.within_10pct:.0%} of held-out configurations within 10%")
+            verdict = "[green]passed[/]" if cal.passed else "[bold red]FAILED, accepted (--accept-noisy-lut)[/]"
+            ctx.console.print(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, {cal.within_10pct:.0%} of "
+                              f"held-out configurations within 10% (gate {cal.gate:.0%}: {verdict})")
+            if not cal.passed:
+                ctx.console.print(f"[bold red]warning[/]: {gate_message(hw, cal, simulated=ctx.profiles[hw].is_simulator)}")
+        for hw, r in results.items():
+            if r.noisy_rows:
+                ctx.console.print(f"[bold red]warning[/]: {hw}: {r.noisy_rows} LUT row(s) accepted noisy")
+        floors = reachable_floors(ctx.layout.store, s.run_id, s.model, list(s.hardware), s.budget_metric,
+                                  s.rank_mode if s.budget_metric == "latency" else "step", s.rank_step)
+        for target, floor in floors.items():
+            low = [b for b in s.budgets if b < floor]
+            note = f"; [bold red]budget(s) {low} cannot be met[/]: rerun with --budgets >= {floor:.3f}" if low else ""
+            ctx.console.print(f"{target}: the cheapest reachable model costs {floor:.3f} of the original{note}")
         return {"rows": {hw: r.total_rows for hw, r in results.items()},
                 "measured": {hw: r.measured_rows for hw, r in results.items()},
-                "calibration_within_10pct": {hw: c.within_10pct for hw, c in cals.items()}}
+                "remeasured": {hw: r.remeasured_rows for hw, r in results.items()},
+                "noisy_rows": {hw: r.noisy_rows for hw, r in results.items()},
+                "calibration_within_10pct": {hw: c.within_10pct for hw, c in cals.items()},
+                "gate_passed": {hw: c.passed for hw, c in cals.items()},
+                "reachable_floor": floors,
+                "profiles": {hw: p.to_dict() for hw, p in ctx.profiles.items()}}
 
 
 class SearchStage(Stage):
     name = "search"
+    inputs = ("budgets", "budget_metric", "seeds", "rank_mode", "search_epochs", "search_warmup_epochs",
+              "search_steps_per_epoch", "search_batch_size", "heldout_fraction", "penalty", "lam", "multi_target")
 
     def spec(self, ctx: RunContext):
         from .search import SearchSpec
@@ -110,6 +137,7 @@ class SelectStage(Stage):
 
 class FinetuneStage(Stage):
     name = "finetune"
+    inputs = ("finetune_epochs", "finetune_steps_per_epoch", "finetune_batch_size", "finetune_lr", "kd_weight")
 
     def spec(self, ctx: RunContext):
         from .finetune import FinetuneSpec
@@ -129,6 +157,7 @@ class FinetuneStage(Stage):
 
 class ValidateStage(Stage):
     name = "validate"
+    inputs = ("latency_batch",)
 
     def spec(self, ctx: RunContext):
         from .validate import ValidateSpec
@@ -146,6 +175,7 @@ class ValidateStage(Stage):
 
 class ReportStage(Stage):
     name = "report"
+    inputs = ("preset",)
 
     def run(self, ctx: RunContext) -> dict:
         from .report import render_table, report_from_store, write_report
@@ -164,3 +194,14 @@ class ReportStage(Stage):
 STAGES: tuple[Stage, ...] = (WeightsStage(), ProfileStage(), SearchStage(), SelectStage(), FinetuneStage(),
                              ValidateStage(), ReportStage())
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
+
+
+def stages_to_redo(changed: list[str]) -> list[str]:
+    """The stages a rerun must redo after the RunSpec keys `changed` (dotted keys: their first part
+    counts): the first stage reading one of them and every later stage. Empty: nothing to redo."""
+    top = {key.split(".")[0] for key in changed}
+    for i, stage in enumerate(STAGES):
+        if top & set(stage.inputs):
+            return [s.name for s in STAGES[i:]]
+    return []
+

@@ -113,6 +113,15 @@ def _export(model, model_name: str, ranks: dict, example, store, paths: dict, at
     return diff
 
 
+def _budget_checks(config, session: dict, originals: dict, base_flops: int, flops: int) -> dict:
+    """The measured verdict on each of the config's targets (orchestrator.verdicts)."""
+    from .verdicts import budget_check, flops_check
+
+    if config.budget_metric == "flops":
+        return {"flops": flops_check(config.budget, base_flops, flops)}
+    return {hw: budget_check(config.budget, originals[hw], session[hw]) for hw in config.targets if hw in session}
+
+
 def _ratio(a, b):
     return a / b if a is not None and b and math.isfinite(a) and math.isfinite(b) else None
 
@@ -188,7 +197,9 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
                 "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
                 "latency_ms": {}, "latency_batch": {}, "lut_sum_ms": {}, "predicted_latency_ms": {}}
     for p in profiles:  # measured now: the baseline keeps its first measurement per hardware
-        base["latency_ms"].setdefault(p.name, latencies[p.name][0])
+        base["latency_ms"].setdefault(p.name, latencies[p.name][0]["median_ms"])
+        base.setdefault("latency_p10_ms", {}).setdefault(p.name, latencies[p.name][0]["p10_ms"])
+        base.setdefault("latency_p90_ms", {}).setdefault(p.name, latencies[p.name][0]["p90_ms"])
         base["latency_batch"].setdefault(p.name, batches[p.name])
         if p.name in predictions:
             base["lut_sum_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][0])
@@ -200,7 +211,8 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
         flops, params = haloc.flops(model, example), haloc.params(model)
         paths = layout.export_paths(cid)
         onnx_diff = _export(model, spec.model, config.ranks, example, layout.store, paths, spec.onnx_atol)
-        measured = {p.name: latencies[p.name][k] for p in profiles}
+        session = {p.name: latencies[p.name][k] for p in profiles}  # measured beside the original (index 0)
+        measured = {h: m["median_ms"] for h, m in session.items()}
         lut_sum = {h: v[cid][0] for h, v in predictions.items()}
         predicted = {h: v[cid][1] for h, v in predictions.items()}
         acc = accuracy[cid]
@@ -212,9 +224,14 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
             "params_reduction": 1 - params / base_params, "ideal_speedup": base_flops / flops,
             "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
             "measured_latency_ms": measured, "latency_batch": dict(batches),
-            # against the original measured in the same session (same actor, same load on the node)
-            "baseline_latency_ms": {p.name: latencies[p.name][0] for p in profiles},
-            "speedup": {p.name: _ratio(latencies[p.name][0], measured[p.name]) for p in profiles},
+            "measured_latency_p10_ms": {h: m["p10_ms"] for h, m in session.items()},
+            "measured_latency_p90_ms": {h: m["p90_ms"] for h, m in session.items()},
+            # against the original measured in the same session (same actor, interleaved: the same moments)
+            "baseline_latency_ms": {p.name: latencies[p.name][0]["median_ms"] for p in profiles},
+            "speedup": {p.name: _ratio(latencies[p.name][0]["median_ms"], measured[p.name]) for p in profiles},
+            "budget_check": _budget_checks(config, session, {p.name: latencies[p.name][0] for p in profiles},
+                                           base_flops, flops),
+            "within_budget": config.within_budget,
             "lut_sum_ms": lut_sum, "predicted_latency_ms": predicted,
             "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) for h in predicted},
             "search_predicted_cost": config.predicted_cost,

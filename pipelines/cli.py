@@ -1,8 +1,10 @@
 """The command line shared by the pipelines: flags and presets -> a RunSpec -> the stage runner.
 
-Exit codes (README, "Exit codes"): 0 done; 2 bad input (one message naming the input and the fix, no
-traceback); 4 the store became unavailable (an outage: rerun the same command once it answers);
-1 anything else; 130 interrupted (rerun the same command to resume).
+Exit codes (README, "Exit codes"): 0 done, every budget met on measurement; 3 done, but a model
+missed its budget on measurement or a noisy LUT was accepted (each named; --allow-miss makes it 0);
+2 bad input (one message naming the input and the fix, no traceback); 4 the store became unavailable
+(an outage: rerun the same command once it answers); 5 a LUT failed its quality gate (a busy node:
+rerun on a quiet one, or --accept-noisy-lut); 1 anything else; 130 interrupted (rerun to resume).
 Heavy imports (torch, ray) happen only after the flags are parsed.
 """
 from __future__ import annotations
@@ -14,7 +16,8 @@ from haloc.errors import BadInputError
 
 from .presets import PipelineDefaults
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STORE_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_STORE_UNAVAILABLE, EXIT_NOISY_LUT = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
 
 
 def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
@@ -29,6 +32,8 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
                                                   "(?endpoint_override=host:port&scheme=http for S3-compatible servers)")
     p.add_argument("--run-id", help="run id (default: <pipeline>-<preset>); rerun with the same id to resume")
     p.add_argument("--hardware", nargs="+", help="hardware profiles to target, e.g. cpu asic cuda jetson")
+    p.add_argument("--profile-dir", action="append", default=[], metavar="DIR",
+                   help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable")
     p.add_argument("--budgets", nargs="+", type=float, help="budgets as fractions of the original cost, e.g. 0.5 0.7")
     p.add_argument("--budget-metric", choices=("latency", "flops"))
     p.add_argument("--seeds", nargs="+", type=int)
@@ -46,6 +51,14 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
     p.add_argument("--calibration-samples", type=int, help="whole-model measurements that calibrate each LUT")
     p.add_argument("--multi-target", action="store_true", help="one search with a budget on every hardware at once")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    p.add_argument("--accept-noisy-lut", action="store_true",
+                   help="go on with a LUT that failed its quality gate (the report marks it; exit 3)")
+    p.add_argument("--allow-miss", action="store_true",
+                   help="exit 0 even when a model missed its budget on measurement (the report still says so)")
+    p.add_argument("--reprofile", nargs="*", metavar="HW",
+                   help="measure the LUTs of this run again (all hardware, or the named) and redo every later stage")
+    p.add_argument("--luts-from", metavar="RUN_ID",
+                   help="start from another run's LUTs (same model, input size and hardware profiles)")
     return p
 
 
@@ -82,19 +95,40 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
         values["multi_target"] = True
     if args.no_progress:
         values["progress"] = False
+    for flag in ("accept_noisy_lut", "allow_miss"):
+        if getattr(args, flag):
+            values[flag] = True
+    if args.luts_from:
+        values["luts_from"] = args.luts_from
+    if args.profile_dir:
+        from pathlib import Path
+
+        values["profile_dirs"] = tuple(str(Path(d).expanduser().resolve()) for d in args.profile_dir)
     return RunSpec(**values)
 
 
 def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
     from orchestrator.store import StoreUnavailableError
+    from orchestrator.verdicts import NoisyLutError
 
     args = build_parser(defaults).parse_args(argv)  # argparse itself exits 2 on malformed flags
     try:
         spec = spec_from_args(args, defaults)
         from orchestrator.runner import run_pipeline
+        from orchestrator.verdicts import misses
 
-        run_pipeline(spec)
+        report = run_pipeline(spec, reprofile=args.reprofile)
+        problems = misses(report)
+        for line in problems:
+            print(f"verdict: {line}", file=sys.stderr)
+        if problems and not spec.allow_miss:
+            print(f"exit 3: {len(problems)} verdict(s) above; the report is written (--allow-miss exits 0)",
+                  file=sys.stderr)
+            return EXIT_VERDICT
         return EXIT_OK
+    except NoisyLutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_NOISY_LUT
     except BadInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -32,23 +32,32 @@ class LayerProfiler:
 
         self.profile = HardwareProfile(**profile)
         self._rows = Counter(ROWS_METRIC, description="LUT rows measured by profiler actors", tag_keys=("hardware",))
+        self._clock = None  # the reference workload, made at the first timing (its fastest time is this node's)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
-    def measure(self, items: list[tuple[LayerSignature, int]]) -> list[LutRow]:
-        """One LUT row per (signature, rank), in order."""
+    def _reference(self):
+        from hw_profiles.measure import reference_clock
+
+        if self._clock is None:
+            self._clock = reference_clock(self.profile)
+        return self._clock
+
+    def measure(self, items: list[tuple[LayerSignature, int]], force_interleaved: bool = False) -> list[LutRow]:
+        """One LUT row per (signature, rank), in order; noisy rows come back flagged (`noisy`)."""
         from hw_profiles.measure import measure_rows
 
-        rows = measure_rows(self.profile, items)
+        rows = measure_rows(self.profile, items, self._reference(), force_interleaved)
         self._rows.inc(len(rows), tags={"hardware": self.profile.name})
         return rows
 
-    def measure_models(self, model_name: str, configs: list[dict], batch: int) -> list[float]:
-        """End-to-end latency (ms) of the model decomposed with each ranks config."""
-        from hw_profiles.measure import measure_model_ms
+    def measure_models(self, model_name: str, configs: list[dict], batch: int, rounds: int | None = None) -> list[dict]:
+        """End-to-end latency statistics of the model decomposed with each ranks config, all timed
+        interleaved in this one actor (hw_profiles.measure.measure_models)."""
+        from hw_profiles.measure import measure_models
 
-        return [measure_model_ms(self.profile, model_name, ranks, batch) for ranks in configs]
+        return measure_models(self.profile, model_name, configs, batch, rounds, self._reference())
 
 
 def actor_options(profile: HardwareProfile, node_id: str, node_offer: float, sim_actors_per_node: int) -> list[dict]:

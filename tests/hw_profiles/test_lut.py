@@ -105,3 +105,28 @@ def test_table_of_several_dtypes_needs_a_choice():
 
 def test_schema_version_column():
     assert rows_to_table([row(0, 1.0)]).column("schema_version").to_pylist() == [LUT_SCHEMA_VERSION]
+
+
+def test_a_version_1_file_is_still_read_with_its_new_columns_unknown(tmp_path):
+    """LUTs written before the spread was recorded (schema version 1) keep working."""
+    v1_columns = [f for f in LUT_SCHEMA if f.name not in ("latency_p10_ms", "remeasured", "slowdown", "noisy")]
+    v1_schema = pa.schema(v1_columns, metadata={b"haloc_lut_schema_version": b"1"})
+    current = rows_to_table([row(0, 2.0), row(8, 1.0)])
+    old = pa.table({f.name: current.column(f.name) for f in v1_columns}, schema=v1_schema)
+    old = old.set_column(0, "schema_version", pa.array([1, 1], pa.int32()))
+    path = tmp_path / "cpu.parquet"
+    pq.write_table(old, path)
+    back = read_lut(path)
+    assert back.schema.equals(LUT_SCHEMA, check_metadata=True)
+    assert back.column("latency_median_ms").to_pylist() == [2.0, 1.0]
+    assert back.column("latency_p10_ms").to_pylist() == [None, None] and back.column("noisy").to_pylist() == [False] * 2
+    assert back.column("schema_version").to_pylist() == [LUT_SCHEMA_VERSION] * 2
+    assert LatencyTable("cpu", back).curve(SPEC, 1) == {0: 2.0, 8: 1.0}
+
+
+def test_spread_columns_round_trip(tmp_path):
+    r = LutRow("cpu", SIG, 4, 1.0, 1.0, 1.2, 0.1, 30, NOW, "h", "{}", latency_p10_ms=0.9, remeasured=2, slowdown=1.4,
+               noisy=True)
+    write_lut(tmp_path / "cpu.parquet", rows_to_table([r]))
+    back = read_lut(tmp_path / "cpu.parquet").to_pylist()[0]
+    assert (back["latency_p10_ms"], back["remeasured"], back["slowdown"], back["noisy"]) == (0.9, 2, 1.4, True)

@@ -28,7 +28,7 @@ def expected_keys(profile):
 @pytest.fixture(scope="module")
 def profiled(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    results = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
+    results = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False, accept_noisy=True)
     return root, results
 
 
@@ -54,7 +54,7 @@ def test_actors_land_on_the_nodes_offering_their_resource(profiled, ray_cluster)
 def test_second_run_measures_nothing_new(profiled):
     root, _ = profiled
     before = (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns
-    again = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
+    again = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False, accept_noisy=True)
     assert all(r.measured_rows == 0 and r.reused_rows == r.total_rows and not r.actor_nodes for r in again.values())
     assert (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns == before
 
@@ -73,7 +73,7 @@ def test_lut_gives_candidate_latencies(profiled):
 
 def test_calibration_is_stored_beside_the_lut(profiled):
     root, _ = profiled
-    cals = calibrate(str(root), "resnet20", [CPU], run_id="r1", samples=4)
+    cals = calibrate(str(root), "resnet20", [CPU], run_id="r1", samples=4, accept_noisy=True)
     stored = RunLayout(str(root), "r1").read_calibration("cpu")
     assert stored == cals["cpu"] and stored.samples == 4 and 0 <= stored.within_10pct <= 1
     assert (root / "r1" / "luts" / "cpu.calibration.json").exists()
@@ -111,7 +111,7 @@ def test_killed_actor_work_completes_with_no_row_lost_or_doubled(ray_cluster, tm
 
     def run():
         try:
-            result.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="f", rows_per_batch=2,
+            result.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="f", rows_per_batch=2, accept_noisy=True,
                                         progress=False))
         except Exception as e:  # noqa: BLE001  (re-raised in the test thread)
             errors.append(e)

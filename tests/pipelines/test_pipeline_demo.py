@@ -59,10 +59,16 @@ def check_contract(report: dict, hardware: list[str]) -> None:
         assert set(r["artifacts"]) >= {"model", "ranks", "onnx"}
 
 
+# CPU timing on the shared test machine may be noisy: this test is about the stages, not the verdicts
+# (tests/pipelines/test_verdicts.py), so it accepts a noisy LUT and a missed budget, and checks that
+# the report says so consistently.
+TOLERANT = ("--accept-noisy-lut", "--allow-miss")
+
+
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
     store = tmp_path / "store"
-    proc = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic")
+    proc = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = store / "e2e"
     report = json.loads((run / "report.json").read_text())
@@ -80,8 +86,16 @@ def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
                ("weights", "profile", "search", "select", "finetune", "validate", "report"))
     assert (run / "luts" / "cpu.parquet").is_file() and (run / "luts" / "asic.parquet").is_file()
     assert "report at" in proc.stderr and "store:" in proc.stderr
+    assert set(report["lut_quality"]) == {"cpu", "asic"} and report["lut_quality"]["asic"]["passed"] is True
+    for r in report["results"]:
+        assert set(r["budget_check"]) == {r["hardware"]}
+        for check in r["budget_check"].values():
+            assert check["met"] == (check["measured_ms"] <= check["budget_ms"])
+            missed = f"{r['config_id']}: missed its budget"
+            assert (missed in proc.stderr) == (not check["met"]) and (missed in " ".join(report["warnings"])) == (
+                not check["met"])
     # a rerun of a finished run redoes nothing but the report
-    again = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic")
+    again = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT)
     assert again.returncode == 0
     assert "search: done in an earlier attempt, skipped" in again.stderr
     assert json.loads((run / "report.json").read_text())["results"] == report["results"]

@@ -225,7 +225,7 @@ def _budget_case(tmp, env):
 
 def _other_spec_case(tmp, env):
     _prepared_run(tmp, [*SMALL, "--store", _store(tmp), "--run-id", "same"], done=("weights", "profile"))
-    return [*SMALL, "--store", _store(tmp), "--run-id", "same", "--seeds", "7"]
+    return [*SMALL, "--store", _store(tmp), "--run-id", "same", "--demo-size", "96", "32"]  # other data: refused
 
 
 def _store_is_file(tmp, env):
@@ -302,7 +302,7 @@ CASES = [
          pattern="schema version 0"),
     Case("budget-cannot-be-met", _budget_case, "budget 0.05", ray=True, manifest=True,
          pattern=r"smallest reachable cost .*fraction 0\.\d+"),
-    Case("rerun-other-spec", _other_spec_case, "'same'", manifest=True, pattern=r'"seeds".*"stored"'),
+    Case("rerun-other-spec", _other_spec_case, "'same'", manifest=True, pattern=r'other demo_train: .*"stored": 64, "given": 96.*new --run-id'),
 ]
 
 

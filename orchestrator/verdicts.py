@@ -1,0 +1,103 @@
+"""Measured verdicts: is a LUT good enough to search on, did a selected model meet its budget, and
+what the run's exit code says about both. Pure functions over measurements (numbers in, dicts out).
+
+A result is never called good on the LUT's word alone: `within_budget` is what the search predicted
+from the LUT, `met` is what was measured on the hardware, with the measured spread beside it.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+EXIT_OK, EXIT_VERDICT = 0, 3  # 3: done, but a budget was missed on measurement or a noisy LUT was accepted
+
+
+class NoisyLutError(RuntimeError):
+    """A LUT failed its quality gate (the calibrated prediction misses too many held-out whole-model
+    measurements, or rows stayed noisy): the timing node was too busy to measure. Not bad input."""
+
+
+def lut_quality(calibration, noisy_rows: int = 0, accepted: bool = False) -> dict:
+    """The report's `lut_quality` entry of one hardware, from its Calibration."""
+    return {"within_10pct": calibration.within_10pct, "median_abs_error": calibration.median_rel_error,
+            "gate": calibration.gate, "passed": calibration.passed, "remeasured_rows": calibration.remeasured_rows,
+            "noisy_rows": noisy_rows, "accepted_noisy": accepted and (not calibration.passed or noisy_rows > 0),
+            "samples": calibration.samples, "rounds": calibration.rounds}
+
+
+def gate_message(hardware: str, calibration, noisy_rows: int = 0, simulated: bool = False) -> str:
+    """One line: what failed, the figures, and the ways on."""
+    what = (f"{noisy_rows} LUT row(s) stayed noisy after every re-measurement" if noisy_rows else
+            f"{calibration.within_10pct:.0%} of held-out configurations within 10% of the measured latency "
+            f"(gate {calibration.gate:.0%}, median error {calibration.median_rel_error:.1%}, "
+            f"{calibration.remeasured_rows} rows measured again in {calibration.rounds} round(s))")
+    if simulated:
+        return (f"the LUT of simulated hardware {hardware!r} failed its quality gate: {what}; the layers' sum does "
+                "not predict the simulated whole model. Pass --accept-noisy-lut to go on with it, and report it")
+    return (f"the LUT of hardware {hardware!r} failed its quality gate: {what}; the node was probably busy "
+            "while it measured. Fix: rerun on a quiet node (the same command resumes), raise `repeats` in a copy "
+            "of its hardware profile, or pass --accept-noisy-lut to go on with it (the report then says so and "
+            "the run exits 3)")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (pos - lo) * (ordered[hi] - ordered[lo])
+
+
+def budget_check(budget: float, original: dict, compressed: dict) -> dict:
+    """The measured verdict of one model on one hardware against `budget` x the original's latency.
+
+    `original` and `compressed` are measure_models results of one interleaved session (median_ms,
+    p10_ms, p90_ms, samples_ms). met: the compressed median is within budget_ms. within_noise: the
+    budget lies inside the spread of the paired per-round ratios (compressed / original in the same
+    round), so a rerun could decide the other way.
+    """
+    budget_ms = budget * original["median_ms"]
+    measured = compressed["median_ms"]
+    pairs = [c / o for c, o in zip(compressed.get("samples_ms") or [], original.get("samples_ms") or []) if o > 0]
+    ratio = statistics.median(pairs) if pairs else measured / original["median_ms"]
+    ratio_p10 = _quantile(pairs, 0.1) if pairs else ratio
+    ratio_p90 = _quantile(pairs, 0.9) if pairs else ratio
+    return {"budget_ms": budget_ms, "measured_ms": measured, "measured_p10_ms": compressed["p10_ms"],
+            "measured_p90_ms": compressed["p90_ms"], "met": bool(measured <= budget_ms * (1 + 1e-9)),
+            "ratio": ratio, "ratio_p10": ratio_p10, "ratio_p90": ratio_p90,
+            "within_noise": bool(ratio_p10 <= budget <= ratio_p90) and ratio_p10 != ratio_p90}
+
+
+def flops_check(budget: float, original_flops: int, flops: int) -> dict:
+    """FLOPs are counted, not measured: exact."""
+    budget_flops = budget * original_flops
+    return {"budget_flops": budget_flops, "measured_flops": flops, "met": bool(flops <= budget_flops * (1 + 1e-9)),
+            "ratio": flops / original_flops, "within_noise": False}
+
+
+def misses(report: dict) -> list[str]:
+    """One line per reason the run must not exit 0: a missed budget, a noisy LUT accepted."""
+    out = []
+    for r in report.get("results", []):
+        for target, check in (r.get("budget_check") or {}).items():
+            if not check.get("met"):
+                got = check.get("measured_ms", check.get("measured_flops"))
+                want = check.get("budget_ms", check.get("budget_flops"))
+                unit = "ms" if "budget_ms" in check else "FLOPs"
+                out.append(f"{r.get('config_id')}: missed its budget on {target}: measured {_num(got)} {unit} "
+                           f"against {_num(want)} {unit} ({r['budget']:g} of the original)"
+                           + (", within the measurement's noise" if check.get("within_noise") else ""))
+    for hw, q in (report.get("lut_quality") or {}).items():
+        if q.get("accepted_noisy"):
+            out.append(f"the LUT of {hw!r} was accepted noisy (--accept-noisy-lut): {q['within_10pct']:.0%} within 10%, "
+                       f"gate {q['gate']:.0%}; its predictions are not to be trusted")
+    return out
+
+
+def exit_code(report: dict, allow_miss: bool = False) -> int:
+    return EXIT_OK if allow_miss or not misses(report) else EXIT_VERDICT
+
+
+def _num(x) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    return f"{x:.4g}" if abs(x) < 1e6 else f"{x:.4e}"

@@ -1,0 +1,71 @@
+"""Measured verdicts (orchestrator.verdicts): numbers in, verdicts out."""
+import pytest
+
+from hw_profiles.calibration import fit_calibration
+from orchestrator.verdicts import budget_check, exit_code, flops_check, gate_message, lut_quality, misses
+
+
+def _m(samples):
+    ordered = sorted(samples)
+    return {"median_ms": ordered[len(ordered) // 2], "p10_ms": ordered[0], "p90_ms": ordered[-1], "samples_ms": samples}
+
+
+def test_budget_met_clearly_and_missed_clearly():
+    original = _m([10.0, 10.2, 9.9, 10.1, 10.0])
+    fast = _m([5.0, 5.1, 4.9, 5.0, 5.2])
+    slow = _m([8.0, 8.1, 7.9, 8.2, 8.0])
+    met = budget_check(0.6, original, fast)
+    assert met["met"] is True and met["within_noise"] is False
+    assert met["budget_ms"] == pytest.approx(6.0) and met["measured_ms"] == 5.0
+    assert met["ratio"] == pytest.approx(0.5, abs=0.02)
+    missed = budget_check(0.6, original, slow)
+    assert missed["met"] is False and missed["within_noise"] is False
+    assert set(missed) >= {"budget_ms", "measured_ms", "measured_p10_ms", "measured_p90_ms", "met"}
+
+
+def test_a_budget_inside_the_paired_spread_is_within_noise():
+    original = _m([10.0, 10.0, 10.0, 10.0, 10.0])
+    close = _m([5.6, 6.4, 5.9, 6.2, 5.8])  # ratios 0.56-0.64 around a budget of 0.6
+    check = budget_check(0.6, original, close)
+    assert check["met"] is True and check["within_noise"] is True
+
+
+def test_paired_ratios_follow_the_machine_not_the_medians():
+    # the machine slowed down in rounds 3-5 for both models alike: paired ratios stay at 0.5
+    original = _m([10.0, 10.0, 20.0, 20.0, 20.0])
+    compressed = _m([5.0, 5.0, 10.0, 10.0, 10.0])
+    check = budget_check(0.55, original, compressed)
+    assert check["ratio"] == pytest.approx(0.5) and check["ratio_p10"] == check["ratio_p90"]
+
+
+def test_flops_are_exact():
+    assert flops_check(0.5, 1000, 500)["met"] is True
+    assert flops_check(0.5, 1000, 501)["met"] is False
+
+
+def test_misses_and_exit_codes():
+    report = {"results": [
+        {"config_id": "cpu-b0.6", "budget": 0.6, "budget_check": {"cpu": {"met": True, "measured_ms": 5, "budget_ms": 6}}},
+        {"config_id": "asic-b0.5", "budget": 0.5,
+         "budget_check": {"asic": {"met": False, "measured_ms": 3.0, "budget_ms": 2.5}}}],
+        "lut_quality": {"cpu": {"accepted_noisy": False, "within_10pct": 1.0, "gate": 0.9}}}
+    lines = misses(report)
+    assert len(lines) == 1 and "asic-b0.5: missed its budget on asic: measured 3 ms against 2.5 ms" in lines[0]
+    assert exit_code(report) == 3 and exit_code(report, allow_miss=True) == 0
+    report["results"].pop()
+    assert exit_code(report) == 0
+    report["lut_quality"]["cpu"].update(accepted_noisy=True, within_10pct=0.5)
+    assert exit_code(report) == 3 and "accepted noisy" in misses(report)[0]
+
+
+def test_gate_of_a_calibration():
+    sums = [1.0, 2.0, 3.0, 4.0, 5.0]
+    good = fit_calibration("cpu", sums, [0.5 + 2 * s for s in sums], gate=0.9)
+    assert good.passed and good.gate == 0.9 and all(p["loo_error"] < 1e-9 for p in good.points)
+    noisy = fit_calibration("cpu", sums, [2.5, 9.0, 4.0, 15.0, 6.0], gate=0.9)
+    assert not noisy.passed and noisy.within_10pct < 0.9
+    q = lut_quality(noisy, accepted=True)
+    assert q["accepted_noisy"] is True and q["passed"] is False and q["gate"] == 0.9
+    message = gate_message("cpu", noisy)
+    assert "'cpu'" in message and "gate 90%" in message and "--accept-noisy-lut" in message and "quiet node" in message
+    assert lut_quality(good, accepted=True)["accepted_noisy"] is False

@@ -42,7 +42,7 @@ class DataConfig:
     kind: str = "demo"  # one of KINDS
     root: str | None = None  # CIFAR-10 batch folder or ImageNet folder with train/ and val/
     augment: bool = True  # standard training augmentations (off: the val transform on train too)
-    image_size: int = 32  # demo only (CIFAR is 32, ImageNet crops 224)
+    image_size: int = 32  # demo images, and the crop of an ImageFolder (CIFAR-10 is 32x32)
     num_classes: int = 10  # demo only
     demo_train: int = 2000  # demo: training samples
     demo_val: int = 500  # demo: validation samples
@@ -68,7 +68,42 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
         raise BadInputError(f"data kind {cfg.kind!r} needs a root folder; pass the data set's local path")
     if cfg.kind == "cifar10":
         return cifar10_datasets(cfg.root, augment=cfg.augment)
-    return imagenet_datasets(cfg.root, augment=cfg.augment)
+    return imagenet_datasets(cfg.root, augment=cfg.augment, image_size=cfg.image_size)
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a data set says about itself: the class count and the side of its images."""
+
+    num_classes: int
+    image_side: int | None  # None: images of many sizes (crop them to the model's input)
+    description: str  # "CIFAR-10 batches at /data/cifar", "ImageFolder at /data/birds (200 classes)"
+
+
+def data_facts(kind: str, root: str | Path, shown_as: str | None = None) -> DataFacts:
+    """DataFacts of a CIFAR-10 batch folder or an ImageFolder tree (its layout checked on the way);
+    `shown_as` is how the description names the data (its URI, say; default: the folder)."""
+    shown = shown_as or str(root)
+    if kind == "cifar10":
+        names = _read_cifar_meta(_cifar_dir(Path(root)))
+        return DataFacts(len(names), 32, f"CIFAR-10-format batches at {shown} ({len(names)} classes)")
+    if kind == "imagenet":
+        from PIL import Image
+
+        classes = check_imagefolder_layout(root)
+        train = Path(root) / "train"
+        sizes = set()
+        for name in classes[:8]:  # a sample: a few classes, a few images each
+            for path in _image_files(train / name)[:4]:
+                try:
+                    with Image.open(path) as img:
+                        sizes.add(min(img.size))
+                except Exception as e:  # PIL raises several types for a file that is no image
+                    raise BadInputError(f"image {str(path)!r} cannot be decoded ({type(e).__name__}); replace or "
+                                        "delete it") from None
+        side = sizes.pop() if len(sizes) == 1 else None
+        return DataFacts(len(classes), side, f"ImageFolder at {shown} ({len(classes)} classes)")
+    raise BadInputError(f"data kind {kind!r} has no facts to read; use cifar10 or imagenet")
 
 
 def dataset_label(ds: Dataset) -> str:
@@ -214,12 +249,13 @@ _IMAGENET_LAYOUT = ("a folder with train/<class>/<image> and val/<class>/<image>
                     "class folders in both, e.g. train/n01440764/x.JPEG)")
 
 
-def _imagenet_transforms(augment: bool):
+def _imagenet_transforms(augment: bool, image_size: int = 224):
+    """ImageNet's transforms at any crop size: resize to 8/7 of it (256 for 224), crop the centre."""
     from torchvision import transforms as T
 
     normalise = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    val = T.Compose([T.Resize(256), T.CenterCrop(224), *normalise])
-    train = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), *normalise]) if augment else val
+    val = T.Compose([T.Resize(round(image_size * 8 / 7)), T.CenterCrop(image_size), *normalise])
+    train = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), *normalise]) if augment else val
     return train, val
 
 
@@ -279,12 +315,12 @@ def check_imagefolder_layout(root: str | Path) -> list[str]:
     return classes
 
 
-def imagenet_datasets(root: str | Path, augment: bool = True) -> tuple[Dataset, Dataset]:
-    """(train, val) ImageFolders with the standard ImageNet transforms; layout checked first."""
+def imagenet_datasets(root: str | Path, augment: bool = True, image_size: int = 224) -> tuple[Dataset, Dataset]:
+    """(train, val) ImageFolders with the standard ImageNet transforms at `image_size`; layout checked first."""
     from torchvision.datasets import ImageFolder
 
     check_imagefolder_layout(root)
-    train_tf, val_tf = _imagenet_transforms(augment)
+    train_tf, val_tf = _imagenet_transforms(augment, image_size)
     root = Path(root)
     train = ImageFolder(str(root / "train"), transform=train_tf, loader=_checked_image_loader)
     val = ImageFolder(str(root / "val"), transform=val_tf, loader=_checked_image_loader)

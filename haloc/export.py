@@ -34,23 +34,34 @@ class RanksFile:
     model: str
     ranks: dict  # {layer name: int or (r_in, r_out)}
     num_classes: int | None = None  # None: the registry's default for `model`
+    input_size: tuple[int, int, int] | None = None  # (C, H, W) it was searched and measured at; None: the registry's
 
     def to_json(self) -> dict:
         ranks = {k: list(v) if isinstance(v, tuple) else v for k, v in self.ranks.items()}
         out = {"model": self.model, "ranks": ranks}
         if self.num_classes is not None:
             out["num_classes"] = self.num_classes
+        if self.input_size is not None:
+            out["input_size"] = list(self.input_size)
         return out
 
+    @property
+    def model_spec(self) -> "models.ModelSpec":
+        return models.ModelSpec(self.model, self.num_classes, self.input_size)
 
-def rebuild(model_name: str, ranks: dict, state: dict | None = None, num_classes: int | None = None) -> nn.Module:
-    """The compressed architecture (model name + ranks JSON content) as a module, with `state` loaded.
 
-    The one place a model is rebuilt from data: validation, exports and `load_compressed` call it.
-    Factor layers are built with random weights (no HOSVD: `state` overwrites them); without
-    `state` that random initialisation is what you get. A state that does not fit -> BadInputError.
+def rebuild(model, ranks: dict, state: dict | None = None, num_classes: int | None = None) -> nn.Module:
+    """The compressed architecture (a model name or ModelSpec + ranks JSON content) as a module, with
+    `state` loaded.
+
+    The one place a model is rebuilt from data: validation, measurement, exports and
+    `load_compressed` call it. Factor layers are built with random weights (no HOSVD: `state`
+    overwrites them); without `state` that random initialisation is what you get. A state that
+    does not fit -> BadInputError.
     """
-    model = models.create(model_name, num_classes=num_classes)
+    spec = models.ModelSpec.of(model)
+    model_name = spec.name
+    model = models.create(model_name, num_classes=num_classes or spec.num_classes)
     checked = check_ranks(model, ranks)
     specs = decomposable_layers(model)
     for name, rank in checked.items():
@@ -73,14 +84,16 @@ def _num_classes_of(model: nn.Module) -> int | None:
     return last
 
 
-def save_compressed(model: nn.Module, model_name: str, ranks: dict, folder: str | Path) -> dict[str, str]:
+def save_compressed(model: nn.Module, model_name, ranks: dict, folder: str | Path) -> dict[str, str]:
     """Write `folder/model.pt` (state dict) and `folder/ranks.json`, each atomically; returns their paths.
 
-    `ranks` are validated against a fresh `model_name` model, so a saved artifact always reloads.
+    `model_name` is the registry name, or a ModelSpec (its input size is then recorded too).
+    `ranks` are validated against a fresh model, so a saved artifact always reloads.
     """
+    given = models.ModelSpec.of(model_name)
     num_classes = _num_classes_of(model)
-    base = models.create(model_name, num_classes=num_classes)
-    spec = RanksFile(model_name, check_ranks(base, ranks), num_classes)
+    base = models.create(given.name, num_classes=num_classes)
+    spec = RanksFile(given.name, check_ranks(base, ranks), num_classes, given.input_size)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights, ranks_path = folder / WEIGHTS_FILE, folder / RANKS_FILE
@@ -103,7 +116,7 @@ def read_ranks_json(path: str | Path, expected_model: str | None = None) -> Rank
         raise BadInputError(f"ranks file {str(path)!r} is not valid JSON ({e}); {fix}") from e
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), str) or not isinstance(obj.get("ranks"), dict):
         raise BadInputError(f"ranks file {str(path)!r} is malformed; {fix}")
-    unknown = sorted(set(obj) - {"model", "ranks", "num_classes"})
+    unknown = sorted(set(obj) - {"model", "ranks", "num_classes", "input_size"})
     if unknown:
         raise BadInputError(f"ranks file {str(path)!r} has unknown keys {unknown}; {fix}")
     name = obj["model"]
@@ -117,9 +130,10 @@ def read_ranks_json(path: str | Path, expected_model: str | None = None) -> Rank
     try:
         base = models.create(name, num_classes=num_classes)
         ranks = check_ranks(base, obj["ranks"])
+        size = models.ModelSpec(name, num_classes, obj.get("input_size")).input_size
     except BadInputError as e:
         raise BadInputError(f"ranks file {str(path)!r}: {e}") from e
-    return RanksFile(name, ranks, num_classes)
+    return RanksFile(name, ranks, num_classes, size)
 
 
 def _artifact_paths(folder_or_files) -> tuple[Path, Path]:
@@ -148,7 +162,7 @@ def load_compressed(folder_or_files, expected_model: str | None = None) -> tuple
                             f"{str(ranks_path)!r} by save_compressed")
     state = load_state_dict(str(weights))
     try:
-        model = rebuild(spec.model, spec.ranks, state, spec.num_classes)
+        model = rebuild(spec.model_spec, spec.ranks, state)
     except BadInputError as e:
         raise BadInputError(f"weights {str(weights)!r} do not fit the architecture of {str(ranks_path)!r} "
                             f"({e}); keep the two files of one save_compressed together") from e

@@ -117,7 +117,7 @@ def _measure_zigzag(profile: HardwareProfile, sig: LayerSignature, rank: int):
     return TimingStats.exact(result.cycles / profile.clock_hz * 1e3), float(result.energy_pj)
 
 
-def measure_models(profile: HardwareProfile, model_name: str, configs: list[dict], batch: int,
+def measure_models(profile: HardwareProfile, model, configs: list[dict], batch: int,
                    rounds: int | None = None, clock: ReferenceClock | None = None) -> list[dict]:
     """End-to-end latency of `haloc.decompose(model, ranks)` for each ranks config, at `batch`.
 
@@ -133,15 +133,16 @@ def measure_models(profile: HardwareProfile, model_name: str, configs: list[dict
 
     import haloc
 
-    model = haloc.models.create(model_name).eval()
-    x = torch.randn(batch, *haloc.models.input_size(model_name))  # (N, C, H, W)
+    spec = haloc.models.ModelSpec.of(model)
+    model = spec.create().eval()
+    x = torch.randn(batch, *spec.size)  # (N, C, H, W)
     if profile.backend == "zigzag":
         return [_simulate_model(profile, model, x, ranks, batch) for ranks in configs]
     from .signature import _torch_dtype
 
     dtype = _torch_dtype(profile.dtype)
     x = x.to(profile.device, dtype)
-    modules = [haloc.rebuild(model_name, ranks).to(profile.device, dtype).eval() for ranks in configs]
+    modules = [haloc.rebuild(spec, ranks).to(profile.device, dtype).eval() for ranks in configs]
     clock = clock or reference_clock(profile)
     with torch.inference_mode():
         for m in modules:  # warm-up of every model before the first timed round
@@ -181,6 +182,6 @@ def _simulate_model(profile: HardwareProfile, model, x, ranks: dict, batch: int)
     return {"median_ms": ms, "p10_ms": ms, "p90_ms": ms, "repeats": 1, "samples_ms": [ms], "slowdown": None}
 
 
-def measure_model_ms(profile: HardwareProfile, model_name: str, ranks: dict, batch: int) -> float:
+def measure_model_ms(profile: HardwareProfile, model, ranks: dict, batch: int) -> float:
     """The median end-to-end latency (ms) of one decomposed model (see measure_models)."""
-    return measure_models(profile, model_name, [ranks], batch)[0]["median_ms"]
+    return measure_models(profile, model, [ranks], batch)[0]["median_ms"]

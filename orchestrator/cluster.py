@@ -5,6 +5,7 @@ nodes' resources before anything is submitted (`check_profiles_feasible`).
 """
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 
@@ -26,9 +27,14 @@ class NodeInfo:
         return {k: v for k, v in self.resources.items() if not k.startswith(_BUILTIN) and not k.startswith("node:")}
 
 
+_EMBEDDED = []  # the EmbeddedRay this process started, if any
+_JOINED = []  # the cluster address this process connected to itself
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, resources: dict | None = None) -> None:
-    """Connect the driver to Ray: an existing cluster at `address` ("auto" or "host:port"), or else an
-    embedded local Ray on 127.0.0.1 offering this machine's detected hardware resources."""
+    """Connect the driver to Ray: an existing cluster at `address` ("auto" or "host:port"), or else the
+    run's own embedded Ray on 127.0.0.1 offering this machine's detected hardware resources
+    (orchestrator.embedded_ray; `disconnect()` stops it)."""
     if address:
         from .ray_compat import use_token_auth_if_a_token_exists
 
@@ -40,29 +46,79 @@ def connect(address: str | None = None, num_cpus: int | None = None, resources: 
         return
     if address:
         ray.init(address=address, logging_level="WARNING")
+        _JOINED.append(address)
         return
     from workers.detect import detect_resources
 
-    from .ray_compat import keep_embedded_ray_on_loopback
+    from .embedded_ray import EmbeddedRay
 
-    keep_embedded_ray_on_loopback()
-    ray.init(num_cpus=num_cpus, resources=resources if resources is not None else detect_resources(),
-             _node_ip_address="127.0.0.1", dashboard_host="127.0.0.1", logging_level="WARNING")
+    _EMBEDDED.append(EmbeddedRay.start(resources if resources is not None else detect_resources(), num_cpus))
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """BadInputError unless host:port accepts a TCP connection ("auto" is left to Ray, which fails fast).
-    Ray itself retries an unreachable address for minutes before giving up."""
-    if address == "auto" or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
+def disconnect() -> None:
+    """Leave what `connect` joined: stop the embedded Ray it started (every process of it), or
+    disconnect from the cluster it joined (which runs on). A connection made elsewhere is left alone."""
+    import ray
+
+    while _EMBEDDED:
+        _EMBEDDED.pop().stop()
+    if _JOINED:
+        _JOINED.clear()
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def embedded_dashboard() -> str | None:
+    return _EMBEDDED[-1].dashboard if _EMBEDDED else None
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> str:
+    """BadInputError within about `timeout_s` unless `address` is a Ray cluster that answers; returns
+    the host:port that was probed. Ray itself retries an unreachable address for minutes.
+
+    Forms: host:port (a head's GCS), ray://host[:port] (Ray Client, port 10001 by default), and auto
+    (RAY_ADDRESS, else the cluster `ray start` last started on this machine). The probe is a TCP
+    connection, then a gRPC handshake: a port that accepts connections but is no Ray fails too.
+    """
+    target = _resolve_auto() if address == "auto" else address
+    client = target.startswith("ray://")
+    rest = target[len("ray://"):] if client else target
+    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "10001" if client else "")
     if not host or not port.isdigit():
-        raise BadInputError(f"--address {address!r} is not host:port or auto; pass e.g. 10.0.0.1:6379 or auto")
+        raise BadInputError(f"--address {address!r} is not host:port, ray://host[:port] or auto; pass e.g. "
+                            "10.0.0.1:6379 or auto")
+    fix = ("Fix: check the head's address and port (`ray status` on the head prints it; the default port is 6379, "
+           "10001 for ray://)")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise BadInputError(f"--address {address!r}: nothing accepts connections there ({e}). Fix: check the head's "
-                            "address and port (`ray status` on the head prints it; the default port is 6379)") from e
+        raise BadInputError(f"--address {address!r}: nothing accepts connections at {host}:{port} within "
+                            f"{timeout_s:g} s ({e}). {fix}") from None
+    if os.environ.get("RAY_USE_TLS", "0") not in ("1", "true", "True"):  # a TLS cluster refuses a plain handshake
+        import grpc
+
+        channel = grpc.insecure_channel(f"{host}:{port}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        except grpc.FutureTimeoutError:
+            raise BadInputError(f"--address {address!r}: {host}:{port} accepts connections but does not answer as a "
+                                f"Ray cluster within {timeout_s:g} s. {fix}") from None
+        finally:
+            channel.close()
+    return f"{host}:{port}"
+
+
+def _resolve_auto() -> str:
+    """What Ray's `auto` means here: RAY_ADDRESS, else the address file of the last `ray start`."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    path = os.path.join(os.environ.get("RAY_TMPDIR", "/tmp/ray"), "ray_current_cluster")
+    try:
+        with open(path) as f:
+            return f.read().strip().splitlines()[0]
+    except (OSError, IndexError):
+        raise BadInputError("--address auto: no Ray cluster was started on this machine (no RAY_ADDRESS and no "
+                            f"{path}); start one with `ray start --head`, or pass the head's host:port") from None
 
 
 def list_nodes(alive_only: bool = True) -> list[NodeInfo]:

@@ -98,37 +98,36 @@ def latency_table(store, run_id: str | None, hardware: str, specs: dict, candida
     return table.with_budget_fraction(budget)
 
 
-def flops_table(model_name: str, specs: dict, candidates: dict, budget: float):
-    import torch
+def flops_table(model, specs: dict, candidates: dict, budget: float):
 
     import haloc
     from haloc.hardware_loss import flops_cost_table
 
-    model = haloc.models.create(model_name)
-    total = haloc.flops(model, torch.zeros(1, *haloc.models.input_size(model_name)))  # (1, C, H, W)
+    spec = haloc.models.ModelSpec.of(model)
+    total = haloc.flops(spec.create(), spec.example())
     return flops_cost_table(specs, candidates, total, budget)
 
 
-def cost_tables(store, run_id: str | None, model_name: str, specs: dict, rank_space, targets: tuple[str, ...],
+def cost_tables(store, run_id: str | None, model, specs: dict, rank_space, targets: tuple[str, ...],
                 budget: float, metric: str = "latency") -> list:
     """One CostTable per target (`("flops",)` for the FLOPs metric), each with budget x its original cost."""
     if metric not in METRICS:
         raise BadInputError(f"budget metric {metric!r} unknown; use one of {METRICS}")
     if metric == FLOPS:
-        return [flops_table(model_name, specs, rank_space.candidates, budget)]
+        return [flops_table(model, specs, rank_space.candidates, budget)]
     return [latency_table(store, run_id, hw, specs, rank_space.candidates, budget) for hw in targets]
 
 
-def reachable_floors(store, run_id: str | None, model_name: str, hardware: list[str], metric: str = "latency",
+def reachable_floors(store, run_id: str | None, model, hardware: list[str], metric: str = "latency",
                      rank_mode: str = "latency", rank_step: int = 8) -> dict[str, float]:
     """{target: the smallest cost fraction any architecture of the search's rank space reaches}:
     budgets below it cannot be met (what the search stage would refuse)."""
     import haloc
 
-    specs = haloc.models.layer_specs(model_name)
+    specs = haloc.models.layer_specs(model)
     if metric == FLOPS:
         space = search_rank_space(store, run_id, specs, [], "step", rank_step)
-        table = flops_table(model_name, specs, space.candidates, 1.0)
+        table = flops_table(model, specs, space.candidates, 1.0)
         return {FLOPS: table.min_cost / table.original_cost}
     space = search_rank_space(store, run_id, specs, list(hardware), rank_mode, rank_step)
     out = {}

@@ -9,12 +9,10 @@ Layout in the store (orchestrator.run_layout):
     <run>/finetune/<config_id>/final.pt  the fine-tuned student's state dict (no DDP prefix)
     <run>/finetune/<config_id>/final.json  its final metrics and history, written last: "done"
 
-Resume: Ray 2.60 runs Ray Train V2, where `TorchTrainer.restore` / `can_restore` are gone (they
-raise DeprecationWarning). A trainer started again with the same `RunConfig(name, storage_path)`
-restores its checkpoint manager from the run folder, and the loop resumes from
-`ray.train.get_checkpoint()`. A config whose final.json exists is skipped. `Result.metrics` may be
-None when no checkpoint was reported, so the final state is read from the last checkpoint and written to the store
-by the driver, each file in one atomic write.
+Resume: each fine-tune is a Ray Train job (orchestrator.train_jobs) whose run folder lies in the
+store; started again, it resumes from its last checkpoint. A config whose final.json exists is
+skipped. The final state is read from the last checkpoint and written to the store by the driver,
+each file in one atomic write.
 """
 from __future__ import annotations
 
@@ -27,13 +25,14 @@ from haloc.errors import BadInputError
 
 from .artifacts import SelectedConfig, as_selected
 from .run_layout import RunLayout
+from .train_jobs import Workers, run_job
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class FinetuneSpec:
-    model: str = "resnet20"
+    model: str | dict = "resnet20"  # a registry name or a haloc.models.ModelSpec's dict form
     data: dict = field(default_factory=lambda: {"kind": "demo"})  # haloc.data.DataConfig fields
     train: dict = field(default_factory=dict)  # haloc.train.TrainConfig fields (epochs, lr, batch_size, ...)
     num_classes: int | None = None  # None: the model registry's default (demo: data's num_classes)
@@ -80,57 +79,12 @@ class FinetuneSpec:
 
 # ---- the stage ------------------------------------------------------------------------------------
 
-def _scaling(spec: FinetuneSpec):
-    """ScalingConfig checked against the cluster: an infeasible request would wait forever."""
-    import ray
-    from ray.train import ScalingConfig
-
-    total = ray.cluster_resources()
-    gpus = total.get("GPU", 0)
-    use_gpu = spec.use_gpu if spec.use_gpu is not None else gpus >= 1
-    workers = spec.num_workers
-    if use_gpu:
-        if gpus < 1:
-            raise BadInputError("finetune spec: use_gpu=True but the cluster has no GPU; set use_gpu to None or False")
-        if workers > gpus:
-            log.warning("fine-tune: %d workers requested, the cluster has %g GPUs: using %d", workers, gpus, int(gpus))
-            workers = int(gpus)
-        return ScalingConfig(num_workers=workers, use_gpu=True)
-    per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
-    if per_node < spec.cpus_per_worker or total.get("CPU", 0) < workers * spec.cpus_per_worker:
-        raise BadInputError(f"finetune spec: {workers} workers x {spec.cpus_per_worker} CPU do not fit the cluster "
-                            f"({total.get('CPU', 0):g} CPUs, at most {per_node:g} on one node); "
-                            "lower num_workers or cpus_per_worker")
-    return ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": spec.cpus_per_worker})
-
-
-def _trainer(layout: RunLayout, cid: str, loop_config: dict, spec: FinetuneSpec):
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
-
-    from workers.finetune_loop import train_loop_per_worker
-
-    finetune_store = layout.finetune_store()
-    run_config = RunConfig(name=cid, storage_path=finetune_store.root_path,
-                           storage_filesystem=finetune_store.filesystem,
-                           checkpoint_config=CheckpointConfig(num_to_keep=2),
-                           failure_config=FailureConfig(max_failures=spec.max_failures))
-    return TorchTrainer(train_loop_per_worker, train_loop_config=loop_config, scaling_config=_scaling(spec),
-                        run_config=run_config)
-
-
-def _read_checkpoint(checkpoint):
-    from pathlib import Path
-
-    from haloc.train import TrainState
-    from workers.finetune_loop import STATE_FILE
-
-    with checkpoint.as_directory() as folder:
-        return TrainState.load(Path(folder) / STATE_FILE)
-
-
 def _plain(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _name(model) -> str:
+    return model["name"] if isinstance(model, dict) else model
 
 
 def finetune_one(layout: RunLayout, config: SelectedConfig, spec: FinetuneSpec, model_state: dict | None) -> dict:
@@ -142,19 +96,14 @@ def finetune_one(layout: RunLayout, config: SelectedConfig, spec: FinetuneSpec, 
     cfg = spec.train_config()
     loop = loop_config(spec.model, ranks, spec.data, spec.train, spec.class_count(), None, model_state,
                        spec.max_epochs)
-    result = _trainer(layout, cid, loop, spec).fit()
-    if result.error:
-        raise RuntimeError(f"fine-tune of {cid!r} failed: {result.error}") from result.error
-    if result.checkpoint is None:
-        raise RuntimeError(f"fine-tune of {cid!r} ended without a checkpoint; see the Ray Train logs under "
-                           f"{layout.finetune_store().uri_of(cid)}")
-    state = _read_checkpoint(result.checkpoint)
+    workers = Workers(spec.num_workers, spec.cpus_per_worker, spec.use_gpu, spec.max_failures)
+    state, metrics = run_job(layout.finetune_store(), cid, loop, workers, f"fine-tune of {cid!r}")
     last = state.history[-1] if state.history else {}
     record = {"config_id": cid, "model": spec.model, "ranks": ranks, "num_classes": spec.class_count(),
               "epoch": state.epoch, "epochs": cfg.epochs, "done": state.epoch >= cfg.epochs,
               "history": state.history, "final_val": last.get("val"), "train_config": cfg.to_dict(),
               "data": spec.data_config().to_dict(), "num_workers": (last or {}).get("world_size"),
-              "metrics": {k: _plain(v) for k, v in (result.metrics or {}).items() if not isinstance(v, dict)}}
+              "metrics": {k: _plain(v) for k, v in metrics.items() if not isinstance(v, dict)}}
     if not record["done"]:
         log.info("fine-tune %s stopped after epoch %d of %d (max_epochs)", cid, state.epoch, cfg.epochs)
         return record
@@ -175,7 +124,7 @@ def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | d
     layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, FinetuneSpec) else FinetuneSpec.from_dict(spec)
     spec.train_config(), spec.data_config()  # bad fields fail before Ray starts
-    configs = as_selected(configs, spec.model)
+    configs = as_selected(configs, _name(spec.model))
     ids = [c.config_id for c in configs]
     if len(set(ids)) != len(ids):
         raise BadInputError(f"finetune: config ids {ids} are not unique; give each selected config a config_id")

@@ -27,7 +27,7 @@ from .store import Store, validate_name, validate_run_id
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-STATES = ("pending", "running", "done", "failed")
+STATES = ("pending", "running", "done", "failed", "interrupted")
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -222,7 +222,7 @@ class RunManifest:
         if state == "running":
             rec["started"], rec["finished"] = now, None
             rec["attempts"] = rec.get("attempts", 0) + 1
-        elif state in ("done", "failed"):
+        elif state in ("done", "failed", "interrupted"):
             rec["finished"] = now
         elif state == "pending":  # a reset: forget the times, keep the info for the record
             rec["started"], rec["finished"] = None, None

@@ -33,11 +33,27 @@ def check_model(spec: RunSpec) -> None:
 def check_weights(spec: RunSpec) -> None:
     """--weights that cannot be read or do not fit the model fail here (the weights stage would find
     it only after Ray started and the manifest was created)."""
-    if not spec.weights or spec.weights == "torchvision":  # torchvision's are checked when fetched
+    if not spec.weights:
         return
     import haloc
 
-    haloc.models.create(spec.model, weights=spec.weights)  # as the weights stage loads them
+    # as the weights stage loads them (torchvision's: from the hub cache, or downloaded where a network is)
+    haloc.models.create(spec.model, num_classes=spec.num_classes, weights=spec.weights)
+
+
+def read_data_facts(kind: str, data: str):
+    """haloc.data.DataFacts of --data (an s3:// data set is synced to the local cache first)."""
+    from haloc import data as hdata
+    from workers.data_cache import local_data_path
+
+    if kind not in ("cifar10", "imagenet"):
+        raise BadInputError(f"data set {kind!r} unknown; use imagenet, cifar10 or demo")
+    try:
+        root = local_data_path(data)
+    except OSError as e:
+        raise BadInputError(f"--data {data.split('?', 1)[0]!r} cannot be read ({e}); check the path, "
+                            "the endpoint and the credentials") from None
+    return hdata.data_facts(kind, root, shown_as=data.split("?", 1)[0])
 
 
 def check_data(spec: RunSpec, console) -> None:

@@ -140,11 +140,11 @@ def _batches(items: list, rows_per_batch: int) -> deque:
     return deque((items[i:i + rows_per_batch], 0) for i in range(0, len(items), rows_per_batch))
 
 
-def profile_model(store, model_name: str, profiles, batch: int | None = None, run_id: str | None = None,
+def profile_model(store, model, profiles, batch: int | None = None, run_id: str | None = None,
                   rank_step: int | None = None, extra_profile_dirs=(), rows_per_batch: int = 8,
                   sim_actors_per_node: int = 2, progress: bool = True, address: str | None = None,
                   accept_noisy: bool = False) -> dict[str, ProfilingResult]:
-    """Measure every missing LUT row of `model_name` on each profile; returns a result per hardware.
+    """Measure every missing LUT row of `model` on each profile; returns a result per hardware.
 
     `batch` and `rank_step` default to each profile's own. Connects to Ray (`address`, or the
     running/embedded one) and checks every profile's resource first. Rows that stay noisy raise
@@ -159,11 +159,11 @@ def profile_model(store, model_name: str, profiles, batch: int | None = None, ru
     if len(waves) > 1:  # a timing profile shares a node with a simulator: time it alone, afterwards
         results = {}
         for wave in waves:
-            results.update(profile_model(layout.store, model_name, wave, batch, run_id, rank_step,
+            results.update(profile_model(layout.store, model, wave, batch, run_id, rank_step,
                                          extra_profile_dirs, rows_per_batch, sim_actors_per_node, progress, address,
                                          accept_noisy))
         return results
-    specs = haloc.models.layer_specs(model_name)
+    specs = haloc.models.layer_specs(model)
 
     tables, queues, results = {}, {}, {}
     for p in profiles:
@@ -240,7 +240,7 @@ def lut_fingerprint(table) -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
 
 
-def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id: str | None = None,
+def calibrate(store, model, profiles, batch: int | None = None, run_id: str | None = None,
               samples: int = 20, seed: int = 0, extra_profile_dirs=(), sim_actors_per_node: int = 2,
               address: str | None = None, rank_step: int | None = None, accept_noisy: bool = False,
               reuse: bool = True) -> dict[str, Calibration]:
@@ -260,10 +260,10 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     if len(waves) > 1:  # as in profile_model: wall-clock timing never beside a simulator
         cals = {}
         for wave in waves:
-            cals.update(calibrate(layout.store, model_name, wave, batch, run_id, samples, seed, extra_profile_dirs,
+            cals.update(calibrate(layout.store, model, wave, batch, run_id, samples, seed, extra_profile_dirs,
                                   sim_actors_per_node, address, rank_step, accept_noisy, reuse))
         return cals
-    specs = haloc.models.layer_specs(model_name)
+    specs = haloc.models.layer_specs(model)
     # The original model is always one point: budgets are fractions of its cost, so the fit must hold there.
     configs = [{}] + random_configs(specs, max(1, samples - 1), seed, rank_step=rank_step)
     tables = {p.name: layout.read_lut(p.name) for p in profiles}
@@ -271,7 +271,7 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     for p in profiles:
         missing = layout.latency_table(p.name).missing_layers(specs, batch or p.batch_size)
         if missing:
-            raise BadInputError(f"LUT of {p.name!r} lacks layers {missing[:4]} of {model_name!r}; "
+            raise BadInputError(f"LUT of {p.name!r} lacks layers {missing[:4]} of {model!r}; "
                                 f"run profile_model first")
         old = layout.read_calibration(p.name)
         if reuse and old is not None and old.lut_fingerprint == lut_fingerprint(tables[p.name]) \
@@ -284,7 +284,7 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     pool = ProfilerPool(todo, sim_actors_per_node).start()
     try:
         for p in todo:
-            calibrations[p.name] = _calibrate_one(layout, pool, p, model_name, specs, configs, batch or p.batch_size,
+            calibrations[p.name] = _calibrate_one(layout, pool, p, model, specs, configs, batch or p.batch_size,
                                                   tables)
     finally:
         pool.stop()
@@ -295,13 +295,13 @@ def calibrate(store, model_name: str, profiles, batch: int | None = None, run_id
     return calibrations
 
 
-def _measure_configs(pool: ProfilerPool, profile: HardwareProfile, model_name: str, configs: list[dict],
+def _measure_configs(pool: ProfilerPool, profile: HardwareProfile, model, configs: list[dict],
                      batch: int) -> list[dict]:
     """measure_models of every config: in one actor, interleaved, for timed hardware; split for simulators."""
     import ray
 
     group = pool.actors[profile.name] if profile.is_simulator else pool.actors[profile.name][:1]
-    parts = ray.get([group[k].measure_models.remote(model_name, configs[k::len(group)], batch)
+    parts = ray.get([group[k].measure_models.remote(model, configs[k::len(group)], batch)
                      for k in range(len(group))])
     measured = [None] * len(configs)
     for k, part in enumerate(parts):
@@ -309,7 +309,7 @@ def _measure_configs(pool: ProfilerPool, profile: HardwareProfile, model_name: s
     return measured
 
 
-def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfile, model_name: str, specs: dict,
+def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfile, model, specs: dict,
                    configs: list[dict], batch: int, tables: dict) -> Calibration:
     from hw_profiles.lut import LatencyTable
 
@@ -318,7 +318,7 @@ def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfi
     remeasured, rounds = 0, 0
     while True:
         lut = LatencyTable(profile.name, tables[profile.name])
-        measured = _measure_configs(pool, profile, model_name, configs, batch)
+        measured = _measure_configs(pool, profile, model, configs, batch)
         sums = [lut.predict(specs, ranks, batch) for ranks in configs]
         extra = [{"ranks": ranks, "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"], "slowdown": m["slowdown"]}
                  for ranks, m in zip(configs, measured)]

@@ -45,6 +45,22 @@ def use_token_auth_if_a_token_exists() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def ensure_auth_token() -> None:
+    """Ray 2.60 clusters started with `ray start` authenticate with a token once one exists; make the
+    machine's token (~/.ray/auth_token) if there is none, as `ray get-auth-token --generate` does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if os.environ.get("RAY_AUTH_MODE") == "disabled" or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    if Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token")).is_file():
+        return
+    ray = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray, "get-auth-token", "--generate"], check=True, capture_output=True,
+                   env=dict(os.environ, RAY_AUTH_MODE="token"))
+
+
 def enable_token_auth() -> None:
     """Ray 2.60 turns token authentication on by default once a token exists, but a driver given an
     explicit address does not pick up RAY_AUTH_MODE=token set after Ray was imported: re-read its

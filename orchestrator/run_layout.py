@@ -129,7 +129,8 @@ class RunLayout:
             raise BadInputError(f"weights {weights!r}: name the model they belong to")
         import haloc
 
-        return haloc.models.create(model, num_classes=num_classes, weights=weights).state_dict()
+        name = haloc.models.ModelSpec.of(model).name
+        return haloc.models.create(name, num_classes=num_classes, weights=weights).state_dict()
 
     def pretrain_store(self) -> Store:
         return self.sub(PRETRAIN_DIR)

@@ -18,7 +18,35 @@ RANK_MODES = ("latency", "step")
 # Keys a resumed run may change without becoming a different run.
 RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from")
 # Spec fields whose CLI flag is not simply --field-name.
-_FLAGS = {"demo_train": "--demo-size TRAIN", "demo_val": "--demo-size VAL"}
+_FLAGS = {"demo_train": "--demo-size TRAIN", "demo_val": "--demo-size VAL", "heldout_fraction": "--heldout-fraction"}
+MAX_SEED = 2**31 - 1  # numpy, torch and Python's random all take it
+# integer fields and their smallest value; _OPTIONAL may also be None (the default of their stage)
+_AT_LEAST = {"search_epochs": 1, "search_warmup_epochs": 0, "finetune_epochs": 1, "search_batch_size": 1,
+             "finetune_batch_size": 1, "finetune_workers": 1, "rank_step": 1, "demo_train": 8, "demo_val": 1,
+             "latency_batch": 1, "calibration_samples": 2, "pretrain_epochs": 1, "num_classes": 2, "image_size": 8,
+             "search_steps_per_epoch": 1, "finetune_steps_per_epoch": 1, "profile_batch": 1,
+             "pretrain_steps_per_epoch": 1, "pretrain_batch_size": 1}
+_OPTIONAL = {"search_steps_per_epoch", "finetune_steps_per_epoch", "profile_batch", "pretrain_steps_per_epoch"}
+# number fields: (low, high, the allowed range in words); low is exclusive except for kd_weight
+_RANGES = {"heldout_fraction": (0.0, 0.95, "a fraction in (0, 0.95], e.g. 0.2"),
+           "pretrain_lr": (0.0, 10.0, "a learning rate in (0, 10], e.g. 0.05"),
+           "finetune_lr": (0.0, 10.0, "a learning rate in (0, 10], e.g. 0.01"),
+           "lam": (0.0, 1e4, "a positive penalty weight, e.g. 2"),
+           "kd_weight": (0.0, 1.0, "a weight in [0, 1], e.g. 0.5")}
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    import math
+
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, f"--{name.replace('_', '-')}")
 
 
 @dataclass(frozen=True)
@@ -29,7 +57,8 @@ class RunSpec:
     data: str | None  # local folder or s3:// URI; None with the demo data set
     store: str  # local folder or s3:// URI
     run_id: str
-    preset: str  # "demo" | "paper" | "custom"
+    preset: str  # "demo" | "quick" | "paper"
+    data_description: str | None = None  # what the data is, as the report names it (read from the data)
     hardware: tuple[str, ...] = ("cpu", "asic")
     profile_dirs: tuple[str, ...] = ()  # folders of the user's own hardware profiles (*.yaml)
     budgets: tuple[float, ...] = (0.5,)  # fractions of the original model's latency (or FLOPs)
@@ -43,6 +72,8 @@ class RunSpec:
     demo_val: int = 256
     pretrain_epochs: int = 3  # without --weights: train the original model first (demo data, or real)
     pretrain_lr: float = 0.05
+    pretrain_steps_per_epoch: int | None = None  # None: the whole training split every epoch
+    pretrain_batch_size: int = 64
     # profiling
     profile_batch: int | None = None  # None: each hardware profile's own batch size
     rank_mode: str = "latency"  # candidate ranks from the LUT curves, or a constant step
@@ -75,25 +106,46 @@ class RunSpec:
         if self.budget_metric not in BUDGET_METRICS:
             raise BadInputError(f"--budget-metric {self.budget_metric!r}: use one of {BUDGET_METRICS}")
         if self.rank_mode not in RANK_MODES:
-            raise BadInputError(f"rank mode {self.rank_mode!r}: use one of {RANK_MODES}")
-        if not self.budgets or any(not 0 < b <= 1.5 for b in self.budgets):
+            raise BadInputError(f"--rank-mode {self.rank_mode!r}: use one of {RANK_MODES}")
+        if not self.budgets or any(not _is_number(b) or not 0 < b <= 1.5 for b in self.budgets):
             raise BadInputError(f"--budgets {list(self.budgets)}: each budget is a fraction of the original "
                                 "model's cost in (0, 1.5], e.g. --budgets 0.5 0.7")
+        if len(set(self.budgets)) != len(self.budgets):
+            raise BadInputError(f"--budgets {list(self.budgets)} names a budget twice; give each once")
         if not self.seeds:
             raise BadInputError("--seeds needs at least one seed")
-        if not self.hardware:
-            raise BadInputError("--hardware needs at least one hardware profile (see `python -m hw_profiles`)")
-        for name in ("search_epochs", "finetune_epochs", "search_batch_size", "finetune_batch_size",
-                     "finetune_workers", "rank_step", "demo_train", "demo_val", "latency_batch"):
-            if getattr(self, name) < 1:
-                flag = _FLAGS.get(name, f"--{name.replace('_', '-')}")
-                raise BadInputError(f"{flag} {getattr(self, name)} must be >= 1; pass a positive integer")
-        if not 0 < self.heldout_fraction < 1:
-            raise BadInputError(f"held-out fraction {self.heldout_fraction} must lie in (0, 1)")
+        bad_seeds = [x for x in self.seeds if not _is_int(x) or not 0 <= x <= MAX_SEED]
+        if bad_seeds or len(set(self.seeds)) != len(self.seeds):
+            raise BadInputError(f"--seeds {list(self.seeds)}: give distinct integers in 0..{MAX_SEED} "
+                                "(the range every random generator of the run takes)")
+        if not self.hardware or len(set(self.hardware)) != len(self.hardware):
+            raise BadInputError(f"--hardware {list(self.hardware)}: name each hardware profile once "
+                                "(`python -m pipelines.env` lists them)")
+        for name, low in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is None and name in _OPTIONAL:
+                continue
+            if not _is_int(value) or value < low:
+                raise BadInputError(f"{_flag(name)} {value!r} must be an integer >= {low}"
+                                    + (" (or left out)" if name in _OPTIONAL else ""))
+        for name, (low, high, what) in _RANGES.items():
+            value = getattr(self, name)
+            if not _is_number(value) or not (low < value <= high if name != "kd_weight" else low <= value <= high):
+                raise BadInputError(f"{_flag(name)} {value!r} must be {what}")
+        if self.search_warmup_epochs >= self.search_epochs:
+            raise BadInputError(f"--search-warmup-epochs {self.search_warmup_epochs} leaves no epoch of the "
+                                f"{self.search_epochs} search epochs to move the architecture; make it smaller "
+                                "than --search-epochs")
 
     @property
     def is_demo(self) -> bool:
         return self.dataset == "demo"
+
+    @property
+    def model_spec(self) -> dict:
+        """The model as every stage rebuilds it: its class count and the input size of the data
+        (haloc.models.ModelSpec's dict form)."""
+        return {"name": self.model, "num_classes": self.num_classes, "input_size": [3, self.image_size, self.image_size]}
 
     def to_dict(self) -> dict:
         d = asdict(self)

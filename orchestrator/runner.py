@@ -28,11 +28,22 @@ def run_pipeline(spec: RunSpec, console=None, reprofile: list[str] | None = None
     """
     from rich.console import Console
 
-    from . import preflight
+    from . import interrupts
+    from .cluster import disconnect
+
+    console = console or Console(stderr=True, soft_wrap=True)  # a long line stays one line in a log
+    interrupts.install()
+    try:
+        return _run(spec, console, reprofile)
+    finally:
+        disconnect()  # the embedded Ray stops with the run, however the run ends
+
+
+def _run(spec: RunSpec, console, reprofile: list[str] | None) -> dict:
+    from . import interrupts, preflight
     from .run_layout import RunLayout
     from .store import Store, validate_run_id
 
-    console = console or Console(stderr=True)
     validate_run_id(spec.run_id)
     preflight.check_model(spec)
     profiles = preflight.resolve_profiles(spec)
@@ -46,6 +57,8 @@ def run_pipeline(spec: RunSpec, console=None, reprofile: list[str] | None = None
     layout = RunLayout(store, spec.run_id)
     if spec.luts_from:
         preflight.check_luts_from(store, spec, profiles)
+    _connect(spec, profiles, console)  # an unoffered resource fails here, before anything is written
+    interrupts.install()  # Ray installed its own handlers
     manifest = _open_manifest(layout, spec, console, reprofile)
     if spec.luts_from and manifest.stage_state("profile") != "done":
         copied = layout.copy_luts_from(RunLayout(store, spec.luts_from), list(spec.hardware))
@@ -54,7 +67,6 @@ def run_pipeline(spec: RunSpec, console=None, reprofile: list[str] | None = None
     label = " [bold yellow](demo: generated data, not real)[/]" if spec.is_demo else ""
     console.print(f"[bold]HALOC run[/] {spec.run_id}: {spec.model} on {spec.dataset}{label}")
     console.print(f"store: {ctx.layout.uri()}")
-    _connect(ctx)
     for stage in STAGES:
         if manifest.stage_state(stage.name) == "done" and stage.name != "report":
             console.print(f"[dim]{stage.name}: done in an earlier attempt, skipped[/]")
@@ -65,15 +77,22 @@ def run_pipeline(spec: RunSpec, console=None, reprofile: list[str] | None = None
         try:
             info = stage.run(ctx) or {}
         except BaseException as e:
+            # A signal may surface wrapped: raised inside Ray's compiled code it becomes a SystemError.
+            interrupted = in_chain(e, interrupts.Interrupted)
+            if interrupted is not None:
+                interrupted.stage = stage.name
+                manifest.mark(stage.name, "interrupted", error=f"interrupted by {signal_name(interrupted.signum)}")
+                raise interrupted from None
             try:
                 manifest.mark(stage.name, "failed", error=f"{type(e).__name__}: {str(e)[:300]}")
             except Exception:  # the store itself may be what failed: the stage's own error is the one to raise
                 pass
-            bad = _unwrap(e)
-            if isinstance(bad, BadInputError) and bad is not e:
+            bad = in_chain(e, BadInputError)
+            if bad is not None and bad is not e:
                 raise bad from None  # a bad input found inside a Ray task: exit 2 with its message
             raise
         manifest.mark(stage.name, "done", seconds=round(time.monotonic() - started, 1), **info)
+        interrupts.install()  # Tune and Train may have replaced them
     console.print(f"[bold green]done[/]: report at {ctx.layout.uri('report.html')}")
     return ctx.report
 
@@ -114,24 +133,34 @@ def _open_manifest(layout, spec: RunSpec, console, reprofile: list[str] | None):
     return RunManifest.load_or_create(layout.store, spec.run_id, spec.to_dict(), resume_safe=RESUME_SAFE + tuple(changed))
 
 
-def _unwrap(e: BaseException) -> BaseException:
-    """The BadInputError inside a Ray task/actor/Tune error, if there is one."""
-    seen = set()
-    while e is not None and id(e) not in seen:
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def in_chain(e: BaseException, kind: type) -> BaseException | None:
+    """The first exception of `kind` in `e`'s chain: Ray's `cause` of a task/actor error, then
+    __cause__, then __context__ (an exception raised while another was being handled or returned)."""
+    todo, seen = [e], set()
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
         seen.add(id(e))
-        if isinstance(e, BadInputError):
+        if isinstance(e, kind):
             return e
         cause = getattr(e, "cause", None)
-        e = cause if isinstance(cause, BaseException) else e.__cause__
-    return e
+        todo += [cause if isinstance(cause, BaseException) else None, e.__cause__, e.__context__]
+    return None
 
 
-def _connect(ctx: RunContext) -> None:
+def _connect(spec: RunSpec, profiles: dict, console) -> None:
     from .cluster import check_profiles_feasible, connect
     from .ray_compat import dashboard_url
 
-    connect(ctx.spec.address)
-    check_profiles_feasible(list(ctx.profiles.values()))
+    connect(spec.address)
+    check_profiles_feasible(list(profiles.values()))
     url = dashboard_url()
     if url:
-        ctx.console.print(f"Ray dashboard: http://{url}")
+        console.print(f"Ray dashboard: http://{url}")

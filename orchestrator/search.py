@@ -47,7 +47,7 @@ OBJECTIVE = "objective"
 
 @dataclass(frozen=True)
 class SearchSpec:
-    model: str = "resnet20"
+    model: str | dict = "resnet20"  # a registry name or a haloc.models.ModelSpec's dict form
     hardware: tuple[str, ...] = ("cpu",)  # hardware profile names
     budgets: tuple[float, ...] = (0.5,)  # fractions of the original model's cost on each target
     seeds: tuple[int, ...] = (0,)
@@ -145,12 +145,11 @@ def prepare(layout: RunLayout, spec: SearchSpec, callbacks=()) -> Prepared:
 
     from .cost_tables import cost_tables, search_rank_space
 
-    if spec.model not in haloc.models.list_models():
-        raise BadInputError(f"model {spec.model!r} unknown; choose one of {haloc.models.list_models()}")
+    model = haloc.models.ModelSpec.of(spec.model)  # an unknown model -> BadInputError naming the known ones
     for hw in spec.hardware:
         get_profile(hw)  # unknown hardware -> BadInputError naming the known profiles
     _check_data(spec)
-    specs = haloc.models.layer_specs(spec.model)
+    specs = haloc.models.layer_specs(model)
     store, run_id = layout.store, layout.run_id
     lut_hw = list(spec.hardware) if spec.rank_mode == "latency" else []
     space = search_rank_space(store, run_id, specs, lut_hw, spec.rank_mode, spec.rank_step, spec.rank_rel_tol,
@@ -159,13 +158,13 @@ def prepare(layout: RunLayout, spec: SearchSpec, callbacks=()) -> Prepared:
     tables, meta = {}, {}
     for group in groups:
         for budget in spec.budgets:
-            ts = cost_tables(store, run_id, spec.model, specs, space, group, float(budget), spec.budget_metric)
+            ts = cost_tables(store, run_id, model, specs, space, group, float(budget), spec.budget_metric)
             tables[(targets_key(group), float(budget))] = ts
             meta[f"{targets_key(group)}@{float(budget):g}"] = {
                 t.name: {"budget": t.budget, "original": t.original_cost, "min": t.min_cost, "unit": t.unit,
                          **t.meta} for t in ts}
     model_state = _load_weights(layout, spec.weights) if spec.weights else None
-    ctx = SearchContext(model=spec.model, specs=specs, rank_space=space, tables=tables,
+    ctx = SearchContext(model=model, specs=specs, rank_space=space, tables=tables,
                         base=spec.search_config_fields(), data=spec.data_fields(), batch_size=spec.batch_size,
                         heldout_fraction=spec.heldout_fraction, model_state=model_state, callbacks=tuple(callbacks))
     return Prepared(ctx, groups, meta)

@@ -43,15 +43,17 @@ class WeightsStage(Stage):
     name = "weights"
     # what defines the original model and its data: a change makes every artifact wrong (refused)
     inputs = ("pipeline", "model", "dataset", "data", "num_classes", "image_size", "demo_train", "demo_val",
-              "weights", "pretrain_epochs", "pretrain_lr")
+              "weights", "pretrain_epochs", "pretrain_lr", "pretrain_steps_per_epoch", "pretrain_batch_size")
 
     def spec(self, ctx: RunContext):
+        from .train_jobs import Workers
         from .weights import WeightsSpec
 
         s = ctx.spec
-        train = dict(epochs=s.pretrain_epochs, lr=s.pretrain_lr, batch_size=s.finetune_batch_size,
-                     max_steps_per_epoch=s.finetune_steps_per_epoch, log_every=0)
-        return WeightsSpec(model=s.model, weights=s.weights, data=ctx.data_config(), train=train)
+        train = dict(epochs=s.pretrain_epochs, lr=s.pretrain_lr, batch_size=s.pretrain_batch_size,
+                     max_steps_per_epoch=s.pretrain_steps_per_epoch, log_every=0)
+        return WeightsSpec(model=s.model_spec, weights=s.weights, num_classes=s.num_classes, data=ctx.data_config(),
+                           train=train, workers=Workers(num_workers=s.finetune_workers))
 
     def run(self, ctx: RunContext) -> dict:
         from .weights import run_weights
@@ -70,9 +72,9 @@ class ProfileStage(Stage):
         from .cost_tables import reachable_floors
         from .verdicts import gate_message
 
-        results = profile_model(ctx.layout.store, s.model, profiles, batch=s.profile_batch, run_id=s.run_id,
+        results = profile_model(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
                                 rank_step=s.rank_step, progress=s.progress, accept_noisy=s.accept_noisy_lut)
-        cals = calibrate(ctx.layout.store, s.model, profiles, batch=s.profile_batch, run_id=s.run_id,
+        cals = calibrate(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
                          samples=s.calibration_samples, rank_step=s.rank_step, accept_noisy=s.accept_noisy_lut)
         for hw, cal in cals.items():
             verdict = "[green]passed[/]" if cal.passed else "[bold red]FAILED, accepted (--accept-noisy-lut)[/]"
@@ -83,7 +85,7 @@ class ProfileStage(Stage):
         for hw, r in results.items():
             if r.noisy_rows:
                 ctx.console.print(f"[bold red]warning[/]: {hw}: {r.noisy_rows} LUT row(s) accepted noisy")
-        floors = reachable_floors(ctx.layout.store, s.run_id, s.model, list(s.hardware), s.budget_metric,
+        floors = reachable_floors(ctx.layout.store, s.run_id, s.model_spec, list(s.hardware), s.budget_metric,
                                   s.rank_mode if s.budget_metric == "latency" else "step", s.rank_step)
         for target, floor in floors.items():
             low = [b for b in s.budgets if b < floor]
@@ -109,7 +111,7 @@ class SearchStage(Stage):
 
         s = ctx.spec
         return SearchSpec(
-            model=s.model, hardware=s.hardware, budgets=s.budgets, seeds=s.seeds, budget_metric=s.budget_metric,
+            model=s.model_spec, hardware=s.hardware, budgets=s.budgets, seeds=s.seeds, budget_metric=s.budget_metric,
             joint=s.multi_target, epochs=s.search_epochs, warmup_epochs=s.search_warmup_epochs,
             steps_per_epoch=s.search_steps_per_epoch, batch_size=s.search_batch_size, penalty=s.penalty,
             lam=s.lam, data=ctx.data_config(), heldout_fraction=s.heldout_fraction, weights=WEIGHTS,
@@ -145,7 +147,7 @@ class FinetuneStage(Stage):
         s = ctx.spec
         train = dict(epochs=s.finetune_epochs, lr=s.finetune_lr, batch_size=s.finetune_batch_size,
                      kd_weight=s.kd_weight, max_steps_per_epoch=s.finetune_steps_per_epoch, log_every=0)
-        return FinetuneSpec(model=s.model, data=ctx.data_config(), num_classes=s.num_classes, weights=WEIGHTS,
+        return FinetuneSpec(model=s.model_spec, data=ctx.data_config(), num_classes=s.num_classes, weights=WEIGHTS,
                             num_workers=s.finetune_workers, train=train)
 
     def run(self, ctx: RunContext) -> dict:
@@ -163,7 +165,7 @@ class ValidateStage(Stage):
         from .validate import ValidateSpec
 
         s = ctx.spec
-        return ValidateSpec(model=s.model, hardware=s.hardware, data=ctx.data_config(), num_classes=s.num_classes,
+        return ValidateSpec(model=s.model_spec, hardware=s.hardware, data=ctx.data_config(), num_classes=s.num_classes,
                             weights=WEIGHTS, latency_batch=s.latency_batch)
 
     def run(self, ctx: RunContext) -> dict:
@@ -175,7 +177,7 @@ class ValidateStage(Stage):
 
 class ReportStage(Stage):
     name = "report"
-    inputs = ("preset",)
+    inputs = ("preset", "data_description")
 
     def run(self, ctx: RunContext) -> dict:
         from .report import render_table, report_from_store, write_report
@@ -183,7 +185,7 @@ class ReportStage(Stage):
         s = ctx.spec
         weights = ctx.manifest.stage("weights").get("info", {})
         report = report_from_store(ctx.layout.store, s.run_id, ctx.layout.read_selected(), list(s.hardware), s.model,
-                                   s.dataset, budget_metric=s.budget_metric,
+                                   s.data_description or s.dataset, budget_metric=s.budget_metric,
                                    extra={"preset": s.preset, "weights": weights.get("source")})
         write_report(ctx.layout.store, s.run_id, report)
         ctx.console.print(render_table(report))

@@ -63,6 +63,11 @@ class StoreUnavailableError(RuntimeError):
         self.reason = reason  # the last error, short and scrubbed of credentials
 
 
+class StoreWriteError(OSError):
+    """A local store could not be written (a full disk, a read-only filesystem, no permission): the
+    message names the path and the fix; nothing half-written is left (writes are atomic)."""
+
+
 class StoreAccessDeniedError(BadInputError):
     """The endpoint refused the credentials or the bucket's permissions refused the operation."""
 
@@ -200,8 +205,9 @@ class Store:
         except OSError as err:
             raise BadInputError(f"store folder {str(root)!r} cannot be created ({err.strerror}); "
                                 "choose a writable folder") from None
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise BadInputError(f"store folder {str(root)!r} is not writable; choose a writable folder")
+        if not os.access(root, os.W_OK | os.X_OK) or _read_only(root):
+            raise StoreWriteError(30, f"store folder {str(root)!r} is not writable (a read-only filesystem or no "
+                                      "permission); make it writable or choose another --store")
         return cls(pafs.LocalFileSystem(), root.as_posix(), display=root.as_posix(), retry=retry)
 
     @classmethod
@@ -292,7 +298,14 @@ class Store:
         if self._s3:
             self._call("write", path, lambda: self._put(key, data))
         else:
+            self._write_local(path, key, data)
+
+    def _write_local(self, path: str, key: str, data) -> None:
+        try:
             atomic_write(key, data)
+        except OSError as err:
+            raise StoreWriteError(err.errno, f"store {self._display}: cannot write {path!r} ({err.strerror or err}); "
+                                  "free space on that disk, make it writable, or choose another --store") from None
 
     def read_bytes(self, path: str) -> bytes:
         key = self._join(validate_path(path))
@@ -485,6 +498,14 @@ def _s3_filesystem(opts: _S3Options, connect_timeout_s: float, *, attempts: int,
         request_timeout=max(connect_timeout_s, 10.0),
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=attempts), allow_delayed_open=delayed_open,
     )
+
+
+def _read_only(folder: Path) -> bool:
+    """A read-only mount (os.access says yes to root even there)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _first_line(err: BaseException) -> str:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ValidateSpec:
-    model: str = "resnet20"
+    model: str | dict = "resnet20"  # a registry name or a haloc.models.ModelSpec's dict form
     hardware: tuple[str, ...] = ("cpu",)  # hardware profile names: latency measured on each
     data: dict = field(default_factory=lambda: {"kind": "demo"})  # haloc.data.DataConfig fields
     num_classes: int | None = None  # None: the registry's default (demo: the data's num_classes)
@@ -69,24 +69,24 @@ class ValidateSpec:
 
 # ---- pieces ---------------------------------------------------------------------------------------
 
-def _evaluate_task(model_name: str, num_classes, ranks: dict, state: dict, data: dict, batch_size: int) -> dict:
+def _evaluate_task(model, num_classes, ranks: dict, state: dict, data: dict, batch_size: int) -> dict:
     """top-1/top-5 of the model rebuilt from (name, ranks, state) on the validation set (runs in Ray)."""
     import haloc
     from haloc.data import DataConfig, build_datasets, make_loader
     from haloc.train import evaluate
     from workers.data_cache import local_data_config  # runs on a node: an s3:// data set is synced there
 
-    model = haloc.rebuild(model_name, ranks, state, num_classes)
+    model = haloc.rebuild(model, ranks, state, num_classes)
 
     _, val = build_datasets(DataConfig.from_dict(local_data_config(data)))
     return evaluate(model, make_loader(val, batch_size, shuffle=False), "auto")
 
 
-def _lut_predictions(layout: RunLayout, model_name: str, profiles, batches: dict, rank_sets: dict) -> dict:
+def _lut_predictions(layout: RunLayout, model, profiles, batches: dict, rank_sets: dict) -> dict:
     """{hw: {key: (lut_sum_ms, predicted_ms)}} for each rank set; hardware without a LUT is left out."""
     import haloc
 
-    specs = haloc.models.layer_specs(model_name)
+    specs = haloc.models.layer_specs(model)
     out = {}
     for p in profiles:
         lut = layout.latency_table(p.name)
@@ -100,12 +100,12 @@ def _lut_predictions(layout: RunLayout, model_name: str, profiles, batches: dict
     return out
 
 
-def _export(model, model_name: str, ranks: dict, example, store, paths: dict, atol: float) -> float:
+def _export(model, spec, ranks: dict, example, store, paths: dict, atol: float) -> float:
     """model.pt + ranks.json + model.onnx into the store; returns the ONNX max |diff| against PyTorch."""
     from haloc.export import check_onnx, export_onnx, save_compressed
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = save_compressed(model, model_name, ranks, tmp)
+        files = save_compressed(model, spec, ranks, tmp)
         onnx = export_onnx(model, example, Path(tmp) / EXPORT_FILES["onnx"])
         diff = check_onnx(onnx, model, example, rtol=1e-3, atol=atol)
         for kind, local in (("model", files["model"]), ("ranks", files["ranks"]), ("onnx", onnx)):
@@ -147,7 +147,8 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     spec = spec if isinstance(spec, ValidateSpec) else ValidateSpec.from_dict(spec)
     profiles = [get_profile(h, spec.extra_profile_dirs) for h in spec.hardware]
     batches = {p.name: spec.latency_batch or p.batch_size for p in profiles}
-    configs = as_selected(configs, spec.model)
+    model = haloc.models.ModelSpec.of(spec.model)
+    configs = as_selected(configs, model.name)
     ids = [c.config_id for c in configs]
     records = {cid: rec for cid in ids if (rec := layout.read_record(cid)) is not None}
     todo = [(cid, c) for cid, c in zip(ids, configs) if cid not in records]
@@ -157,9 +158,10 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
         return {cid: records[cid] for cid in ids}
 
     num_classes = spec.class_count()
-    example = torch.randn(1, *haloc.models.input_size(spec.model))  # (1, C, H, W)
-    state = layout.original_state(spec.weights, spec.model, num_classes)
-    original = haloc.rebuild(spec.model, {}, state, num_classes).eval()
+    model = haloc.models.ModelSpec(model.name, num_classes or model.num_classes, model.input_size)
+    example = torch.randn(*model.example().shape)  # (1, C, H, W)
+    state = layout.original_state(spec.weights, model, num_classes)
+    original = haloc.rebuild(model, {}, state).eval()
     states = {cid: layout.read_final_state(cid) for cid, _ in todo}  # missing weights fail before Ray
 
     connect(address)
@@ -169,22 +171,22 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     actors = {name: group[0] for name, group in pool.actors.items()}
     try:
         # Everything at once: evaluations as tasks, one latency call per hardware (baseline first).
-        eval_refs = {cid: evaluate.remote(spec.model, num_classes, c.ranks, states[cid], spec.data,
+        eval_refs = {cid: evaluate.remote(model, None, c.ranks, states[cid], spec.data,
                                           spec.eval_batch_size) for cid, c in todo}
         if base is None:
-            eval_refs["__baseline__"] = evaluate.remote(spec.model, num_classes, {}, original.state_dict(), spec.data,
+            eval_refs["__baseline__"] = evaluate.remote(model, None, {}, original.state_dict(), spec.data,
                                                         spec.eval_batch_size)
         rank_sets = [{}] + [c.ranks for _, c in todo]
         # Simulators run beside the evaluations; wall-clock timings run afterwards, when nothing else
         # of this stage keeps the nodes' CPUs busy (evaluation tasks may land on any node).
         timed_later = [p for p in profiles if not p.is_simulator]
-        lat_refs = {p.name: actors[p.name].measure_models.remote(spec.model, rank_sets, batches[p.name])
+        lat_refs = {p.name: actors[p.name].measure_models.remote(model, rank_sets, batches[p.name])
                     for p in profiles if p not in timed_later}
-        predictions = _lut_predictions(layout, spec.model, profiles, batches,
+        predictions = _lut_predictions(layout, model, profiles, batches,
                                        {"__baseline__": {}, **{cid: c.ranks for cid, c in todo}})
         accuracy = {cid: ray.get(ref) for cid, ref in eval_refs.items()}
         latencies = {name: ray.get(ref) for name, ref in lat_refs.items()}  # [baseline, config...] per hw
-        timed = {p.name: actors[p.name].measure_models.remote(spec.model, rank_sets, batches[p.name])
+        timed = {p.name: actors[p.name].measure_models.remote(model, rank_sets, batches[p.name])
                  for p in timed_later}
         latencies.update({name: ray.get(ref) for name, ref in timed.items()})
     finally:
@@ -193,7 +195,7 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     base_flops, base_params = haloc.flops(original, example), haloc.params(original)
     if base is None:
         acc = accuracy["__baseline__"]
-        base = {"model": spec.model, "num_classes": num_classes, "flops": base_flops, "params": base_params,
+        base = {"model": model.name, "num_classes": model.num_classes, "input_size": list(model.size), "flops": base_flops, "params": base_params,
                 "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
                 "latency_ms": {}, "latency_batch": {}, "lut_sum_ms": {}, "predicted_latency_ms": {}}
     for p in profiles:  # measured now: the baseline keeps its first measurement per hardware
@@ -207,17 +209,17 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     layout.write_baseline(base)
 
     for k, (cid, config) in enumerate(todo, start=1):
-        model = haloc.rebuild(spec.model, config.ranks, states[cid], num_classes).eval()
-        flops, params = haloc.flops(model, example), haloc.params(model)
+        compressed = haloc.rebuild(model, config.ranks, states[cid]).eval()
+        flops, params = haloc.flops(compressed, example), haloc.params(compressed)
         paths = layout.export_paths(cid)
-        onnx_diff = _export(model, spec.model, config.ranks, example, layout.store, paths, spec.onnx_atol)
+        onnx_diff = _export(compressed, model, config.ranks, example, layout.store, paths, spec.onnx_atol)
         session = {p.name: latencies[p.name][k] for p in profiles}  # measured beside the original (index 0)
         measured = {h: m["median_ms"] for h, m in session.items()}
         lut_sum = {h: v[cid][0] for h, v in predictions.items()}
         predicted = {h: v[cid][1] for h, v in predictions.items()}
         acc = accuracy[cid]
         record = {
-            "config_id": cid, "model": spec.model, "targets": list(config.targets), "hardware": config.key,
+            "config_id": cid, "model": model.name, "targets": list(config.targets), "hardware": config.key,
             "budget": config.budget, "budget_metric": config.budget_metric,
             "seeds": list(config.seeds), "best_seed": config.best_seed, "ranks": config.ranks,
             "flops": flops, "params": params, "flops_reduction": 1 - flops / base_flops,

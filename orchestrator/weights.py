@@ -2,7 +2,9 @@
 
 Every later stage starts from that file. It comes from `--weights` (torchvision's published
 weights, a local file or an s3:// URI), or, without weights (the demo), from training the original
-model here first, as a Ray task (on a GPU node when the cluster has one).
+model here first: a Ray Train job of the project's one training loop (no teacher, cross-entropy
+only), checkpointed after every epoch under `<run>/weights/pretrain/`, so an interrupted training
+resumes at its last epoch.
 
     info = run_weights(layout, WeightsSpec(model="resnet20", data={"kind": "demo"}, train={"epochs": 3}))
 """
@@ -11,15 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .run_layout import RunLayout
+from .train_jobs import Workers, run_job
+
+PRETRAIN_JOB = "original"
 
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    model: str
+    model: str | dict  # a registry name or a haloc.models.ModelSpec's dict form
     weights: str | None = None  # "torchvision", a file or s3://; None: train the original here
     num_classes: int | None = None
     data: dict = field(default_factory=lambda: {"kind": "demo"})  # haloc.data.DataConfig fields
-    train: dict = field(default_factory=dict)  # haloc.train.TrainConfig fields of the pretraining
+    train: dict = field(default_factory=dict)  # haloc.train.TrainConfig fields of the training
+    workers: Workers = field(default_factory=lambda: Workers(num_workers=1))
 
 
 def run_weights(layout: RunLayout, spec: WeightsSpec, console=None) -> dict:
@@ -28,18 +34,21 @@ def run_weights(layout: RunLayout, spec: WeightsSpec, console=None) -> dict:
 
     if layout.has_weights():
         return {"source": "store"}
+    name = haloc.models.ModelSpec.of(spec.model).name
     if spec.weights:
-        model = haloc.models.create(spec.model, num_classes=spec.num_classes, weights=spec.weights)
+        model = haloc.models.create(name, num_classes=spec.num_classes, weights=spec.weights)
         layout.write_weights(model.state_dict())
         return {"source": spec.weights.split("?", 1)[0]}  # never the URI's options (endpoints, keys)
-    import ray
+    from haloc.train import TrainConfig
+    from workers.finetune_loop import loop_config
 
-    from workers.pretrain import pretrain_original
-
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus)(pretrain_original).options(name="pretrain_original")
+    train = TrainConfig.from_dict({**spec.train, "kd_weight": 0.0}).to_dict()  # no teacher: plain cross-entropy
     if console is not None:
-        console.print(f"no --weights: training the original {spec.model} for {spec.train.get('epochs')} epochs")
-    state, res = ray.get(task.remote(spec.model, spec.data, spec.train))
-    layout.write_weights(state)
-    return {"source": f"trained here for {res['epochs']} epochs", "val": res["val"]}
+        console.print(f"no --weights: training the original {name} for {train['epochs']} epochs "
+                      f"(checkpoints in {layout.uri('weights/pretrain')})")
+    loop = loop_config(spec.model, {}, spec.data, train, spec.num_classes)
+    state, metrics = run_job(layout.pretrain_store(), PRETRAIN_JOB, loop, spec.workers, f"training the original {name}")
+    layout.write_weights(state.model)
+    last = state.history[-1] if state.history else {}
+    return {"source": f"trained here for {state.epoch} epochs", "val": last.get("val"),
+            "resumed_at_epoch": metrics.get("start_epoch", 0)}

@@ -14,7 +14,7 @@ import sys
 
 from haloc.errors import BadInputError
 
-from .presets import PipelineDefaults
+from .presets import PRESETS, PipelineDefaults
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_STORE_UNAVAILABLE, EXIT_NOISY_LUT = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -24,13 +24,18 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"python -m pipelines.{defaults.pipeline}",
         description=f"HALOC on Ray: profile, search, select, fine-tune, validate and report {defaults.model}.")
-    p.add_argument("--preset", choices=("demo", "paper"), default="demo",
-                   help="demo: every stage on generated data in minutes; paper: the paper's setup (needs --data)")
+    p.add_argument("--preset", choices=PRESETS, default="demo",
+                   help="demo: every stage on generated data in minutes; quick: the demo's short settings on your "
+                        "--data; paper: the paper's setup (needs --data)")
     p.add_argument("--data", help=f"{defaults.dataset} data: a local folder or s3:// URI "
                                   "(ImageNet: ImageFolder train/ and val/; CIFAR-10: python batches)")
     p.add_argument("--store", default="runs", help="artifact store: a local folder or s3://bucket/prefix "
                                                   "(?endpoint_override=host:port&scheme=http for S3-compatible servers)")
-    p.add_argument("--run-id", help="run id (default: <pipeline>-<preset>); rerun with the same id to resume")
+    p.add_argument("--run-id", help="run id (default: <pipeline>-demo, or <pipeline>-<preset>-<data folder>); rerun "
+                                    "with the same id to resume")
+    p.add_argument("--num-classes", type=int, help="classes of the model's head (default: read from --data)")
+    p.add_argument("--image-size", type=int, help="side of the model's input images (default: the pipeline's, "
+                                                 "or the data's own when its images are smaller)")
     p.add_argument("--hardware", nargs="+", help="hardware profiles to target, e.g. cpu asic cuda jetson")
     p.add_argument("--profile-dir", action="append", default=[], metavar="DIR",
                    help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable")
@@ -47,6 +52,9 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
     p.add_argument("--finetune-steps-per-epoch", type=int)
     p.add_argument("--finetune-workers", type=int, help="Ray Train workers per fine-tune (data parallel)")
     p.add_argument("--pretrain-epochs", type=int, help="without --weights: epochs of training the original first")
+    p.add_argument("--pretrain-steps-per-epoch", type=int, help="without --weights: cap on steps per training epoch")
+    p.add_argument("--pretrain-batch-size", type=int, help="without --weights: batch size of training the original")
+    p.add_argument("--pretrain-lr", type=float, help="without --weights: peak learning rate of training the original")
     p.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"), help="demo data: samples per split")
     p.add_argument("--calibration-samples", type=int, help="whole-model measurements that calibrate each LUT")
     p.add_argument("--multi-target", action="store_true", help="one search with a budget on every hardware at once")
@@ -65,19 +73,22 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
 def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     from orchestrator.run_spec import RunSpec
 
-    preset = dict(defaults.demo if args.preset == "demo" else defaults.paper)
+    if args.preset == "demo" and args.data:
+        raise BadInputError("the demo preset generates its own data: drop --data, or use --preset quick for the "
+                            "demo's short settings on your data")
+    if args.preset != "demo" and not args.data:
+        raise BadInputError(f"--preset {args.preset} needs --data (the {defaults.dataset} folder or s3:// URI); "
+                            "pass --data PATH, or run --preset demo on generated data")
     values = dict(pipeline=defaults.pipeline, model=defaults.model, dataset=defaults.dataset,
                   num_classes=defaults.num_classes, image_size=defaults.image_size, preset=args.preset,
-                  data=args.data, store=args.store, address=args.address,
-                  run_id=args.run_id or f"{defaults.pipeline}-{args.preset}")
-    values.update(preset)
-    if args.data and args.preset == "demo":
-        # real data with demo-sized epochs: the real loading path, quickly
-        values.update(model=defaults.model, dataset=defaults.dataset, num_classes=defaults.num_classes,
-                      image_size=defaults.image_size)
-    if args.preset == "paper" and not args.data:
-        raise BadInputError(f"--preset paper needs --data (the {defaults.dataset} folder or s3:// URI); "
-                            "pass --data PATH, or run --preset demo on generated data")
+                  data=args.data, store=args.store, address=args.address)
+    values.update(defaults.preset(args.preset))
+    if args.data:
+        values.update(_from_the_data(args, defaults))
+    elif args.num_classes is not None or args.image_size is not None:
+        values.update({k: v for k, v in (("num_classes", args.num_classes), ("image_size", args.image_size))
+                       if v is not None})
+    values["run_id"] = args.run_id if args.run_id is not None else _default_run_id(defaults.pipeline, args)
     overrides = {
         "hardware": tuple(args.hardware) if args.hardware else None,
         "budgets": tuple(args.budgets) if args.budgets else None,
@@ -87,6 +98,8 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
         "search_steps_per_epoch": args.search_steps_per_epoch, "finetune_epochs": args.finetune_epochs,
         "finetune_steps_per_epoch": args.finetune_steps_per_epoch, "finetune_workers": args.finetune_workers,
         "pretrain_epochs": args.pretrain_epochs, "calibration_samples": args.calibration_samples,
+        "pretrain_steps_per_epoch": args.pretrain_steps_per_epoch, "pretrain_batch_size": args.pretrain_batch_size,
+        "pretrain_lr": args.pretrain_lr,
         "demo_train": args.demo_size[0] if args.demo_size else None,
         "demo_val": args.demo_size[1] if args.demo_size else None,
     }
@@ -107,10 +120,35 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     return RunSpec(**values)
 
 
-def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
-    from orchestrator.store import StoreUnavailableError
-    from orchestrator.verdicts import NoisyLutError
+def _from_the_data(args, defaults: PipelineDefaults) -> dict:
+    """num_classes, image_size and the data's description, read from --data (synced first if s3://);
+    a --num-classes that contradicts the data is refused."""
+    from orchestrator.preflight import read_data_facts
 
+    facts = read_data_facts(defaults.dataset, args.data)
+    if args.num_classes is not None and args.num_classes != facts.num_classes:
+        raise BadInputError(f"--num-classes {args.num_classes}: the data at {args.data.split('?', 1)[0]!r} has "
+                            f"{facts.num_classes} classes; drop --num-classes or pass {facts.num_classes}")
+    image_size = args.image_size
+    if defaults.dataset == "cifar10" and image_size not in (None, 32):
+        raise BadInputError(f"--image-size {image_size}: CIFAR-10 images are 32x32; drop --image-size or pass 32")
+    if image_size is None:
+        side = facts.image_side
+        image_size = side if side is not None and side < defaults.image_size else defaults.image_size
+    return {"num_classes": facts.num_classes, "image_size": image_size, "data_description": facts.description}
+
+
+def _default_run_id(pipeline: str, args) -> str:
+    """<pipeline>-demo; with data, <pipeline>-<preset>-<the data folder's name> (a safe run id)."""
+    import re
+
+    if not args.data:
+        return f"{pipeline}-{args.preset}"
+    name = args.data.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "data"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{pipeline}-{args.preset}-{name}")[:64].rstrip("-.")
+
+
+def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
     args = build_parser(defaults).parse_args(argv)  # argparse itself exits 2 on malformed flags
     try:
         spec = spec_from_args(args, defaults)
@@ -126,17 +164,35 @@ def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return EXIT_VERDICT
         return EXIT_OK
-    except NoisyLutError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_NOISY_LUT
-    except BadInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except StoreUnavailableError as e:
-        print(f"error: {e}. Nothing written before the outage is lost: rerun the same command (same --run-id "
-              "and --store) once the store answers again", file=sys.stderr)
-        return EXIT_STORE_UNAVAILABLE
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command (same --run-id and --store) to resume where it stopped",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except BaseException as e:  # noqa: BLE001 - classified below; anything else is re-raised
+        code, line = classify(e)
+        if code is None:
+            raise
+        print(line, file=sys.stderr)
+        return code
+
+
+def classify(e: BaseException) -> tuple[int | None, str]:
+    """(exit code, the one line to print) of a known failure, (None, "") for a bug (its traceback
+    is the report). A signal or a bad input can arrive wrapped by Ray: the whole chain is looked at."""
+    from orchestrator.interrupts import Interrupted
+    from orchestrator.runner import in_chain
+    from orchestrator.store import StoreUnavailableError, StoreWriteError
+    from orchestrator.verdicts import NoisyLutError
+
+    if (found := in_chain(e, Interrupted)) is not None:
+        where = f" in {found.stage}" if found.stage else ""
+        return found.exit_code, (f"\ninterrupted{where} ({found}); rerun the same command (same --run-id and "
+                                 "--store) to resume")
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "\ninterrupted; rerun the same command (same --run-id and --store) to resume"
+    if isinstance(e, NoisyLutError):
+        return EXIT_NOISY_LUT, f"error: {e}"
+    if isinstance(e, BadInputError):
+        return EXIT_BAD_INPUT, f"error: {e}"
+    if isinstance(e, StoreUnavailableError):
+        return EXIT_STORE_UNAVAILABLE, (f"error: {e}. Nothing written before the outage is lost: rerun the same "
+                                        "command (same --run-id and --store) once the store answers again")
+    if isinstance(e, StoreWriteError):
+        return EXIT_FAILED, f"error: {e.strerror}"
+    return None, ""

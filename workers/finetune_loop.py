@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"  # inside each reported checkpoint directory
 
 
-def loop_config(model: str, ranks: dict, data: dict, train: dict, num_classes: int | None = None,
+def loop_config(model, ranks: dict, data: dict, train: dict, num_classes: int | None = None,
                 weights: str | None = None, model_state: dict | None = None,
                 max_epochs: int | None = None) -> dict:
     """The `train_loop_config` of one fine-tune (validated here, on the driver, before Ray runs it)."""
@@ -52,7 +52,8 @@ def build_models(config: dict):
     """(teacher, student): the original model with its weights, and its decomposition."""
     import haloc
 
-    teacher = haloc.models.create(config["model"], num_classes=config.get("num_classes"),
+    spec = haloc.models.ModelSpec.of(config["model"])
+    teacher = haloc.models.create(spec.name, num_classes=config.get("num_classes") or spec.num_classes,
                                   weights=None if config.get("model_state") is not None else config.get("weights"))
     if config.get("model_state") is not None:
         teacher.load_state_dict(config["model_state"])

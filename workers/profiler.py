@@ -52,12 +52,12 @@ class LayerProfiler:
         self._rows.inc(len(rows), tags={"hardware": self.profile.name})
         return rows
 
-    def measure_models(self, model_name: str, configs: list[dict], batch: int, rounds: int | None = None) -> list[dict]:
+    def measure_models(self, model, configs: list[dict], batch: int, rounds: int | None = None) -> list[dict]:
         """End-to-end latency statistics of the model decomposed with each ranks config, all timed
         interleaved in this one actor (hw_profiles.measure.measure_models)."""
         from hw_profiles.measure import measure_models
 
-        return measure_models(self.profile, model_name, configs, batch, rounds, self._reference())
+        return measure_models(self.profile, model, configs, batch, rounds, self._reference())
 
 
 def actor_options(profile: HardwareProfile, node_id: str, node_offer: float, sim_actors_per_node: int) -> list[dict]:

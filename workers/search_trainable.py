@@ -47,7 +47,7 @@ class TrialCallback:
 class SearchContext:
     """Everything a trial needs that is the same for all trials (built once on the driver)."""
 
-    model: str
+    model: object  # haloc.models.ModelSpec
     specs: dict  # layer name -> LayerSpec (traced with an example input)
     rank_space: object  # haloc RankSpace, shared by every trial
     tables: dict  # (targets key, budget) -> list[CostTable] with absolute budgets
@@ -68,7 +68,7 @@ def build_model(ctx: SearchContext, seed: int = 0):
     import haloc
 
     torch.manual_seed(seed)  # without weights the initialisation is the seed's, so a trial repeats exactly
-    model = haloc.models.create(ctx.model)
+    model = haloc.models.ModelSpec.of(ctx.model).create()
     if ctx.model_state is not None:
         model.load_state_dict(ctx.model_state)
     return model

@@ -5,6 +5,7 @@ Names are stable because the ranks JSON is keyed by `named_modules()` names of t
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
@@ -61,21 +62,75 @@ def num_classes(name: str) -> int:
     return _NUM_CLASSES[name]
 
 
-def layer_specs(name: str, num_classes: int | None = None) -> dict:
-    """Decomposable layers of model `name` (haloc.decomposable_layers), traced at its input size so
-    that every conv knows the size of its input. The layer geometry does not depend on the weights."""
-    _check(name)
-    return dict(_traced_specs(name, num_classes))
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a run compresses: a model of the registry, with its class count and input size.
+
+    A compressed architecture is this plus ranks; every stage and worker rebuilds the model from it,
+    so the input size the LUT was traced at is the one the model runs at.
+    """
+
+    name: str
+    num_classes: int | None = None  # None: the registry's default for `name`
+    input_size: tuple[int, int, int] | None = None  # (C, H, W); None: the registry's
+
+    def __post_init__(self):
+        _check(self.name)
+        if self.input_size is not None:
+            size = tuple(int(v) for v in self.input_size)
+            if len(size) != 3 or min(size) < 1:
+                raise BadInputError(f"model {self.name!r}: input size {self.input_size!r} must be (C, H, W) "
+                                    "of positive integers, e.g. (3, 32, 32)")
+            object.__setattr__(self, "input_size", size)
+
+    @classmethod
+    def of(cls, model) -> "ModelSpec":
+        """A ModelSpec from a registry name, its dict form, or itself."""
+        if isinstance(model, ModelSpec):
+            return model
+        if isinstance(model, str):
+            return cls(model)
+        if isinstance(model, dict):
+            return cls(model["name"], model.get("num_classes"), model.get("input_size"))
+        raise BadInputError(f"a model is a registry name or a ModelSpec, got {type(model).__name__}")
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input sample."""
+        return self.input_size or input_size(self.name)
+
+    @property
+    def classes(self) -> int:
+        return self.num_classes or num_classes(self.name)
+
+    def create(self, weights: str | None = None) -> nn.Module:
+        return create(self.name, num_classes=self.num_classes, weights=weights)
+
+    def example(self, batch: int = 1):
+        import torch
+
+        return torch.zeros(batch, *self.size)  # (N, C, H, W)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "num_classes": self.num_classes,
+                "input_size": list(self.input_size) if self.input_size else None}
+
+
+def layer_specs(model, num_classes: int | None = None) -> dict:
+    """Decomposable layers of `model` (a registry name or a ModelSpec; haloc.decomposable_layers),
+    traced at its input size so that every conv knows the size of its input. The layer geometry
+    does not depend on the weights."""
+    spec = ModelSpec.of(model)
+    if num_classes is not None:
+        spec = ModelSpec(spec.name, num_classes, spec.input_size)
+    return dict(_traced_specs(spec))
 
 
 @functools.lru_cache(maxsize=16)
-def _traced_specs(name: str, num_classes: int | None):
-    import torch
-
+def _traced_specs(spec: "ModelSpec"):
     from ..decomposition import decomposable_layers
 
-    model = create(name, num_classes=num_classes)
-    return tuple(decomposable_layers(model, torch.zeros(1, *input_size(name))).items())  # (1, C, H, W)
+    return tuple(decomposable_layers(spec.create(), spec.example()).items())
 
 
 # Importing the families registers them.

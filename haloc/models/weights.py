@@ -54,6 +54,13 @@ def load_weights(model: nn.Module, name: str, source: str) -> nn.Module:
         state = _torchvision_state_dict(name)
     else:
         state = load_state_dict(source)
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if key in own and hasattr(tensor, "shape") and tuple(tensor.shape) != tuple(own[key].shape):
+            raise BadInputError(
+                f"weights {source!r} do not fit model {name!r}: {key!r} has shape {tuple(tensor.shape)} in the "
+                f"weights and {tuple(own[key].shape)} in the model (another model, or another number of classes); "
+                "pass weights saved from this model, or set --num-classes to the weights' head")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BadInputError(

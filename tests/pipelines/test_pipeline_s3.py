@@ -24,7 +24,7 @@ def test_store_and_data_on_s3(ray_cluster, s3_server, tmp_path):
     for path in files:
         client.upload_file(str(path), bucket, f"cifar/{path.relative_to(local).as_posix()}")
     store_uri, data_uri = s3_server.uri(bucket, "runs"), s3_server.uri(bucket, "cifar")
-    args = [a for a in SMALL if a not in ("--demo-size", "64", "32")]
+    args = [*[a for a in SMALL if a not in ("--demo-size", "64", "32")], "--preset", "quick"]
     cmd = [sys.executable, "-m", "pipelines.cifar_resnet20", *args, "--data", data_uri, "--store", store_uri,
            "--run-id", "s3run", "--address", ray_cluster.address, "--hardware", "asic"]
     env = dict(ray_cluster.env, PYTHONPATH=str(ROOT), HALOC_DATA_CACHE=str(tmp_path / "cache"))

@@ -87,12 +87,12 @@ def test_a_failed_gate_stops_the_run_with_its_own_exit_code_or_is_accepted_and_s
     common = ["--hardware", "cpustrict", "--profile-dir", str(folder), "--rank-step", "32"]
     with busy_cpus():
         refused = run_cli(ray_cluster, store, "gate", *common)
+        manifest = json.loads((store / "gate" / "manifest.json").read_text())
         accepted = run_cli(ray_cluster, store, "gate", *common, "--accept-noisy-lut")
     assert refused.returncode == 5, refused.stderr[-3000:]
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in refused.stderr
     assert "'cpustrict'" in errors[0] and "--accept-noisy-lut" in errors[0]
-    manifest = json.loads((store / "gate" / "manifest.json").read_text())
     assert manifest["stages"]["profile"]["state"] == "failed" and "search" not in manifest["stages"]
 
     # the same command with --accept-noisy-lut resumes: it goes on, and says so in every place

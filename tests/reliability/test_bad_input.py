@@ -332,7 +332,9 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(case, tmp_path, r
         args[args.index("--store") + 1] = case.extra["store"]
     before = all_files(tmp_path / "store") if (tmp_path / "store").is_dir() else set()
     clean_env = {k: v for k, v in env.items() if not k.startswith("_")}
-    proc = run_cli(args, module=case.module, env=clean_env, timeout=60)  # fail fast: within a minute
+    # Fail fast: a bad input found before Ray starts within a minute; one found inside a stage after
+    # the stages before it ran (training the original, profiling), within five.
+    proc = run_cli(args, module=case.module, env=clean_env, timeout=300 if case.manifest else 60)
     err = proc.stderr
     assert proc.returncode == 2, f"rc {proc.returncode}\n{err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]

@@ -1,0 +1,71 @@
+"""Ray Train jobs of the project's one training loop (workers/finetune_loop.py): the fine-tune of
+each selected architecture, and the training of the original model when no weights are given.
+
+A job is a `TorchTrainer` whose run folder lies in the store; started again with the same name and
+folder it resumes from its last checkpoint (Ray 2.60 runs Ray Train V2: `TorchTrainer.restore` is
+gone, the run folder is what resumes). `run_job` returns the last checkpoint's TrainState.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from haloc.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Workers:
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    use_gpu: bool | None = None  # None: GPU workers when the cluster has enough GPUs
+    max_failures: int = 1  # worker-group restarts from the last checkpoint
+
+
+def scaling(workers: Workers, what: str):
+    """ScalingConfig checked against the cluster: an infeasible request would wait forever."""
+    import ray
+    from ray.train import ScalingConfig
+
+    total = ray.cluster_resources()
+    gpus = total.get("GPU", 0)
+    use_gpu = workers.use_gpu if workers.use_gpu is not None else gpus >= 1
+    n = workers.num_workers
+    if use_gpu:
+        if gpus < 1:
+            raise BadInputError(f"{what}: use_gpu=True but the cluster has no GPU; set use_gpu to None or False")
+        if n > gpus:
+            log.warning("%s: %d workers requested, the cluster has %g GPUs: using %d", what, n, gpus, int(gpus))
+            n = int(gpus)
+        return ScalingConfig(num_workers=n, use_gpu=True)
+    per_node = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+    if per_node < workers.cpus_per_worker or total.get("CPU", 0) < n * workers.cpus_per_worker:
+        raise BadInputError(f"{what}: {n} workers x {workers.cpus_per_worker} CPU do not fit the cluster "
+                            f"({total.get('CPU', 0):g} CPUs, at most {per_node:g} on one node); "
+                            "lower the number of workers or the CPUs per worker")
+    return ScalingConfig(num_workers=n, use_gpu=False, resources_per_worker={"CPU": workers.cpus_per_worker})
+
+
+def run_job(store, name: str, loop_config: dict, workers: Workers, what: str):
+    """Run (or resume) the job `name` in the store folder `store`; returns (TrainState, result metrics)."""
+    from pathlib import Path
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from haloc.train import TrainState
+    from workers.finetune_loop import STATE_FILE, train_loop_per_worker
+
+    run_config = RunConfig(name=name, storage_path=store.root_path, storage_filesystem=store.filesystem,
+                           checkpoint_config=CheckpointConfig(num_to_keep=2),
+                           failure_config=FailureConfig(max_failures=workers.max_failures))
+    trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
+                           scaling_config=scaling(workers, what), run_config=run_config)
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"{what} failed: {result.error}") from result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"{what} ended without a checkpoint; see the Ray Train logs under {store.uri_of(name)}")
+    with result.checkpoint.as_directory() as folder:
+        return TrainState.load(Path(folder) / STATE_FILE), dict(result.metrics or {})

@@ -40,11 +40,16 @@ class CostTable:
     def min_cost(self) -> float:
         return self.fixed_cost + sum(min(c) for c in self.layer_costs.values())
 
-    def with_budget_fraction(self, fraction: float) -> "CostTable":
-        """The same table with budget = fraction x original cost; refuses budgets nothing can meet."""
+    def with_budget_fraction(self, fraction: float, clamp: bool = False) -> "CostTable":
+        """The same table with budget = fraction x original cost; refuses budgets nothing can meet, or,
+        with `clamp` (costs known to be unreliable), aims at the smallest reachable cost instead and
+        records the asked fraction in meta["clamped_from"]."""
         if not 0 < fraction:
             raise BadInputError(f"budget {fraction} must be a positive fraction of the original cost")
         budget = fraction * self.original_cost
+        if budget < self.min_cost and clamp:
+            meta = dict(self.meta, clamped_from=fraction)
+            return CostTable(self.name, self.layer_costs, self.fixed_cost, self.min_cost * (1 + 1e-9), self.unit, meta)
         if budget < self.min_cost:
             raise BadInputError(
                 f"budget {fraction:g} of {self.name} ({budget:.4g} {self.unit}) is below the smallest reachable "

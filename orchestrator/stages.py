@@ -90,6 +90,9 @@ class ProfileStage(Stage):
         for target, floor in floors.items():
             low = [b for b in s.budgets if b < floor]
             note = f"; [bold red]budget(s) {low} cannot be met[/]: rerun with --budgets >= {floor:.3f}" if low else ""
+            if low and target in cals and not cals[target].passed:
+                note = (f"; [bold red]budget(s) {low} are below it[/] on a LUT that failed its gate: the search aims "
+                        "at that floor and validation measures whether the budget held")
             ctx.console.print(f"{target}: the cheapest reachable model costs {floor:.3f} of the original{note}")
         return {"rows": {hw: r.total_rows for hw, r in results.items()},
                 "measured": {hw: r.measured_rows for hw, r in results.items()},

@@ -75,6 +75,26 @@ def test_budget_below_the_minimum_names_the_minimum(tmp_path, specs):
         cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
 
 
+def test_budget_below_the_floor_of_an_accepted_noisy_lut_aims_at_the_floor(tmp_path, specs):
+    """A LUT that failed its gate (and was accepted) prices its floor with noise too: the search aims at
+    the floor and says so in meta; validation's measured verdict decides whether the budget held."""
+    from dataclasses import replace
+
+    store = open_store(str(tmp_path))
+    write_lut(store, "cpu", specs, staircase(8))
+    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
+    cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])
+    RunLayout(store, RUN).write_calibration(replace(cal, gate=0.9, within_10pct=0.2, passed=False))
+    (table,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
+    assert table.meta["clamped_from"] == 0.1
+    assert table.budget == pytest.approx(table.min_cost) and table.budget >= table.min_cost
+    cheapest = {n: c[0] for n, c in space.candidates.items()}
+    assert table.cost_of(cheapest, space.candidates) <= table.budget
+    RunLayout(store, RUN).write_calibration(cal)  # a passed gate: the same budget is bad input again
+    with pytest.raises(BadInputError, match="below the smallest reachable cost"):
+        cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
+
+
 def test_lut_missing_layers_names_hardware_layers_and_fix(tmp_path, specs):
     store = open_store(str(tmp_path))
     # layer3.0.conv1 is the only layer of its signature (stride 2, 32 -> 64)

@@ -7,7 +7,15 @@ shared and the layer is linear in its core, sum_i m_i * y_i is ONE forward at th
     Tucker-2: core weight masked by  M[a, b] = S(max(a, b)),  S(k) = sum_{i: r_i > k} m_i
     SVD:      the rank channels scaled by S(j)
 
-so a supernet step costs one forward of the largest candidate, not M forwards.
+so a supernet step costs one forward of the largest candidate, not M forwards. Better still, the
+factors between the input and the output are linear and bias-free, so the masked mixture is one
+dense layer of the ORIGINAL shape whose weight is composed from the factors each step:
+
+    Tucker-2: W = U_last (core * M) U_first    SVD: W = B diag(S) A
+
+When that dense layer costs fewer multiply-adds than the three factors at the largest candidate
+(always, when the largest candidate is max_rank, "not decomposed"), the supernet layer runs it:
+a weight step then costs about one step of the original model.
 """
 from __future__ import annotations
 
@@ -46,6 +54,7 @@ class SupernetLayer(nn.Module):
         self.mode = "gumbel"
         self.tau = 1.0
         self.last_weights: torch.Tensor | None = None  # the m of the latest forward, for the cost terms
+        self.dense = self._dense_is_cheaper()  # run the mixture as one layer of the original shape
 
     def mixing_weights(self) -> torch.Tensor:
         if self.mode == "gumbel":
@@ -67,13 +76,34 @@ class SupernetLayer(nn.Module):
             b = torch.arange(r_in, device=x.device)
             mask = s[torch.maximum(a[:, None], b[None, :])]  # (r_out, r_in)
             core = f.core
-            z = F.conv2d(f.first(x), core.weight * mask[:, :, None, None], None, core.stride, core.padding,
-                         core.dilation)  # (N, r_out, H', W')
+            masked = core.weight * mask[:, :, None, None]  # (r_out, r_in, K, K)
+            if self.dense:
+                weight = torch.einsum("or,rskl,si->oikl", f.last.weight[:, :, 0, 0], masked,
+                                      f.first.weight[:, :, 0, 0])  # (C_out, C_in, K, K)
+                return F.conv2d(x, weight, f.last.bias, core.stride, core.padding, core.dilation)
+            z = F.conv2d(f.first(x), masked, None, core.stride, core.padding, core.dilation)  # (N, r_out, H', W')
             return f.last(z)
         s = survival(m, self.candidate_ranks, f.rank)  # (R,)
+        if self.dense:
+            weight = (f.last.weight.flatten(1) * s) @ f.first.weight.flatten(1)  # (out, in)
+            if isinstance(f, SVDConv2d):
+                return F.conv2d(x, weight[:, :, None, None], f.last.bias, f.first.stride, f.first.padding)
+            return F.linear(x, weight, f.last.bias)
         z = f.first(x)  # (N, R, H, W) or (..., R)
         z = z * (s[:, None, None] if isinstance(f, SVDConv2d) else s)
         return f.last(z)
+
+    def _dense_is_cheaper(self) -> bool:
+        """Multiply-adds per output position: one dense layer against the factors at the largest rank."""
+        spec = self.spec
+        k = spec.kernel_size[0] * spec.kernel_size[1]
+        dense = spec.in_channels * spec.out_channels * k
+        if isinstance(self.factors, Tucker2Conv):
+            r_in, r_out = self.factors.rank
+            factored = spec.in_channels * r_in + r_in * r_out * k + r_out * spec.out_channels
+        else:
+            factored = self.factors.rank * (spec.in_channels + spec.out_channels)
+        return dense <= factored
 
     def extra_repr(self) -> str:
         return f"candidates={list(self.candidates)}, mode={self.mode}"

@@ -22,6 +22,8 @@ class Two(nn.Module):
 
 
 SPACE = RankSpace({"conv": (3, 8, 12), "pw": (2, 5, 10), "fc": (1, 4, 6)})
+# largest candidates well below max_rank: the factors are cheaper than one dense layer
+SMALL = RankSpace({"conv": (1, 2, 3), "pw": (1, 2, 3), "fc": (1, 2)})
 
 
 def candidate_outputs(layer, x):
@@ -41,13 +43,15 @@ def candidate_outputs(layer, x):
     return outs
 
 
+@pytest.mark.parametrize("space,dense", [(SPACE, True), (SMALL, False)])
 @pytest.mark.parametrize("name,shape", [("conv", (2, 8, 9, 9)), ("pw", (2, 12, 5, 5)), ("fc", (3, 10))])
-def test_masked_mixture_equals_weighted_sum_of_candidates(name, shape):
+def test_masked_mixture_equals_weighted_sum_of_candidates(name, shape, space, dense):
     torch.manual_seed(1)
-    net = Supernet(Two(), SPACE)
+    net = Supernet(Two(), space)
     layer = net.layers()[name]
+    assert layer.dense is dense  # the composed dense layer runs only where it is cheaper
     with torch.no_grad():
-        layer.alpha.copy_(torch.randn(3))
+        layer.alpha.copy_(torch.randn(len(layer.candidates)))
     net.set_mix("softmax", tau=0.7)
     x = torch.randn(*shape)
     y = layer(x)

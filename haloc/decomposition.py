@@ -151,13 +151,16 @@ def decompose(model: nn.Module, ranks: dict, inplace: bool = False, hooi_iters: 
 
     KxK convs become `Tucker2Conv`, 1x1 convs `SVDConv2d`, Linear `SVDLinear`. Layers absent from
     `ranks` stay as they are. All ranks are validated before anything changes; the input model is
-    left untouched unless `inplace=True`.
+    left untouched unless `inplace=True`. Factors inherit the replaced layer's `requires_grad`, as
+    the copied layers keep theirs.
     """
     checked = check_ranks(model, ranks)
     target = model if inplace else copy.deepcopy(model)
     modules = dict(target.named_modules())
     for name, rank in checked.items():
-        target.set_submodule(name, low_rank_module(modules[name], rank, hooi_iters))
+        factors = low_rank_module(modules[name], rank, hooi_iters)
+        factors.requires_grad_(modules[name].weight.requires_grad)  # frozen stays frozen, trainable trainable
+        target.set_submodule(name, factors)
     return target
 
 

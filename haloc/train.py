@@ -1,10 +1,10 @@
 """Fine-tune a decomposed student with knowledge distillation from the original model, and evaluate.
 
 Plain functions (one epoch, one evaluation, the loop), so a Ray Train loop can reuse the steps.
-SGD with a per-step cosine learning rate; the teacher is frozen in eval mode. Each epoch is seeded
-from (seed, epoch) alone (`haloc.data.seed_epoch`), and `TrainState` carries model, optimizer and
-scheduler state, so a run checkpointed after any epoch and resumed ends with the same weights as an
-uninterrupted run.
+SGD with a per-step cosine learning rate; the teacher runs in eval mode under no_grad, its
+requires_grad flags left as they were. Each epoch is seeded from (seed, epoch) alone
+(`haloc.data.seed_epoch`), and `TrainState` carries model, optimizer and scheduler state, so a run
+checkpointed after any epoch and resumed ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -228,10 +228,13 @@ def finetune(student: nn.Module, teacher: nn.Module | None, train_loader, val_lo
     """
     device = resolve_device(cfg.device)
     student.to(device)
+    if not any(p.requires_grad for p in student.parameters()):
+        raise BadInputError("the student has no trainable parameter (every requires_grad is False, e.g. it was "
+                            "decomposed from a frozen model); call student.requires_grad_(True) first")
     if teacher is not None:
+        # Its forward runs under no_grad: the teacher's requires_grad flags are left as the caller set them,
+        # so a second student decomposed from it trains all of its parameters too.
         teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
     steps_per_epoch = len(train_loader)
     if cfg.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)

@@ -7,8 +7,13 @@ the latest forward. The penalty bites only above the budget:
 
     multiplicative: loss = CE * max(1, E/T)^beta
     additive:       loss = CE + lambda * max(0, E/T - 1)
+    two_sided:      loss = CE + lambda * |E/T - 1|   (ours: holds E at the budget, see below)
 
 Several tables (one budget per hardware target) multiply or add their penalties.
+A one-sided penalty stops pulling once E is under T, and CE alone pulls ranks back up only
+weakly: measured on digits, E fell to 0.6-0.8 T after the first alpha epoch and the projection,
+not alpha, then decided the ranks. The two-sided form keeps the distribution at the budget, so the
+discrete read-out needs little projection.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from .decomposition import LayerSpec
 from .errors import BadInputError
 from .layers import SVDConv2d, SVDLinear, Tucker2Conv
 
-PENALTIES = ("multiplicative", "additive")
+PENALTIES = ("multiplicative", "additive", "two_sided")
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,8 @@ def hardware_loss(ce: torch.Tensor, costs: list[torch.Tensor], tables: list[Cost
         ratio = cost / table.budget
         if penalty == "multiplicative":
             loss = loss * torch.clamp(ratio, min=1.0) ** beta
+        elif penalty == "two_sided":
+            loss = loss + lam * (ratio - 1.0).abs()
         else:
             loss = loss + lam * torch.relu(ratio - 1.0)
     return loss

@@ -28,6 +28,10 @@ from .rank_space import RankSpace
 from .supernet import Supernet, compressed_ranks
 
 
+PENALTY_COSTS = ("sample", "expected")
+PROJECTIONS = ("greedy", "quantile")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     epochs: int = 10
@@ -46,6 +50,12 @@ class SearchConfig:
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
     fill_budget: bool = True  # after the argmax, raise ranks while the budget(s) allow it
     fill_tolerance: float = 0.05  # ... only when the argmax is more than this fraction under budget
+    penalty_cost: str = "sample"  # E[cost] in the penalty: "sample" (this step's Gumbel mixture) or
+    #                               "expected" (softmax(alpha), the distribution the result is read from)
+    projection: str = "greedy"  # over budget: "greedy" (least log-probability lost per cost saved) or
+    #                             "quantile" (every layer lowered to one shared quantile of its own alpha)
+    arch_every: int = 1  # an alpha step after every k-th weight step (search cost: fewer alpha steps)
+    heldout_eval: bool = True  # each epoch: held-out accuracy of the current argmax architecture
     seed: int = 0
     device: str = "cpu"
 
@@ -54,6 +64,12 @@ class SearchConfig:
             raise BadInputError(f"penalty {self.penalty!r} unknown; use one of {PENALTIES}")
         if self.epochs < 1 or self.tau_start <= 0 or self.tau_end <= 0:
             raise BadInputError("search needs epochs >= 1 and positive tau_start, tau_end")
+        if self.penalty_cost not in PENALTY_COSTS:
+            raise BadInputError(f"penalty_cost {self.penalty_cost!r} unknown; use one of {PENALTY_COSTS}")
+        if self.projection not in PROJECTIONS:
+            raise BadInputError(f"projection {self.projection!r} unknown; use one of {PROJECTIONS}")
+        if self.arch_every < 1:
+            raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
 
 @dataclass
@@ -156,6 +172,16 @@ class SupernetSearch:
         return self.cfg.fm_weight * max(0.0, 1.0 - self.step / self.total_steps())
 
     # --- one epoch -----------------------------------------------------------------------------
+    def seed_loaders(self, train_loader, heldout_loader, epoch: int | None = None) -> None:
+        """Seed the next epoch's batch orders and RNG from (seed, epoch) alone, as `haloc.finetune`
+        does: each epoch draws a new order, and a resumed search repeats the uninterrupted one."""
+        from .data import seed_epoch
+
+        epoch = self.epoch if epoch is None else epoch
+        for loader, seed in ((heldout_loader, self.cfg.seed + 7_777), (train_loader, self.cfg.seed)):
+            if hasattr(loader, "generator") or hasattr(getattr(loader, "sampler", None), "set_epoch"):
+                seed_epoch(loader, seed, epoch)  # the train loader last: it sets the global RNG too
+
     def run_epoch(self, train_loader: Iterable, heldout_loader: Iterable) -> dict:
         """Alternate a weight step and an alpha step per batch pair; returns the epoch's metrics."""
         if self.steps_per_epoch is None:
@@ -180,7 +206,7 @@ class SupernetSearch:
                     ce, fm = self._weight_step(x, y, matcher)
                     sums["ce"] += ce
                     sums["fm"] += fm
-                if search_alpha:
+                if search_alpha and (n - 1) % cfg.arch_every == 0:
                     hx, hy = next(held)
                     arch_ce, arch_loss, correct = self._arch_step(hx.to(self.device), hy.to(self.device))
                     sums["arch_ce"] += arch_ce
@@ -191,14 +217,17 @@ class SupernetSearch:
         finally:
             if matcher:
                 matcher.remove()
+        arch_steps = max(1, -(-n // cfg.arch_every))
         n = max(1, n)
         self.epoch += 1
         metrics = {
             "epoch": self.epoch, "tau": self.tau(), "train_ce": sums["ce"] / n, "fm_mse": sums["fm"] / n,
-            "heldout_ce": sums["arch_ce"] / n if search_alpha else None,
+            "heldout_ce": sums["arch_ce"] / arch_steps if search_alpha else None,
             "heldout_acc": sums["correct"] / sums["seen"] if sums["seen"] else None,
             "alpha_entropy": self.alpha_entropy(),
         }
+        if cfg.heldout_eval:
+            metrics["heldout_acc_argmax"] = self.argmax_accuracy(heldout_loader)
         metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
         metrics.update({f"budget_{t.name}": t.budget for t in self.tables})
         self.history.append(metrics)
@@ -230,7 +259,10 @@ class SupernetSearch:
             p.requires_grad_(True)
         logits = self.supernet(x)
         ce = F.cross_entropy(logits, y)
-        weights = {n: l.last_weights for n, l in self.supernet.layers().items()}
+        if self.cfg.penalty_cost == "expected":
+            weights = {n: F.softmax(l.alpha, 0) for n, l in self.supernet.layers().items()}
+        else:
+            weights = {n: l.last_weights for n, l in self.supernet.layers().items()}
         costs = [expected_cost(weights, t) for t in self.tables]
         loss = hardware_loss(ce, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam)
         self.arch_opt.zero_grad(set_to_none=True)
@@ -247,6 +279,27 @@ class SupernetSearch:
         return [float(expected_cost(weights, t)) for t in self.tables]
 
     @torch.no_grad()
+    def argmax_accuracy(self, loader: Iterable, max_batches: int | None = None) -> float:
+        """Top-1 of the current argmax architecture (supernet weights, eval mode) on `loader`."""
+        was_training = self.supernet.training
+        modes = {n: (l.mode, l.tau) for n, l in self.supernet.layers().items()}
+        self.supernet.set_mix("argmax")
+        self.supernet.eval()
+        correct = seen = 0
+        try:
+            for i, (x, y) in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                logits = self.supernet(x.to(self.device))  # (N, classes)
+                correct += int((logits.argmax(1) == y.to(self.device)).sum())
+                seen += len(y)
+        finally:
+            for n, layer in self.supernet.layers().items():
+                layer.mode, layer.tau = modes[n]
+            self.supernet.train(was_training)
+        return correct / max(seen, 1)
+
+    @torch.no_grad()
     def alpha_entropy(self) -> float:
         """Mean entropy of softmax(alpha) over layers, in nats (log M at start, 0 when decided)."""
         ents = [-(p * p.clamp_min(1e-12).log()).sum() for p in
@@ -258,7 +311,8 @@ class SupernetSearch:
         cands = self.rank_space.candidates
         argmax = self.supernet.argmax_ranks()
         chosen = project_to_budget(argmax, probs, cands, self.tables,
-                                   fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None)
+                                   fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None,
+                                   method=self.cfg.projection)
         predicted = {t.name: t.cost_of(chosen, cands) for t in self.tables}
         return SearchResult(
             ranks=compressed_ranks(chosen, self.specs), all_ranks=chosen, predicted_cost=predicted,
@@ -305,19 +359,51 @@ def _cycle(loader: Iterable):
             raise BadInputError("the held-out loader is empty; give the search a non-empty held-out split")
 
 
+def quantile_choice(choice: dict[str, int], probs: dict[str, list[float]], candidates: dict[str, tuple[int, ...]],
+                    q: float) -> dict[str, int]:
+    """Every layer at min(its rank in `choice`, the q-quantile of its own alpha distribution)."""
+    out = {}
+    for name, rank in choice.items():
+        cum, idx = 0.0, len(probs[name]) - 1
+        for i, p in enumerate(probs[name]):
+            cum += p
+            if cum >= q - 1e-12:
+                idx = i
+                break
+        out[name] = min(rank, candidates[name][idx])
+    return out
+
+
 def project_to_budget(choice: dict[str, int], probs: dict[str, list[float]], candidates: dict[str, tuple[int, ...]],
-                      tables: list[CostTable], fill_tolerance: float | None = 0.05) -> dict[str, int]:
+                      tables: list[CostTable], fill_tolerance: float | None = 0.05,
+                      method: str = "greedy") -> dict[str, int]:
     """Make a discrete architecture meet every budget, changing as little alpha-preference as possible.
 
-    Over budget: repeatedly lower the layer whose next-smaller candidate loses the least log-probability
-    per unit of normalised cost saved on the violated tables. Under budget by more than
-    `fill_tolerance` (None: never): raise ranks the same way while every budget still holds.
+    Over budget, `method` "greedy": repeatedly lower the layer whose next-smaller candidate loses the
+    least log-probability per unit of normalised cost saved on the violated tables. Once a layer is
+    off its peak, steps between its unlikely candidates look free, so this tends to push a few layers
+    to their smallest rank. "quantile": lower every layer to one shared quantile q of its own alpha
+    distribution (the largest q that fits), so each gives way in proportion to its own uncertainty;
+    then the greedy steps finish. Under budget by more than `fill_tolerance` (None: never): raise
+    ranks the greedy way while every budget still holds.
     """
+    if method not in PROJECTIONS:
+        raise BadInputError(f"projection {method!r} unknown; use one of {PROJECTIONS}")
     choice = dict(choice)
     logp = {n: [math.log(max(p, 1e-12)) for p in ps] for n, ps in probs.items()}
 
     def costs():
         return [t.cost_of(choice, candidates) for t in tables]
+
+    if method == "quantile" and any(c > t.budget for c, t in zip(costs(), tables)):
+        levels = sorted({min(1.0, sum(ps[:i + 1])) for ps in probs.values() for i in range(len(ps))}, reverse=True)
+        for q in levels:
+            trial = quantile_choice(choice, probs, candidates, q)
+            if all(t.cost_of(trial, candidates) <= t.budget for t in tables):
+                choice = trial
+                break
+        else:
+            choice = quantile_choice(choice, probs, candidates, 0.0)
 
     def move_gain(name: str, new_idx: int, weights: list[float]) -> tuple[float, float]:
         """(normalised cost saved, log-probability lost) of moving `name` to candidate `new_idx`."""
@@ -375,9 +461,14 @@ def project_to_budget(choice: dict[str, int], probs: dict[str, list[float]], can
 def search(model: nn.Module, train_loader, heldout_loader, rank_space: RankSpace, cost_tables: list[CostTable],
            cfg: SearchConfig = SearchConfig(), on_epoch_end: Callable[[SupernetSearch, dict], None] | None = None
            ) -> SearchResult:
-    """Run a whole search in this process; `on_epoch_end(search, metrics)` can checkpoint or report."""
+    """Run a whole search in this process; `on_epoch_end(search, metrics)` can checkpoint or report.
+
+    Each epoch first re-seeds both loaders from (cfg.seed, epoch) (`SupernetSearch.seed_loaders`), so
+    `haloc.make_loader` loaders draw a new batch order every epoch, as in the Ray trials.
+    """
     s = SupernetSearch(model, rank_space, cost_tables, cfg)
     for _ in range(cfg.epochs):
+        s.seed_loaders(train_loader, heldout_loader)
         metrics = s.run_epoch(train_loader, heldout_loader)
         if on_epoch_end:
             on_epoch_end(s, metrics)

@@ -159,6 +159,63 @@ class Supernet(nn.Module):
         return {n: l.candidates[int(l.alpha.argmax())] for n, l in self.layers().items()}
 
 
+    @torch.no_grad()
+    def extract(self, ranks: dict[str, int]) -> nn.Module:
+        """The discrete model at `ranks` {layer: candidate rank} with the supernet's trained weights.
+
+        A layer at rank r < max_rank becomes a Tucker2Conv / SVDConv2d / SVDLinear holding the first r
+        components of the shared factors (exactly the supernet's output with all weight on that
+        candidate); a layer at max_rank becomes the original layer type again, its weight composed
+        from the factors. Everything else (BatchNorm, stem, classifier) is copied. BatchNorm
+        statistics are the supernet's (of the mixture): re-estimate them before evaluating.
+        """
+        from .hardware_loss import candidate_module
+
+        layers = self.layers()
+        unknown = sorted(set(ranks) - set(layers))
+        if unknown:
+            raise BadInputError(f"ranks name layers that are not in the supernet: {unknown[:5]}")
+        bad = [(n, r) for n, r in ranks.items() if r not in layers[n].candidates]
+        if bad:
+            n, r = bad[0]
+            raise BadInputError(f"layer {n!r}: rank {r} is not a candidate; choose one of {layers[n].candidates}")
+        net = copy.deepcopy(self.net)
+        modules = dict(net.named_modules())
+        for name, layer in ((n, modules[n]) for n in self.layer_names):
+            rank = ranks.get(name, layer.candidates[-1])
+            net.set_submodule(name, _discrete_layer(layer, rank, candidate_module))
+        return net
+
+
+def _discrete_layer(layer: SupernetLayer, rank: int, candidate_module) -> nn.Module:
+    spec, f = layer.spec, layer.factors
+    whole = rank >= spec.max_rank
+    out = candidate_module(spec, rank, original=whole).to(f.last.weight.device)
+    if isinstance(f, Tucker2Conv):
+        r_in, r_out = (f.rank if whole else (min(rank, f.rank[0]), min(rank, f.rank[1])))
+        first = f.first.weight[:r_in]  # (r_in, C_in, 1, 1)
+        core = f.core.weight[:r_out, :r_in]  # (r_out, r_in, K, K)
+        last = f.last.weight[:, :r_out]  # (C_out, r_out, 1, 1)
+        if whole:
+            out.weight.copy_(torch.einsum("or,rskl,si->oikl", last[:, :, 0, 0], core, first[:, :, 0, 0]))
+        else:
+            out.first.weight.copy_(first)
+            out.core.weight.copy_(core)
+            out.last.weight.copy_(last)
+    else:
+        r = f.rank if whole else rank
+        first, last = f.first.weight[:r], f.last.weight[:, :r]  # (r, in[, 1, 1]), (out, r[, 1, 1])
+        if whole:
+            dense = last.flatten(1) @ first.flatten(1)  # (out, in)
+            out.weight.copy_(dense.reshape(out.weight.shape))
+        else:
+            out.first.weight.copy_(first)
+            out.last.weight.copy_(last)
+    if f.last.bias is not None:
+        (out.bias if whole else out.last.bias).copy_(f.last.bias)
+    return out
+
+
 @torch.no_grad()
 def _factors_at(module: nn.Module, spec: LayerSpec, rank: int, hooi_iters: int) -> nn.Module:
     if spec.op == "linear":

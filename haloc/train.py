@@ -158,6 +158,35 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None)
     return {"top1": top1 / n, "top5": top5 / n, "loss": total_loss / n, "n": n}
 
 
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, loader, max_batches: int | None = None) -> nn.Module:
+    """Recompute every BatchNorm's running mean and variance from `loader` (no weight changes).
+
+    A freshly decomposed model, or one taken out of a supernet, carries the statistics of another
+    network; evaluating it without this step measures the wrong statistics, not the ranks.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    device = _device_of(model)
+    was_training = model.training
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the batches below
+    model.train()
+    try:
+        for i, (x, _) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            model(x.to(device))
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
+        model.train(was_training)
+    return model
+
+
 @dataclass
 class TrainState:
     """Everything needed to resume after `epoch` completed epochs (tensors copied, safe to keep)."""

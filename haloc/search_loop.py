@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
@@ -158,6 +159,7 @@ class SupernetSearch:
         self.epoch = 0
         self.step = 0
         self.history: list[dict] = []
+        self._teacher_seconds = 0.0
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     # --- schedule ------------------------------------------------------------------------------
@@ -191,6 +193,9 @@ class SupernetSearch:
         matcher = FeatureMatcher(self.supernet, self.original, list(self.rank_space.candidates)) \
             if cfg.train_weights and cfg.fm_weight > 0 else None
         sums = {"ce": 0.0, "fm": 0.0, "arch_ce": 0.0, "arch_loss": 0.0, "correct": 0, "seen": 0}
+        seconds = {"weight": 0.0, "teacher": 0.0, "arch": 0.0, "eval": 0.0}  # wall time per part
+        self._teacher_seconds = 0.0
+        epoch_start = time.perf_counter()
         held = _cycle(heldout_loader)
         self.supernet.train()
         n = 0
@@ -202,13 +207,17 @@ class SupernetSearch:
                 x, y = x.to(self.device), y.to(self.device)
                 self.supernet.set_mix("gumbel", self.tau())
                 if cfg.train_weights:
+                    t0 = time.perf_counter()
                     self.supernet.requires_grad_(True)
                     ce, fm = self._weight_step(x, y, matcher)
                     sums["ce"] += ce
                     sums["fm"] += fm
+                    seconds["weight"] += time.perf_counter() - t0
                 if search_alpha and (n - 1) % cfg.arch_every == 0:
                     hx, hy = next(held)
+                    t0 = time.perf_counter()
                     arch_ce, arch_loss, correct = self._arch_step(hx.to(self.device), hy.to(self.device))
+                    seconds["arch"] += time.perf_counter() - t0
                     sums["arch_ce"] += arch_ce
                     sums["arch_loss"] += arch_loss
                     sums["correct"] += correct
@@ -227,7 +236,12 @@ class SupernetSearch:
             "alpha_entropy": self.alpha_entropy(),
         }
         if cfg.heldout_eval:
+            t0 = time.perf_counter()
             metrics["heldout_acc_argmax"] = self.argmax_accuracy(heldout_loader)
+            seconds["eval"] = time.perf_counter() - t0
+        seconds["teacher"] = self._teacher_seconds  # inside the weight steps
+        seconds["total"] = time.perf_counter() - epoch_start
+        metrics["seconds"] = seconds
         metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
         metrics.update({f"budget_{t.name}": t.budget for t in self.tables})
         self.history.append(metrics)
@@ -242,8 +256,10 @@ class SupernetSearch:
         fm = torch.zeros(())
         w = self.fm_weight()
         if matcher is not None and w > 0:
+            t0 = time.perf_counter()
             with torch.no_grad():
                 self.original(x)
+            self._teacher_seconds += time.perf_counter() - t0
             fm = matcher.loss()
             loss = ce + w * fm
         self.weight_opt.zero_grad(set_to_none=True)
@@ -280,11 +296,19 @@ class SupernetSearch:
 
     @torch.no_grad()
     def argmax_accuracy(self, loader: Iterable, max_batches: int | None = None) -> float:
-        """Top-1 of the current argmax architecture (supernet weights, eval mode) on `loader`."""
+        """Top-1 of the current argmax architecture (supernet weights) on `loader`.
+
+        BatchNorm uses each batch's own statistics: the running ones belong to the Gumbel mixture,
+        and with them a discrete architecture scores near chance whatever its ranks.
+        """
         was_training = self.supernet.training
         modes = {n: (l.mode, l.tau) for n, l in self.supernet.layers().items()}
+        bns = [m for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.momentum = 0.0  # batch statistics in train mode, running statistics left unchanged
         self.supernet.set_mix("argmax")
-        self.supernet.eval()
+        self.supernet.train()
         correct = seen = 0
         try:
             for i, (x, y) in enumerate(loader):
@@ -296,6 +320,8 @@ class SupernetSearch:
         finally:
             for n, layer in self.supernet.layers().items():
                 layer.mode, layer.tau = modes[n]
+            for bn, m in zip(bns, momenta):
+                bn.momentum = m
             self.supernet.train(was_training)
         return correct / max(seen, 1)
 

@@ -247,7 +247,7 @@ def ranks_summary(all_ranks: dict, specs: dict) -> dict:
             "kxk_rank_le2": sum(r <= 2 for r in kxk)}
 
 
-def score(plan: ModelPlan, base, student, loaders: Loaders, seed: int) -> dict:
+def score(plan: ModelPlan, base, student, loaders: Loaders, seed: int, epochs: int | None = None) -> dict:
     """Test top-1 after BatchNorm re-estimation, then after the common fine-tune."""
     import haloc
     from haloc.train import TrainConfig, evaluate, finetune
@@ -255,7 +255,7 @@ def score(plan: ModelPlan, base, student, loaders: Loaders, seed: int) -> dict:
     haloc.reestimate_batchnorm(student, loaders.bn, max_batches=10)
     before = evaluate(student, loaders.test)["top1"]
     start = time.perf_counter()
-    cfg = TrainConfig(epochs=plan.finetune_epochs, lr=plan.finetune_lr, kd_weight=plan.kd_weight, device="cpu",
+    cfg = TrainConfig(epochs=epochs or plan.finetune_epochs, lr=plan.finetune_lr, kd_weight=plan.kd_weight, device="cpu",
                       seed=seed, log_every=0)
     finetune(student, base, loaders.train, None, cfg)
     return {"top1_decomposed": before, "top1_finetuned": evaluate(student, loaders.test)["top1"],
@@ -299,12 +299,20 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed) -> dic
     from haloc.rank_selection import select_ranks
 
     if method != "random":
-        sel = select_ranks(method, base, specs, target.space.candidates, [table])
+        # "<method>-long": the same ranks, fine-tuned for as many more epochs as the search trains
+        # weights (compute-matched against HALOC started from its supernet)
+        long = method.endswith("-long")
+        name = method.removesuffix("-long")
+        sel = select_ranks(name, base, specs, target.space.candidates, [table])
         out = {"ranks": sel.ranks, **ranks_summary(sel.ranks, specs), "cost": sel.costs[table.name],
                "budget": table.budget, "within_budget": sel.within_budget, "setting": sel.setting}
         if not sel.within_budget:
             return {method: out}  # reported as unreachable, not fine-tuned
-        return {method: {**out, **score(plan, base, haloc.decompose(base, sel.compressed(specs)), loaders, seed)}}
+        from haloc.search_loop import SearchConfig
+
+        epochs = plan.finetune_epochs + (SearchConfig(**plan.search).epochs if long else 0)
+        student = haloc.decompose(base, sel.compressed(specs))
+        return {method: {**out, "finetune_epochs": epochs, **score(plan, base, student, loaders, seed, epochs)}}
     draws = []
     for i in range(plan.random_n):
         sel = select_ranks("random", base, specs, target.space.candidates, [table], seed=seed * 1000 + i)
@@ -473,7 +481,8 @@ def search_cost(plan: ModelPlan, out: Path, data: str | None, overrides: dict, r
 
 # ---- summary ------------------------------------------------------------------------------------------
 
-METHOD_ORDER = ("haloc", "haloc-sn", "uniform", "energy", "alds", "random", "random-best")
+METHOD_ORDER = ("haloc", "haloc-sn", "uniform", "energy", "alds", "random", "random-best", "uniform-long",
+                "alds-long")
 
 
 def summarize(out: Path, models: list[str]) -> dict:

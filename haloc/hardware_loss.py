@@ -104,6 +104,34 @@ def hardware_loss(ce: torch.Tensor, costs: list[torch.Tensor], tables: list[Cost
     return loss
 
 
+def budget_prior(tables: list[CostTable], names: list[str], max_mu: float = 1e6) -> dict[str, torch.Tensor]:
+    """Architecture logits of the most uncertain distribution that meets every budget on average.
+
+    alpha_l,i = -mu * sum_t cost_t[l][i] / T_t (a Gibbs distribution over each layer's candidates),
+    with the smallest mu >= 0 at which every table's expected cost is at most its budget (mu = 0,
+    uniform, when uniform already meets them). A search started here samples architectures near
+    the budget from its first step, instead of spending its first epochs getting there.
+    """
+    unit = {n: torch.stack([torch.as_tensor(t.layer_costs[n], dtype=torch.float64) / t.budget for t in tables]).sum(0)
+            for n in names}  # (M,) per layer: candidate costs in budgets, summed over tables
+
+    def worst_ratio(mu: float) -> float:
+        weights = {n: torch.softmax(-mu * u, 0) for n, u in unit.items()}
+        return max(float(expected_cost(weights, t)) / t.budget for t in tables)
+
+    lo, hi = 0.0, 1.0
+    if worst_ratio(0.0) > 1.0:
+        while worst_ratio(hi) > 1.0 and hi < max_mu:
+            lo, hi = hi, hi * 2.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if worst_ratio(mid) > 1.0 else (lo, mid)
+        mu = hi
+    else:
+        mu = 0.0
+    return {n: (-mu * u).float() for n, u in unit.items()}
+
+
 def candidate_module(spec: LayerSpec, rank: int, original: bool) -> nn.Module:
     """A module with the geometry of `spec` at `rank` (random weights), or the original layer."""
     if spec.op == "linear":

@@ -24,12 +24,13 @@ import torch.nn.functional as F
 
 from .decomposition import LayerSpec, decomposable_layers
 from .errors import BadInputError
-from .hardware_loss import PENALTIES, CostTable, expected_cost, hardware_loss
+from .hardware_loss import PENALTIES, CostTable, budget_prior, expected_cost, hardware_loss
 from .rank_space import RankSpace
 from .supernet import Supernet, compressed_ranks
 
 
 PENALTY_COSTS = ("sample", "expected")
+ALPHA_INITS = ("uniform", "budget")
 PROJECTIONS = ("greedy", "quantile")
 
 
@@ -56,6 +57,7 @@ class SearchConfig:
     projection: str = "greedy"  # over budget: "greedy" (least log-probability lost per cost saved) or
     #                             "quantile" (every layer lowered to one shared quantile of its own alpha)
     arch_every: int = 1  # an alpha step after every k-th weight step (search cost: fewer alpha steps)
+    alpha_init: str = "uniform"  # or "budget": the most uncertain alpha whose expected cost meets the budget
     heldout_eval: bool = True  # each epoch: held-out accuracy of the current argmax architecture
     seed: int = 0
     device: str = "cpu"
@@ -69,6 +71,8 @@ class SearchConfig:
             raise BadInputError(f"penalty_cost {self.penalty_cost!r} unknown; use one of {PENALTY_COSTS}")
         if self.projection not in PROJECTIONS:
             raise BadInputError(f"projection {self.projection!r} unknown; use one of {PROJECTIONS}")
+        if self.alpha_init not in ALPHA_INITS:
+            raise BadInputError(f"alpha_init {self.alpha_init!r} unknown; use one of {ALPHA_INITS}")
         if self.arch_every < 1:
             raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
@@ -154,6 +158,7 @@ class SupernetSearch:
         self.supernet = Supernet(model, rank_space, self.specs).to(self.device)
         self.weight_opt = torch.optim.SGD(self.supernet.weight_parameters(), lr=cfg.weight_lr,
                                           momentum=cfg.weight_momentum, weight_decay=cfg.weight_decay)
+        self.reset_alpha()
         self.arch_opt = torch.optim.Adam(self.supernet.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999))
         self.steps_per_epoch = steps_per_epoch or cfg.steps_per_epoch
         self.epoch = 0
@@ -161,6 +166,14 @@ class SupernetSearch:
         self.history: list[dict] = []
         self._teacher_seconds = 0.0
         self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    @torch.no_grad()
+    def reset_alpha(self) -> None:
+        """alpha at its start: uniform, or `budget_prior` of the cost tables (cfg.alpha_init)."""
+        layers = self.supernet.layers()
+        prior = budget_prior(self.tables, list(layers)) if self.cfg.alpha_init == "budget" else None
+        for name, layer in layers.items():
+            layer.alpha.copy_(prior[name] if prior else torch.zeros_like(layer.alpha))
 
     # --- schedule ------------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -347,6 +360,12 @@ class SupernetSearch:
             within_budget={t.name: predicted[t.name] <= t.budget * (1 + 1e-9) for t in self.tables},
             probabilities=probs, history=list(self.history))
 
+    def searched_model(self, ranks: dict[str, int] | None = None) -> nn.Module:
+        """The selected architecture (default: `result().all_ranks`) with the supernet's trained weights,
+        a fine-tune's starting point instead of a fresh HOSVD. Its BatchNorm statistics are the
+        supernet's: `haloc.reestimate_batchnorm` before evaluating it."""
+        return self.supernet.extract(ranks if ranks is not None else self.result().all_ranks)
+
     # --- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """A snapshot (deep copy: training on afterwards does not change it)."""
@@ -365,14 +384,13 @@ class SupernetSearch:
         torch.set_rng_state(state["rng"])
 
     def load_weights_only(self, supernet_state: dict) -> None:
-        """Start from trained supernet weights (train once, search many): alpha is reset to uniform."""
+        """Start from trained supernet weights (train once, search many): alpha starts afresh
+        (uniform, or at this search's budget prior)."""
         missing, unexpected = self.supernet.load_state_dict(supernet_state, strict=False)
         if unexpected or [m for m in missing if not m.endswith("alpha")]:
             raise BadInputError("supernet weights do not fit this rank space: "
                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        with torch.no_grad():
-            for p in self.supernet.arch_parameters():
-                p.zero_()
+        self.reset_alpha()
 
 
 def _cycle(loader: Iterable):

@@ -224,3 +224,26 @@ def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every):
 def test_search_config_refuses_unknown_options(bad):
     with pytest.raises(ValueError, match="unknown|arch_every"):
         SearchConfig(**bad)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.6])
+def test_budget_prior_starts_alpha_at_the_budget(fraction):
+    """alpha_init="budget": expected cost at (not over) the budget from the first step, and as
+    uncertain as that allows (uniform when uniform already meets the budget)."""
+    model = haloc.models.create("resnet20")
+    x = torch.zeros(1, 3, 32, 32)
+    specs = haloc.decomposable_layers(model, x)
+    space = build_rank_space(specs, "step", step=4)
+    table = haloc.flops_cost_table(specs, space.candidates, haloc.flops(model, x), fraction)
+    uniform = SupernetSearch(model, space, [table], SearchConfig())
+    prior = SupernetSearch(model, space, [table], SearchConfig(alpha_init="budget"))
+    start = uniform.expected_costs()[0] / table.budget
+    ratio = prior.expected_costs()[0] / table.budget
+    if start > 1.0:
+        assert ratio == pytest.approx(1.0, abs=1e-4) and prior.alpha_entropy() < uniform.alpha_entropy()
+        for layer in prior.supernet.layers().values():  # cheaper candidates are more likely
+            assert all(a >= b - 1e-6 for a, b in zip(layer.alpha.tolist(), layer.alpha.tolist()[1:]))
+    else:
+        assert ratio == pytest.approx(start) and prior.alpha_entropy() == pytest.approx(uniform.alpha_entropy())
+    with pytest.raises(ValueError, match="alpha_init"):
+        SearchConfig(alpha_init="zeros")

@@ -3,17 +3,17 @@
 A `CostTable` is one target: per layer, the cost of each candidate rank (latency in ms from a LUT,
 or FLOPs), the fixed cost of everything that is not searched, and the budget T. The expected cost
 of the supernet is E = fixed + sum_layers sum_i m_i * cost[layer][i], with m the mixing weights of
-the latest forward. The penalty bites only above the budget:
+the latest forward (or softmax(alpha), see SearchConfig.penalty_cost). The penalty bites above the
+budget, and with a weight `below` > 0 (ours) also under it:
 
-    multiplicative: loss = CE * max(1, E/T)^beta
-    additive:       loss = CE + lambda * max(0, E/T - 1)
-    two_sided:      loss = CE + lambda * |E/T - 1|   (ours: holds E at the budget, see below)
+    multiplicative: loss = CE * max(1, E/T)^beta * min(1, E/T)^(-beta * below)
+    additive:       loss = CE + lambda * (max(0, E/T - 1) + below * max(0, 1 - E/T))
 
-Several tables (one budget per hardware target) multiply or add their penalties.
-A one-sided penalty stops pulling once E is under T, and CE alone pulls ranks back up only
-weakly: measured on digits, E fell to 0.6-0.8 T after the first alpha epoch and the projection,
-not alpha, then decided the ranks. The two-sided form keeps the distribution at the budget, so the
-discrete read-out needs little projection.
+Several tables (one budget per hardware target) multiply or add their penalties. `below` = 0 is
+the paper's one-sided hinge. It stops pulling once E is under T, and CE alone pulls ranks back up
+only weakly: measured on the digits, E fell to 0.8 T after the first alpha epochs and stayed there,
+so the projection, not alpha, decided the ranks. With `below` = 1 the distribution is held at the
+budget and the discrete read-out needs little projection.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .decomposition import LayerSpec
 from .errors import BadInputError
 from .layers import SVDConv2d, SVDLinear, Tucker2Conv
 
-PENALTIES = ("multiplicative", "additive", "two_sided")
+PENALTIES = ("multiplicative", "additive")
 
 
 @dataclass(frozen=True)
@@ -88,19 +88,23 @@ def expected_cost(layer_weights: dict[str, torch.Tensor], table: CostTable) -> t
 
 
 def hardware_loss(ce: torch.Tensor, costs: list[torch.Tensor], tables: list[CostTable], penalty: str = "additive",
-                  beta: float = 0.6, lam: float = 1.0) -> torch.Tensor:
-    """CE with the over-budget penalty of every table applied."""
+                  beta: float = 0.6, lam: float = 1.0, below: float = 0.0) -> torch.Tensor:
+    """CE with the budget penalty of every table applied (`below`: weight of the under-budget side)."""
     if penalty not in PENALTIES:
         raise BadInputError(f"penalty {penalty!r} unknown; use one of {PENALTIES}")
+    if below < 0:
+        raise BadInputError(f"below={below} must be >= 0 (0: penalise only above the budget)")
     loss = ce
     for cost, table in zip(costs, tables):
         ratio = cost / table.budget
         if penalty == "multiplicative":
             loss = loss * torch.clamp(ratio, min=1.0) ** beta
-        elif penalty == "two_sided":
-            loss = loss + lam * (ratio - 1.0).abs()
+            if below:
+                loss = loss * torch.clamp(ratio, max=1.0) ** (-beta * below)
         else:
             loss = loss + lam * torch.relu(ratio - 1.0)
+            if below:
+                loss = loss + lam * below * torch.relu(1.0 - ratio)
     return loss
 
 

@@ -47,6 +47,7 @@ class SearchConfig:
     tau_end: float = 0.1
     penalty: str = "additive"  # or "multiplicative"
     lam: float = 2.0  # additive weight
+    below_budget: float = 0.0  # weight of the penalty's under-budget side (0: the paper's one-sided hinge)
     beta: float = 0.6  # multiplicative exponent
     fm_weight: float = 1.0  # feature-map regulariser at the start; decays linearly to 0
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
@@ -59,12 +60,19 @@ class SearchConfig:
     arch_every: int = 1  # an alpha step after every k-th weight step (search cost: fewer alpha steps)
     alpha_init: str = "uniform"  # or "budget": the most uncertain alpha whose expected cost meets the budget
     heldout_eval: bool = True  # each epoch: held-out accuracy of the current argmax architecture
+    readout_samples: int = 0  # > 0: the result is the best on the held-out split of the projected argmax
+    #                           and this many architectures sampled from softmax(alpha), each projected
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
+        if self.penalty == "two_sided":  # the name used in the issue-11 measurements
+            object.__setattr__(self, "penalty", "additive")
+            object.__setattr__(self, "below_budget", 1.0)
         if self.penalty not in PENALTIES:
             raise BadInputError(f"penalty {self.penalty!r} unknown; use one of {PENALTIES}")
+        if self.below_budget < 0:
+            raise BadInputError(f"below_budget={self.below_budget} must be >= 0 (0: penalise only above the budget)")
         if self.epochs < 1 or self.tau_start <= 0 or self.tau_end <= 0:
             raise BadInputError("search needs epochs >= 1 and positive tau_start, tau_end")
         if self.penalty_cost not in PENALTY_COSTS:
@@ -73,6 +81,8 @@ class SearchConfig:
             raise BadInputError(f"projection {self.projection!r} unknown; use one of {PROJECTIONS}")
         if self.alpha_init not in ALPHA_INITS:
             raise BadInputError(f"alpha_init {self.alpha_init!r} unknown; use one of {ALPHA_INITS}")
+        if self.readout_samples < 0:
+            raise BadInputError(f"readout_samples={self.readout_samples} must be >= 0 (0: the argmax alone)")
         if self.arch_every < 1:
             raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
@@ -87,6 +97,7 @@ class SearchResult:
     within_budget: dict[str, bool]
     probabilities: dict[str, list[float]]
     history: list[dict] = field(default_factory=list)
+    readout: list[dict] = field(default_factory=list)  # candidates the read-out compared: ranks, source, held-out top-1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,6 +176,7 @@ class SupernetSearch:
         self.step = 0
         self.history: list[dict] = []
         self._teacher_seconds = 0.0
+        self._heldout: Iterable | None = None  # the latest epoch's held-out loader (the read-out's data)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     @torch.no_grad()
@@ -202,6 +214,7 @@ class SupernetSearch:
         if self.steps_per_epoch is None:
             self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
         cfg = self.cfg
+        self._heldout = heldout_loader
         search_alpha = self.epoch >= cfg.warmup_epochs or not cfg.train_weights
         matcher = FeatureMatcher(self.supernet, self.original, list(self.rank_space.candidates)) \
             if cfg.train_weights and cfg.fm_weight > 0 else None
@@ -293,7 +306,8 @@ class SupernetSearch:
         else:
             weights = {n: l.last_weights for n, l in self.supernet.layers().items()}
         costs = [expected_cost(weights, t) for t in self.tables]
-        loss = hardware_loss(ce, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam)
+        loss = hardware_loss(ce, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam,
+                             self.cfg.below_budget)
         self.arch_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.arch_opt.step()
@@ -309,34 +323,43 @@ class SupernetSearch:
 
     @torch.no_grad()
     def argmax_accuracy(self, loader: Iterable, max_batches: int | None = None) -> float:
-        """Top-1 of the current argmax architecture (supernet weights) on `loader`.
+        """Top-1 of the current argmax architecture (supernet weights) on `loader`."""
+        return self.architecture_accuracy(self.supernet.argmax_ranks(), loader, max_batches)[0]
+
+    @torch.no_grad()
+    def architecture_accuracy(self, ranks: dict[str, int], loader: Iterable,
+                              max_batches: int | None = None) -> tuple[float, float]:
+        """(top-1, mean CE) of one discrete architecture with the supernet's weights on `loader`.
 
         BatchNorm uses each batch's own statistics: the running ones belong to the Gumbel mixture,
         and with them a discrete architecture scores near chance whatever its ranks.
         """
         was_training = self.supernet.training
-        modes = {n: (l.mode, l.tau) for n, l in self.supernet.layers().items()}
+        modes = {n: (l.mode, l.tau, l.fixed_index) for n, l in self.supernet.layers().items()}
         bns = [m for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         momenta = [bn.momentum for bn in bns]
         for bn in bns:
             bn.momentum = 0.0  # batch statistics in train mode, running statistics left unchanged
-        self.supernet.set_mix("argmax")
+        self.supernet.fix(ranks)
         self.supernet.train()
         correct = seen = 0
+        ce = 0.0
         try:
             for i, (x, y) in enumerate(loader):
                 if max_batches is not None and i >= max_batches:
                     break
-                logits = self.supernet(x.to(self.device))  # (N, classes)
-                correct += int((logits.argmax(1) == y.to(self.device)).sum())
+                x, y = x.to(self.device), y.to(self.device)
+                logits = self.supernet(x)  # (N, classes)
+                correct += int((logits.argmax(1) == y).sum())
+                ce += float(F.cross_entropy(logits, y, reduction="sum"))
                 seen += len(y)
         finally:
             for n, layer in self.supernet.layers().items():
-                layer.mode, layer.tau = modes[n]
+                layer.mode, layer.tau, layer.fixed_index = modes[n]
             for bn, m in zip(bns, momenta):
                 bn.momentum = m
             self.supernet.train(was_training)
-        return correct / max(seen, 1)
+        return correct / max(seen, 1), ce / max(seen, 1)
 
     @torch.no_grad()
     def alpha_entropy(self) -> float:
@@ -345,24 +368,45 @@ class SupernetSearch:
                 (F.softmax(l.alpha, 0) for l in self.supernet.layers().values())]
         return float(torch.stack(ents).mean())
 
-    def result(self) -> SearchResult:
+    def result(self, heldout_loader: Iterable | None = None) -> SearchResult:
+        """The selected architecture: the argmax projected onto the budget(s); with
+        cfg.readout_samples > 0, the best on `heldout_loader` (default: the latest epoch's held-out
+        loader) of that and as many architectures sampled from softmax(alpha), each projected."""
         probs = self.supernet.probabilities()
         cands = self.rank_space.candidates
         argmax = self.supernet.argmax_ranks()
-        chosen = project_to_budget(argmax, probs, cands, self.tables,
-                                   fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None,
-                                   method=self.cfg.projection)
+        chosen = self._project(argmax, probs)
+        readout = []
+        loader = heldout_loader if heldout_loader is not None else self._heldout
+        if self.cfg.readout_samples and loader is not None:
+            options = {_key(chosen): ("argmax", chosen)}
+            g = torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch)
+            for _ in range(self.cfg.readout_samples):
+                sample = {n: cands[n][int(torch.multinomial(torch.tensor(p), 1, generator=g))]
+                          for n, p in probs.items()}
+                projected = self._project(sample, probs)
+                options.setdefault(_key(projected), ("sample", projected))
+            for source, ranks in options.values():
+                acc, ce = self.architecture_accuracy(ranks, loader)
+                readout.append({"source": source, "ranks": ranks, "heldout_top1": acc, "heldout_ce": ce})
+            best = max(readout, key=lambda r: (r["heldout_top1"], -r["heldout_ce"]))
+            chosen = best["ranks"]
         predicted = {t.name: t.cost_of(chosen, cands) for t in self.tables}
         return SearchResult(
             ranks=compressed_ranks(chosen, self.specs), all_ranks=chosen, predicted_cost=predicted,
             argmax_cost={t.name: t.cost_of(argmax, cands) for t in self.tables},
             budget={t.name: t.budget for t in self.tables},
             within_budget={t.name: predicted[t.name] <= t.budget * (1 + 1e-9) for t in self.tables},
-            probabilities=probs, history=list(self.history))
+            probabilities=probs, history=list(self.history), readout=readout)
+
+    def _project(self, choice: dict[str, int], probs: dict[str, list[float]]) -> dict[str, int]:
+        return project_to_budget(choice, probs, self.rank_space.candidates, self.tables,
+                                 fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None,
+                                 method=self.cfg.projection)
 
     def searched_model(self, ranks: dict[str, int] | None = None) -> nn.Module:
-        """The selected architecture (default: `result().all_ranks`) with the supernet's trained weights,
-        a fine-tune's starting point instead of a fresh HOSVD. Its BatchNorm statistics are the
+        """An architecture (default: `result().all_ranks`) with the supernet's trained weights, a
+        fine-tune's starting point instead of a fresh HOSVD. Its BatchNorm statistics are the
         supernet's: `haloc.reestimate_batchnorm` before evaluating it."""
         return self.supernet.extract(ranks if ranks is not None else self.result().all_ranks)
 
@@ -391,6 +435,10 @@ class SupernetSearch:
             raise BadInputError("supernet weights do not fit this rank space: "
                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
         self.reset_alpha()
+
+
+def _key(ranks: dict[str, int]) -> tuple:
+    return tuple(sorted(ranks.items()))
 
 
 def _cycle(loader: Iterable):

@@ -30,7 +30,7 @@ from .errors import BadInputError
 from .layers import SVDConv2d, SVDLinear, Tucker2Conv
 from .rank_space import RankSpace
 
-MIX_MODES = ("gumbel", "softmax", "argmax")
+MIX_MODES = ("gumbel", "softmax", "argmax", "fixed")
 
 
 def survival(weights: torch.Tensor, ranks: torch.Tensor, length: int) -> torch.Tensor:
@@ -53,6 +53,7 @@ class SupernetLayer(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(len(candidates)))  # uniform at start
         self.mode = "gumbel"
         self.tau = 1.0
+        self.fixed_index = len(candidates) - 1  # the candidate of mode "fixed" (Supernet.fix)
         self.last_weights: torch.Tensor | None = None  # the m of the latest forward, for the cost terms
         self.dense = self._dense_is_cheaper()  # run the mixture as one layer of the original shape
 
@@ -63,6 +64,9 @@ class SupernetLayer(nn.Module):
             return F.softmax(self.alpha / self.tau, dim=0)
         if self.mode == "argmax":
             return F.one_hot(self.alpha.argmax(), len(self.candidates)).to(self.alpha.dtype)
+        if self.mode == "fixed":
+            return F.one_hot(torch.tensor(self.fixed_index, device=self.alpha.device),
+                             len(self.candidates)).to(self.alpha.dtype)
         raise BadInputError(f"mix mode {self.mode!r} unknown; use one of {MIX_MODES}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,6 +154,14 @@ class Supernet(nn.Module):
                 layer.mode = mode
             if tau is not None:
                 layer.tau = float(tau)
+
+    def fix(self, ranks: dict[str, int]) -> None:
+        """Run one discrete architecture (mode "fixed"): each layer at its rank in `ranks`."""
+        for name, layer in self.layers().items():
+            if ranks[name] not in layer.candidates:
+                raise BadInputError(f"layer {name!r}: rank {ranks[name]} is not a candidate {layer.candidates}")
+            layer.fixed_index = layer.candidates.index(ranks[name])
+            layer.mode = "fixed"
 
     def probabilities(self) -> dict[str, list[float]]:
         return {n: F.softmax(l.alpha.detach(), 0).tolist() for n, l in self.layers().items()}

@@ -167,17 +167,23 @@ def test_search_draws_a_new_batch_order_every_epoch_and_repeats_itself():
     assert orders[0] == orders[1]  # same seed, same orders
 
 
-def test_two_sided_penalty_pulls_up_from_under_the_budget():
+@pytest.mark.parametrize("penalty", ["additive", "multiplicative"])
+def test_below_budget_side_pulls_up_from_under_the_budget(penalty):
     table = CostTable("hw", {"a": (1.0, 2.0, 4.0)}, fixed_cost=0.0, budget=3.0)
     ce = torch.tensor(1.0)
     under = torch.tensor(1.5, requires_grad=True)
-    hardware_loss(ce, [under], [table], "two_sided", lam=2.0).backward()
+    hardware_loss(ce, [under], [table], penalty, lam=2.0, below=1.0).backward()
     assert under.grad < 0  # lower loss with more cost: back toward the budget
     one_sided = torch.tensor(1.5, requires_grad=True)
-    hardware_loss(ce, [one_sided], [table], "additive", lam=2.0).backward()
+    hardware_loss(ce, [one_sided], [table], penalty, lam=2.0).backward()
     assert one_sided.grad is None or float(one_sided.grad) == 0.0
-    at = hardware_loss(ce, [torch.tensor(3.0)], [table], "two_sided", lam=2.0)
-    assert float(at) == pytest.approx(1.0)
+    at = hardware_loss(ce, [torch.tensor(3.0)], [table], penalty, lam=2.0, below=1.0)
+    assert float(at) == pytest.approx(1.0)  # nothing at the budget itself
+    over = [float(hardware_loss(ce, [torch.tensor(c)], [table], penalty, lam=2.0, below=b)) for b in (0.0, 1.0)
+            for c in (4.0,)]
+    assert over[0] == over[1] > 1.0  # above the budget both sides agree
+    with pytest.raises(ValueError, match="below"):
+        hardware_loss(ce, [under], [table], penalty, below=-1.0)
 
 
 def test_quantile_projection_spreads_the_cut_over_uncertain_layers():
@@ -206,7 +212,7 @@ def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every):
     space = build_rank_space(specs, "step", step=8)
     table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
     train, held = tiny_loaders()
-    cfg = SearchConfig(epochs=2, warmup_epochs=1, steps_per_epoch=4, penalty="two_sided", lam=5.0,
+    cfg = SearchConfig(epochs=2, warmup_epochs=1, steps_per_epoch=4, below_budget=1.0, lam=5.0,
                        penalty_cost=penalty_cost, arch_every=arch_every, projection="quantile")
     s = SupernetSearch(model, space, [table], cfg)
     seen = []
@@ -247,3 +253,24 @@ def test_budget_prior_starts_alpha_at_the_budget(fraction):
         assert ratio == pytest.approx(start) and prior.alpha_entropy() == pytest.approx(uniform.alpha_entropy())
     with pytest.raises(ValueError, match="alpha_init"):
         SearchConfig(alpha_init="zeros")
+
+
+def test_sampled_readout_picks_the_best_heldout_architecture_within_budget():
+    model = haloc.models.create("resnet20")
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
+    train, held = tiny_loaders()
+    s = SupernetSearch(model, space, [table], SearchConfig(epochs=1, warmup_epochs=0, steps_per_epoch=2,
+                                                          readout_samples=4, heldout_eval=False))
+    s.run_epoch(train, held)
+    res = s.result()
+    assert 2 <= len(res.readout) <= 5 and res.readout[0]["source"] == "argmax"
+    best = max(r["heldout_top1"] for r in res.readout)
+    chosen = next(r for r in res.readout if r["ranks"] == res.all_ranks)
+    assert chosen["heldout_top1"] == best
+    for r in res.readout:
+        assert table.cost_of(r["ranks"], space.candidates) <= table.budget * (1 + 1e-9)
+    acc, _ = s.architecture_accuracy(res.all_ranks, held)
+    assert acc == pytest.approx(chosen["heldout_top1"])  # the read-out's figure is reproducible
+    assert s.result().all_ranks == res.all_ranks  # same seed and epoch: same samples

@@ -285,12 +285,12 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
     top1_search = haloc.evaluate(searched, loaders.test)["top1"]
     hosvd = score(plan, base, haloc.decompose(base, res.ranks), loaders, seed)
     from_supernet = score(plan, base, searched, loaders, seed)
-    ckpt.unlink(missing_ok=True)
+    os.replace(ckpt, cell_dir / f"supernet-{_tag(overrides)}.pt")  # kept: read-outs can be compared offline
     common = {"ranks": res.all_ranks, **ranks_summary(res.all_ranks, specs),
               "cost": res.predicted_cost[table.name], "budget": table.budget,
               "argmax_cost": res.argmax_cost[table.name], "within_budget": res.within_budget[table.name],
               "search_seconds": seconds, "config": asdict(cfg), "history": res.history,
-              "probabilities": res.probabilities, "top1_search": top1_search}
+              "probabilities": res.probabilities, "top1_search": top1_search, "readout": res.readout}
     return {"haloc": {**common, **hosvd}, "haloc-sn": {**common, **from_supernet}}
 
 

@@ -333,7 +333,7 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed) -> dic
 # ---- the run -----------------------------------------------------------------------------------------
 
 def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overrides: dict, only: set | None,
-              methods: tuple) -> None:
+              methods: tuple, variant: str | None = None) -> None:
     import torch
 
     import haloc
@@ -365,7 +365,7 @@ def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overri
                     log(f"{cell}: {e}")
                     continue
                 for method in methods:
-                    name = method if method != "haloc" else f"haloc{_suffix(overrides)}"
+                    name = method if method != "haloc" else variant or f"haloc{_suffix(overrides)}"
                     path = cell_dir / f"{name}.json"
                     if path.exists():
                         continue
@@ -374,7 +374,7 @@ def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overri
                         torch.manual_seed(seed)
                         if method == "haloc":
                             res = run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir, overrides)
-                            res = {f"{k}{_suffix(overrides)}": v for k, v in res.items()}
+                            res = {k.replace("haloc", name, 1): v for k, v in res.items()}
                         else:
                             res = run_baseline(method, plan, base, specs, target, table, loaders, seed)
                     for key, value in res.items():
@@ -481,7 +481,7 @@ def search_cost(plan: ModelPlan, out: Path, data: str | None, overrides: dict, r
 
 # ---- summary ------------------------------------------------------------------------------------------
 
-METHOD_ORDER = ("haloc", "haloc-sn", "uniform", "energy", "alds", "random", "random-best", "uniform-long",
+METHOD_ORDER = ("haloc", "haloc-sn", "haloc-paper", "haloc-paper-sn", "uniform", "energy", "alds", "random", "random-best", "uniform-long",
                 "alds-long")
 
 
@@ -589,7 +589,7 @@ def search_evidence(by_method: dict) -> dict:
     expected cost / budget and alpha entropy (means over seeds); the seeds' agreement on ranks."""
     out = {}
     for method, recs in by_method.items():
-        if not method.startswith("haloc") or method.startswith("haloc-sn") or "history" not in recs[0]:
+        if not method.startswith("haloc") or "-sn" in method or "history" not in recs[0]:
             continue
         epochs = len(recs[0]["history"])
         per_epoch = []
@@ -697,6 +697,7 @@ def main(argv=None) -> int:
     p.add_argument("--budgets", nargs="+", type=float, default=None, help="replace every target's budgets")
     p.add_argument("--search", nargs="*", default=[], metavar="KEY=VALUE",
                    help="SearchConfig overrides for a HALOC variant (stored as haloc@KEY=VALUE,...)")
+    p.add_argument("--variant", default=None, help="name of the HALOC variant's results (default: haloc@overrides)")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     args = p.parse_args(argv)
@@ -717,7 +718,7 @@ def main(argv=None) -> int:
         log(f"{plan.model}: {asdict(plan)}; search overrides {overrides}; uptime load {os.getloadavg()}")
         if args.phase in ("cells", "all"):
             run_model(plan, out, args.data, args.threads, overrides, set(args.targets) if args.targets else None,
-                      tuple(args.methods))
+                      tuple(args.methods), args.variant)
         if args.phase in ("latency", "all"):
             measure_latencies(plan, out, args.threads)
         if args.phase == "cost":

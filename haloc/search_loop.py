@@ -47,20 +47,20 @@ class SearchConfig:
     tau_end: float = 0.1
     penalty: str = "additive"  # or "multiplicative"
     lam: float = 2.0  # additive weight
-    below_budget: float = 0.0  # weight of the penalty's under-budget side (0: the paper's one-sided hinge)
+    below_budget: float = 1.0  # weight of the penalty's under-budget side (0: the paper's one-sided hinge)
     beta: float = 0.6  # multiplicative exponent
     fm_weight: float = 1.0  # feature-map regulariser at the start; decays linearly to 0
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
     fill_budget: bool = True  # after the argmax, raise ranks while the budget(s) allow it
     fill_tolerance: float = 0.05  # ... only when the argmax is more than this fraction under budget
-    penalty_cost: str = "sample"  # E[cost] in the penalty: "sample" (this step's Gumbel mixture) or
+    penalty_cost: str = "expected"  # E[cost] in the penalty: "sample" (this step's Gumbel mixture) or
     #                               "expected" (softmax(alpha), the distribution the result is read from)
     projection: str = "greedy"  # over budget: "greedy" (least log-probability lost per cost saved) or
     #                             "quantile" (every layer lowered to one shared quantile of its own alpha)
-    arch_every: int = 1  # an alpha step after every k-th weight step (search cost: fewer alpha steps)
-    alpha_init: str = "uniform"  # or "budget": the most uncertain alpha whose expected cost meets the budget
+    arch_every: int = 2  # an alpha step after every k-th weight step (search cost: fewer alpha steps)
+    alpha_init: str = "budget"  # or "uniform": "budget" is the most uncertain alpha whose E[cost] meets the budget
     heldout_eval: bool = True  # each epoch: held-out accuracy of the current argmax architecture
-    readout_samples: int = 0  # > 0: the result is the best on the held-out split of the projected argmax
+    readout_samples: int = 16  # > 0: the result is the best on the held-out split of the projected argmax
     #                           and this many architectures sampled from softmax(alpha), each projected
     seed: int = 0
     device: str = "cpu"

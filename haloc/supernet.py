@@ -191,7 +191,14 @@ class Supernet(nn.Module):
         if bad:
             n, r = bad[0]
             raise BadInputError(f"layer {n!r}: rank {r} is not a candidate; choose one of {layers[n].candidates}")
-        net = copy.deepcopy(self.net)
+        stash = {n: l.last_weights for n, l in layers.items()}
+        for layer in layers.values():
+            layer.last_weights = None  # may be a non-leaf tensor of the last step: not deep-copyable
+        try:
+            net = copy.deepcopy(self.net)
+        finally:
+            for n, layer in layers.items():
+                layer.last_weights = stash[n]
         modules = dict(net.named_modules())
         for name, layer in ((n, modules[n]) for n in self.layer_names):
             rank = ranks.get(name, layer.candidates[-1])

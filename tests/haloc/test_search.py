@@ -88,7 +88,7 @@ def test_alpha_moves_expected_cost_toward_budget():
     table = latency_like_table(specs, space.candidates).with_budget_fraction(0.5)
     train, held = tiny_loaders()
     s = SupernetSearch(model, space, [table], SearchConfig(epochs=3, train_weights=False, lam=20.0, arch_lr=0.1,
-                                                          steps_per_epoch=4))
+                                                          steps_per_epoch=4, alpha_init="uniform", arch_every=1))
     start = s.expected_costs()[0]
     assert s.alpha_entropy() == pytest.approx(sum(math.log(len(c)) for c in space.candidates.values())
                                               / len(space.candidates), rel=1e-5)

@@ -104,6 +104,7 @@ def test_extract_equals_the_supernet_at_one_candidate(pick):
     with torch.no_grad():  # move the shared factors away from their HOSVD start
         for p in net.weight_parameters():
             p.add_(0.05 * torch.randn_like(p))
+    net(torch.randn(2, 8, 9, 9)).sum().backward()  # a training step leaves non-leaf mixing weights behind
     ranks = {n: layer.candidates[pick] for n, layer in net.layers().items()}
     for n, layer in net.layers().items():
         with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Data sets for fine-tuning and search: CIFAR-10 (python batches), ImageNet (ImageFolder), a generated demo.
+"""Data sets for fine-tuning and search: CIFAR-10 (python batches), ImageNet (ImageFolder), scikit-learn's
+real handwritten digits (bundled with scikit-learn, upsampled to 32x32x3), a generated demo.
 
 Every builder returns `(train, val)` torch Datasets yielding `(image [3, H, W] float, label int)`.
 The search trains weights on one part of the training data and architecture logits on a held-out
@@ -32,12 +33,13 @@ CIFAR10_META_FILE = "batches.meta"
 CIFAR10_SUBDIR = "cifar-10-batches-py"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEMO_NAME = "demo (generated, not real data)"
-KINDS = ("cifar10", "imagenet", "demo")
+KINDS = ("cifar10", "imagenet", "digits", "demo")
+DIGITS_TEST_SIZE = 360  # of 1,797 images: the 1437/360 split of ENVIRONMENT.md
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data set to build and how; `root` is unused for the demo."""
+    """Which data set to build and how; `root` is unused for the demo and the digits."""
 
     kind: str = "demo"  # one of KINDS
     root: str | None = None  # CIFAR-10 batch folder or ImageNet folder with train/ and val/
@@ -47,7 +49,7 @@ class DataConfig:
     demo_train: int = 2000  # demo: training samples
     demo_val: int = 500  # demo: validation samples
     demo_noise: float = 0.8  # demo: std of the noise added to the unit-amplitude class pattern
-    seed: int = 0  # demo: patterns and noise
+    seed: int = 0  # demo: patterns and noise; digits: the stratified train/test split
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +64,8 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
     if cfg.kind == "demo":
         common = dict(num_classes=cfg.num_classes, image_size=cfg.image_size, seed=cfg.seed, noise=cfg.demo_noise)
         return demo_dataset(cfg.demo_train, split="train", **common), demo_dataset(cfg.demo_val, split="val", **common)
+    if cfg.kind == "digits":
+        return digits_datasets(seed=cfg.seed, augment=cfg.augment, image_size=cfg.image_size)
     if cfg.kind not in KINDS:
         raise BadInputError(f"data kind {cfg.kind!r} is unknown; choose one of {list(KINDS)}")
     if not cfg.root:
@@ -240,6 +244,64 @@ def _read_cifar_meta(root: Path) -> list[str]:
         raise BadInputError(f"CIFAR-10 meta {str(root / CIFAR10_META_FILE)!r} lacks 10 'label_names'; "
                             "re-extract cifar-10-python.tar.gz")
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+# ---------------------------------------------------------------------------------------------- digits
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's 8x8 handwritten digits (real scans, 10 classes) as normalised [3, S, S] tensors.
+
+    Upsampled bilinearly once at construction (S = 32 by default, the CIFAR models' input) and
+    repeated over 3 channels. `augment`: a random shift of up to 2 pixels per access (blank fill).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str, augment: bool = False):
+        self.images, self.targets = images, labels  # [N, 3, S, S] float, [N] int64
+        self.name, self.augment = name, augment
+        self.background = float(images.amin()) if len(images) else 0.0  # a blank pixel, normalised
+        self.classes = [str(c) for c in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        x = self.images[i]  # [3, S, S]
+        if self.augment:
+            s = x.shape[-1]
+            dy, dx = torch.randint(0, 5, (2,)).tolist()
+            padded = torch.nn.functional.pad(x, (2, 2, 2, 2), value=self.background)  # [3, S+4, S+4]
+            x = padded[:, dy:dy + s, dx:dx + s]
+        return x, int(self.targets[i])
+
+
+def digits_datasets(seed: int = 0, augment: bool = False, image_size: int = 32,
+                    test_size: int = DIGITS_TEST_SIZE) -> tuple[Dataset, Dataset]:
+    """(train, test) of scikit-learn's bundled digits: 1,797 real images, split stratified by `seed`.
+
+    No download: the images ship inside scikit-learn (`pip install scikit-learn`, in the test extras).
+    Pixels are normalised with the training split's mean and std.
+    """
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as e:
+        raise BadInputError("data kind 'digits' needs scikit-learn; pip install scikit-learn "
+                            "(or pip install -e '.[test]')") from e
+    import torch.nn.functional as F
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # [N, 1, 8, 8] in [0, 1]
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = images.expand(-1, 3, -1, -1).contiguous()  # [N, 3, S, S]
+    labels = torch.as_tensor(digits.target, dtype=torch.int64)  # [N]
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_size, random_state=seed,
+                                           stratify=digits.target)
+    train_idx, test_idx = torch.as_tensor(np.sort(train_idx)), torch.as_tensor(np.sort(test_idx))
+    mean, std = images[train_idx].mean(), images[train_idx].std()
+    images = (images - mean) / std
+    return (DigitsDataset(images[train_idx], labels[train_idx], f"digits train (scikit-learn, seed {seed})", augment),
+            DigitsDataset(images[test_idx], labels[test_idx], f"digits test (scikit-learn, seed {seed})"))
 
 
 # ---------------------------------------------------------------------------------------------- ImageNet

@@ -164,7 +164,8 @@ def decompose(model: nn.Module, ranks: dict, inplace: bool = False, hooi_iters: 
 
     KxK convs become `Tucker2Conv`, 1x1 convs `SVDConv2d`, Linear `SVDLinear`. Layers absent from
     `ranks` stay as they are. All ranks are validated before anything changes; the input model is
-    left untouched unless `inplace=True`.
+    left untouched unless `inplace=True`. Factors inherit the replaced layer's `requires_grad`, as
+    the copied layers keep theirs.
     """
     checked = check_ranks(model, ranks)
     specs = _scan(model)[0]
@@ -172,6 +173,7 @@ def decompose(model: nn.Module, ranks: dict, inplace: bool = False, hooi_iters: 
     modules = dict(target.named_modules())
     for name, rank in checked.items():
         target.set_submodule(name, build_layer(specs[name], rank, source=modules[name], hooi_iters=hooi_iters))
+        target.get_submodule(name).requires_grad_(modules[name].weight.requires_grad)  # frozen stays frozen
     return target
 
 

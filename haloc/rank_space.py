@@ -34,11 +34,35 @@ class RankSpace:
         return n
 
 
-def constant_step_candidates(spec: LayerSpec, step: int) -> tuple[int, ...]:
-    """Multiples of `step` below `spec.max_rank`, then `max_rank` itself."""
+def constant_step_candidates(spec: LayerSpec, step: int, drop_dominated: bool = False) -> tuple[int, ...]:
+    """Multiples of `step` below `spec.max_rank`, then `max_rank` itself.
+
+    `drop_dominated`: leave out ranks whose factors cost at least as much as the whole layer (FLOPs
+    when the spec has its input size, else parameters): keeping the layer whole is then as cheap and
+    exact. A wide Tucker-2 rank does this (ResNet-20's layer3.0.conv1 at 44-60 of 64).
+    """
     if step < 1:
         raise BadInputError(f"rank step {step} must be >= 1")
-    return tuple(range(step, spec.max_rank, step)) + (spec.max_rank,)
+    ranks = tuple(range(step, spec.max_rank, step))
+    if drop_dominated:
+        whole = factored_cost(spec, spec.max_rank)
+        ranks = tuple(r for r in ranks if factored_cost(spec, r) < whole)
+    return ranks + (spec.max_rank,)
+
+
+def factored_cost(spec: LayerSpec, rank: int) -> float:
+    """FLOPs of the layer at `rank` (max_rank: the original) if its input size is known, else parameters."""
+    if spec.op == "linear" or spec.input_hw is not None:
+        from .hardware_loss import layer_flops
+
+        return float(layer_flops(spec, rank))
+    k = spec.kernel_size[0] * spec.kernel_size[1]
+    if rank >= spec.max_rank:
+        return float(spec.in_channels * spec.out_channels * k)
+    r_in, r_out = spec.rank_pair(rank)
+    if spec.kind == "tucker2":
+        return float(spec.in_channels * r_in + r_in * r_out * k + r_out * spec.out_channels)
+    return float(rank * (spec.in_channels + spec.out_channels))
 
 
 def latency_sensitive_candidates(spec: LayerSpec, curve: dict[int, float], rel_tol: float = 0.02,
@@ -74,10 +98,14 @@ def latency_sensitive_candidates(spec: LayerSpec, curve: dict[int, float], rel_t
 
 def build_rank_space(specs: dict[str, LayerSpec], mode: str = "step", step: int = 8,
                      curves: dict[str, dict[int, float]] | None = None, rel_tol: float = 0.02,
-                     max_candidates: int | None = None) -> RankSpace:
-    """A `RankSpace` over `specs`: mode "step" (constant step) or "latency" (from `curves`)."""
+                     max_candidates: int | None = None, drop_dominated: bool = True) -> RankSpace:
+    """A `RankSpace` over `specs`: mode "step" (constant step) or "latency" (from `curves`).
+
+    Step mode drops ranks that cost as much as the whole layer (`drop_dominated`, see
+    `constant_step_candidates`); latency mode drops them by construction (slower than the original).
+    """
     if mode == "step":
-        return RankSpace({n: constant_step_candidates(s, step) for n, s in specs.items()})
+        return RankSpace({n: constant_step_candidates(s, step, drop_dominated) for n, s in specs.items()})
     if mode == "latency":
         if curves is None:
             raise BadInputError("rank space mode 'latency' needs a latency curve per layer (curves=...)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
@@ -23,9 +24,14 @@ import torch.nn.functional as F
 
 from .decomposition import LayerSpec, decomposable_layers, to_ranks_json
 from .errors import BadInputError
-from .hardware_loss import PENALTIES, CostTable, expected_cost, hardware_loss
+from .hardware_loss import PENALTIES, CostTable, budget_prior, expected_cost, hardware_loss
 from .rank_space import RankSpace
 from .supernet import Supernet
+
+
+PENALTY_COSTS = ("sample", "expected")
+ALPHA_INITS = ("uniform", "budget")
+PROJECTIONS = ("greedy", "quantile")
 
 
 @dataclass(frozen=True)
@@ -41,19 +47,41 @@ class SearchConfig:
     tau_end: float = 0.1
     penalty: str = "additive"  # or "multiplicative"
     lam: float = 2.0  # additive weight
+    below_budget: float = 1.0  # weight of the penalty's under-budget side (0: the paper's one-sided hinge)
     beta: float = 0.6  # multiplicative exponent
     fm_weight: float = 1.0  # feature-map regulariser at the start; decays linearly to 0
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
     fill_budget: bool = True  # after the argmax, raise ranks while the budget(s) allow it
     fill_tolerance: float = 0.05  # ... only when the argmax is more than this fraction under budget
+    penalty_cost: str = "expected"  # E[cost] in the penalty: "sample" (this step's Gumbel mixture) or
+    #                               "expected" (softmax(alpha), the distribution the result is read from)
+    projection: str = "greedy"  # over budget: "greedy" (least log-probability lost per cost saved) or
+    #                             "quantile" (every layer lowered to one shared quantile of its own alpha)
+    arch_every: int = 2  # an alpha step after every k-th weight step (search cost: fewer alpha steps)
+    alpha_init: str = "budget"  # or "uniform": "budget" is the most uncertain alpha whose E[cost] meets the budget
+    heldout_eval: bool = True  # each epoch: held-out accuracy of the current argmax architecture
+    readout_samples: int = 16  # > 0: the result is the best on the held-out split of the projected argmax
+    #                           and this many architectures sampled from softmax(alpha), each projected
     seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self):
         if self.penalty not in PENALTIES:
             raise BadInputError(f"penalty {self.penalty!r} unknown; use one of {PENALTIES}")
+        if self.below_budget < 0:
+            raise BadInputError(f"below_budget={self.below_budget} must be >= 0 (0: penalise only above the budget)")
         if self.epochs < 1 or self.tau_start <= 0 or self.tau_end <= 0:
             raise BadInputError("search needs epochs >= 1 and positive tau_start, tau_end")
+        if self.penalty_cost not in PENALTY_COSTS:
+            raise BadInputError(f"penalty_cost {self.penalty_cost!r} unknown; use one of {PENALTY_COSTS}")
+        if self.projection not in PROJECTIONS:
+            raise BadInputError(f"projection {self.projection!r} unknown; use one of {PROJECTIONS}")
+        if self.alpha_init not in ALPHA_INITS:
+            raise BadInputError(f"alpha_init {self.alpha_init!r} unknown; use one of {ALPHA_INITS}")
+        if self.readout_samples < 0:
+            raise BadInputError(f"readout_samples={self.readout_samples} must be >= 0 (0: the argmax alone)")
+        if self.arch_every < 1:
+            raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
 
 @dataclass
@@ -66,6 +94,7 @@ class SearchResult:
     within_budget: dict[str, bool]
     probabilities: dict[str, list[float]]
     history: list[dict] = field(default_factory=list)
+    readout: list[dict] = field(default_factory=list)  # candidates the read-out compared: ranks, source, held-out top-1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,12 +166,23 @@ class SupernetSearch:
         self.supernet = Supernet(model, rank_space, self.specs).to(self.device)
         self.weight_opt = torch.optim.SGD(self.supernet.weight_parameters(), lr=cfg.weight_lr,
                                           momentum=cfg.weight_momentum, weight_decay=cfg.weight_decay)
+        self.reset_alpha()
         self.arch_opt = torch.optim.Adam(self.supernet.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999))
         self.steps_per_epoch = steps_per_epoch or cfg.steps_per_epoch
         self.epoch = 0
         self.step = 0
         self.history: list[dict] = []
+        self._teacher_seconds = 0.0
+        self._heldout: Iterable | None = None  # the latest epoch's held-out loader (the read-out's data)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    @torch.no_grad()
+    def reset_alpha(self) -> None:
+        """alpha at its start: uniform, or `budget_prior` of the cost tables (cfg.alpha_init)."""
+        layers = self.supernet.layers()
+        prior = budget_prior(self.tables, list(layers)) if self.cfg.alpha_init == "budget" else None
+        for name, layer in layers.items():
+            layer.alpha.copy_(prior[name] if prior else torch.zeros_like(layer.alpha))
 
     # --- schedule ------------------------------------------------------------------------------
     def total_steps(self) -> int:
@@ -156,15 +196,29 @@ class SupernetSearch:
         return self.cfg.fm_weight * max(0.0, 1.0 - self.step / self.total_steps())
 
     # --- one epoch -----------------------------------------------------------------------------
+    def seed_loaders(self, train_loader, heldout_loader, epoch: int | None = None) -> None:
+        """Seed the next epoch's batch orders and RNG from (seed, epoch) alone, as `haloc.finetune`
+        does: each epoch draws a new order, and a resumed search repeats the uninterrupted one."""
+        from .data import seed_epoch
+
+        epoch = self.epoch if epoch is None else epoch
+        for loader, seed in ((heldout_loader, self.cfg.seed + 7_777), (train_loader, self.cfg.seed)):
+            if hasattr(loader, "generator") or hasattr(getattr(loader, "sampler", None), "set_epoch"):
+                seed_epoch(loader, seed, epoch)  # the train loader last: it sets the global RNG too
+
     def run_epoch(self, train_loader: Iterable, heldout_loader: Iterable) -> dict:
         """Alternate a weight step and an alpha step per batch pair; returns the epoch's metrics."""
         if self.steps_per_epoch is None:
             self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
         cfg = self.cfg
+        self._heldout = heldout_loader
         search_alpha = self.epoch >= cfg.warmup_epochs or not cfg.train_weights
         matcher = FeatureMatcher(self.supernet, self.original, list(self.rank_space.candidates)) \
             if cfg.train_weights and cfg.fm_weight > 0 else None
         sums = {"ce": 0.0, "fm": 0.0, "arch_ce": 0.0, "arch_loss": 0.0, "correct": 0, "seen": 0}
+        seconds = {"weight": 0.0, "teacher": 0.0, "arch": 0.0, "eval": 0.0}  # wall time per part
+        self._teacher_seconds = 0.0
+        epoch_start = time.perf_counter()
         held = _cycle(heldout_loader)
         self.supernet.train()
         n = 0
@@ -176,13 +230,17 @@ class SupernetSearch:
                 x, y = x.to(self.device), y.to(self.device)
                 self.supernet.set_mix("gumbel", self.tau())
                 if cfg.train_weights:
+                    t0 = time.perf_counter()
                     self.supernet.requires_grad_(True)
                     ce, fm = self._weight_step(x, y, matcher)
                     sums["ce"] += ce
                     sums["fm"] += fm
-                if search_alpha:
+                    seconds["weight"] += time.perf_counter() - t0
+                if search_alpha and (n - 1) % cfg.arch_every == 0:
                     hx, hy = next(held)
+                    t0 = time.perf_counter()
                     arch_ce, arch_loss, correct = self._arch_step(hx.to(self.device), hy.to(self.device))
+                    seconds["arch"] += time.perf_counter() - t0
                     sums["arch_ce"] += arch_ce
                     sums["arch_loss"] += arch_loss
                     sums["correct"] += correct
@@ -191,14 +249,22 @@ class SupernetSearch:
         finally:
             if matcher:
                 matcher.remove()
+        arch_steps = max(1, -(-n // cfg.arch_every))
         n = max(1, n)
         self.epoch += 1
         metrics = {
             "epoch": self.epoch, "tau": self.tau(), "train_ce": sums["ce"] / n, "fm_mse": sums["fm"] / n,
-            "heldout_ce": sums["arch_ce"] / n if search_alpha else None,
+            "heldout_ce": sums["arch_ce"] / arch_steps if search_alpha else None,
             "heldout_acc": sums["correct"] / sums["seen"] if sums["seen"] else None,
             "alpha_entropy": self.alpha_entropy(),
         }
+        if cfg.heldout_eval:
+            t0 = time.perf_counter()
+            metrics["heldout_acc_argmax"] = self.argmax_accuracy(heldout_loader)
+            seconds["eval"] = time.perf_counter() - t0
+        seconds["teacher"] = self._teacher_seconds  # inside the weight steps
+        seconds["total"] = time.perf_counter() - epoch_start
+        metrics["seconds"] = seconds
         metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
         metrics.update({f"budget_{t.name}": t.budget for t in self.tables})
         self.history.append(metrics)
@@ -213,8 +279,10 @@ class SupernetSearch:
         fm = torch.zeros(())
         w = self.fm_weight()
         if matcher is not None and w > 0:
+            t0 = time.perf_counter()
             with torch.no_grad():
                 self.original(x)
+            self._teacher_seconds += time.perf_counter() - t0
             fm = matcher.loss()
             loss = ce + w * fm
         self.weight_opt.zero_grad(set_to_none=True)
@@ -230,9 +298,13 @@ class SupernetSearch:
             p.requires_grad_(True)
         logits = self.supernet(x)
         ce = F.cross_entropy(logits, y)
-        weights = {n: l.last_weights for n, l in self.supernet.layers().items()}
+        if self.cfg.penalty_cost == "expected":
+            weights = {n: F.softmax(l.alpha, 0) for n, l in self.supernet.layers().items()}
+        else:
+            weights = {n: l.last_weights for n, l in self.supernet.layers().items()}
         costs = [expected_cost(weights, t) for t in self.tables]
-        loss = hardware_loss(ce, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam)
+        loss = hardware_loss(ce, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam,
+                             self.cfg.below_budget)
         self.arch_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.arch_opt.step()
@@ -247,25 +319,93 @@ class SupernetSearch:
         return [float(expected_cost(weights, t)) for t in self.tables]
 
     @torch.no_grad()
+    def argmax_accuracy(self, loader: Iterable, max_batches: int | None = None) -> float:
+        """Top-1 of the current argmax architecture (supernet weights) on `loader`."""
+        return self.architecture_accuracy(self.supernet.argmax_ranks(), loader, max_batches)[0]
+
+    @torch.no_grad()
+    def architecture_accuracy(self, ranks: dict[str, int], loader: Iterable,
+                              max_batches: int | None = None) -> tuple[float, float]:
+        """(top-1, mean CE) of one discrete architecture with the supernet's weights on `loader`.
+
+        BatchNorm uses each batch's own statistics: the running ones belong to the Gumbel mixture,
+        and with them a discrete architecture scores near chance whatever its ranks.
+        """
+        was_training = self.supernet.training
+        modes = {n: (l.mode, l.tau, l.fixed_index) for n, l in self.supernet.layers().items()}
+        bns = [m for m in self.supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [bn.momentum for bn in bns]
+        for bn in bns:
+            bn.momentum = 0.0  # batch statistics in train mode, running statistics left unchanged
+        self.supernet.fix(ranks)
+        self.supernet.train()
+        correct = seen = 0
+        ce = 0.0
+        try:
+            for i, (x, y) in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = x.to(self.device), y.to(self.device)
+                logits = self.supernet(x)  # (N, classes)
+                correct += int((logits.argmax(1) == y).sum())
+                ce += float(F.cross_entropy(logits, y, reduction="sum"))
+                seen += len(y)
+        finally:
+            for n, layer in self.supernet.layers().items():
+                layer.mode, layer.tau, layer.fixed_index = modes[n]
+            for bn, m in zip(bns, momenta):
+                bn.momentum = m
+            self.supernet.train(was_training)
+        return correct / max(seen, 1), ce / max(seen, 1)
+
+    @torch.no_grad()
     def alpha_entropy(self) -> float:
         """Mean entropy of softmax(alpha) over layers, in nats (log M at start, 0 when decided)."""
         ents = [-(p * p.clamp_min(1e-12).log()).sum() for p in
                 (F.softmax(l.alpha, 0) for l in self.supernet.layers().values())]
         return float(torch.stack(ents).mean())
 
-    def result(self) -> SearchResult:
+    def result(self, heldout_loader: Iterable | None = None) -> SearchResult:
+        """The selected architecture: the argmax projected onto the budget(s); with
+        cfg.readout_samples > 0, the best on `heldout_loader` (default: the latest epoch's held-out
+        loader) of that and as many architectures sampled from softmax(alpha), each projected."""
         probs = self.supernet.probabilities()
         cands = self.rank_space.candidates
         argmax = self.supernet.argmax_ranks()
-        chosen = project_to_budget(argmax, probs, cands, self.tables,
-                                   fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None)
+        chosen = self._project(argmax, probs)
+        readout = []
+        loader = heldout_loader if heldout_loader is not None else self._heldout
+        if self.cfg.readout_samples and loader is not None:
+            options = {_key(chosen): ("argmax", chosen)}
+            g = torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch)
+            for _ in range(self.cfg.readout_samples):
+                sample = {n: cands[n][int(torch.multinomial(torch.tensor(p), 1, generator=g))]
+                          for n, p in probs.items()}
+                projected = self._project(sample, probs)
+                options.setdefault(_key(projected), ("sample", projected))
+            for source, ranks in options.values():
+                acc, ce = self.architecture_accuracy(ranks, loader)
+                readout.append({"source": source, "ranks": ranks, "heldout_top1": acc, "heldout_ce": ce})
+            best = max(readout, key=lambda r: (r["heldout_top1"], -r["heldout_ce"]))
+            chosen = best["ranks"]
         predicted = {t.name: t.cost_of(chosen, cands) for t in self.tables}
         return SearchResult(
             ranks=to_ranks_json(chosen, self.specs), all_ranks=chosen, predicted_cost=predicted,
             argmax_cost={t.name: t.cost_of(argmax, cands) for t in self.tables},
             budget={t.name: t.budget for t in self.tables},
             within_budget={t.name: predicted[t.name] <= t.budget * (1 + 1e-9) for t in self.tables},
-            probabilities=probs, history=list(self.history))
+            probabilities=probs, history=list(self.history), readout=readout)
+
+    def _project(self, choice: dict[str, int], probs: dict[str, list[float]]) -> dict[str, int]:
+        return project_to_budget(choice, probs, self.rank_space.candidates, self.tables,
+                                 fill_tolerance=self.cfg.fill_tolerance if self.cfg.fill_budget else None,
+                                 method=self.cfg.projection)
+
+    def searched_model(self, ranks: dict[str, int] | None = None) -> nn.Module:
+        """An architecture (default: `result().all_ranks`) with the supernet's trained weights, a
+        fine-tune's starting point instead of a fresh HOSVD. Its BatchNorm statistics are the
+        supernet's: `haloc.reestimate_batchnorm` before evaluating it."""
+        return self.supernet.extract(ranks if ranks is not None else self.result().all_ranks)
 
     # --- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -285,14 +425,17 @@ class SupernetSearch:
         torch.set_rng_state(state["rng"])
 
     def load_weights_only(self, supernet_state: dict) -> None:
-        """Start from trained supernet weights (train once, search many): alpha is reset to uniform."""
+        """Start from trained supernet weights (train once, search many): alpha starts afresh
+        (uniform, or at this search's budget prior)."""
         missing, unexpected = self.supernet.load_state_dict(supernet_state, strict=False)
         if unexpected or [m for m in missing if not m.endswith("alpha")]:
             raise BadInputError("supernet weights do not fit this rank space: "
                                 f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-        with torch.no_grad():
-            for p in self.supernet.arch_parameters():
-                p.zero_()
+        self.reset_alpha()
+
+
+def _key(ranks: dict[str, int]) -> tuple:
+    return tuple(sorted(ranks.items()))
 
 
 def _cycle(loader: Iterable):
@@ -305,19 +448,51 @@ def _cycle(loader: Iterable):
             raise BadInputError("the held-out loader is empty; give the search a non-empty held-out split")
 
 
+def quantile_choice(choice: dict[str, int], probs: dict[str, list[float]], candidates: dict[str, tuple[int, ...]],
+                    q: float) -> dict[str, int]:
+    """Every layer at min(its rank in `choice`, the q-quantile of its own alpha distribution)."""
+    out = {}
+    for name, rank in choice.items():
+        cum, idx = 0.0, len(probs[name]) - 1
+        for i, p in enumerate(probs[name]):
+            cum += p
+            if cum >= q - 1e-12:
+                idx = i
+                break
+        out[name] = min(rank, candidates[name][idx])
+    return out
+
+
 def project_to_budget(choice: dict[str, int], probs: dict[str, list[float]], candidates: dict[str, tuple[int, ...]],
-                      tables: list[CostTable], fill_tolerance: float | None = 0.05) -> dict[str, int]:
+                      tables: list[CostTable], fill_tolerance: float | None = 0.05,
+                      method: str = "greedy") -> dict[str, int]:
     """Make a discrete architecture meet every budget, changing as little alpha-preference as possible.
 
-    Over budget: repeatedly lower the layer whose next-smaller candidate loses the least log-probability
-    per unit of normalised cost saved on the violated tables. Under budget by more than
-    `fill_tolerance` (None: never): raise ranks the same way while every budget still holds.
+    Over budget, `method` "greedy": repeatedly lower the layer whose next-smaller candidate loses the
+    least log-probability per unit of normalised cost saved on the violated tables. Once a layer is
+    off its peak, steps between its unlikely candidates look free, so this tends to push a few layers
+    to their smallest rank. "quantile": lower every layer to one shared quantile q of its own alpha
+    distribution (the largest q that fits), so each gives way in proportion to its own uncertainty;
+    then the greedy steps finish. Under budget by more than `fill_tolerance` (None: never): raise
+    ranks the greedy way while every budget still holds.
     """
+    if method not in PROJECTIONS:
+        raise BadInputError(f"projection {method!r} unknown; use one of {PROJECTIONS}")
     choice = dict(choice)
     logp = {n: [math.log(max(p, 1e-12)) for p in ps] for n, ps in probs.items()}
 
     def costs():
         return [t.cost_of(choice, candidates) for t in tables]
+
+    if method == "quantile" and any(c > t.budget for c, t in zip(costs(), tables)):
+        levels = sorted({min(1.0, sum(ps[:i + 1])) for ps in probs.values() for i in range(len(ps))}, reverse=True)
+        for q in levels:
+            trial = quantile_choice(choice, probs, candidates, q)
+            if all(t.cost_of(trial, candidates) <= t.budget for t in tables):
+                choice = trial
+                break
+        else:
+            choice = quantile_choice(choice, probs, candidates, 0.0)
 
     def move_gain(name: str, new_idx: int, weights: list[float]) -> tuple[float, float]:
         """(normalised cost saved, log-probability lost) of moving `name` to candidate `new_idx`."""
@@ -375,9 +550,14 @@ def project_to_budget(choice: dict[str, int], probs: dict[str, list[float]], can
 def search(model: nn.Module, train_loader, heldout_loader, rank_space: RankSpace, cost_tables: list[CostTable],
            cfg: SearchConfig = SearchConfig(), on_epoch_end: Callable[[SupernetSearch, dict], None] | None = None
            ) -> SearchResult:
-    """Run a whole search in this process; `on_epoch_end(search, metrics)` can checkpoint or report."""
+    """Run a whole search in this process; `on_epoch_end(search, metrics)` can checkpoint or report.
+
+    Each epoch first re-seeds both loaders from (cfg.seed, epoch) (`SupernetSearch.seed_loaders`), so
+    `haloc.make_loader` loaders draw a new batch order every epoch, as in the Ray trials.
+    """
     s = SupernetSearch(model, rank_space, cost_tables, cfg)
     for _ in range(cfg.epochs):
+        s.seed_loaders(train_loader, heldout_loader)
         metrics = s.run_epoch(train_loader, heldout_loader)
         if on_epoch_end:
             on_epoch_end(s, metrics)

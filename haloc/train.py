@@ -1,10 +1,10 @@
 """Fine-tune a decomposed student with knowledge distillation from the original model, and evaluate.
 
 Plain functions (one epoch, one evaluation, the loop), so a Ray Train loop can reuse the steps.
-SGD with a per-step cosine learning rate; the teacher is frozen in eval mode. Each epoch is seeded
-from (seed, epoch) alone (`haloc.data.seed_epoch`), and `TrainState` carries model, optimizer and
-scheduler state, so a run checkpointed after any epoch and resumed ends with the same weights as an
-uninterrupted run.
+SGD with a per-step cosine learning rate; the teacher runs in eval mode under no_grad, its
+requires_grad flags left as they were. Each epoch is seeded from (seed, epoch) alone
+(`haloc.data.seed_epoch`), and `TrainState` carries model, optimizer and scheduler state, so a run
+checkpointed after any epoch and resumed ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -155,6 +155,35 @@ def evaluate(model: nn.Module, loader, device: str | torch.device | None = None)
     return {"top1": top1 / n, "top5": top5 / n, "loss": total_loss / n, "n": n}
 
 
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, loader, max_batches: int | None = None) -> nn.Module:
+    """Recompute every BatchNorm's running mean and variance from `loader` (no weight changes).
+
+    A freshly decomposed model, or one taken out of a supernet, carries the statistics of another
+    network; evaluating it without this step measures the wrong statistics, not the ranks.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    device = _device_of(model)
+    was_training = model.training
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the batches below
+    model.train()
+    try:
+        for i, (x, _) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            model(x.to(device))
+    finally:
+        for bn, m in zip(bns, saved):
+            bn.momentum = m
+        model.train(was_training)
+    return model
+
+
 @dataclass
 class TrainState:
     """Everything needed to resume after `epoch` completed epochs (tensors copied, safe to keep)."""
@@ -232,7 +261,12 @@ def finetune(student: nn.Module, teacher: nn.Module | None, train_loader, val_lo
     if device is None:
         device = resolve_device(cfg.device)
         student.to(device)
+    if not any(p.requires_grad for p in student.parameters()):
+        raise BadInputError("the student has no trainable parameter (every requires_grad is False, e.g. it was "
+                            "decomposed from a frozen model); call student.requires_grad_(True) first")
     if teacher is not None:
+        # Its forward runs under no_grad: the teacher's requires_grad flags are left as the caller set them,
+        # so a second student decomposed from it trains all of its parameters too.
         teacher.to(device).eval()
     steps_per_epoch = len(train_loader)
     if cfg.max_steps_per_epoch is not None:

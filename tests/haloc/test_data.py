@@ -239,3 +239,34 @@ def test_make_loader_order_depends_on_seed_and_epoch_only():
     assert _labels_order(make_loader(ds, 16, shuffle=False)) == list(range(64))
     with pytest.raises(BadInputError, match="batch_size"):
         make_loader(ds, 0, shuffle=True)
+
+
+# ------------------------------------------------------------------------------------------------ digits
+
+
+def test_digits_split_is_stratified_fixed_by_seed_and_disjoint():
+    from haloc.data import digits_datasets
+
+    train, test = digits_datasets(seed=0)
+    assert (len(train), len(test)) == (1437, 360)
+    assert train[0][0].shape == (3, 32, 32) and train[0][0].dtype == torch.float32
+    counts = torch.bincount(test.targets, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified: 36 per class, +-1
+    again, _ = digits_datasets(seed=0)
+    torch.testing.assert_close(again.images, train.images)
+    other, _ = digits_datasets(seed=1)
+    assert not torch.equal(other.targets, train.targets)
+    # no test image is also a training image
+    flat_train = {tuple(x.flatten()[::17].tolist()) for x in train.images}
+    assert sum(tuple(x.flatten()[::17].tolist()) in flat_train for x in test.images) <= 2  # duplicates in the scans
+
+
+def test_digits_through_build_datasets_with_and_without_augmentation():
+    plain, _ = build_datasets(DataConfig(kind="digits", augment=False))
+    shifted, _ = build_datasets(DataConfig(kind="digits", augment=True))
+    torch.testing.assert_close(plain[5][0], plain[5][0])
+    torch.manual_seed(0)
+    views = [shifted[5][0] for _ in range(6)]
+    assert any(not torch.equal(v, plain[5][0]) for v in views)  # shifted copies
+    assert all(v.shape == (3, 32, 32) for v in views) and plain[5][1] == shifted[5][1]
+    assert "digits" in dataset_label(plain)

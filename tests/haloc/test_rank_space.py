@@ -41,3 +41,27 @@ def test_bad_input():
         build_rank_space({"a": SPEC}, "x")
     with pytest.raises(ValueError, match="ascending"):
         RankSpace({"a": (8, 4)})
+
+
+@pytest.mark.parametrize("traced", [True, False])
+def test_step_space_drops_ranks_that_cost_more_than_the_whole_layer(traced):
+    import torch
+
+    import haloc
+    from haloc.rank_space import factored_cost
+
+    model = haloc.models.create("resnet20")
+    specs = haloc.decomposable_layers(model, torch.zeros(1, 3, 32, 32) if traced else None)
+    full = build_rank_space(specs, "step", step=4, drop_dominated=False)
+    kept = build_rank_space(specs, "step", step=4)
+    dropped = 0
+    for name, spec in specs.items():
+        whole = factored_cost(spec, spec.max_rank)
+        assert kept.candidates[name][-1] == spec.max_rank
+        assert all(factored_cost(spec, r) < whole for r in kept.candidates[name][:-1])
+        gone = set(full.candidates[name]) - set(kept.candidates[name])
+        assert all(factored_cost(spec, r) >= whole for r in gone)
+        dropped += len(gone)
+    assert dropped > 0
+    if traced:  # its first 1x1 factor runs before the stride: 44..60 of 64 cost more FLOPs than the layer
+        assert 44 not in kept.candidates["layer3.0.conv1"] and 40 in kept.candidates["layer3.0.conv1"]

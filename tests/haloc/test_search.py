@@ -88,7 +88,7 @@ def test_alpha_moves_expected_cost_toward_budget():
     table = latency_like_table(specs, space.candidates).with_budget_fraction(0.5)
     train, held = tiny_loaders()
     s = SupernetSearch(model, space, [table], SearchConfig(epochs=3, train_weights=False, lam=20.0, arch_lr=0.1,
-                                                          steps_per_epoch=4))
+                                                          steps_per_epoch=4, alpha_init="uniform", arch_every=1))
     start = s.expected_costs()[0]
     assert s.alpha_entropy() == pytest.approx(sum(math.log(len(c)) for c in space.candidates.values())
                                               / len(space.candidates), rel=1e-5)
@@ -130,3 +130,162 @@ def test_cost_table_missing_layer_is_refused():
     table = CostTable("cpu", {"fc": (1.0,)}, 0.0, 1.0)
     with pytest.raises(ValueError, match="has no costs for layer 'layer1.0.conv1'"):
         SupernetSearch(model, space, [table], SearchConfig())
+
+
+class RecordingDataset(torch.utils.data.Dataset):
+    """Random images whose __getitem__ records the order it is read in."""
+
+    def __init__(self, n=48, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.x, self.y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+        self.reads = []
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        self.reads.append(int(i))
+        return self.x[i], self.y[i]
+
+
+def test_search_draws_a_new_batch_order_every_epoch_and_repeats_itself():
+    """haloc.search seeds its loaders per epoch (seed_epoch), as the README uses it with make_loader."""
+    model = haloc.models.create("resnet20")
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=16)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.7)
+    cfg = SearchConfig(epochs=2, warmup_epochs=1, heldout_eval=False)
+    orders = []
+    for _ in range(2):
+        data = RecordingDataset()
+        train = haloc.make_loader(data, 16, shuffle=True, seed=0)
+        held = haloc.make_loader(RecordingDataset(16, seed=1), 16, shuffle=True, seed=1)
+        search(model, train, held, space, [table], cfg)
+        orders.append(data.reads)
+    first, second = orders[0][:48], orders[0][48:96]
+    assert sorted(first) == sorted(second) == list(range(48)) and first != second
+    assert orders[0] == orders[1]  # same seed, same orders
+
+
+@pytest.mark.parametrize("penalty", ["additive", "multiplicative"])
+def test_below_budget_side_pulls_up_from_under_the_budget(penalty):
+    table = CostTable("hw", {"a": (1.0, 2.0, 4.0)}, fixed_cost=0.0, budget=3.0)
+    ce = torch.tensor(1.0)
+    under = torch.tensor(1.5, requires_grad=True)
+    hardware_loss(ce, [under], [table], penalty, lam=2.0, below=1.0).backward()
+    assert under.grad < 0  # lower loss with more cost: back toward the budget
+    one_sided = torch.tensor(1.5, requires_grad=True)
+    hardware_loss(ce, [one_sided], [table], penalty, lam=2.0).backward()
+    assert one_sided.grad is None or float(one_sided.grad) == 0.0
+    at = hardware_loss(ce, [torch.tensor(3.0)], [table], penalty, lam=2.0, below=1.0)
+    assert float(at) == pytest.approx(1.0)  # nothing at the budget itself
+    over = [float(hardware_loss(ce, [torch.tensor(c)], [table], penalty, lam=2.0, below=b)) for b in (0.0, 1.0)
+            for c in (4.0,)]
+    assert over[0] == over[1] > 1.0  # above the budget both sides agree
+    with pytest.raises(ValueError, match="below"):
+        hardware_loss(ce, [under], [table], penalty, below=-1.0)
+
+
+def test_quantile_projection_spreads_the_cut_over_uncertain_layers():
+    """Greedy projection pushes the layer already off its peak to the bottom; quantile lowers each
+    uncertain layer a little, and neither touches the layer alpha is sure about."""
+    cands = {n: (1, 2, 3, 4) for n in "abc"}
+    table = CostTable("x", {n: (1.0, 2.0, 3.0, 4.0) for n in "abc"}, 0.0, budget=9.0)
+    probs = {"a": [0.0, 0.0, 0.0, 1.0],  # sure
+             "b": [0.2, 0.2, 0.25, 0.35], "c": [0.2, 0.2, 0.25, 0.35]}  # unsure, the same
+    start = {"a": 4, "b": 4, "c": 4}
+    greedy = project_to_budget(start, probs, cands, [table], fill_tolerance=0.05, method="greedy")
+    quant = project_to_budget(start, probs, cands, [table], fill_tolerance=0.05, method="quantile")
+    for out in (greedy, quant):
+        assert table.cost_of(out, cands) == 9.0 and out["a"] == 4
+    assert sorted([greedy["b"], greedy["c"]]) == [1, 4]  # all of the cut in one of two equal layers
+    assert sorted([quant["b"], quant["c"]]) == [2, 3]  # shared between them
+    with pytest.raises(ValueError, match="projection 'x' unknown"):
+        project_to_budget(start, probs, cands, [table], method="x")
+
+
+@pytest.mark.parametrize("penalty_cost", ["sample", "expected"])
+@pytest.mark.parametrize("arch_every", [1, 2])
+def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every):
+    model = haloc.models.create("resnet20")
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
+    train, held = tiny_loaders()
+    cfg = SearchConfig(epochs=2, warmup_epochs=1, steps_per_epoch=4, below_budget=1.0, lam=5.0,
+                       penalty_cost=penalty_cost, arch_every=arch_every, projection="quantile")
+    s = SupernetSearch(model, space, [table], cfg)
+    seen = []
+    original_arch_step = s._arch_step
+    s._arch_step = lambda x, y: seen.append(1) or original_arch_step(x, y)
+    for _ in range(cfg.epochs):
+        s.run_epoch(train, held)
+    assert len(seen) == 4 // arch_every  # alpha steps only after the warm-up epoch, every k-th batch
+    res = s.result()
+    assert res.within_budget == {"fakehw": True}
+    assert 0.0 <= res.history[-1]["heldout_acc_argmax"] <= 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(penalty_cost="mean"), dict(projection="lagrange"), dict(arch_every=0)])
+def test_search_config_refuses_unknown_options(bad):
+    with pytest.raises(ValueError, match="unknown|arch_every"):
+        SearchConfig(**bad)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.6])
+def test_budget_prior_starts_alpha_at_the_budget(fraction):
+    """alpha_init="budget": expected cost at (not over) the budget from the first step, and as
+    uncertain as that allows (uniform when uniform already meets the budget)."""
+    model = haloc.models.create("resnet20")
+    x = torch.zeros(1, 3, 32, 32)
+    specs = haloc.decomposable_layers(model, x)
+    space = build_rank_space(specs, "step", step=4)
+    table = haloc.flops_cost_table(specs, space.candidates, haloc.flops(model, x), fraction)
+    uniform = SupernetSearch(model, space, [table], SearchConfig())
+    prior = SupernetSearch(model, space, [table], SearchConfig(alpha_init="budget"))
+    start = uniform.expected_costs()[0] / table.budget
+    ratio = prior.expected_costs()[0] / table.budget
+    if start > 1.0:
+        assert ratio == pytest.approx(1.0, abs=1e-4) and prior.alpha_entropy() < uniform.alpha_entropy()
+        for layer in prior.supernet.layers().values():  # cheaper candidates are more likely
+            assert all(a >= b - 1e-6 for a, b in zip(layer.alpha.tolist(), layer.alpha.tolist()[1:]))
+    else:
+        assert ratio == pytest.approx(start) and prior.alpha_entropy() == pytest.approx(uniform.alpha_entropy())
+    with pytest.raises(ValueError, match="alpha_init"):
+        SearchConfig(alpha_init="zeros")
+
+
+def test_sampled_readout_picks_the_best_heldout_architecture_within_budget():
+    model = haloc.models.create("resnet20")
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
+    train, held = tiny_loaders()
+    s = SupernetSearch(model, space, [table], SearchConfig(epochs=1, warmup_epochs=0, steps_per_epoch=2,
+                                                          readout_samples=4, heldout_eval=False))
+    s.run_epoch(train, held)
+    res = s.result()
+    assert 2 <= len(res.readout) <= 5 and res.readout[0]["source"] == "argmax"
+    best = max(r["heldout_top1"] for r in res.readout)
+    chosen = next(r for r in res.readout if r["ranks"] == res.all_ranks)
+    assert chosen["heldout_top1"] == best
+    for r in res.readout:
+        assert table.cost_of(r["ranks"], space.candidates) <= table.budget * (1 + 1e-9)
+    acc, _ = s.architecture_accuracy(res.all_ranks, held)
+    assert acc == pytest.approx(chosen["heldout_top1"])  # the read-out's figure is reproducible
+    assert s.result().all_ranks == res.all_ranks  # same seed and epoch: same samples
+
+
+def test_readme_core_library_snippet_runs():
+    """The README's "Using the core library without Ray" code, with a shorter search."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    start = text.index("## Using the core library without Ray")
+    code = text[text.index("```python", start) + len("```python"):text.index("```", text.index("```python", start) + 9)]
+    assert "haloc.search(" in code and "SearchConfig(epochs=5)" in code
+    code = code.replace("SearchConfig(epochs=5)", "SearchConfig(epochs=1, warmup_epochs=0, steps_per_epoch=2, "
+                                                  "readout_samples=2)")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["result"].within_budget == {"flops": True}

@@ -22,6 +22,8 @@ class Two(nn.Module):
 
 
 SPACE = RankSpace({"conv": (3, 8, 12), "pw": (2, 5, 10), "fc": (1, 4, 6)})
+# largest candidates well below max_rank: the factors are cheaper than one dense layer
+SMALL = RankSpace({"conv": (1, 2, 3), "pw": (1, 2, 3), "fc": (1, 2)})
 
 
 def candidate_outputs(layer, x):
@@ -41,13 +43,15 @@ def candidate_outputs(layer, x):
     return outs
 
 
+@pytest.mark.parametrize("space,dense", [(SPACE, True), (SMALL, False)])
 @pytest.mark.parametrize("name,shape", [("conv", (2, 8, 9, 9)), ("pw", (2, 12, 5, 5)), ("fc", (3, 10))])
-def test_masked_mixture_equals_weighted_sum_of_candidates(name, shape):
+def test_masked_mixture_equals_weighted_sum_of_candidates(name, shape, space, dense):
     torch.manual_seed(1)
-    net = Supernet(Two(), SPACE)
+    net = Supernet(Two(), space)
     layer = net.layers()[name]
+    assert layer.dense is dense  # the composed dense layer runs only where it is cheaper
     with torch.no_grad():
-        layer.alpha.copy_(torch.randn(3))
+        layer.alpha.copy_(torch.randn(len(layer.candidates)))
     net.set_mix("softmax", tau=0.7)
     x = torch.randn(*shape)
     y = layer(x)
@@ -89,3 +93,44 @@ def test_supernet_over_resnet20_runs_and_separates_parameters():
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     arch = {id(p) for p in net.arch_parameters()}
     assert len(arch) == len(specs) and not arch & {id(p) for p in net.weight_parameters()}
+
+
+@pytest.mark.parametrize("pick", [0, 1, -1])
+def test_extract_equals_the_supernet_at_one_candidate(pick):
+    """The discrete model taken out of a (trained) supernet computes what the supernet computes with
+    all weight on those candidates; max_rank comes back as the original layer type."""
+    torch.manual_seed(3)
+    net = Supernet(Two(), SPACE)
+    with torch.no_grad():  # move the shared factors away from their HOSVD start
+        for p in net.weight_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    net(torch.randn(2, 8, 9, 9)).sum().backward()  # a training step leaves non-leaf mixing weights behind
+    ranks = {n: layer.candidates[pick] for n, layer in net.layers().items()}
+    for n, layer in net.layers().items():
+        with torch.no_grad():
+            layer.alpha.copy_(F.one_hot(torch.tensor(layer.candidates.index(ranks[n])), 3).float())
+    net.set_mix("argmax")
+    net.eval()
+    small = net.extract(ranks).eval()
+    x = torch.randn(2, 8, 9, 9)
+    assert_close(small(x), net(x), rtol=1e-4, atol=1e-5)
+    kinds = {n: type(m).__name__ for n, m in small.named_modules() if n in ranks}
+    if pick == -1:
+        assert kinds == {"conv": "Conv2d", "pw": "Conv2d", "fc": "Linear"}
+    else:
+        assert kinds == {"conv": "Tucker2Conv", "pw": "SVDConv2d", "fc": "SVDLinear"}
+    with pytest.raises(ValueError, match="not a candidate"):
+        net.extract({"conv": 5})
+
+
+def test_reestimate_batchnorm_recovers_the_data_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    data = [(3.0 + 2.0 * torch.randn(16, 3, 5, 5), torch.zeros(16)) for _ in range(4)]
+    model.eval()
+    haloc.reestimate_batchnorm(model, data)
+    assert not model.training and model[1].momentum == 0.1
+    with torch.no_grad():
+        feats = torch.cat([model[0](x) for x, _ in data])  # (64, 4, 5, 5)
+    assert_close(model[1].running_mean, feats.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
+    assert_close(model[1].running_var, feats.var((0, 2, 3)), rtol=0.05, atol=1e-3)

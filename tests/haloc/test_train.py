@@ -112,6 +112,35 @@ def test_finetune_decomposed_resnet20_with_resnet20_teacher():
     assert res.final["n"] == 16 and 0 <= res.final["top1"] <= res.final["top5"] <= 1
 
 
+@pytest.mark.parametrize("ranks", ["half", "none"])
+def test_finetune_leaves_the_teacher_trainable_and_trains_every_student_parameter(ranks):
+    """Two students from one teacher: the second one trains all its parameters too (the teacher's
+    requires_grad flags are never changed), also when nothing is decomposed."""
+    teacher = haloc.models.create("resnet20", num_classes=4)
+    specs = haloc.decomposable_layers(teacher)
+    chosen = {n: max(1, s.max_rank // 2) for n, s in specs.items()} if ranks == "half" else {}
+    train = make_loader(demo_dataset(32, 4, 32), 16, shuffle=True, seed=0)
+    cfg = TrainConfig(epochs=1, lr=0.01, device="cpu", max_steps_per_epoch=1, log_every=0)
+    for _ in range(2):
+        student = haloc.decompose(teacher, chosen)
+        before = {k: v.clone() for k, v in student.named_parameters()}
+        finetune(student, teacher, train, None, cfg)
+        assert all(p.requires_grad for p in teacher.parameters())
+        trainable = [k for k, p in student.named_parameters() if p.requires_grad]
+        assert len(trainable) == len(before)
+        moved = [k for k, p in student.named_parameters() if not torch.equal(p, before[k])]
+        assert len(moved) >= 0.9 * len(before)  # all but parameters whose gradient happens to be zero
+
+
+def test_decompose_keeps_requires_grad_and_finetune_refuses_a_frozen_student():
+    teacher = haloc.models.create("resnet20", num_classes=4).requires_grad_(False)
+    student = haloc.decompose(teacher, {"layer1.0.conv1": 4})
+    assert not any(p.requires_grad for p in student.parameters())
+    train = make_loader(demo_dataset(16, 4, 32), 16, shuffle=True, seed=0)
+    with pytest.raises(BadInputError, match="no trainable parameter"):
+        finetune(student, teacher, train, None, TrainConfig(epochs=1, device="cpu", log_every=0))
+
+
 def _run(loader, val, cfg, stop_after=None, state=None, ckpt=None):
     def on_epoch_end(epoch, metrics, st):
         assert st.epoch == epoch + 1 and metrics["epoch"] == epoch

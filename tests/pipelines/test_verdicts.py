@@ -16,7 +16,7 @@ import yaml
 
 from hw_profiles.profile import get_profile
 
-from .test_pipeline_demo import ROOT, run_cli
+from .test_pipeline_demo import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,59 @@
+"""The rank-selection benchmark: its verdicts on synthetic cells, and its --quick run end to end."""
+import json
+
+import pytest
+
+from benchmarks import bench_rank_selection as bench
+
+
+def rec(method, top1, seed, cost=0.98, within=True, **extra):
+    return {"method": method, "cell": f"flops-b0.2-s{seed}", "top1_finetuned": top1, "top1_decomposed": 0.5,
+            "cost": cost, "budget": 1.0, "within_budget": within, "ranks": {"a": 4}, "whole_layers": 0,
+            "min_rank": 4, "kxk_rank_le2": 0, **extra}
+
+
+@pytest.mark.parametrize("gap,expected", [(0.05, True), (0.001, False)])
+def test_discrimination_compares_the_spread_of_means_with_the_seeds_spread(gap, expected):
+    specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
+    stats = {"haloc": bench.method_stats([rec("haloc", 0.90 + gap + d, s) for s, d in enumerate((0, .01, -.01))],
+                                         specs, {}),
+             "uniform": bench.method_stats([rec("uniform", 0.90 + d, s) for s, d in enumerate((0, .01, -.01))],
+                                           specs, {})}
+    verdict = bench.discrimination(stats)
+    assert verdict["discriminates"] is expected
+    if expected:
+        assert verdict["best"] == "haloc"
+
+
+def test_a_method_that_cannot_reach_the_budget_is_reported_as_such():
+    specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
+    st = bench.method_stats([rec("uniform", 0.0, 0, cost=1.3, within=False)], specs, {})
+    assert not st["reachable"] and st["cost_fraction"].startswith("cannot reach")
+
+
+def test_search_evidence_reads_the_history_and_the_seeds_agreement():
+    history = [{"heldout_acc_argmax": 0.5 + 0.1 * e, "expected_flops": 1.2 - 0.1 * e, "budget_flops": 1.0,
+                "alpha_entropy": 2.0 - e} for e in range(3)]
+    recs = [rec("haloc", 0.9, s, history=history, argmax_cost=1.0, search_seconds=10.0,
+                ranks={"a": 4, "b": 8 if s else 12}) for s in range(3)]
+    ev = bench.search_evidence({"haloc": recs, "uniform": [rec("uniform", 0.9, 0)]})
+    assert list(ev) == ["haloc"]
+    assert [round(p["cost_over_budget"], 6) for p in ev["haloc"]["per_epoch"]] == [1.2, 1.1, 1.0]
+    assert ev["haloc"]["rank_agreement"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_method_and_a_summary(tmp_path):
+    """The --quick comparison on the real digits (a few minutes on 2 cores)."""
+    assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    cells = tmp_path / "resnet20" / "cells"
+    flops = cells / "flops-b0.3-s0"
+    methods = {p.stem for p in flops.glob("*.json")}
+    assert {"haloc", "haloc-sn", "uniform", "energy", "alds", "random", "random-best"} <= methods
+    for m in methods:
+        r = json.loads((flops / f"{m}.json").read_text())
+        assert r["cost"] <= r["budget"] * (1 + 1e-9) and 0.0 <= r["top1_finetuned"] <= 1.0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert "resnet20/flops/0.3" in summary
+    assert "haloc" in summary["resnet20/flops/0.3"]["evidence"]
+    assert (tmp_path / "resnet20" / "latency.json").exists()

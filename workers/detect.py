@@ -82,10 +82,11 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=("json", "flag"), default="json",
                         help="json: the resources dict; flag: a ray start --resources='...' argument")
     args = parser.parse_args(argv)
-    resources, missing = offer_only(detect_resources(), os.environ.get(OFFER_ONLY_ENV))
+    detected = detect_resources()
+    resources, missing = offer_only(detected, os.environ.get(OFFER_ONLY_ENV))
     if missing:
         print(f"workers.detect: {OFFER_ONLY_ENV} names {missing}, which this node does not have; not offered "
-              f"(detected: {sorted(detect_resources())})", file=sys.stderr)
+              f"(detected: {sorted(detected)})", file=sys.stderr)
     print(format_resources(resources, args.format))
     return 0
 

@@ -15,7 +15,7 @@ from .box import ROOT, STORE, BoxError, ClusterBox, kill_group
 from .launcher import Launcher
 
 PROJECT = "~/haloc-ray"  # the cluster file's file_mounts target on every host
-JOB_RUNTIME_ENV = {"working_dir": ".", "excludes": [".venv", ".git", "runs"]}  # .venv: a symlink to 6 GB
+JOB_RUNTIME_ENV = {"working_dir": ".", "excludes": [".venv", "runs"]}  # .venv: a 6 GB venv (or a link to one)
 
 
 def wait_for(cond, timeout_s: float, what: str, poll_s: float = 0.5):
@@ -55,11 +55,11 @@ class BoxCluster:
         """Every node Ray knows (probe.py on the head), once at least `alive` are alive."""
         out = self.box.ssh("head", f"cd {PROJECT} && .venv/bin/python -m tests.cluster_box.probe --alive {alive} "
                                    f"--timeout {timeout_s:.0f}", timeout=timeout_s + 120, check=False)
-        lines = out.stdout.strip().splitlines()
+        lines = [line for line in out.stdout.splitlines() if line.startswith("NODES ")]
         if out.returncode != 0 or not lines:
             raise AssertionError(f"fewer than {alive} nodes alive after {timeout_s:.0f} s: {out.stdout[-2000:]}\n"
                                  f"{out.stderr[-2000:]}")
-        return json.loads(lines[-1])
+        return json.loads(lines[-1].removeprefix("NODES "))
 
     def alive_by_host(self) -> dict[str, dict]:
         """{hostname: node} of the alive nodes."""

@@ -2,8 +2,9 @@
 
     ~/haloc-ray/.venv/bin/python -m tests.cluster_box.probe --alive 3 --timeout 300
 
-Waits until at least `--alive` nodes are alive, then prints one JSON line: every node Ray knows of,
-alive or dead, with its address, hostname and resources. Exit 1 if the count is not reached in time.
+Waits until at least `--alive` nodes are alive, then prints one line `NODES <json>`: every node Ray knows
+of, alive or dead, with its address, hostname and resources (Ray may print a dead node's last words around
+it). Exit 1 if the count is not reached in time.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
         if sum(n["alive"] for n in found) >= args.alive or time.monotonic() > end:
             break
         time.sleep(1)
-    print(json.dumps(found))
+    print("NODES " + json.dumps(found), flush=True)
     return 0 if sum(n["alive"] for n in found) >= args.alive else 1
 
 

@@ -158,10 +158,15 @@ class ClusterBox:
         the folder unless `keep` (for a look at the hosts' logs after a failure)."""
         for host in self.hosts.values():
             if host.init_pid:
-                _kill(host.init_pid)
-            _kill(host.unshare.pid)
-        for host in self.hosts.values():
-            _reap(host.unshare)
+                _kill(host.init_pid)  # the kernel kills and reaps the rest of its PID namespace
+            else:
+                _kill(host.unshare.pid)
+        for host in self.hosts.values():  # unshare reaps its child, then exits (killing it first leaves a zombie)
+            try:
+                host.unshare.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _kill(host.unshare.pid)
+                _reap(host.unshare)
         if self.switch is not None:
             _kill(self.switch.pid)
             _reap(self.switch)
@@ -317,15 +322,16 @@ class ClusterBox:
         return subprocess.Popen(self.command(host, argv, cwd, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, text=True, start_new_session=True)
 
-    def ssh_argv(self, host: str, command: str) -> list[str]:
+    def ssh_argv(self, host: str, command: str, connect_timeout_s: int = 10) -> list[str]:
         """`ssh root@HOST command`, as typed on the client (the box's key, the box address)."""
         return ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={connect_timeout_s}",
                 f"root@{self.specs[host].address}", command]
 
-    def ssh(self, host: str, command: str, *, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        """`command` in a login shell on `host`, reached from the client over ssh."""
-        return self.run("client", self.ssh_argv(host, command), timeout=timeout, check=check)
+    def ssh(self, host: str, command: str, *, timeout: float = 600, check: bool = True,
+            connect_timeout_s: int = 10) -> subprocess.CompletedProcess:
+        """`command` in a shell on `host`, reached from the client over ssh."""
+        return self.run("client", self.ssh_argv(host, command, connect_timeout_s), timeout=timeout, check=check)
 
     def cut(self, host: str) -> None:
         """Pull the host's network cable: its port on the switch goes down (the host sees NO-CARRIER)."""

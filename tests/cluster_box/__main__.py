@@ -37,7 +37,8 @@ def main(argv=None) -> int:
         cluster_file = write_cluster_file(box)
         print(f"box up in {box.started_s:.1f} s: folder {box.root}")
         for h in hosts:
-            print(f"  {h.hostname:12s} {h.address:12s} {'HALOC_OFFER_ONLY=' + repr(h.offer_only) if h.cluster else 'client'}")
+            role = f"HALOC_OFFER_ONLY={h.offer_only!r}" if h.cluster else "client (your machine)"
+            print(f"  {h.hostname:12s} {h.address:12s} {role}")
         print(f"cluster file: {cluster_file}; shared store on every host: {STORE}")
         shell = box.command("client", ["bash", "-l"], cwd=ROOT, env=box.env("client", PS1="(box client) \\w# "))
         print(f"a shell on the client:\n  {shlex.join(shell)}")

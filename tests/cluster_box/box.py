@@ -325,8 +325,8 @@ class ClusterBox:
     def ssh_argv(self, host: str, command: str, connect_timeout_s: int = 10) -> list[str]:
         """`ssh root@HOST command`, as typed on the client (the box's key, the box address)."""
         return ["ssh", "-i", str(self.key), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={connect_timeout_s}",
-                f"root@{self.specs[host].address}", command]
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                "-o", f"ConnectTimeout={connect_timeout_s}", f"root@{self.specs[host].address}", command]
 
     def ssh(self, host: str, command: str, *, timeout: float = 600, check: bool = True,
             connect_timeout_s: int = 10) -> subprocess.CompletedProcess:

@@ -6,11 +6,13 @@ One box for the module; the tests run in order, each leaving the cluster up for 
 1. every host joined with the hardware `workers.detect` offers there, `ray status` through the launcher,
    and setup.sh pointed each host's venv at its own copy of the repository (never at the machine's);
 2. the dashboard answers through `ray dashboard`'s ssh tunnel, and only there;
-3. the demo from the head: the timing on the hw_cpu host, the simulation on the hw_asic host; `ray down`
-   in the middle of its search, a second `ray up`, and the same command resumes from the store;
-4. the demo as a `ray job submit` with a working_dir: the ASIC host's network cut mid-profiling (the job
-   fails, the launcher brings the host back, the resubmitted job measures only the missing LUT rows), and
-   a Ray Train worker SIGKILLed in the fine-tune (it resumes from its checkpoint).
+3. one demo run, the same command every time, through every fault (one run's work: the suite's time):
+   from the head, the ASIC host's network cut mid-profiling (the run stops with the reason; the launcher
+   brings the host back; the rerun measures only the missing LUT rows); `ray down` in the middle of the
+   search and a second `ray up`; the same command as a `ray job submit` with a working_dir resumes the
+   search and finishes, while a Ray Train worker is SIGKILLed in the fine-tune (it resumes from its
+   checkpoint); from the head once more, the same report. The timing ran on the hw_cpu host, the
+   simulation on the hw_asic host.
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def test_ray_up_brings_up_every_host_with_the_hardware_it_offers(cluster):
     expected = {spec.hostname: ({spec.offer_only: 1.0} if spec.offer_only else {})
                 for spec in box.specs.values() if spec.cluster}
     assert {host: n["resources"] for host, n in nodes.items()} == expected
-    assert {host: n["ip"] for host, n in nodes.items()} == {s.hostname: s.address for s in box.specs.values() if s.cluster}
+    addresses = {spec.hostname: spec.address for spec in box.specs.values() if spec.cluster}
+    assert {host: n["ip"] for host, n in nodes.items()} == addresses
 
     # `ray status` on the head through the launcher, as docs/cluster.md gives it (a bare `ray`: the setup
     # command put the venv's bin on the login shell's PATH, with RAY_AUTH_MODE=token)
@@ -86,48 +89,6 @@ def test_dashboard_answers_through_the_tunnel_only(cluster):
     assert not cluster.client_connect(head.address, 8265)  # ... but its dashboard listens on 127.0.0.1 only
 
 
-@pytest.mark.timeout(2700)
-def test_demo_from_the_head_resumes_after_ray_down_and_a_second_ray_up(cluster):
-    box, run = cluster.box, "box-head"
-    store = cluster.store(run)
-    args = cluster.pipeline_args(run, *SMALL, "--rank-step", "64", "--hardware", *cluster.hardware)
-    started = time.monotonic()
-    first_log = cluster.launcher.logs / "head-run-1.log"
-    first = cluster.on_head(args, first_log)
-    wait_for(lambda: first.poll() is not None or (cluster.stage(run, "search").get("state") == "running"
-                                                  and _has_checkpoint(store / "search")),
-             1200, "the head's run to checkpoint a search trial")
-    assert first.poll() is None, "the run ended before its search could be interrupted:\n" + tail(first_log)
-    cluster.times["head demo to mid-search"] = time.monotonic() - started
-
-    down = time.monotonic()
-    cluster.launcher.down()
-    assert not cluster.ray_processes("head"), cluster.ray_processes("head")  # `ray down` stopped Ray on the head
-    cluster.launcher.up()
-    cluster.nodes(alive=len(cluster.cluster_hosts))
-    cluster.times["ray down, ray up, all nodes again"] = time.monotonic() - down
-    # the first run's driver lost its cluster: it ends by itself (never two drivers on one run)
-    wait_for(lambda: not any(run in c for c in box.processes("head").values()), 300, "the first driver to end")
-    assert first.wait(timeout=60) != 0
-
-    rerun = time.monotonic()
-    again_log = cluster.launcher.logs / "head-run-2.log"
-    rc = cluster.on_head(args, again_log).wait(timeout=2000)
-    cluster.times["head demo rerun"] = time.monotonic() - rerun
-    text = tail(again_log, 20000)
-    assert rc == 0, text[-4000:]
-    assert "profile: done in an earlier attempt, skipped" in text  # no LUT row measured twice
-    stages = cluster.manifest(run)["stages"]
-    assert stages["profile"]["attempts"] == 1 and stages["search"]["attempts"] == 2, stages
-    trials = json.loads((store / "search" / "trials.json").read_text())["trials"]
-    assert trials and all(t["status"] == "done" and t["restored"] for t in trials), trials  # Tune resumed them
-
-    report = json.loads((store / "report.json").read_text())
-    check_contract(report, cluster.hardware)
-    for hw in cluster.hardware:  # every LUT row measured on the host that offers that hardware, and only there
-        assert set(pq.read_table(store / "luts" / f"{hw}.parquet").column("host").to_pylist()) == {f"box-{hw}"}
-
-
 def _has_checkpoint(folder) -> bool:
     """A reported checkpoint (a checkpoint_* folder), not Ray Train's checkpoint_manager_snapshot.json."""
     return any(p.is_dir() for p in folder.rglob("checkpoint_*"))
@@ -154,59 +115,118 @@ def _train_worker(cluster) -> tuple[str, int] | None:
     return None
 
 
-@pytest.mark.timeout(2700)
-def test_job_resumes_after_a_network_cut_mid_profiling_and_a_killed_train_worker(cluster):
-    box, run = cluster.box, "box-job"
+def _lut_rows(store, hardware) -> dict[str, int]:
+    return {hw: pq.read_table(store / "luts" / f"{hw}.parquet").num_rows if (store / "luts" / f"{hw}.parquet").exists()
+            else 0 for hw in hardware}
+
+
+class Attempts:
+    """The attempts of one run, each a fresh process of the same command, each with its own log."""
+
+    def __init__(self, cluster, run_id: str, args: list[str]):
+        self.cluster, self.run_id, self.args = cluster, run_id, args
+        self.count = 0
+
+    def _log(self, kind: str):
+        self.count += 1
+        return self.cluster.launcher.logs / f"{self.run_id}-{self.count}-{kind}.log"
+
+    def on_head(self):
+        log = self._log("head")
+        return self.cluster.on_head(self.args, log), log
+
+    def as_job(self, url: str):
+        log = self._log("job")
+        return self.cluster.submit(url, f"{self.run_id}-{self.count}", self.args, log), log
+
+
+@pytest.mark.timeout(3600)
+def test_one_demo_run_through_a_network_cut_ray_down_and_a_killed_train_worker(cluster):
+    box, run = cluster.box, "box-demo"
     store = cluster.store(run)
-    lut = store / "luts" / "asic.parquet"
-    # the demo's own rank grid (every 32), finer than the head's run: simulations the ASIC host has not cached
-    args = cluster.pipeline_args(run, *SMALL, "--hardware", "asic", "--finetune-epochs", "5",
-                                 "--finetune-steps-per-epoch", "3")
-    logs = cluster.launcher.logs
-    started = time.monotonic()
+    hardware = cluster.hardware
+    attempts = Attempts(cluster, run, cluster.pipeline_args(
+        run, *SMALL, "--rank-step", "64", "--hardware", *hardware, "--finetune-epochs", "4",
+        "--finetune-steps-per-epoch", "3"))
+    t = time.monotonic()
+
+    # 1. from the head; the ASIC host's cable pulled once its first LUT rows are in the store
+    proc, log = attempts.on_head()
+    wait_for(lambda: proc.poll() is not None or (store / "luts" / "asic.parquet").exists(), 1200,
+             "the first ASIC LUT rows")
+    assert proc.poll() is None, tail(log)
+    box.cut("asic")
+    try:
+        wait_for(lambda: cluster.marked_dead("asic"), 180, "Ray to mark the cut ASIC host dead")
+    finally:
+        box.restore("asic")
+    assert proc.wait(timeout=900) != 0  # its only hw_asic node was lost: profiling stops, saying so
+    assert "no profiler actor left" in tail(log, 200000), tail(log)
+    rows_before = _lut_rows(store, hardware)
+    cluster.times["demo to the cut host marked dead"] = time.monotonic() - t
+
+    # 2. the launcher's autoscaler restarts Ray on the host (its start commands, `ray stop` first)
+    t = time.monotonic()
+    cluster.nodes(alive=len(cluster.cluster_hosts), timeout_s=600)
+    assert cluster.alive_by_host()["box-asic"]["resources"] == {"hw_asic": 1.0}
+    cluster.times["cut host back"] = time.monotonic() - t
+
+    # 3. the same command from the head resumes the profile; `ray down` once the search has a checkpoint
+    t = time.monotonic()
+    proc, log = attempts.on_head()
+    wait_for(lambda: proc.poll() is not None or (cluster.stage(run, "search").get("state") == "running"
+                                                 and _has_checkpoint(store / "search")),
+             1500, "the search's first trial checkpoint")
+    assert proc.poll() is None, "the run ended before its search could be interrupted:\n" + tail(log)
+    cluster.times["demo rerun to mid-search"] = time.monotonic() - t
+    t = time.monotonic()
+    cluster.launcher.down()
+    assert not cluster.ray_processes("head"), cluster.ray_processes("head")  # `ray down` stopped Ray on the head
+    cluster.launcher.up()
+    cluster.nodes(alive=len(cluster.cluster_hosts))
+    cluster.times["ray down, ray up, all nodes again"] = time.monotonic() - t
+    # that driver lost its cluster and ends by itself (never two drivers on one run)
+    wait_for(lambda: not any(run in c for c in box.processes("head").values()), 300, "the old driver to end")
+    assert proc.wait(timeout=60) != 0
+
+    # 4. the same command as a job with the working directory; a Ray Train worker killed mid-fine-tune
+    t = time.monotonic()
     with cluster.dashboard_tunnel() as url:
-        job = cluster.submit(url, "box-job-1", args, logs / "job-1.log")
-        wait_for(lambda: job.poll() is not None or lut.exists(), 1200, "the job's first ASIC LUT rows")
-        assert job.poll() is None, tail(logs / "job-1.log")
-        box.cut("asic")
-        try:
-            wait_for(lambda: cluster.marked_dead("asic"), 180, "Ray to mark the cut ASIC host dead")
-        finally:
-            box.restore("asic")
-        assert job.wait(timeout=900) != 0  # its only hw_asic node was lost: profiling stops, with the reason
-        first_log = tail(logs / "job-1.log", 200000)
-        assert "no profiler actor left" in first_log, tail(logs / "job-1.log")
-        # the job ran the code it uploaded: its traceback names files of the unpacked working directory
-        assert "runtime_resources/working_dir_files/" in first_log
-        rows_before = pq.read_table(lut).num_rows
-        cluster.times["job until the cut host was dead"] = time.monotonic() - started
-
-        back = time.monotonic()
-        cluster.nodes(alive=len(cluster.cluster_hosts), timeout_s=600)  # the launcher's autoscaler restarted it
-        assert cluster.alive_by_host()["box-asic"]["resources"] == {"hw_asic": 1.0}
-        cluster.times["cut host back"] = time.monotonic() - back
-
-        second = time.monotonic()
-        job = cluster.submit(url, "box-job-2", args, logs / "job-2.log")
+        proc, log = attempts.as_job(url)
         killed = []
-        while job.poll() is None:
+        while proc.poll() is None:
             if not killed and _registered_checkpoint(store / "finetune"):
                 found = _train_worker(cluster)
                 if found:
                     os.kill(found[1], signal.SIGKILL)  # a box process, by pid (box.processes)
                     killed.append(found)
             time.sleep(0.2)
-        cluster.times["job rerun"] = time.monotonic() - second
-    assert job.returncode == 0, tail(logs / "job-2.log")
+    cluster.times["demo as a job, to the end"] = time.monotonic() - t
+    text = tail(log, 200000)
+    assert proc.returncode == 0, text[-4000:]
+    assert "runtime_resources/working_dir_files/" in text  # it ran the uploaded code (the log names its files)
     assert killed, "no Ray Train worker was found to kill during the fine-tune"
 
-    profile = cluster.stage(run, "profile")
-    total = profile["info"]["rows"]["asic"]
-    assert profile["attempts"] == 2 and 0 < rows_before < total, (rows_before, profile)
-    assert profile["info"]["measured"]["asic"] == total - rows_before  # nothing measured twice
-    table = pq.read_table(lut)
-    assert table.num_rows == total == len(existing_keys(table))  # none lost, none doubled
-    (final,) = store.glob("finetune/*/final.json")
-    record = json.loads(final.read_text())
-    assert record["done"] and record["metrics"]["start_epoch"] >= 1, record["metrics"]  # resumed from a checkpoint
-    check_contract(json.loads((store / "report.json").read_text()), ["asic"])
+    # 5. from the head once more: nothing left to do but the report
+    t = time.monotonic()
+    proc, log = attempts.on_head()
+    assert proc.wait(timeout=900) == 0, tail(log)
+    assert "finetune: done in an earlier attempt, skipped" in tail(log, 200000)
+    cluster.times["demo from the head, done"] = time.monotonic() - t
+
+    stages = cluster.manifest(run)["stages"]
+    assert stages["profile"]["attempts"] == 2 and stages["search"]["attempts"] == 3, stages
+    for hw in hardware:  # the cut lost no row and none was measured twice
+        total = stages["profile"]["info"]["rows"][hw]
+        table = pq.read_table(store / "luts" / f"{hw}.parquet")
+        assert table.num_rows == total == len(existing_keys(table)), hw
+        assert stages["profile"]["info"]["measured"][hw] == total - rows_before[hw], (hw, rows_before)
+        # measured on the host that offers the hardware, and only there
+        assert set(table.column("host").to_pylist()) == {f"box-{hw}"}
+    assert 0 < rows_before["asic"] < stages["profile"]["info"]["rows"]["asic"], rows_before
+    trials = json.loads((store / "search" / "trials.json").read_text())["trials"]
+    assert trials and all(t["status"] == "done" and t["restored"] for t in trials), trials  # Tune resumed them
+    finals = [json.loads(p.read_text()) for p in store.glob("finetune/*/final.json")]
+    assert len(finals) == len(hardware) and all(f["done"] for f in finals)
+    assert max(f["metrics"]["start_epoch"] for f in finals) >= 1, [f["metrics"] for f in finals]  # from a checkpoint
+    check_contract(json.loads((store / "report.json").read_text()), hardware)

@@ -215,7 +215,7 @@ def test_one_demo_run_through_a_network_cut_ray_down_and_a_killed_train_worker(c
     cluster.times["demo from the head, done"] = time.monotonic() - t
 
     stages = cluster.manifest(run)["stages"]
-    assert stages["profile"]["attempts"] == 2 and stages["search"]["attempts"] == 3, stages
+    assert stages["profile"]["attempts"] == 2 and stages["search"]["attempts"] == 2, stages
     for hw in hardware:  # the cut lost no row and none was measured twice
         total = stages["profile"]["info"]["rows"][hw]
         table = pq.read_table(store / "luts" / f"{hw}.parquet")

@@ -66,9 +66,19 @@ class Launcher:
             raise BoxError(f"`ray {' '.join(args)}` exited {proc.returncode}; log: {self.logs / name}\n{text[-4000:]}")
         return proc.returncode, text
 
-    def up(self, timeout: float = 900) -> str:
+    # Ray waits a fixed 30 s for a new node's raylet to register with the GCS; on a machine loaded far
+    # beyond its cores (a shared CI host) the head can miss that. Rerunning `ray up` is the user's remedy
+    # (it restarts Ray on the head), and the only failure retried here.
+    OVERLOADED = "The current node timed out during startup"
+
+    def up(self, timeout: float = 900, attempts: int = 2) -> str:
         started = time.monotonic()
-        _, text = self.ray("up", str(self.file), "--yes", "--no-config-cache", timeout=timeout)
+        for attempt in range(attempts):
+            code, text = self.ray("up", str(self.file), "--yes", "--no-config-cache", timeout=timeout, check=False)
+            if code == 0:
+                break
+            if self.OVERLOADED not in text or attempt == attempts - 1:
+                raise BoxError(f"`ray up` exited {code}; logs in {self.logs}\n{text[-4000:]}")
         self.last_up_s = time.monotonic() - started
         return text
 

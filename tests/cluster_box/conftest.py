@@ -35,10 +35,9 @@ def cluster():
     try:
         launcher = Launcher(box, write_cluster_file(box))
         launcher.ray("get-auth-token", "--generate")  # docs/cluster.md: once, on the machine you launch from
-        launcher.up()
-        TIMES["ray up"] = launcher.last_up_s
         made = BoxCluster(box, launcher, hardware_of(hosts), TIMES, venv_before)
-        made.nodes(alive=len(made.cluster_hosts))
+        made.bring_up()
+        TIMES["ray up"] = launcher.last_up_s
         TIMES["up to all nodes joined"] = time.monotonic() - started - box.started_s
         yield made
     finally:

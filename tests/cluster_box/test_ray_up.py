@@ -182,8 +182,7 @@ def test_one_demo_run_through_a_network_cut_ray_down_and_a_killed_train_worker(c
     t = time.monotonic()
     cluster.launcher.down()
     assert not cluster.ray_processes("head"), cluster.ray_processes("head")  # `ray down` stopped Ray on the head
-    cluster.launcher.up()
-    cluster.nodes(alive=len(cluster.cluster_hosts))
+    cluster.bring_up()
     cluster.times["ray down, ray up, all nodes again"] = time.monotonic() - t
     # that driver lost its cluster and ends by itself (never two drivers on one run)
     wait_for(lambda: not any(run in c for c in box.processes("head").values()), 300, "the old driver to end")

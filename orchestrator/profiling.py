@@ -115,8 +115,11 @@ def _measure_all(layout: RunLayout, pool: ProfilerPool, queues: dict, tables: di
         load[name][i] -= 1
         try:
             rows = ray.get(ready[0])
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
-            dead[name].add(i)  # past its restarts (or its node is gone): give its batch to another
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+                ray.exceptions.ActorUnschedulableError) as e:
+            # past its restarts, or its node is gone (then its restart cannot be placed, since the
+            # actor is pinned there: ActorUnschedulableError): give its batch to another
+            dead[name].add(i)
             if attempts + 1 >= MAX_BATCH_ATTEMPTS or len(dead[name]) == len(actors[name]):
                 raise RuntimeError(f"profiling {name!r}: no profiler actor left to measure a batch "
                                    f"({len(dead[name])} of {len(actors[name])} dead): {e}") from e

@@ -49,6 +49,26 @@ def test_local_file_is_one_node_type_with_detected_resources():
         start = [c for c in config[key] if "ray start" in c]
         assert len(start) == 1 and "-m workers.detect" in start[0] and "--resources=" in start[0], key
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+    # `ray up` turns autoscaler v2 on, which cannot run the local provider: the head's own export wins
+    assert "RAY_enable_autoscaler_v2=0" in [c for c in config["head_start_ray_commands"] if "ray start" in c][0]
+
+
+def test_setup_puts_the_venvs_ray_on_the_login_path_once(tmp_path):
+    """`ray down` runs a bare `ray stop` in a login shell on the head: the venv's bin must be on its PATH."""
+    (setup,) = [c for c in _load(LOCAL)["setup_commands"] if ".bashrc" in c]
+    assert setup in _load(AWS)["setup_commands"]
+    home = tmp_path
+    bin_dir = home / "haloc-ray" / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "ray").write_text("#!/bin/sh\necho venv-ray \"$@\"\n")
+    (bin_dir / "ray").chmod(0o755)
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    for _ in range(2):  # `ray up` runs the setup commands again on every restart
+        subprocess.run(["bash", "-c", setup], env=env, check=True, timeout=30)
+    assert (home / ".bashrc").read_text().count("haloc-ray/.venv/bin") == 1
+    out = subprocess.run(["bash", "-c", "source ~/.bashrc; ray stop; echo $RAY_AUTH_MODE"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.split() == ["venv-ray", "stop", "token"]
 
 
 def test_detection_can_offer_every_resource_the_profiles_need():

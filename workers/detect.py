@@ -7,14 +7,21 @@
 Each timing resource is offered once per node (amount 1) and a timing actor takes all of it, so two
 timing actors never share a node. `hw_asic` (the ZigZag simulator, no timing noise) is offered once
 too; the orchestrator splits it between several simulator actors.
+
+A host can narrow what it offers with `HALOC_OFFER_ONLY` (comma-separated names, e.g. `hw_cpu` on a
+host kept for timing, nothing at all when empty): only detected resources among those names are
+printed, and a name that detection did not find is reported on stderr, never offered.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import os
+import sys
 from pathlib import Path
 
+OFFER_ONLY_ENV = "HALOC_OFFER_ONLY"
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
 
@@ -57,6 +64,14 @@ def detect_resources(jetson: bool | None = None, cuda: bool | None = None, zigza
     return resources
 
 
+def offer_only(resources: dict, names: str | None) -> tuple[dict, list[str]]:
+    """(the resources among `names`, the names asked for but not detected); `names` None: all of them."""
+    if names is None:
+        return dict(resources), []
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    return {k: v for k, v in resources.items() if k in wanted}, [n for n in wanted if n not in resources]
+
+
 def format_resources(resources: dict, fmt: str) -> str:
     text = json.dumps(resources, sort_keys=True)
     return f"--resources='{text}'" if fmt == "flag" else text
@@ -67,7 +82,12 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=("json", "flag"), default="json",
                         help="json: the resources dict; flag: a ray start --resources='...' argument")
     args = parser.parse_args(argv)
-    print(format_resources(detect_resources(), args.format))
+    detected = detect_resources()
+    resources, missing = offer_only(detected, os.environ.get(OFFER_ONLY_ENV))
+    if missing:
+        print(f"workers.detect: {OFFER_ONLY_ENV} names {missing}, which this node does not have; not offered "
+              f"(detected: {sorted(detected)})", file=sys.stderr)
+    print(format_resources(resources, args.format))
     return 0
 
 

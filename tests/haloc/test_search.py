@@ -241,7 +241,7 @@ def test_budget_prior_starts_alpha_at_the_budget(fraction):
     specs = haloc.decomposable_layers(model, x)
     space = build_rank_space(specs, "step", step=4)
     table = haloc.flops_cost_table(specs, space.candidates, haloc.flops(model, x), fraction)
-    uniform = SupernetSearch(model, space, [table], SearchConfig())
+    uniform = SupernetSearch(model, space, [table], SearchConfig(alpha_init="uniform"))
     prior = SupernetSearch(model, space, [table], SearchConfig(alpha_init="budget"))
     start = uniform.expected_costs()[0] / table.budget
     ratio = prior.expected_costs()[0] / table.budget

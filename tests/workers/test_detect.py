@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from workers.detect import detect_resources, format_resources, is_jetson, main
+from workers.detect import OFFER_ONLY_ENV, detect_resources, format_resources, is_jetson, main, offer_only
 
 
 @pytest.mark.parametrize("jetson, cuda, zigzag, expected", [
@@ -35,3 +35,19 @@ def test_cli_prints_json_and_flag(capsys):
     out = capsys.readouterr().out.strip()
     assert out.startswith("--resources='") and json.loads(out[len("--resources='"):-1]) == detect_resources()
     assert format_resources({"hw_cpu": 1}, "flag") == "--resources='{\"hw_cpu\": 1}'"
+
+
+def test_offer_only_narrows_the_detected_resources_and_never_adds_one():
+    found = {"hw_cpu": 1, "hw_asic": 1}
+    assert offer_only(found, None) == (found, [])
+    assert offer_only(found, "hw_asic") == ({"hw_asic": 1}, [])
+    assert offer_only(found, "") == ({}, [])  # a host that offers no hardware (e.g. a head kept for the driver)
+    assert offer_only(found, " hw_cpu , hw_cuda") == ({"hw_cpu": 1}, ["hw_cuda"])
+
+
+def test_cli_honours_offer_only_and_names_what_is_missing(capsys, monkeypatch):
+    monkeypatch.setenv(OFFER_ONLY_ENV, "hw_asic,hw_jetson")
+    assert main([]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"hw_asic": 1}  # zigzag-dse is installed here; no Jetson
+    assert "hw_jetson" in out.err and OFFER_ONLY_ENV in out.err

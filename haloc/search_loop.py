@@ -506,16 +506,20 @@ def project_to_budget(choice: dict[str, int], probs: dict[str, list[float]], can
         if not any(over):
             break
         best = None
+        weights = [1.0 if o else 0.0 for o in over]
         for name in choice:
             idx = candidates[name].index(choice[name])
-            if idx == 0:
-                continue
-            saved, lost = move_gain(name, idx - 1, [1.0 if o else 0.0 for o in over])
-            if saved <= 0:
+            # the nearest smaller candidate that saves cost on a violated table: with several tables a
+            # step can be free on one (a plateau of its staircase) and must not stop the projection
+            for lower in range(idx - 1, -1, -1):
+                saved, lost = move_gain(name, lower, weights)
+                if saved > 0:
+                    break
+            else:
                 continue
             score = lost / saved
             if best is None or score < best[0]:
-                best = (score, name, idx - 1)
+                best = (score, name, lower)
         if best is None:
             break  # nothing left to lower: the caller reports within_budget = False
         choice[best[1]] = candidates[best[1]][best[2]]

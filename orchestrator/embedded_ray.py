@@ -188,6 +188,8 @@ def _group_members(pgid: int, temp_dir: str) -> list[int]:
         try:
             if os.getpgid(int(entry.name)) != pgid:
                 continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie (nobody reaped it, e.g. its parent died): nothing left to stop
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, ProcessLookupError):
             continue

@@ -80,3 +80,38 @@ def dashboard_url() -> str | None:
         return ray._private.worker.get_dashboard_url() or ray._private.services.get_webui_url_from_internal_kv()
     except Exception:
         return None
+
+
+def fit_interruptibly(trainer):
+    """`trainer.fit()` of a Ray Train 2.60 (Train V2) trainer that a signal interrupts like any stage.
+
+    Train V2 installs its own SIGINT handler inside `fit()` (a graceful abort, after which `fit()`
+    returns an aborted result and the driver cannot tell Ctrl-C from a failure) and none for SIGTERM.
+    Here both signals abort the run's controller the same graceful way, so no worker keeps training on
+    a cluster, then raise `Interrupted` (exit 130/143). Private (`_register_sigint_handler`); guarded by
+    tests/pipelines/test_failures.py (a signal in the weights or finetune stage)."""
+    import signal
+
+    import ray
+
+    from .interrupts import Interrupted, install
+
+    def register(controller):
+        def handler(signum, _frame):
+            try:
+                ray.get(controller.abort.remote(), timeout=30)
+            except Exception:  # noqa: BLE001 - the controller is gone already: nothing left to abort
+                pass
+            raise Interrupted(signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    if not hasattr(trainer, "_register_sigint_handler"):
+        raise RuntimeError(f"Ray {ray.__version__}: the trainer has no _register_sigint_handler; "
+                           "re-check orchestrator/ray_compat.fit_interruptibly for this Ray version")
+    trainer._register_sigint_handler = register  # the instance attribute shadows Train's method
+    try:
+        return trainer.fit()
+    finally:
+        install()  # ours again, for the stages that follow

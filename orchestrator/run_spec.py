@@ -126,8 +126,8 @@ class RunSpec:
             if value is None and name in _OPTIONAL:
                 continue
             if not _is_int(value) or value < low:
-                raise BadInputError(f"{_flag(name)} {value!r} must be an integer >= {low}"
-                                    + (" (or left out)" if name in _OPTIONAL else ""))
+                raise BadInputError(f"{_flag(name)} {value!r} must be an integer >= {low}; pass one"
+                                    + (", or leave the flag out" if name in _OPTIONAL else ""))
         for name, (low, high, what) in _RANGES.items():
             value = getattr(self, name)
             if not _is_number(value) or not (low < value <= high if name != "kd_weight" else low <= value <= high):

@@ -51,9 +51,9 @@ def _run(spec: RunSpec, console, reprofile: list[str] | None) -> dict:
         from .cluster import check_reachable
 
         check_reachable(spec.address)
+    preflight.check_data(spec, console)  # before the weights: a torchvision download is the slower check
     preflight.check_weights(spec)
     store = Store.open(spec.store)
-    preflight.check_data(spec, console)
     layout = RunLayout(store, spec.run_id)
     if spec.luts_from:
         preflight.check_luts_from(store, spec, profiles)

@@ -57,12 +57,14 @@ def run_job(store, name: str, loop_config: dict, workers: Workers, what: str):
     from haloc.train import TrainState
     from workers.finetune_loop import STATE_FILE, train_loop_per_worker
 
+    from .ray_compat import fit_interruptibly
+
     run_config = RunConfig(name=name, storage_path=store.root_path, storage_filesystem=store.filesystem,
                            checkpoint_config=CheckpointConfig(num_to_keep=2),
                            failure_config=FailureConfig(max_failures=workers.max_failures))
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=scaling(workers, what), run_config=run_config)
-    result = trainer.fit()
+    result = fit_interruptibly(trainer)
     if result.error:
         raise RuntimeError(f"{what} failed: {result.error}") from result.error
     if result.checkpoint is None:

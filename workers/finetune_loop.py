@@ -70,14 +70,16 @@ def _loaders(config: dict, cfg, world_size: int, world_rank: int):
     from .data_cache import local_data_config
 
     train_set, val_set = build_datasets(DataConfig.from_dict(local_data_config(config["data"])))
+    # a data set smaller than a batch still trains (one batch an epoch) instead of yielding no batch
+    batch = max(2, min(cfg.batch_size, len(train_set) // world_size))
     if world_size > 1:
         # Our own sampler (not prepare_data_loader's): its order depends on (seed, epoch) only.
         sampler = DistributedSampler(train_set, num_replicas=world_size, rank=world_rank, shuffle=True,
                                      seed=cfg.seed, drop_last=True)
-        train = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
+        train = DataLoader(train_set, batch_size=batch, sampler=sampler, drop_last=True,
                            generator=torch.Generator().manual_seed(cfg.seed))
     else:
-        train = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True)
+        train = make_loader(train_set, batch, shuffle=True, seed=cfg.seed, drop_last=True)
     val = make_loader(val_set, cfg.batch_size, shuffle=False)
     return train, val
 

@@ -82,7 +82,8 @@ def build_loaders(ctx: SearchContext, seed: int):
 
     train_set, _ = build_datasets(DataConfig(**local_data_config(ctx.data)))  # s3:// data: synced to the node
     train, held = split_train_heldout(train_set, ctx.heldout_fraction, seed=ctx.data.get("seed", 0))
-    return (make_loader(train, ctx.batch_size, shuffle=True, seed=seed, drop_last=True),
+    batch = max(2, min(ctx.batch_size, len(train)))  # a part smaller than a batch: one batch an epoch
+    return (make_loader(train, batch, shuffle=True, seed=seed, drop_last=True),
             make_loader(held, ctx.batch_size, shuffle=True, seed=seed + 7_777))
 
 

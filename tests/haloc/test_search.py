@@ -289,3 +289,15 @@ def test_readme_core_library_snippet_runs():
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
     assert scope["result"].within_budget == {"flops": True}
+
+
+def test_projection_steps_over_a_plateau_of_the_violated_table():
+    """Two targets: on "b" the next smaller candidate costs the same (a staircase plateau), so only a
+    jump two candidates down saves anything there; the projection must still reach b's budget."""
+    cands = {"l1": (8, 16, 24, 32), "l2": (8, 16, 24, 32)}
+    a = CostTable("a", {n: (1.0, 2.0, 3.0, 4.0) for n in cands}, 0.0, budget=8.0)
+    b = CostTable("b", {n: (1.0, 1.0, 2.0, 2.0) for n in cands}, 0.0, budget=3.0)
+    probs = {n: [0.25] * 4 for n in cands}
+    chosen = project_to_budget({n: 32 for n in cands}, probs, cands, [a, b], fill_tolerance=None)
+    assert b.cost_of(chosen, cands) <= 3.0 and a.cost_of(chosen, cands) <= 8.0
+    assert sorted(chosen.values()) == [16, 32]  # one layer gives way, across the plateau, the other keeps its rank

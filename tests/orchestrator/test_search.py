@@ -44,7 +44,7 @@ def test_spec_round_trips_through_a_dict_and_refuses_unknown_keys():
     (dict(hardware=("tpu9",)), r"unknown hardware profile 'tpu9'; choose one of \["),
     (dict(budgets=(0.8, 0.3)), r"budget 0.3 of flops .* below the smallest reachable cost .*\(fraction 0.5\d\d\)"),
     (dict(budget_metric="latency"), r"LUT of hardware 'cpu' .*lacks 19 layer.*profile the model on 'cpu' first"),
-    (dict(model="resnet99"), r"model 'resnet99' unknown"),
+    (dict(model="resnet99"), r"unknown model 'resnet99'"),
 ])
 def test_bad_input_fails_before_any_trial_and_writes_nothing(tmp_path, change, pattern):
     start = time.monotonic()

@@ -140,8 +140,9 @@ def test_a_killed_drivers_embedded_ray_is_gone_and_a_stale_record_is_cleaned_by_
     # a stale record: a "cluster" (a process group naming its folder) whose driver is gone
     folder = tmp_path / "hr-stale"
     folder.mkdir()
-    stale = subprocess.Popen(["sleep", "300", str(folder)], start_new_session=True)
-    bystander = subprocess.Popen(["sleep", "300", str(folder)])  # same folder, another group: not the cluster's
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)", str(folder)]  # its command line names the folder
+    stale = subprocess.Popen(sleeper, start_new_session=True)
+    bystander = subprocess.Popen(sleeper)  # same folder, another group: not the cluster's
     try:
         (state / "embedded-ray").mkdir(parents=True, exist_ok=True)
         (state / "embedded-ray" / f"{stale.pid}.json").write_text(json.dumps(
@@ -197,11 +198,12 @@ def test_an_address_that_accepts_but_never_answers_fails_in_seconds(tmp_path):
 
 
 def test_a_non_routable_address_fails_in_seconds(tmp_path):
-    """Inside a network namespace of the test's own, 10.77.0.2 lies behind a dummy interface that
-    drops every packet: the connection times out, as to a host that is off. No packet leaves."""
+    """Inside a network namespace of the test's own, 10.77.0.2 lies behind a veth pair whose far end has no
+    address: nothing answers, as for a host that is off. No packet leaves the namespace."""
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("needs root, unshare and ip to make a private network namespace")
-    script = ("ip link set lo up && ip link add d0 type dummy && ip addr add 10.77.0.1/24 dev d0 && "
+    script = ("ip link set lo up && ip link add d0 type veth peer name d1 && ip addr add 10.77.0.1/24 dev d0 && "
+              "ip link set d1 up && "
               "ip link set d0 up && exec \"$@\"")
     start = time.monotonic()
     proc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-m", "pipelines.cifar_resnet20",
@@ -278,7 +280,10 @@ def test_pretraining_checkpoints_every_epoch_and_resumes_after_an_interrupt(ray_
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     job = store / "pre" / "weights" / "pretrain" / "original"
     end = time.monotonic() + 600
-    while time.monotonic() < end and not list(job.glob("checkpoint_*")):
+    # Ray Train counts a checkpoint once its controller registered it (its snapshot names it): a folder
+    # uploaded but not yet registered is not resumed from, so the signal waits for the snapshot.
+    snapshot = job / "checkpoint_manager_snapshot.json"
+    while time.monotonic() < end and not (snapshot.is_file() and "checkpoint_dir_name" in snapshot.read_text()):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)

@@ -243,7 +243,7 @@ CASES = [
     Case("budget-zero", _flags("--budgets", "0.5", "0"), "0.0", pattern=r"\(0, 1.5\]"),
     Case("budget-negative", _flags("--budgets", "-0.3"), "-0.3"),
     Case("rank-step-zero", _flags("--rank-step", "0"), "--rank-step 0", pattern=">= 1"),
-    Case("demo-size-zero", _flags("--demo-size", "0", "8"), "--demo-size TRAIN 0", pattern=">= 1"),
+    Case("demo-size-zero", _flags("--demo-size", "0", "8"), "--demo-size TRAIN 0", pattern=">= 8"),
     Case("unknown-hardware", _flags("--hardware", "cpu", "tpu9"), "'tpu9'", pattern=r"choose one of \["),
     Case("paper-without-data", lambda tmp, env: ["--preset", "paper", "--store", _store(tmp)], "--preset paper",
          pattern="--data"),

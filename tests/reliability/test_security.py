@@ -258,7 +258,8 @@ for table in ("tcp", "tcp6"):
             listening[f[9]] = f[1]  # inode -> hex local address:port
 procs = tree(os.getpid())
 mine = sorted({listening[i] for p in procs for i in socket_inodes(p) if i in listening})
-print(json.dumps({"dashboard": ray._private.worker.get_dashboard_url(),
+from orchestrator.cluster import embedded_dashboard
+print(json.dumps({"dashboard": embedded_dashboard(),
                   "gcs": ray.get_runtime_context().gcs_address, "listen": mine, "processes": len(procs)}))
 ray.shutdown()
 """

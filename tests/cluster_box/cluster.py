@@ -140,8 +140,10 @@ class BoxCluster:
 
     def submit(self, address: str, submission_id: str, args: list[str], log: Path) -> subprocess.Popen:
         """`ray job submit` from the repository root on the client: the working directory goes to the cluster."""
+        # The entrypoint first says where the project's code came from: the uploaded working directory.
+        where = "python -c 'import pipelines; print(\"project code from\", pipelines.__path__[0])'"
         argv = ["ray", "job", "submit", "--address", address, "--submission-id", submission_id,
-                "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", *args]
+                "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", "sh", "-c", f"{where} && exec {shlex.join(args)}"]
         return self.box.popen("client", argv, cwd=ROOT, env=self.box.env("client", RAY_AUTH_MODE="token"), log=log)
 
     def client_http(self, url: str, token: bool = True) -> tuple[int, str]:

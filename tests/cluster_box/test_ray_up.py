@@ -36,7 +36,10 @@ pytestmark = pytest.mark.slow
 # Every stage for real, briefly (as tests/pipelines/test_pipeline_demo.py), on imagenet_resnet18's demo.
 SMALL = ["--preset", "demo", "--seeds", "0", "--budgets", "0.9", "--search-epochs", "2",
          "--search-steps-per-epoch", "2", "--finetune-epochs", "2", "--finetune-steps-per-epoch", "2",
-         "--pretrain-epochs", "1", "--demo-size", "64", "32", "--calibration-samples", "3", "--no-progress"]
+         "--pretrain-epochs", "1", "--demo-size", "64", "32", "--calibration-samples", "3", "--no-progress",
+         # the box's hosts share this machine's CPUs: their timing is as noisy as the machine is busy, and
+         # this test is about the launcher and the faults, not the verdicts (tests/pipelines/test_verdicts.py)
+         "--accept-noisy-lut", "--allow-miss"]
 
 
 def tail(path, n: int = 4000) -> str:
@@ -203,7 +206,8 @@ def test_one_demo_run_through_a_network_cut_ray_down_and_a_killed_train_worker(c
     cluster.times["demo as a job, to the end"] = time.monotonic() - t
     text = tail(log, 200000)
     assert proc.returncode == 0, text[-4000:]
-    assert "runtime_resources/working_dir_files/" in text  # it ran the uploaded code (the log names its files)
+    where = [line for line in text.splitlines() if line.startswith("project code from")]
+    assert where and "runtime_resources/working_dir_files/" in where[0], text[-4000:]  # it ran the uploaded code
     assert killed, "no Ray Train worker was found to kill during the fine-tune"
 
     # 5. from the head once more: nothing left to do but the report

@@ -271,7 +271,7 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
     search = SupernetSearch(base, target.space, [table], cfg, specs=specs)
     ckpt = cell_dir / f"search-{_tag(overrides)}.pt"
     if ckpt.exists():
-        search.load_state_dict(torch.load(ckpt, weights_only=False))
+        search.load_state_dict(torch.load(ckpt, weights_only=True))  # plain tensors and numbers: no pickled code
     start = time.perf_counter()
     while search.epoch < cfg.epochs:
         search.seed_loaders(loaders.search_train, loaders.heldout)

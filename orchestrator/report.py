@@ -60,7 +60,7 @@ def _per_seed(trials: list[dict], targets: str, budget: float) -> list[dict]:
         out.append({"seed": t.get("seed"), "heldout_acc": _finite(t.get("selected_heldout_acc")),
                     "predicted_cost": dict(t.get("predicted_cost") or {}),
                     "within_budget": all(within.values()) if isinstance(within, dict) and within else None,
-                    "trial_id": t.get("trial_id")})
+                    "trial_id": t.get("trial_id"), "history": list(t.get("history") or [])})
     return sorted(out, key=lambda s: (s["seed"] is None, s["seed"]))
 
 

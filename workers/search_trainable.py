@@ -262,8 +262,20 @@ def _final_summary(result, acc: float, ce: float, config: dict, inner_s: float, 
         "argmax_cost": result.argmax_cost, "budget_abs": result.budget, "within_budget": result.within_budget,
         "targets": config["targets"], "budget": float(config["budget"]), "seed": int(config["seed"]),
         "lam": config.get("lam"), "beta": config.get("beta"), "inner_seconds": inner_s,
-        "attempt_wall_seconds": wall_s,
+        "attempt_wall_seconds": wall_s, "history": search_curve(result.history),
     }
+
+
+def search_curve(history: list[dict]) -> list[dict]:
+    """Per epoch: held-out accuracy, alpha entropy and expected cost / budget per target (the report's curves)."""
+    out = []
+    for m in history:
+        names = [k[len("expected_"):] for k in m if k.startswith("expected_")]
+        out.append({"epoch": m.get("epoch"), "heldout_acc": m.get("heldout_acc"),
+                    "alpha_entropy": m.get("alpha_entropy"),
+                    "expected_over_budget": {n: m[f"expected_{n}"] / m[f"budget_{n}"] for n in names
+                                             if m.get(f"budget_{n}")}})
+    return out
 
 
 # ---- train once, search many ------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def finetune_one(layout: RunLayout, config: SelectedConfig, spec: FinetuneSpec, 
     ranks = config.ranks
     cfg = spec.train_config()
     loop = loop_config(spec.model, ranks, spec.data, spec.train, spec.class_count(), None, model_state,
-                       spec.max_epochs)
+                       spec.max_epochs, label=("fine-tune", cid))
     workers = Workers(spec.num_workers, spec.cpus_per_worker, spec.use_gpu, spec.max_failures)
     state, metrics = run_job(layout.finetune_store(), cid, loop, workers, f"fine-tune of {cid!r}")
     last = state.history[-1] if state.history else {}

@@ -72,9 +72,13 @@ def needed_items(specs: dict, profile: HardwareProfile, batch: int, rank_step: i
     return [(sig, r) for sig in sigs.values() for r in profiling_ranks(sig, rank_step)]
 
 
-def _progress(enabled: bool):
+def _progress(enabled: bool, console=None, say=None):
+    """Live bars (a terminal), or else `PlainProgress` lines through `say` (None: silent)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
     from rich.text import Text
+
+    if not enabled:
+        return PlainProgress(say)
 
     class RateColumn(ProgressColumn):
         def render(self, task) -> Text:
@@ -82,7 +86,47 @@ def _progress(enabled: bool):
             return Text(f"{task.completed / seconds:.1f} rows/s" if seconds else "- rows/s")
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                    TimeElapsedColumn(), disable=not enabled)
+                    TimeElapsedColumn(), console=console)
+
+
+class PlainProgress:
+    """The bars' interface (add_task / advance) as complete lines: one per hardware at its start, then
+    at every further tenth of its rows or every 30 s, and at its end; each with rate and time left."""
+
+    def __init__(self, say=None, every_s: float = 30.0):
+        self.say, self.every_s, self.tasks = say, every_s, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, name: str, total: int) -> str:
+        self.tasks[name] = {"name": name, "total": total, "done": 0, "start": time.monotonic(), "said": -1.0,
+                            "said_at": 0.0}
+        self._say(self.tasks[name])
+        return name
+
+    def advance(self, task: str, n: int) -> None:
+        t = self.tasks[task]
+        t["done"] += n
+        now = time.monotonic()
+        tenth = int(10 * t["done"] / t["total"]) if t["total"] else 10
+        if tenth > t["said"] or now - t["said_at"] >= self.every_s or t["done"] >= t["total"]:
+            self._say(t)
+
+    def _say(self, t: dict) -> None:
+        now = time.monotonic()
+        t["said"] = int(10 * t["done"] / t["total"]) if t["total"] else 10
+        t["said_at"] = now
+        if self.say is None:
+            return
+        elapsed = now - t["start"]
+        rate = t["done"] / elapsed if elapsed > 0 and t["done"] else None
+        eta = (t["total"] - t["done"]) / rate if rate else None
+        self.say({"kind": "profile_rows", "hardware": t["name"], "done": t["done"], "total": t["total"],
+                  "rate": rate, "eta_s": eta})
 
 
 # ---- fan-out -----------------------------------------------------------------------------------------
@@ -146,7 +190,7 @@ def _batches(items: list, rows_per_batch: int) -> deque:
 def profile_model(store, model, profiles, batch: int | None = None, run_id: str | None = None,
                   rank_step: int | None = None, extra_profile_dirs=(), rows_per_batch: int = 8,
                   sim_actors_per_node: int = 2, progress: bool = True, address: str | None = None,
-                  accept_noisy: bool = False) -> dict[str, ProfilingResult]:
+                  accept_noisy: bool = False, console=None, say=None) -> dict[str, ProfilingResult]:
     """Measure every missing LUT row of `model` on each profile; returns a result per hardware.
 
     `batch` and `rank_step` default to each profile's own. Connects to Ray (`address`, or the
@@ -164,7 +208,7 @@ def profile_model(store, model, profiles, batch: int | None = None, run_id: str 
         for wave in waves:
             results.update(profile_model(layout.store, model, wave, batch, run_id, rank_step,
                                          extra_profile_dirs, rows_per_batch, sim_actors_per_node, progress, address,
-                                         accept_noisy))
+                                         accept_noisy, console, say))
         return results
     specs = haloc.models.layer_specs(model)
 
@@ -184,7 +228,7 @@ def profile_model(store, model, profiles, batch: int | None = None, run_id: str 
     for p in busy:
         results[p.name].actor_nodes = list(pool.nodes[p.name])
     try:
-        with _progress(progress) as bar:
+        with _progress(progress, console, say) as bar:
             tasks = {p.name: bar.add_task(p.name, total=results[p.name].total_rows - results[p.name].reused_rows)
                      for p in busy}
             noisy = _measure_all(layout, pool, {p.name: queues[p.name] for p in busy}, tables, results, bar, tasks)
@@ -246,7 +290,7 @@ def lut_fingerprint(table) -> str:
 def calibrate(store, model, profiles, batch: int | None = None, run_id: str | None = None,
               samples: int = 20, seed: int = 0, extra_profile_dirs=(), sim_actors_per_node: int = 2,
               address: str | None = None, rank_step: int | None = None, accept_noisy: bool = False,
-              reuse: bool = True) -> dict[str, Calibration]:
+              reuse: bool = True, say=None) -> dict[str, Calibration]:
     """Measure the whole model for `samples` random rank configs on each hardware, fit
     measured ~ a + b * sum(LUT), hold it against the profile's gate (re-measuring the rows behind
     the errors), write `<hardware>.calibration.json` beside the LUT, and return the fits.
@@ -264,7 +308,7 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
         cals = {}
         for wave in waves:
             cals.update(calibrate(layout.store, model, wave, batch, run_id, samples, seed, extra_profile_dirs,
-                                  sim_actors_per_node, address, rank_step, accept_noisy, reuse))
+                                  sim_actors_per_node, address, rank_step, accept_noisy, reuse, say))
         return cals
     specs = haloc.models.layer_specs(model)
     # The original model is always one point: budgets are fractions of its cost, so the fit must hold there.
@@ -287,6 +331,10 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
     pool = ProfilerPool(todo, sim_actors_per_node).start()
     try:
         for p in todo:
+            if say is not None:
+                how = "simulating" if p.is_simulator else "timing, interleaved,"
+                say({"kind": "message", "text": f"profile {p.name}: calibrating the LUT: {how} {len(configs)} whole "
+                                                "models (the original and random rank choices)"})
             calibrations[p.name] = _calibrate_one(layout, pool, p, model, specs, configs, batch or p.batch_size,
                                                   tables)
     finally:

@@ -115,3 +115,21 @@ def fit_interruptibly(trainer):
         return trainer.fit()
     finally:
         install()  # ours again, for the stages that follow
+
+
+def route_worker_logs(handler) -> None:
+    """Ray 2.60 prints forwarded worker output on the driver through one handler of its stdstream
+    dispatcher ("ray_print_logs", added by `ray.init(log_to_driver=True)`). `handler(data)` (Ray's dict:
+    lines, pid, actor_name / task_name, is_err) replaces it, so the run decides where worker lines go
+    (orchestrator.run_output); `None` puts Ray's own printer back. Private; guarded by
+    tests/pipelines/test_terminal.py (no worker line on the terminal, progress lines there)."""
+    import functools
+
+    from ray._private import worker as ray_worker
+
+    dispatcher = ray_worker.global_worker_stdstream_dispatcher
+    dispatcher.remove_handler("ray_print_logs")
+    if handler is None:
+        ignore_prefix = ray_worker._should_ignore_worker_log_prefix(ray_worker.global_worker)
+        handler = functools.partial(ray_worker.print_to_stdstream, ignore_prefix=ignore_prefix)
+    dispatcher.add_handler("ray_print_logs", handler)

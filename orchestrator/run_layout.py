@@ -22,6 +22,7 @@ Every write is one atomic store write (the file whole, or not at all).
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from haloc.errors import BadInputError
 
@@ -41,6 +42,7 @@ VALIDATE_DIR = "validate"
 MODELS_DIR = "models"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+DRIVER_LOG = "logs/driver.log"  # Ray's, Tune's and Train's output of every attempt (orchestrator.run_output)
 EXPORT_FILES = {"model": "model.pt", "ranks": "ranks.json", "onnx": "model.onnx"}
 
 
@@ -299,3 +301,20 @@ class RunLayout:
         self.store.write_json(paths["json"], report)
         self.store.write_text(paths["html"], html)
         return paths
+
+    # ---- the driver's log -----------------------------------------------------------------------------
+    def local_log_path(self) -> Path:
+        """Where this machine writes the run's log: in the run itself on a local store; for a remote
+        store under the state folder ($HALOC_STATE_DIR), copied into the run by `upload_log`."""
+        if not self.store.is_remote:
+            return Path(self.store.root_path) / self.run_id / DRIVER_LOG
+        from .embedded_ray import state_dir
+
+        return state_dir().parent / "logs" / self.run_id / "driver.log"
+
+    def upload_log(self, local: Path) -> str | None:
+        """Copy a remote store's run log into the run (the store's URI of it; None for a local store)."""
+        if not self.store.is_remote or not Path(local).exists():
+            return None
+        self.store.write_bytes(self.path(DRIVER_LOG), Path(local).read_bytes())
+        return self.uri(DRIVER_LOG)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from haloc.errors import BadInputError
 
@@ -18,32 +19,45 @@ from .run_spec import RESUME_SAFE, RunSpec
 from .stages import STAGES, RunContext
 
 
-def run_pipeline(spec: RunSpec, console=None, reprofile: list[str] | None = None) -> dict:
+def run_pipeline(spec: RunSpec, console=None, reprofile: list[str] | None = None, *, verbose: bool = False,
+                 redirect: bool = False) -> dict:
     """Run (or resume) every stage of `spec`; returns the report dict.
 
     A rerun whose spec differs from the stored one redoes the first stage that reads a changed key
     and every later stage, keeping the earlier ones (orchestrator.stages.stages_to_redo); a change
     of the model or its data is refused. `reprofile`: hardware whose LUTs are measured again ([]:
     every hardware of the run), with every stage after profiling redone.
-    """
-    from rich.console import Console
 
+    Output (orchestrator.run_output): the project's lines on `console`; Ray's worker lines in the
+    run's log (`<run>/logs/driver.log`), and with `redirect` (the command line) everything else the
+    driver's descriptors 1 and 2 receive as well; `verbose` shows worker lines on the console too.
+    """
     from . import interrupts
     from .cluster import disconnect
+    from .run_output import RunOutput, terminal_console
 
-    console = console or Console(stderr=True, soft_wrap=True)  # a long line stays one line in a log
+    console = console or terminal_console()
+    output = RunOutput(console, verbose=verbose, progress=spec.progress)
     interrupts.install()
+    failed = True
     try:
-        return _run(spec, console, reprofile)
+        report = _run(spec, output, reprofile, redirect)
+        failed = False
+        return report
     finally:
-        disconnect()  # the embedded Ray stops with the run, however the run ends
+        try:
+            disconnect()  # the embedded Ray stops with the run, however the run ends
+        finally:
+            output.end(failed=failed)
 
 
-def _run(spec: RunSpec, console, reprofile: list[str] | None) -> dict:
+def _run(spec: RunSpec, output, reprofile: list[str] | None, redirect: bool) -> dict:
     from . import interrupts, preflight
     from .run_layout import RunLayout
+    from .run_output import duration
     from .store import Store, validate_run_id
 
+    console = output.console
     validate_run_id(spec.run_id)
     preflight.check_model(spec)
     profiles = preflight.resolve_profiles(spec)
@@ -57,13 +71,15 @@ def _run(spec: RunSpec, console, reprofile: list[str] | None) -> dict:
     layout = RunLayout(store, spec.run_id)
     if spec.luts_from:
         preflight.check_luts_from(store, spec, profiles)
-    _connect(spec, profiles, console)  # an unoffered resource fails here, before anything is written
+    _connect(spec, profiles, output, layout, redirect)  # an unoffered resource fails here, before anything is written
     interrupts.install()  # Ray installed its own handlers
     manifest = _open_manifest(layout, spec, console, reprofile)
+    output.relocate(layout.local_log_path())
+    output.name_log()
     if spec.luts_from and manifest.stage_state("profile") != "done":
         copied = layout.copy_luts_from(RunLayout(store, spec.luts_from), list(spec.hardware))
         console.print(f"LUTs from run {spec.luts_from}: {', '.join(copied) or 'none to copy'}")
-    ctx = RunContext(spec, layout, manifest, console, profiles)
+    ctx = RunContext(spec, layout, manifest, console, profiles, progress=output.event, live=output.live)
     label = " [bold yellow](demo: generated data, not real)[/]" if spec.is_demo else ""
     console.print(f"[bold]HALOC run[/] {spec.run_id}: {spec.model} on {spec.dataset}{label}")
     console.print(f"store: {ctx.layout.uri()}")
@@ -71,7 +87,7 @@ def _run(spec: RunSpec, console, reprofile: list[str] | None) -> dict:
         if manifest.stage_state(stage.name) == "done" and stage.name != "report":
             console.print(f"[dim]{stage.name}: done in an earlier attempt, skipped[/]")
             continue
-        console.rule(f"[bold]{stage.name}")
+        output.stage_start(stage.name)
         manifest.mark(stage.name, "running")
         started = time.monotonic()
         try:
@@ -91,10 +107,25 @@ def _run(spec: RunSpec, console, reprofile: list[str] | None) -> dict:
             if bad is not None and bad is not e:
                 raise bad from None  # a bad input found inside a Ray task: exit 2 with its message
             raise
-        manifest.mark(stage.name, "done", seconds=round(time.monotonic() - started, 1), **info)
+        seconds = time.monotonic() - started
+        manifest.mark(stage.name, "done", seconds=round(seconds, 1), **info)
+        output.stage_done(stage.name, seconds)
         interrupts.install()  # Tune and Train may have replaced them
-    console.print(f"[bold green]done[/]: report at {ctx.layout.uri('report.html')}")
+    uploaded = _upload_log(layout, output)
+    console.print(f"[bold green]done[/] in {duration(output.total())}: report at {ctx.layout.uri('report.html')}"
+                  + (f"; log at {uploaded}" if uploaded else ""))
     return ctx.report
+
+
+def _upload_log(layout, output) -> str | None:
+    """A remote store gets the run's log at the end (a local store has it in the run already)."""
+    if output.log_path is None:
+        return None
+    try:
+        return layout.upload_log(output.log_path)
+    except Exception as e:  # noqa: BLE001 - the run is done; a log that could not be copied is only said
+        output.console.print(f"note: the run's log stays at {output.log_path} (copying it to the store failed: {e})")
+        return None
 
 
 def _open_manifest(layout, spec: RunSpec, console, reprofile: list[str] | None):
@@ -155,12 +186,17 @@ def in_chain(e: BaseException, kind: type) -> BaseException | None:
     return None
 
 
-def _connect(spec: RunSpec, profiles: dict, console) -> None:
+def _connect(spec: RunSpec, profiles: dict, output, layout, redirect: bool) -> None:
     from .cluster import check_profiles_feasible, connect
     from .ray_compat import dashboard_url
 
+    import tempfile
+
+    # Ray's start-up output goes to a log already; it moves into the run once the run exists
+    output.begin(Path(tempfile.mkdtemp(prefix="haloc-log-")) / "driver.log", redirect=redirect)
     connect(spec.address)
+    output.attach_ray()
     check_profiles_feasible(list(profiles.values()))
     url = dashboard_url()
     if url:
-        console.print(f"Ray dashboard: http://{url}")
+        output.console.print(f"Ray dashboard: http://{url}")

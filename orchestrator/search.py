@@ -225,6 +225,15 @@ def _experiments(spec: SearchSpec, groups) -> list[tuple[str, dict, int, object]
     return out
 
 
+def _grid_size(space: dict) -> int:
+    """Trials of one sample of a param space (the product of its grid_search axes)."""
+    n = 1
+    for v in space.values():
+        if isinstance(v, dict) and "grid_search" in v:
+            n *= len(v["grid_search"])
+    return n
+
+
 def _tuner(layout: RunLayout, spec: SearchSpec, name: str, param_space: dict, num_samples: int,
            search_alg, trainable):
     from ray import tune
@@ -275,9 +284,11 @@ def _plain(v):
 
 
 def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = None,
-               callbacks=()) -> list[dict]:
+               callbacks=(), progress=None) -> list[dict]:
     """Run (or resume) the search of `run_id`; returns one record per trial, also in trials.json.
-    `callbacks`: TrialCallback instances run inside every trial (picklable)."""
+    `callbacks`: TrialCallback instances run inside every trial (picklable); `progress(event)`: the
+    driver's progress lines (the trials' own epochs arrive through workers.progress)."""
+    progress = progress or (lambda _event: None)
     from ray import tune
 
     from workers.search_trainable import search_trainable
@@ -297,10 +308,18 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
         ctx = _with_shared_weights(layout, spec, ctx)
     trainable = tune.with_resources(tune.with_parameters(search_trainable, context=ctx), _resources(spec))
     records = []
-    for name, space, samples, alg in _experiments(spec, prepared.groups):
+    experiments = _experiments(spec, prepared.groups)
+    trials = sum(samples * _grid_size(space) for _, space, samples, _ in experiments)
+    progress({"kind": "search_start", "trials": trials, "epochs": spec.epochs})
+    for name, space, samples, alg in experiments:
         tuner, restored = _tuner(layout, spec, name, space, samples, alg, trainable)
         grid = tuner.fit()
-        records += [dict(trial_record(r, name), restored=restored) for r in grid]
+        done = [dict(trial_record(r, name), restored=restored) for r in grid]
+        progress({"kind": "search_end"})
+        for r in done:
+            progress({"kind": "search_trial_done", "targets": r["targets"], "budget": r["budget"], "seed": r["seed"],
+                      "status": r["status"], "error": r["error"]})
+        records += done
     records.sort(key=lambda r: (str(r["targets"]), r["budget"] or 0, r["seed"] or 0, r["trial_id"]))
     layout.write_trials({"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})
     return records

@@ -23,6 +23,12 @@ class RunContext:
     console: object  # rich Console
     profiles: dict  # {name: HardwareProfile}, resolved once per run
     report: dict | None = None  # set by the report stage
+    progress: object = None  # progress(event): orchestrator.run_output's lines (None: silent)
+    live: bool = False  # a terminal with progress on: live bars and tables instead of lines
+
+    def say(self, event: dict) -> None:
+        if self.progress is not None:
+            self.progress(event)
 
     def data_config(self) -> dict:
         """The run's data set as haloc.data.DataConfig fields: the one shape every stage receives."""
@@ -73,9 +79,11 @@ class ProfileStage(Stage):
         from .verdicts import gate_message
 
         results = profile_model(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
-                                rank_step=s.rank_step, progress=s.progress, accept_noisy=s.accept_noisy_lut)
+                                rank_step=s.rank_step, progress=ctx.live, accept_noisy=s.accept_noisy_lut,
+                                console=ctx.console, say=ctx.say)
         cals = calibrate(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
-                         samples=s.calibration_samples, rank_step=s.rank_step, accept_noisy=s.accept_noisy_lut)
+                         samples=s.calibration_samples, rank_step=s.rank_step, accept_noisy=s.accept_noisy_lut,
+                         say=ctx.say)
         for hw, cal in cals.items():
             verdict = "[green]passed[/]" if cal.passed else "[bold red]FAILED, accepted (--accept-noisy-lut)[/]"
             ctx.console.print(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, {cal.within_10pct:.0%} of "
@@ -123,7 +131,7 @@ class SearchStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from .search import run_search
 
-        trials = run_search(ctx.layout.store, ctx.spec.run_id, self.spec(ctx))
+        trials = run_search(ctx.layout.store, ctx.spec.run_id, self.spec(ctx), progress=ctx.say)
         failed = [t for t in trials if t["status"] != "done"]
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(trials)} search trials did not finish "
@@ -174,7 +182,8 @@ class ValidateStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from .validate import run_validate
 
-        records = run_validate(ctx.layout.store, ctx.spec.run_id, ctx.layout.read_selected(), self.spec(ctx))
+        records = run_validate(ctx.layout.store, ctx.spec.run_id, ctx.layout.read_selected(), self.spec(ctx),
+                               progress=ctx.say)
         return {"configs": len(records)}
 
 

@@ -129,8 +129,9 @@ def _ratio(a, b):
 # ---- the stage ------------------------------------------------------------------------------------
 
 def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | dict, *,
-                 address: str | None = None) -> dict[str, dict]:
+                 address: str | None = None, progress=None) -> dict[str, dict]:
     """Validate every config whose record is missing; returns {config_id: record} for all configs.
+    `progress(event)`: a line per accuracy and per hardware's latencies as they arrive.
 
     The original model's record (`baseline.json`) is measured on the hardware it lacks and stored;
     `records["__baseline__"]` is not returned: read it with `load_baseline`.
@@ -184,11 +185,24 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
                     for p in profiles if p not in timed_later}
         predictions = _lut_predictions(layout, model, profiles, batches,
                                        {"__baseline__": {}, **{cid: c.ranks for cid, c in todo}})
-        accuracy = {cid: ray.get(ref) for cid, ref in eval_refs.items()}
-        latencies = {name: ray.get(ref) for name, ref in lat_refs.items()}  # [baseline, config...] per hw
+        say = progress or (lambda _event: None)
+        accuracy, latencies = {}, {}
+        for cid, ref in eval_refs.items():
+            accuracy[cid] = ray.get(ref)
+            name = "the original" if cid == "__baseline__" else cid
+            say({"kind": "validate", "what": f"{name}: top-1 {accuracy[cid]['top1']:.3f} on {accuracy[cid]['n']} "
+                                             "validation images"})
+        for name, ref in lat_refs.items():  # [baseline, config...] per hw
+            latencies[name] = ray.get(ref)
+            say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models simulated"})
         timed = {p.name: actors[p.name].measure_models.remote(model, rank_sets, batches[p.name])
                  for p in timed_later}
-        latencies.update({name: ray.get(ref) for name, ref in timed.items()})
+        if timed:
+            say({"kind": "validate", "what": f"timing {len(rank_sets)} models (the original first) on "
+                                             f"{', '.join(timed)}, interleaved"})
+        for name, ref in timed.items():
+            latencies[name] = ray.get(ref)
+            say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models timed"})
     finally:
         pool.stop()
 

@@ -46,7 +46,7 @@ def run_weights(layout: RunLayout, spec: WeightsSpec, console=None) -> dict:
     if console is not None:
         console.print(f"no --weights: training the original {name} for {train['epochs']} epochs "
                       f"(checkpoints in {layout.uri('weights/pretrain')})")
-    loop = loop_config(spec.model, {}, spec.data, train, spec.num_classes)
+    loop = loop_config(spec.model, {}, spec.data, train, spec.num_classes, label=("training the original", name))
     state, metrics = run_job(layout.pretrain_store(), PRETRAIN_JOB, loop, spec.workers, f"training the original {name}")
     layout.write_weights(state.model)
     last = state.history[-1] if state.history else {}

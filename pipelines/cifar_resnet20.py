@@ -1,8 +1,6 @@
 """python -m pipelines.cifar_resnet20 [--preset demo|paper] [--data ...] [--store ...] (see --help)."""
-import sys
-
-from .cli import main
+from .cli import run_and_exit
 from .presets import CIFAR_RESNET20
 
 if __name__ == "__main__":
-    sys.exit(main(CIFAR_RESNET20))
+    run_and_exit(CIFAR_RESNET20)

@@ -58,7 +58,9 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
     p.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"), help="demo data: samples per split")
     p.add_argument("--calibration-samples", type=int, help="whole-model measurements that calibrate each LUT")
     p.add_argument("--multi-target", action="store_true", help="one search with a budget on every hardware at once")
-    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of progress bars")
+    p.add_argument("--no-progress", action="store_true", help="plain, complete lines instead of live bars and tables")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's, Tune's and Train's own output too (otherwise it goes to <run>/logs/driver.log)")
     p.add_argument("--accept-noisy-lut", action="store_true",
                    help="go on with a LUT that failed its quality gate (the report marks it; exit 3)")
     p.add_argument("--allow-miss", action="store_true",
@@ -155,8 +157,9 @@ def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
         from orchestrator.runner import run_pipeline
         from orchestrator.verdicts import misses
 
-        report = run_pipeline(spec, reprofile=args.reprofile)
+        report = run_pipeline(spec, reprofile=args.reprofile, verbose=args.verbose, redirect=True)
         problems = misses(report)
+        print(verdict_summary(report), file=sys.stderr)
         for line in problems:
             print(f"verdict: {line}", file=sys.stderr)
         if problems and not spec.allow_miss:
@@ -170,6 +173,28 @@ def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
             raise
         print(line, file=sys.stderr)
         return code
+
+
+def run_and_exit(defaults: PipelineDefaults) -> None:
+    """`python -m pipelines.X`: main's exit code, without the interpreter's teardown. By then the run has
+    ended, Ray is disconnected and every line is flushed; what is left are threads of Ray's core worker
+    and torch, whose teardown at interpreter exit can crash and turn a finished run's code into a
+    signal's (seen once in the suite: every stage done, the report written, a non-zero exit)."""
+    import os
+
+    code = main(defaults)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def verdict_summary(report: dict) -> str:
+    """One line: how many results met their budget on measurement, on every target they name."""
+    results = report.get("results", [])
+    met = [r for r in results if r.get("budget_check") and all(c.get("met") for c in r["budget_check"].values())]
+    noisy = [hw for hw, q in (report.get("lut_quality") or {}).items() if not q.get("passed", True)]
+    tail = f"; LUT(s) that failed the quality gate, accepted: {', '.join(noisy)}" if noisy else ""
+    return f"verdicts: {len(met)} of {len(results)} result(s) met their budget on measurement{tail}"
 
 
 def classify(e: BaseException) -> tuple[int | None, str]:

@@ -1,8 +1,6 @@
 """python -m pipelines.imagenet_resnet18 [--preset demo|paper] [--data ...] [--store ...] (see --help)."""
-import sys
-
-from .cli import main
+from .cli import run_and_exit
 from .presets import IMAGENET_RESNET18
 
 if __name__ == "__main__":
-    sys.exit(main(IMAGENET_RESNET18))
+    run_and_exit(IMAGENET_RESNET18)

@@ -33,8 +33,9 @@ STATE_FILE = "state.pt"  # inside each reported checkpoint directory
 
 def loop_config(model, ranks: dict, data: dict, train: dict, num_classes: int | None = None,
                 weights: str | None = None, model_state: dict | None = None,
-                max_epochs: int | None = None) -> dict:
-    """The `train_loop_config` of one fine-tune (validated here, on the driver, before Ray runs it)."""
+                max_epochs: int | None = None, label: tuple[str, str] | None = None) -> dict:
+    """The `train_loop_config` of one fine-tune (validated here, on the driver, before Ray runs it).
+    `label`: (stage, job) named in the progress lines, e.g. ("fine-tune", "cpu-b0.6")."""
     from haloc.data import DataConfig
     from haloc.errors import BadInputError
     from haloc.train import TrainConfig
@@ -45,7 +46,7 @@ def loop_config(model, ranks: dict, data: dict, train: dict, num_classes: int | 
         raise BadInputError(f"max_epochs={max_epochs!r} must be a positive int or None")
     ranks = {k: list(v) if isinstance(v, tuple) else v for k, v in ranks.items()}
     return dict(model=model, num_classes=num_classes, ranks=ranks, weights=weights, model_state=model_state,
-                data=dict(data), train=dict(train), max_epochs=max_epochs)
+                data=dict(data), train=dict(train), max_epochs=max_epochs, label=list(label) if label else None)
 
 
 def build_models(config: dict):
@@ -92,6 +93,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     from haloc.train import TrainConfig, TrainState, finetune
 
+    from .progress import emit
+
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cfg = TrainConfig.from_dict(config["train"])
@@ -117,6 +120,11 @@ def train_loop_per_worker(config: dict) -> None:
                 state.save(Path(tmp) / STATE_FILE)
             ckpt = ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None
             ray.train.report(_flat(entry, state.epoch, start, cfg.epochs), checkpoint=ckpt)
+        if rank == 0 and config.get("label"):
+            stage, job = config["label"]
+            train_m, val_m = entry.get("train") or {}, entry.get("val") or {}
+            emit("train_epoch", stage=stage, job=job, epoch=state.epoch, epochs=cfg.epochs,
+                 train_loss=train_m.get("loss"), train_top1=train_m.get("top1"), val_top1=val_m.get("top1"))
 
     # Rank 0 evaluates the whole validation set on the unwrapped model (no collectives needed).
     result = finetune(model, teacher, train_loader, val_loader, cfg, state=state,

@@ -227,6 +227,8 @@ def _publish_progress(config: dict, epoch: int, epochs: int, report: dict) -> No
     """Search progress as Ray metrics (dashboard / Prometheus): epoch share done and held-out accuracy."""
     from ray.util.metrics import Gauge
 
+    from .progress import emit
+
     if not _GAUGES:
         keys = ("targets", "budget", "seed")
         _GAUGES["progress"] = Gauge("haloc_search_progress", "share of a search trial's epochs done", keys)
@@ -235,6 +237,19 @@ def _publish_progress(config: dict, epoch: int, epochs: int, report: dict) -> No
     _GAUGES["progress"].set(epoch / max(1, epochs), tags=tags)
     if report.get("heldout_acc") is not None:
         _GAUGES["acc"].set(float(report["heldout_acc"]), tags=tags)
+    costs = {k.split("/", 1)[1]: v for k, v in report.items() if k.startswith("expected_over_budget/")}
+    emit("search_epoch", trial_id=_trial_id(), targets=str(config.get("targets")),
+         budget=config.get("budget"), seed=config.get("seed"), epoch=epoch, epochs=epochs,
+         heldout_acc=report.get("heldout_acc"), cost_over_budget=costs)
+
+
+def _trial_id() -> str | None:
+    try:
+        from ray import tune
+
+        return tune.get_context().get_trial_id()
+    except Exception:  # noqa: BLE001 - outside Tune (a direct call): the line names the trial by its config
+        return None
 
 
 def _epoch_report(metrics: dict, tables) -> dict:

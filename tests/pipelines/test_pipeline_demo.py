@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,29 @@ def check_contract(report: dict, hardware: list[str]) -> None:
         assert set(r["artifacts"]) >= {"model", "ranks", "onnx"}
 
 
+def check_terminal_output(shown: str, run: Path, report: dict) -> None:
+    """What a user sees with --no-progress into a file (issue 15): only the project's own lines, one
+    per stage event, complete (no escape codes, no cut ids), each stage's time, the total and the
+    verdicts; Ray's, Tune's and Train's lines in the run's log instead."""
+    assert "pid=" not in shown and "\x1b[" not in shown and "…" not in shown, shown[-3000:]
+    for noise in ("Checkpoint successfully created", "TrainingReport(", "PreemptionWatcher", "TensorBoard"):
+        assert noise not in shown, noise
+    log = run / "logs" / "driver.log"
+    assert f"Ray's and the workers' output: {log}" in shown
+    assert "pid=" in log.read_text()  # the worker lines went somewhere a user can read them
+    for stage in ("weights", "profile", "search", "select", "finetune", "validate", "report"):
+        assert f"\n{stage}: done in " in shown, stage
+    assert "training the original resnet20: epoch 1/1, loss " in shown
+    assert "profile asic: 0/" in shown and "profile cpu: calibrating the LUT" in shown
+    assert "search: 2 trial(s), 2 epoch(s) each" in shown
+    for r in report["results"]:
+        cid = r["config_id"]
+        assert f"search {r['hardware']} budget 0.9 seed 0: epoch 2/2, held-out acc " in shown
+        assert f"fine-tune {cid}: epoch 2/2, loss " in shown and f"validate {cid}: top-1 " in shown
+    assert "validate cpu: 3 models timed" in shown and "validate asic: 3 models simulated" in shown
+    assert re.search(r"\ndone in [0-9].*: report at ", shown) and "\nverdicts: " in shown
+
+
 # CPU timing on the shared test machine may be noisy: this test is about the stages, not the verdicts
 # (tests/pipelines/test_verdicts.py), so it accepts a noisy LUT and a missed budget, and checks that
 # the report says so consistently.
@@ -86,6 +110,7 @@ def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
                ("weights", "profile", "search", "select", "finetune", "validate", "report"))
     assert (run / "luts" / "cpu.parquet").is_file() and (run / "luts" / "asic.parquet").is_file()
     assert "report at" in proc.stderr and "store:" in proc.stderr
+    check_terminal_output(proc.stdout + proc.stderr, run, report)
     assert set(report["lut_quality"]) == {"cpu", "asic"} and report["lut_quality"]["asic"]["passed"] is True
     for r in report["results"]:
         assert set(r["budget_check"]) == {r["hardware"]}

@@ -10,8 +10,13 @@ artifacts (validate records, baseline, selected.json, the search's trials.json, 
 Beyond the contract each result carries: `config_id`, `targets`, `budget_metric`, `best_seed`,
 `ideal_speedup` (original FLOPs / compressed FLOPs) and `speedup_share` (measured / ideal),
 `lut_error` ((predicted - measured) / measured), `heldout_acc` over seeds, `per_seed` (each search
-trial's held-out accuracy and predicted cost), the fine-tune history and `onnx_max_abs_diff`.
-A report on generated data says so in `dataset`, in `demo: true`, and at the top of the HTML.
+trial's held-out accuracy, predicted cost and per-epoch search curve), the fine-tune history,
+`onnx_max_abs_diff`, `lut_sum_ms`, and `rank_fraction` / `kept_whole` (each layer's rank over its max).
+The report adds `recommendations` (per hardware and budget: the most accurate config that met it on
+measurement, or none and the closest miss), `pareto` ({hw: configs on the accuracy / measured latency
+front}), `calibration` ({hw: the LUT's fit, its calibration points and the validated models as held-out
+points}) and `stages` (the manifest's stage times). A report on generated data says so in `dataset`, in
+`demo: true`, and at the top of the HTML. The page itself: orchestrator/report_page.py.
 """
 from __future__ import annotations
 

@@ -319,7 +319,7 @@ def _check_badge(r: dict, hw: str) -> str:
     check = (r.get("budget_check") or {}).get(hw)
     if not check:
         return "<span class='dim'>&middot;</span>"
-    noise = " <span class='noise' title='the budget lies inside the measured spread: a rerun may decide otherwise'>" \
+    noise = "<br><span class='noise' title='the budget lies inside the measured spread: a rerun may decide otherwise'>" \
             "within noise</span>" if check.get("within_noise") else ""
     ratio = _finite(check.get("ratio"))
     figs = f" {ratio:.3f} / {r['budget']:g}" if ratio is not None else ""
@@ -352,13 +352,13 @@ def verdict_section(report: dict, styles: dict) -> str:
                     "<span class='noise'>within noise</span>" if x["within_noise"] else "",
                     f"{len(x['met_by'])} of {x['candidates']} configs fit" if x["candidates"] > 1 else ""]
             rows.append(f"<tr class='met'><td>{hw}</td><td>{budget}</td><td>{_cfg(styles, x['config_id'])}</td>"
-                        f"<td>{_fmt(x['top1'])}</td><td>{' · '.join(n for n in note if n)}</td></tr>")
+                        f"<td>{_fmt(x['top1'])}</td><td class='notes'>{' · '.join(n for n in note if n)}</td></tr>")
         else:
             close = x.get("closest")
             note = (f"closest: {_cfg(styles, close['config_id'])} at {close['ratio']:.3f} of the original"
                     if close else "no config was measured here")
             rows.append(f"<tr class='missed'><td>{hw}</td><td>{budget}</td><td><span class='bad'>none met</span></td>"
-                        f"<td>-</td><td>{note}</td></tr>")
+                        f"<td>-</td><td class='notes'>{note}</td></tr>")
     ship = _table(["hardware", "budget (of the original)", "ship", "top-1", "notes"], rows, "ship") if rows else ""
     targets = [h for h in report["hardware"] if any(h in (r.get("budget_check") or {}) for r in report["results"])]
     targets += sorted({h for r in report["results"] for h in (r.get("budget_check") or {})} - set(targets))
@@ -414,11 +414,12 @@ def _link(report: dict, kind: str, path: str) -> str:
 
 def results_tables(report: dict, styles: dict) -> str:
     b = report["baseline"]
-    head = ["config", "target", f"budget ({e(report.get('budget_metric', ''))})", "verdict (measured)", "LUT's view", "top-1", "top-5", "held-out (seeds)",
-            "FLOPs red.", "params", "ideal", "artifacts"]
+    head = ["config", "target", f"budget <span class='dim'>{e(report.get('budget_metric', ''))}</span>",
+            "verdict (measured)", "LUT's view", "top-1 / top-5", "held-out (seeds)", "FLOPs cut (ideal)", "params",
+            "artifacts"]
     rows = [f"<tr class='base'><td>{_cfg(styles, 'original')}</td><td>-</td><td>-</td><td>-</td><td>-</td>"
-            f"<td>{_fmt(b['top1'])}</td><td>{_fmt(b['top5'])}</td><td>-</td><td>{b['flops'] / 1e6:,.1f} M</td>"
-            f"<td>{b['params'] / 1e6:,.2f} M</td><td>1.00x</td><td>-</td></tr>"]
+            f"<td>{_fmt(b['top1'])} / {_fmt(b['top5'])}</td><td>-</td><td>{b['flops'] / 1e6:,.1f} MFLOPs</td>"
+            f"<td>{b['params'] / 1e6:,.2f} M</td><td>-</td></tr>"]
     for r in report["results"]:
         held = r.get("heldout_acc") or {}
         seeds = (f"{_fmt(held.get('mean'))} &plusmn; {_fmt(held.get('std'))} <span class='dim'>n={len(r['seeds'])}"
@@ -427,10 +428,10 @@ def results_tables(report: dict, styles: dict) -> str:
         missed = any(not c.get("met") for c in r["budget_check"].values())
         arts = " ".join(_link(report, k, p) for k, p in r["artifacts"].items())
         rows.append(f"<tr class='{'missed' if missed else 'met'}'><td>{_cfg(styles, _label(r))}</td>"
-                    f"<td>{e(r['hardware'])}</td><td>{r['budget']:g}</td><td>{_verdict_cell(r)}</td><td>{lut}</td><td><b>{_fmt(r['top1'])}</b></td>"
-                    f"<td>{_fmt(r['top5'])}</td><td>{seeds}</td><td>{100 * r['flops_reduction']:.1f}%</td>"
-                    f"<td>{r['params'] / 1e6:,.2f} M</td><td>{_fmt(r.get('ideal_speedup'), '.2f')}x</td>"
-                    f"<td class='arts'>{arts}</td></tr>")
+                    f"<td>{e(r['hardware'])}</td><td>{r['budget']:g}</td><td>{_verdict_cell(r)}</td><td>{lut}</td>"
+                    f"<td><b>{_fmt(r['top1'])}</b> / {_fmt(r['top5'])}</td><td>{seeds}</td>"
+                    f"<td>{100 * r['flops_reduction']:.1f}% <span class='dim'>({_fmt(r.get('ideal_speedup'), '.2f')}x)"
+                    f"</span></td><td>{r['params'] / 1e6:,.2f} M</td><td class='arts'>{arts}</td></tr>")
     main = _table(head, rows, "results")
     hw = report["hardware"]
     lat_rows = [f"<tr class='base'><td>{_cfg(styles, 'original')}</td>"
@@ -548,8 +549,8 @@ nav { font-size: 0.85em; margin: 0.3em 0 0.8em; } nav a { margin-right: 0.9em; c
 .wrap { overflow-x: auto; max-width: 100%; margin: 0.3em 0 0.6em; }
 table { border-collapse: collapse; font-size: 0.84em; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 9px; text-align: left; vertical-align: top; }
-th { background: var(--bg2); font-weight: 600; white-space: nowrap; }
-td { white-space: nowrap; } tr.base td { color: #555; background: #fafafa; }
+th { background: var(--bg2); font-weight: 600; }
+td { white-space: nowrap; } td.notes { white-space: normal; min-width: 16em; } tr.base td { color: #555; background: #fafafa; }
 tr.missed td:first-child, td.cmiss { box-shadow: inset 3px 0 0 #b02a37; }
 tr.met td:first-child, td.cmet { box-shadow: inset 3px 0 0 #2e7d32; }
 table.ship td { font-size: 1.05em; padding: 6px 12px; }

@@ -76,6 +76,12 @@ def _tag(ax, x, y, style: Style) -> None:
                 color=style.color, fontweight="bold")
 
 
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 2.2 or -0.04
+
+
 def _spread(r: dict, hw: str) -> tuple:
     check = (r.get("budget_check") or {}).get(hw) or {}
     lo = r.get("measured_latency_p10_ms", {}).get(hw, check.get("measured_p10_ms"))
@@ -96,7 +102,7 @@ def plot_accuracy_latency(report: dict, hw: str, styles: dict) -> str:
         lo, hi = _spread(r, hw)
         if lo is not None and hi is not None:
             ax.errorbar([x], [r["top1"]], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]], fmt="none", ecolor=st.color,
-                        alpha=0.6, lw=1)
+                        alpha=0.6, lw=1, capsize=3)
         own = hw in r.get("targets", [])
         ax.scatter([x], [r["top1"]], s=55, zorder=3, color=st.color if own else "white", edgecolors=st.color,
                    linewidths=1.6)
@@ -194,6 +200,8 @@ def plot_speedup(report: dict, hw: str, styles: dict) -> str:
 def plot_ranks(report: dict, styles: dict) -> str:
     """Each layer's rank as a fraction of its max rank, configs side by side (hatched: kept whole; the
     rank is written at each bar's end, so rank 1 shows too)."""
+    from matplotlib.colors import to_rgb
+
     names, results = report["layers"]["names"], report["results"]
     k = max(len(results), 1)
     fig, (ax,) = _figure(7.5, max(2.5, len(names) * (0.075 * k + 0.13) + 0.9))
@@ -212,7 +220,9 @@ def plot_ranks(report: dict, styles: dict) -> str:
             if frac is None:
                 ax.text(0.01, y, f"rank {text}", va="center", fontsize=small, color=st.color)
                 continue
-            ax.barh(y, frac, height=height * 0.92, color=st.color, alpha=0.35 if whole else 0.9,
+            # kept whole: an opaque pale face under a full-colour hatch (alpha would fade the hatch with it)
+            pale = tuple(0.3 * c + 0.7 for c in to_rgb(st.color))
+            ax.barh(y, frac, height=height * 0.92, color=pale if whole else st.color,
                     hatch="////" if whole else None, edgecolor=st.color, lw=0.5)
             ax.text(frac + 0.01, y, text, va="center", fontsize=small, color="#333")
     ax.set_yticks(range(len(names)))
@@ -267,6 +277,7 @@ def plot_search(report: dict, hw: str, styles: dict) -> str | None:
     cost.set_title(f"{hw_label(report, hw)}: expected cost / budget per epoch")
     for ax in (acc, cost):
         ax.set_xlabel("search epoch")
+        _integer_ticks(ax)
     acc.set_ylabel("held-out accuracy")
     cost.set_ylabel("expected cost / budget")
     return _svg(fig)
@@ -292,6 +303,7 @@ def plot_finetune(report: dict, styles: dict) -> str | None:
     loss.set_title("fine-tune: training loss per epoch")
     for ax in (acc, loss):
         ax.set_xlabel("epoch")
+        _integer_ticks(ax)
     acc.set_ylabel("validation top-1")
     loss.set_ylabel("training loss")
     return _svg(fig)
@@ -348,7 +360,7 @@ def verdict_section(report: dict, styles: dict) -> str:
                                        if x.get("budget_ms") is not None else "")
         if x["config_id"]:
             note = [f"measured {x['measured_ms']:.3g} ms" if x.get("measured_ms") is not None else "",
-                    "" if x["basis"] == "budget check" else e(x["basis"] or ""),
+                    "" if x["basis"] == "budget check" else "measured there, searched for other hardware",
                     "<span class='noise'>within noise</span>" if x["within_noise"] else "",
                     f"{len(x['met_by'])} of {x['candidates']} configs fit" if x["candidates"] > 1 else ""]
             rows.append(f"<tr class='met'><td>{hw}</td><td>{budget}</td><td>{_cfg(styles, x['config_id'])}</td>"

@@ -10,13 +10,16 @@ artifacts (validate records, baseline, selected.json, the search's trials.json, 
 Beyond the contract each result carries: `config_id`, `targets`, `budget_metric`, `best_seed`,
 `ideal_speedup` (original FLOPs / compressed FLOPs) and `speedup_share` (measured / ideal),
 `lut_error` ((predicted - measured) / measured), `heldout_acc` over seeds, `per_seed` (each search
-trial's held-out accuracy and predicted cost), the fine-tune history and `onnx_max_abs_diff`.
-A report on generated data says so in `dataset`, in `demo: true`, and at the top of the HTML.
+trial's held-out accuracy, predicted cost and per-epoch search curve), the fine-tune history,
+`onnx_max_abs_diff`, `lut_sum_ms`, and `rank_fraction` / `kept_whole` (each layer's rank over its max).
+The report adds `recommendations` (per hardware and budget: the most accurate config that met it on
+measurement, or none and the closest miss), `pareto` ({hw: configs on the accuracy / measured latency
+front}), `calibration` ({hw: the LUT's fit, its calibration points and the validated models as held-out
+points}) and `stages` (the manifest's stage times). A report on generated data says so in `dataset`, in
+`demo: true`, and at the top of the HTML. The page itself: orchestrator/report_page.py.
 """
 from __future__ import annotations
 
-import html
-import io
 import math
 import statistics
 
@@ -105,6 +108,7 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
         "budget_check": dict(validation.get("budget_check") or {}),  # the measurement's
         "measured_latency_p10_ms": dict(validation.get("measured_latency_p10_ms") or {}),
         "measured_latency_p90_ms": dict(validation.get("measured_latency_p90_ms") or {}),
+        "lut_sum_ms": {h: _finite(v) for h, v in (validation.get("lut_sum_ms") or {}).items()},
         "top1": validation["top1"], "top5": validation["top5"], "heldout_acc": held, "per_seed": per_seed,
         "finetune": _history(finetune), "onnx_max_abs_diff": _finite(validation.get("onnx_max_abs_diff")),
         "artifacts": {k: validation["artifacts"][k] for k in ("model", "ranks", "onnx")},
@@ -128,13 +132,15 @@ def _summary(results: list[dict], hardware: list[str]) -> dict:
 def build_report(run_id: str, model: str, dataset: str, hardware: list[str], baseline: dict,
                  validations, *, trials: list[dict] | None = None, finetunes: dict | None = None,
                  max_ranks: dict | None = None, budget_metric: str = "latency", store_uri: str | None = None,
-                 extra: dict | None = None, lut_quality: dict | None = None, simulated: list[str] = ()) -> dict:
+                 extra: dict | None = None, lut_quality: dict | None = None, simulated: list[str] = (),
+                 calibrations: dict | None = None, stages: dict | None = None) -> dict:
     """The report dict (docs/design.md section 4, plus the extras listed in the module docstring).
 
     `validations`: validate records (a list, or {config_id: record}); `baseline`: the original model's
     validate record; `trials`: the search's trial records (per-seed points); `finetunes`:
     {config_id: fine-tune record}; `max_ranks`: {layer: max rank}, for the ranks plot; `lut_quality`:
-    {hw: orchestrator.verdicts.lut_quality}; `simulated`: hardware whose "measured" latency is simulated.
+    {hw: orchestrator.verdicts.lut_quality}; `simulated`: hardware whose "measured" latency is simulated;
+    `calibrations`: {hw: Calibration or its dict}; `stages`: the manifest's {stage: record}.
     """
     records = list(validations.values()) if isinstance(validations, dict) else list(validations)
     missing = [k for k in BASELINE_KEYS if k not in baseline]
@@ -147,6 +153,7 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
     base = {"flops": int(baseline["flops"]), "params": int(baseline["params"]), "top1": baseline["top1"],
             "top5": baseline["top5"], "latency_ms": {h: _finite(v) for h, v in baseline["latency_ms"].items()},
             "predicted_latency_ms": {h: _finite(v) for h, v in (baseline.get("predicted_latency_ms") or {}).items()},
+            "lut_sum_ms": {h: _finite(v) for h, v in (baseline.get("lut_sum_ms") or {}).items()},
             "latency_batch": dict(baseline.get("latency_batch") or {})}
     layers = list(max_ranks or {})  # the model's layer order, where known
     layers += sorted({n for r in results for n in r["ranks"]} - set(layers))
@@ -155,12 +162,142 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
               "budget_metric": budget_metric, "baseline": base, "results": results,
               "lut_quality": dict(lut_quality or {}), "summary": _summary(results, list(hardware)),
               "layers": {"names": layers, "max_ranks": dict(max_ranks or {})}}
+    for r in results:
+        r["rank_fraction"], r["kept_whole"] = rank_fractions(r["ranks"], layers, report["layers"]["max_ranks"])
+    report["pareto"] = {h: pareto_front(report, h) for h in hardware}
+    report["recommendations"] = recommend(report)
+    report["calibration"] = {h: calibration_view(c, results, base, h) for h, c in (calibrations or {}).items()
+                             if c is not None}
+    report["stages"] = stage_times(stages or {})
     report["warnings"] = _warnings(report)
     if store_uri:
         report["store"] = store_uri
     if extra:
         report.update({k: v for k, v in extra.items() if k not in report})
     return report
+
+
+def _top_rank(v):
+    return max(v) if isinstance(v, (list, tuple)) else v
+
+
+def rank_fractions(ranks: dict, layers: list[str], max_ranks: dict) -> tuple[dict, list[str]]:
+    """({layer: rank / max rank}, [layers kept whole]). Absent from the ranks JSON, rank 0 (KEEP_WHOLE)
+    or at least the max rank: kept whole (haloc.decomposition's rule), fraction 1.0. Unknown max: None."""
+    fractions, whole = {}, []
+    for n in layers:
+        r, top = _top_rank(ranks.get(n)), max_ranks.get(n)
+        if r is None or r == 0 or (top and r >= top):
+            whole.append(n)
+            fractions[n] = 1.0
+        else:
+            fractions[n] = r / top if top else None
+    return fractions, whole
+
+
+def _label(r: dict) -> str:
+    return r.get("config_id") or r["hardware"]
+
+
+def pareto_front(report: dict, hw: str) -> list[str]:
+    """The configs (and "original") that no other is better than on `hw` in both measured latency and
+    top-1, fastest first."""
+    b = report["baseline"]
+    pts = [(_label(r), r["measured_latency_ms"].get(hw), r["top1"]) for r in report["results"]]
+    pts.append(("original", b["latency_ms"].get(hw), b["top1"]))
+    pts = [p for p in pts if p[1] is not None and _finite(p[2]) is not None]
+    front = [p for p in pts if not any(q[1] <= p[1] and q[2] >= p[2] and (q[1] < p[1] or q[2] > p[2]) for q in pts)]
+    return [p[0] for p in sorted(front, key=lambda p: (p[1], -p[2]))]
+
+
+def _fits(r: dict, hw: str, budget: float, base: dict) -> dict | None:
+    """Does result `r` fit `budget` (a fraction of the original) on `hw`, on measurement? Its own paired
+    budget check where it has one (a tighter budget met is met here too), else its measured median on
+    `hw` against `budget` x the original's. None: not measured there."""
+    check = (r.get("budget_check") or {}).get(hw)
+    if check and _finite(check.get("budget_ms")) and r["budget"]:
+        limit = budget * check["budget_ms"] / r["budget"]  # the original's median of the same paired session
+        lo, hi = _finite(check.get("ratio_p10")), _finite(check.get("ratio_p90"))
+        return {"met": bool(check["measured_ms"] <= limit * (1 + 1e-9)), "measured_ms": check["measured_ms"],
+                "budget_ms": limit, "basis": "budget check", "ratio": check["measured_ms"] * budget / limit,
+                "within_noise": lo is not None and hi is not None and lo != hi and lo <= budget <= hi}
+    if check and "budget_flops" in check:
+        limit = budget * check["budget_flops"] / r["budget"]
+        return {"met": bool(check["measured_flops"] <= limit * (1 + 1e-9)), "measured_ms": None, "budget_ms": None,
+                "basis": "FLOPs", "ratio": check["measured_flops"] * budget / limit, "within_noise": False}
+    ms, orig = r["measured_latency_ms"].get(hw), base["latency_ms"].get(hw)
+    if ms is None or not orig:
+        return None
+    lo, hi = _finite(r["measured_latency_p10_ms"].get(hw)), _finite(r["measured_latency_p90_ms"].get(hw))
+    return {"met": bool(ms <= budget * orig * (1 + 1e-9)), "measured_ms": ms, "budget_ms": budget * orig,
+            "basis": "measured (searched for other hardware)", "ratio": ms / orig,
+            "within_noise": lo is not None and hi is not None and lo <= budget * orig <= hi}
+
+
+def recommend(report: dict) -> list[dict]:
+    """Which model to ship: per hardware and budget searched for it, the most accurate config that met
+    the budget there on measurement (ties: the faster), or none, with the closest miss."""
+    out = []
+    for hw in report["hardware"] + (["flops"] if report.get("budget_metric") == "flops" else []):
+        budgets = sorted({r["budget"] for r in report["results"] if hw in r.get("targets", [])
+                          or hw in (r.get("budget_check") or {})})
+        for budget in budgets:
+            fits = [(r, f) for r in report["results"] if (f := _fits(r, hw, budget, report["baseline"])) is not None]
+            met = [(r, f) for r, f in fits if f["met"]]
+            rec = {"hardware": hw, "budget": budget, "config_id": None, "top1": None, "measured_ms": None,
+                   "budget_ms": next((f["budget_ms"] for _, f in fits if f["basis"] == "budget check"), None),
+                   "basis": None, "within_noise": False, "met_by": [_label(r) for r, _ in met],
+                   "candidates": len(fits), "closest": None}
+            if met:
+                r, f = max(met, key=lambda rf: (rf[0]["top1"], -(rf[1]["measured_ms"] or 0)))
+                rec.update(config_id=_label(r), top1=r["top1"], measured_ms=f["measured_ms"], basis=f["basis"],
+                           within_noise=f["within_noise"], budget_ms=f["budget_ms"])
+            elif fits:
+                r, f = min(fits, key=lambda rf: rf[1]["ratio"])
+                rec["closest"] = {"config_id": _label(r), "ratio": f["ratio"], "measured_ms": f["measured_ms"]}
+            out.append(rec)
+    return out
+
+
+def calibration_view(cal, results: list[dict], base: dict, hw: str) -> dict:
+    """A LUT's calibration for the report: the fit, every calibration point (each held out once, its
+    leave-one-out error), and the validated models as held-out points never fitted on."""
+    c = cal if isinstance(cal, dict) else cal.to_dict()
+    a, b = float(c["a_ms"]), float(c["b"])
+    points = [{k: p.get(k) for k in ("lut_sum_ms", "measured_ms", "loo_error", "p10_ms", "p90_ms")}
+              for p in c.get("points") or []]  # the ranks are left out: the sums are what was fitted
+    held = []
+    for cid, sums, pred, meas in ([("original", base["lut_sum_ms"], base["predicted_latency_ms"], base["latency_ms"])]
+                                  + [(_label(r), r["lut_sum_ms"], r["predicted_latency_ms"], r["measured_latency_ms"])
+                                     for r in results]):
+        p, m = pred.get(hw), meas.get(hw)
+        s = sums.get(hw) if sums.get(hw) is not None else ((p - a) / b if p is not None and b > 0 else None)
+        if p is not None and m:
+            held.append({"config_id": cid, "lut_sum_ms": s, "predicted_ms": p, "measured_ms": m,
+                         "error": (p - m) / m})
+    share = sum(abs(h["error"]) <= 0.10 for h in held) / len(held) if held else None
+    return {"a_ms": a, "b": b, "samples": c.get("samples", len(points)), "within_10pct": c.get("within_10pct"),
+            "median_rel_error": c.get("median_rel_error"), "gate": c.get("gate"), "passed": c.get("passed"),
+            "rounds": c.get("rounds"), "remeasured_rows": c.get("remeasured_rows"), "points": points,
+            "heldout": held, "heldout_within_10pct": share}
+
+
+def _seconds(started, finished):
+    import datetime as dt
+
+    try:
+        return (dt.datetime.fromisoformat(finished) - dt.datetime.fromisoformat(started)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def stage_times(stages: dict) -> dict:
+    """{stage: {state, started, finished, seconds, attempts}} from the manifest's stage records, in the
+    order they started (never started: last)."""
+    order = sorted(stages, key=lambda n: (stages[n].get("started") is None, stages[n].get("started") or "", n))
+    return {n: {"state": stages[n].get("state"), "started": stages[n].get("started"),
+                "finished": stages[n].get("finished"), "attempts": stages[n].get("attempts"),
+                "seconds": _seconds(stages[n].get("started"), stages[n].get("finished"))} for n in order}
 
 
 def _warnings(report: dict) -> list[str]:
@@ -177,6 +314,19 @@ def _warnings(report: dict) -> list[str]:
         if lut_ok is not None and bool(lut_ok) != all(c.get("met") for c in r["budget_check"].values()):
             out.append(f"{r['config_id']}: the LUT predicted {'within' if lut_ok else 'over'} budget, the "
                        f"measurement says {'met' if not lut_ok else 'missed'}")
+    for hw, q in report["lut_quality"].items():
+        if q.get("noisy_rows") and not q.get("accepted_noisy"):
+            out.append(f"the LUT of {hw!r} holds {q['noisy_rows']} row(s) accepted noisy")
+    for hw, cal in report.get("calibration", {}).items():
+        off = [h for h in cal["heldout"] if abs(h["error"]) > 0.10]
+        if off:
+            worst = max(off, key=lambda h: abs(h["error"]))
+            out.append(f"{hw}: the calibrated LUT predicted {len(off)} of {len(cal['heldout'])} validated models "
+                       f"more than 10% off their measurement (worst: {worst['config_id']}, {worst['error']:+.1%})")
+    for hw in report["hardware"]:
+        if hw not in report.get("calibration", {}) and any(r["predicted_latency_ms"].get(hw) is not None
+                                                          for r in report["results"]):
+            out.append(f"{hw}: the LUT has no calibration; its predictions are the layers' sum only")
     for hw in report["simulated"]:
         out.append(f"{hw} is simulated (ZigZag): its 'measured' latency is the simulator's, not a device's")
     if report["demo"]:
@@ -207,6 +357,7 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
     from hw_profiles.profile import get_profile
 
     from .artifacts import as_selected
+    from .manifest import RunManifest
 
     layout = RunLayout(store, run_id)
     ids = [c.config_id for c in as_selected(configs, model)]
@@ -220,10 +371,13 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
         max_ranks = {n: s.max_rank for n, s in haloc.models.layer_specs(model).items()}
     except BadInputError:
         max_ranks = None
+    manifest = RunManifest.read(layout.store, run_id) or {}
     return build_report(run_id, model, dataset, hardware, layout.read_baseline(), validations, trials=trials,
                         finetunes=finetunes, max_ranks=max_ranks, budget_metric=budget_metric,
                         store_uri=layout.store.uri, extra=extra, lut_quality=_lut_quality(layout, hardware),
-                        simulated=[h for h in hardware if get_profile(h).is_simulator])
+                        simulated=[h for h in hardware if get_profile(h).is_simulator],
+                        calibrations={h: layout.read_calibration(h) for h in hardware},
+                        stages=manifest.get("stages") or {})
 
 
 def _lut_quality(layout: RunLayout, hardware: list[str]) -> dict:
@@ -286,174 +440,6 @@ def render_table(report: dict):
 
 # ---- HTML ---------------------------------------------------------------------------------------------
 
-def _svg(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
-
-
-def _no_data(ax, what: str) -> None:
-    ax.text(0.5, 0.5, f"no {what}", ha="center", va="center", transform=ax.transAxes, color="gray")
-
-
-def plot_accuracy_latency(report: dict) -> str:
-    """Per hardware: top-1 against measured latency (fine-tuned), and each seed's held-out accuracy
-    against its search-predicted cost (hollow), beside the original model (star)."""
-    import matplotlib.pyplot as plt
-
-    hw = report["hardware"] or ["-"]
-    fig, axes = plt.subplots(1, len(hw), figsize=(5 * len(hw), 4), squeeze=False)
-    for ax, h in zip(axes[0], hw):
-        b = report["baseline"]
-        if b["latency_ms"].get(h) is not None:
-            ax.scatter([b["latency_ms"][h]], [b["top1"]], marker="*", s=180, color="black", label="original (top-1)")
-        pts = [(r["measured_latency_ms"].get(h), r["top1"], r) for r in report["results"]]
-        pts = [p for p in pts if p[0] is not None]
-        for k, (x, y, r) in enumerate(pts):
-            ax.scatter([x], [y], color=f"C{k % 10}", s=50, label=f"{r.get('config_id') or r['hardware']} (top-1)")
-            seeds = [(s["predicted_cost"].get(h), s["heldout_acc"], s["seed"]) for s in r["per_seed"]]
-            seeds = [s for s in seeds if s[0] is not None and s[1] is not None]
-            if seeds:
-                ax.scatter([s[0] for s in seeds], [s[1] for s in seeds], facecolors="none", edgecolors=f"C{k % 10}",
-                           s=40, label=f"  seeds {[s[2] for s in seeds]} (held-out, predicted cost)")
-        if not pts and b["latency_ms"].get(h) is None:
-            _no_data(ax, f"latency for {h}")
-        ax.set_title(f"{h}: accuracy vs latency")
-        ax.set_xlabel("latency (ms)")
-        ax.set_ylabel("accuracy")
-        ax.grid(alpha=0.3)
-        if pts:
-            ax.legend(fontsize=7)
-    return _svg(fig)
-
-
-def plot_ranks(report: dict) -> str:
-    """Per-layer rank of each config (a layer left whole is drawn at its maximum rank, if known)."""
-    import matplotlib.pyplot as plt
-
-    names = report["layers"]["names"]
-    max_ranks = report["layers"].get("max_ranks") or {}
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
-    if not names or not report["results"]:
-        _no_data(ax, "ranks")
-    for k, r in enumerate(report["results"]):
-        ys = []
-        for n in names:
-            v = r["ranks"].get(n, max_ranks.get(n))
-            ys.append(max(v) if isinstance(v, (list, tuple)) else v)
-        ax.plot(range(len(names)), [float("nan") if y is None else y for y in ys], marker="o",
-                color=f"C{k % 10}", label=r.get("config_id") or r["hardware"])
-    if max_ranks:
-        ax.plot(range(len(names)), [max_ranks.get(n, float("nan")) for n in names], ls="--", color="gray",
-                label="max rank (original)")
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=70, fontsize=7)
-    ax.set_ylabel("rank")
-    ax.set_title("per-layer ranks")
-    ax.grid(alpha=0.3)
-    if report["results"]:
-        ax.legend(fontsize=7)
-    return _svg(fig)
-
-
-def _identity_plot(ax, xs, ys) -> None:
-    if xs:
-        lo, hi = min(xs + ys), max(xs + ys)
-        ax.plot([lo, hi], [lo, hi], ls="--", color="gray", label="y = x")
-
-
-def plot_lut_vs_measured(report: dict) -> str:
-    """LUT-predicted (calibrated) against measured latency, per hardware, compressed and original."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    xs_all, ys_all = [], []
-    for k, h in enumerate(report["hardware"]):
-        pts = [(r["predicted_latency_ms"].get(h), r["measured_latency_ms"].get(h)) for r in report["results"]]
-        b = report["baseline"]
-        pts.append((b.get("predicted_latency_ms", {}).get(h), b["latency_ms"].get(h)))
-        pts = [p for p in pts if p[0] is not None and p[1] is not None]
-        if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{k % 10}", label=h)
-            xs_all += [p[0] for p in pts]
-            ys_all += [p[1] for p in pts]
-    if not xs_all:
-        _no_data(ax, "LUT predictions (no LUT in this run)")
-    _identity_plot(ax, xs_all, ys_all)
-    ax.set_xlabel("LUT-predicted latency (ms)")
-    ax.set_ylabel("measured latency (ms)")
-    ax.set_title("LUT prediction vs measurement")
-    ax.grid(alpha=0.3)
-    if xs_all:
-        ax.legend(fontsize=7)
-    return _svg(fig)
-
-
-def plot_speedup(report: dict) -> str:
-    """Measured speedup against the FLOPs-ideal one, per hardware."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    xs_all, ys_all = [], []
-    for k, h in enumerate(report["hardware"]):
-        pts = [(r.get("ideal_speedup"), r["speedup"].get(h)) for r in report["results"]]
-        pts = [p for p in pts if p[0] is not None and p[1] is not None]
-        if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{k % 10}", label=h)
-            xs_all += [p[0] for p in pts]
-            ys_all += [p[1] for p in pts]
-    if not xs_all:
-        _no_data(ax, "speedups")
-    _identity_plot(ax, xs_all, ys_all)
-    ax.axhline(1.0, color="red", lw=0.8, ls=":", label="no speedup")
-    ax.set_xlabel("FLOPs-ideal speedup")
-    ax.set_ylabel("measured speedup")
-    ax.set_title("ideal vs measured speedup")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _svg(fig)
-
-
-PLOTS = (("Accuracy vs latency", plot_accuracy_latency), ("Per-layer ranks", plot_ranks),
-         ("LUT prediction vs measurement", plot_lut_vs_measured), ("FLOPs-ideal vs measured speedup", plot_speedup))
-
-
-def _html_table(report: dict) -> str:
-    hw = report["hardware"]
-    e = html.escape
-    head = ["config", "budget", "verdict (measured)", "LUT's view", "seeds", "top-1", "top-5", "FLOPs", "FLOPs red.",
-            "params", "ideal"]
-    for h in hw:
-        head += [f"{h} ms", f"{h} pred. ms", f"{h} speedup", f"{h} share of ideal"]
-    head += ["ONNX |diff|", "artifacts"]
-    rows = ["<tr>" + "".join(f"<th>{e(c)}</th>" for c in head) + "</tr>"]
-    b = report["baseline"]
-    cells = ["original", "-", "-", "-", "-", _fmt(b["top1"]), _fmt(b["top5"]), f"{b['flops']:,}", "-",
-             f"{b['params']:,}", "1.00x"]
-    for h in hw:
-        cells += [_fmt(b["latency_ms"].get(h)), _fmt(b["predicted_latency_ms"].get(h)), "1.00x", "-"]
-    cells += ["-", "-"]
-    rows.append("<tr class='base'>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
-    for r in report["results"]:
-        cells = [r.get("config_id") or r["hardware"], f"{r['budget']:g} ({r.get('budget_metric', '')})",
-                 verdict_text(r), {True: "within budget", False: "over budget", None: "-"}[r.get("within_budget")],
-                 ",".join(map(str, r["seeds"])), _fmt(r["top1"]), _fmt(r["top5"]), f"{r['flops']:,}",
-                 f"{100 * r['flops_reduction']:.1f}%", f"{r['params']:,}", _fmt(r.get("ideal_speedup"), ".2f") + "x"]
-        for h in hw:
-            share = r["speedup_share"].get(h)
-            cells += [_fmt(r["measured_latency_ms"].get(h)), _fmt(r["predicted_latency_ms"].get(h)),
-                      _fmt(r["speedup"].get(h), ".2f") + "x", "-" if share is None else f"{100 * share:.0f}%"]
-        cells += [_fmt(r.get("onnx_max_abs_diff"), ".2e"), ", ".join(r["artifacts"].values())]
-        missed = any(not c.get("met") for c in r["budget_check"].values())
-        rows.append(f"<tr class='{'missed' if missed else 'met'}'>" + "".join(f"<td>{e(str(c))}</td>" for c in cells)
-                    + "</tr>")
-    return "<table>\n" + "\n".join(rows) + "\n</table>"
-
-
 def verdict_text(result: dict) -> str:
     """"met on cpu" / "MISSED on cpu (1.04 of the original against 0.9)" per target, measured."""
     parts = []
@@ -468,46 +454,8 @@ def verdict_text(result: dict) -> str:
 
 
 def render_html(report: dict) -> str:
-    """One self-contained HTML page: inline SVG plots (matplotlib, Agg), no external files or scripts."""
-    import json
+    """One self-contained HTML page (inline CSS and SVG plots, no scripts, nothing fetched): see
+    orchestrator.report_page."""
+    from .report_page import render_page
 
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on cluster nodes and CI
-    e = html.escape
-    banner = (f"<div class='demo'>DATA SET: {e(DEMO_LABEL)}. The accuracies below say nothing about real "
-              "images; the run exercises every stage for real.</div>") if report.get("demo") else ""
-    from .verdicts import misses
-
-    bad = misses(report)
-    if bad:
-        banner += ("<div class='alarm'><b>Not every result can be trusted:</b><ul>"
-                   + "".join(f"<li>{e(m)}</li>" for m in bad) + "</ul></div>")
-    others = [w for w in report.get("warnings", []) if w not in bad]
-    if others:
-        banner += "<div class='note'><ul>" + "".join(f"<li>{e(w)}</li>" for w in others) + "</ul></div>"
-    meta = (f"<p>model <b>{e(report['model'])}</b> · data set <b>{e(report['dataset'])}</b> · hardware "
-            f"<b>{e(', '.join(report['hardware']))}</b> · budget metric <b>{e(report.get('budget_metric', ''))}</b>"
-            + (f" · store <code>{e(report['store'])}</code>" if report.get("store") else "") + "</p>")
-    figures = "\n".join(f"<h2>{e(title)}</h2>\n<div class='plot'>{fn(report)}</div>" for title, fn in PLOTS)
-    raw = e(json.dumps(report, indent=1, sort_keys=True))
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>HALOC report {e(report['run_id'])}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; }}
-.demo {{ background: #fff3cd; border: 2px solid #d39e00; padding: 0.8em; font-weight: bold; margin-bottom: 1em; }}
-.alarm {{ background: #f8d7da; border: 2px solid #b02a37; color: #58151c; padding: 0.8em; margin-bottom: 1em; }}
-.note {{ background: #eef; border: 1px solid #99c; padding: 0.5em; margin-bottom: 1em; }}
-tr.missed td {{ background: #f8d7da; }}
-table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ccc; padding: 3px 6px; }}
-tr.base {{ color: #666; }} .plot svg {{ max-width: 100%; height: auto; }}
-</style></head><body>
-{banner}
-<h1>HALOC report: run {e(report['run_id'])}</h1>
-{meta}
-<h2>Results</h2>
-{_html_table(report)}
-{figures}
-<details><summary>report.json</summary><pre>{raw}</pre></details>
-</body></html>
-"""
+    return render_page(report)

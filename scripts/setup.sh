@@ -4,12 +4,13 @@
 #
 # As root on Debian/Ubuntu it also installs the system packages that Ray's cluster launcher needs on every
 # host (ssh, sshd and rsync: `ray up` logs in and syncs files with them) and that the cluster-box tests use
-# (iproute2's `ip`), when one is missing; HALOC_SETUP_APT=0 skips that. Note that on a machine run by
+# (iproute2's `ip`), and headless Chromium with its driver (the report's browser test,
+# tests/orchestrator/test_report_browser.py), when one is missing; HALOC_SETUP_APT=0 skips that. Note that on a machine run by
 # systemd, installing openssh-server also starts an ssh service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-system_packages=(openssh-client openssh-server rsync iproute2)
+system_packages=(openssh-client openssh-server rsync iproute2 chromium chromium-driver)
 if [ "${HALOC_SETUP_APT:-1}" != 0 ] && command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for pkg in "${system_packages[@]}"; do
@@ -17,7 +18,7 @@ if [ "${HALOC_SETUP_APT:-1}" != 0 ] && command -v dpkg-query >/dev/null 2>&1; th
   done
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      echo "setup: installing ${missing[*]} (for ray up and tests/cluster_box)"
+      echo "setup: installing ${missing[*]} (for ray up, tests/cluster_box and the report's browser test)"
       if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
              DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
         echo "setup: warning: could not install ${missing[*]}; ray up needs them on every host and the" \

@@ -81,6 +81,7 @@ def test_derived_figures(report):
     s = report["summary"]
     assert s["lut_error_median_abs"]["cpu"] == pytest.approx(0.1)  # median of |0.2| and |0.0|
     assert s["lut_error_median_abs"]["asic"] is None and s["best_top1"] == 0.88
+    assert "cpu: the LUT has no calibration; its predictions are the layers' sum only" in report["warnings"]
     assert report["results"][0]["hardware"] == "asic"  # sorted by (hardware, budget)
 
 
@@ -98,15 +99,22 @@ def test_bad_baseline_and_missing_keys_are_named():
         check_report({"run_id": "r", "model": "m", "dataset": "d", "hardware": [], "baseline": BASELINE})
 
 
-def test_html_is_self_contained_with_four_plots_and_the_demo_label(report):
+def test_html_is_self_contained_with_its_plots_and_the_demo_label(report):
     page = render_html(report)
     assert page.index(DEMO_LABEL) < page.index("<h1>")  # the label at the top
-    assert page.count("<svg") == 4
-    for title in ("Accuracy vs latency", "Per-layer ranks", "LUT prediction vs measurement",
-                  "FLOPs-ideal vs measured speedup"):
+    # per hardware: accuracy vs latency, calibration, speedup; one ranks plot and one fine-tune plot;
+    # no search plot (these trials kept no per-epoch curve), which the page says
+    assert page.count("<svg") == 2 * 3 + 2
+    assert "kept its per-epoch curve" in page
+    for title in ("Which model to ship", "Warnings", "Accuracy vs measured latency", "Results", "LUT calibration",
+                  "Per-layer ranks", "Measured vs FLOPs-ideal speedup", "Search", "Fine-tune", "Stage timings"):
         assert f"<h2>{title}</h2>" in page
+    assert page.index("Which model to ship") < page.index("<h2>Warnings</h2>") < page.index("<svg")
+    assert page.count("class='legend'") == 1  # one legend, outside the plots
     assert not re.search(r"""(src|href)=["']https?:""", page)  # nothing fetched from elsewhere
+    assert "<script" not in page
     assert "cpu-b0.5" in page and "r/models/asic-b0.7/model.onnx" in page
+    assert "href='models/asic-b0.7/model.onnx'" in page  # relative to report.html in the run's folder
 
 
 def test_table_renders_every_result(report):
@@ -124,3 +132,118 @@ def test_write_report_puts_both_files_in_the_store(report, tmp_path):
     assert store.read_json("r/report.json") == json.loads(json.dumps(report))
     assert store.read_text("r/report.html").startswith("<!DOCTYPE html>")
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html", "report.json"]  # no temp files
+
+
+# ---- "which model should I ship?" -------------------------------------------------------------------
+
+def check(budget_ms, measured_ms, original_ms, spread=0.02):
+    r = measured_ms / original_ms
+    return {"budget_ms": budget_ms, "measured_ms": measured_ms, "measured_p10_ms": measured_ms * 0.99,
+            "measured_p90_ms": measured_ms * 1.01, "met": measured_ms <= budget_ms, "ratio": r,
+            "ratio_p10": r - spread, "ratio_p90": r + spread,
+            "within_noise": r - spread <= budget_ms / original_ms <= r + spread}
+
+
+def shipping_validations():
+    """cpu-b0.5 met its budget but is dominated on cpu by asic-b0.5 (faster and more accurate there);
+    asic-b0.5 missed its own budget on asic, and nothing else fits it."""
+    a = validation("cpu-b0.5", ["cpu"], 0.5, 41_000_000, 2.5, 0.3, 2.6, 0.80)
+    a["budget_check"] = {"cpu": check(2.5, 2.5, 5.0, spread=0.0)}
+    b = validation("cpu-b0.7", ["cpu"], 0.7, 57_000_000, 3.4, 0.3, 3.5, 0.86)
+    b["budget_check"] = {"cpu": check(3.5, 3.4, 5.0)}
+    c = validation("asic-b0.5", ["asic"], 0.5, 30_000_000, 2.45, 0.15, 2.5, 0.84)
+    c["budget_check"] = {"asic": check(0.1, 0.15, 0.2)}
+    return [a, b, c]
+
+
+def test_recommended_model_per_hardware_and_budget():
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu", "asic"], BASELINE, shipping_validations())
+    recs = {(x["hardware"], x["budget"]): x for x in rep["recommendations"]}
+    assert sorted(recs) == [("asic", 0.5), ("cpu", 0.5), ("cpu", 0.7)]  # the budgets searched for each hardware
+    # cpu at 0.5: asic-b0.5 is measured at 2.45 ms there, under 0.5 x 5 ms, and more accurate than cpu-b0.5
+    assert recs["cpu", 0.5]["config_id"] == "asic-b0.5" and recs["cpu", 0.5]["top1"] == 0.84
+    assert recs["cpu", 0.5]["basis"] == "measured (searched for other hardware)"
+    assert sorted(recs["cpu", 0.5]["met_by"]) == ["asic-b0.5", "cpu-b0.5"]  # cpu-b0.7's 3.4 ms does not fit
+    # cpu at 0.7: every config fits; the most accurate wins, on its own paired budget check
+    assert recs["cpu", 0.7]["config_id"] == "cpu-b0.7" and recs["cpu", 0.7]["basis"] == "budget check"
+    assert recs["cpu", 0.7]["budget_ms"] == pytest.approx(3.5)
+    # asic at 0.5: nothing met it; the closest miss is named
+    assert recs["asic", 0.5]["config_id"] is None and recs["asic", 0.5]["met_by"] == []
+    assert recs["asic", 0.5]["closest"]["config_id"] == "asic-b0.5"
+    assert recs["asic", 0.5]["closest"]["ratio"] == pytest.approx(0.75)
+    page = render_html(rep)
+    verdict = page[page.index("<h2>Which model to ship</h2>"):page.index("<h2>Warnings</h2>")]
+    assert "none met" in verdict and "2 of 3 hardware budgets have a model" in verdict
+    assert "asic (simulated)" not in verdict  # only hardware passed as simulated is marked so
+    json.dumps(rep, allow_nan=False)
+
+
+def test_pareto_front_per_hardware():
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu", "asic"], BASELINE, shipping_validations())
+    # cpu: cpu-b0.5 (2.5 ms, 0.80) is dominated by asic-b0.5 (2.45 ms, 0.84); the original is the most accurate
+    assert rep["pareto"]["cpu"] == ["asic-b0.5", "cpu-b0.7", "original"]
+    # asic: cpu-b0.5 and cpu-b0.7 (0.3 ms) are slower and less accurate than the original (0.2 ms)
+    assert rep["pareto"]["asic"] == ["asic-b0.5", "original"]
+
+
+def test_calibration_points_fit_and_held_out_models():
+    from hw_profiles.calibration import fit_calibration
+
+    sums, measured = [1.0, 2.0, 3.0, 4.0, 5.0, 2.5], [1.6, 2.5, 3.4, 4.3, 5.2, 3.4]
+    cal = fit_calibration("cpu", sums, measured, gate=0.9, extra=[{"ranks": {"fc": 3}}] * 6)
+    vals = shipping_validations()
+    vals[0]["lut_sum_ms"] = {"cpu": 2.3}
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu", "asic"], BASELINE, vals, calibrations={"cpu": cal})
+    view = rep["calibration"]["cpu"]
+    assert len(view["points"]) == 6 and view["samples"] == 6
+    assert [p["lut_sum_ms"] for p in view["points"]] == sums and "ranks" not in view["points"][0]
+    assert view["a_ms"] == pytest.approx(cal.a_ms) and view["b"] == pytest.approx(cal.b)
+    assert view["within_10pct"] == cal.within_10pct and view["gate"] == 0.9
+    held = {h["config_id"]: h for h in view["heldout"]}
+    assert sorted(held) == ["asic-b0.5", "cpu-b0.5", "cpu-b0.7", "original"]
+    assert held["cpu-b0.5"]["lut_sum_ms"] == 2.3  # recorded by validate
+    assert held["cpu-b0.7"]["lut_sum_ms"] == pytest.approx((3.5 - cal.a_ms) / cal.b)  # else from the fit
+    assert held["original"]["error"] == pytest.approx(0.1)  # 5.5 predicted, 5.0 measured
+    assert view["heldout_within_10pct"] == 1.0
+    assert "asic" not in rep["calibration"]
+    assert not any("LUT has no calibration" in w for w in rep["warnings"])  # asic has no LUT prediction at all
+    json.dumps(rep, allow_nan=False)
+    page = render_html(rep)
+    assert "no calibration of the asic LUT in this run" in page
+
+
+def test_stage_times_from_the_manifest():
+    stages = {"search": {"state": "done", "started": "2026-01-01T10:05:00.000+00:00",
+                         "finished": "2026-01-01T10:07:30.000+00:00", "attempts": 2, "info": {"trials": 4}},
+              "weights": {"state": "done", "started": "2026-01-01T10:00:00.000+00:00",
+                          "finished": "2026-01-01T10:00:40.500+00:00", "attempts": 1, "info": {}},
+              "report": {"state": "running", "started": "2026-01-01T10:09:00.000+00:00", "finished": None},
+              "finetune": {"state": "pending", "info": {}}}
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu"], BASELINE, VALIDATIONS[:1], stages=stages)
+    assert list(rep["stages"]) == ["weights", "search", "report", "finetune"]  # as they started; never: last
+    assert rep["stages"]["search"]["seconds"] == pytest.approx(150.0) and rep["stages"]["search"]["attempts"] == 2
+    assert rep["stages"]["weights"]["seconds"] == pytest.approx(40.5)
+    assert rep["stages"]["report"]["seconds"] is None and rep["stages"]["report"]["state"] == "running"
+    page = render_html(rep)
+    timings = page[page.index("<h2>Stage timings</h2>"):]
+    assert "2.5 min" in timings and "40.5 s" in timings and "3.2 min in all" in timings
+
+
+def test_rank_fractions_and_kept_whole():
+    v = validation("cpu-b0.5", ["cpu"], 0.5, 41_000_000, 2.5, 0.25, 3.0, 0.88)
+    v["ranks"] = {"layer1.0.conv1": 8, "layer1.0.conv2": 16, "fc": 1, "layer2.0.conv1": [4, 6]}
+    max_ranks = {"layer1.0.conv1": 16, "layer1.0.conv2": 16, "layer1.1.conv1": 32, "fc": 10, "layer2.0.conv1": 12}
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu"], BASELINE, [v], max_ranks=max_ranks)
+    (r,) = rep["results"]
+    assert r["rank_fraction"] == {"layer1.0.conv1": 0.5, "layer1.0.conv2": 1.0, "layer1.1.conv1": 1.0, "fc": 0.1,
+                                  "layer2.0.conv1": 0.5}  # a Tucker-2 pair counts by its larger side
+    assert r["kept_whole"] == ["layer1.0.conv2", "layer1.1.conv1"]  # at its max rank, and absent from the ranks
+    page = render_html(rep)
+    ranks = page[page.index("<h2>Per-layer ranks</h2>"):page.index("<h2>Measured vs FLOPs-ideal speedup</h2>")]
+    assert ranks.count(">whole<") == 2 and ">1<" in ranks  # both visible as text in the plot
+
+
+def test_artifacts_of_an_s3_store_are_named_not_linked(report):
+    rep = dict(report, store="s3://bucket/runs")
+    page = render_html(rep)
+    assert "href='models/" not in page and "s3://bucket/runs/r/models/cpu-b0.5/model.onnx" in page

@@ -1,0 +1,626 @@
+"""report.html: one self-contained page (inline CSS and SVG, no scripts, nothing fetched) that answers
+"which model should I ship?" first, then shows the evidence.
+
+    page = render_page(report)   # the dict of orchestrator.report.build_report
+
+Order: the verdict and the recommended model per hardware and budget, the warnings, then one shared
+legend (one colour and number per config, used by every plot and table), accuracy against measured
+latency with the Pareto front and the budget lines, the results tables, the LUT's calibration, the
+ranks, the speedups, the search curves, the fine-tune history and the stage timings.
+Plots are matplotlib (Agg) SVG with text kept as text, so titles and labels stay searchable.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+from dataclasses import dataclass
+
+from .report import _finite, _fmt, _label, verdict_text
+
+# tab10 without its red and grey (red means "missed" on this page, grey is the calibration's), then tab20's light
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+SEED_STYLES = ("-", "--", ":", "-.")
+MISSED, MET = "#b02a37", "#2e7d32"
+e = html.escape
+
+
+@dataclass(frozen=True)
+class Style:
+    number: int  # shown beside the config's points, in the legend and in the tables
+    color: str
+
+
+def config_styles(report: dict) -> dict[str, Style]:
+    return {_label(r): Style(k + 1, PALETTE[k % len(PALETTE)]) for k, r in enumerate(report["results"])}
+
+
+def hw_label(report: dict, hw: str) -> str:
+    return f"{hw} (simulated)" if hw in report.get("simulated", []) else hw
+
+
+# ---- plots --------------------------------------------------------------------------------------------
+
+def _figure(width: float, height: float, ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes and CI
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
+                         "font.family": "DejaVu Sans"})
+    fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _svg(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
+
+
+def _no_data(ax, what: str) -> None:
+    ax.text(0.5, 0.5, what, ha="center", va="center", transform=ax.transAxes, color="gray")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _tag(ax, x, y, style: Style) -> None:
+    ax.annotate(str(style.number), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
+                color=style.color, fontweight="bold")
+
+
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 2.2 or -0.04
+
+
+def _spread(r: dict, hw: str) -> tuple:
+    check = (r.get("budget_check") or {}).get(hw) or {}
+    lo = r.get("measured_latency_p10_ms", {}).get(hw, check.get("measured_p10_ms"))
+    hi = r.get("measured_latency_p90_ms", {}).get(hw, check.get("measured_p90_ms"))
+    return _finite(lo), _finite(hi)
+
+
+def plot_accuracy_latency(report: dict, hw: str, styles: dict) -> str:
+    """Top-1 against measured latency on `hw`: each config (filled: searched for `hw`), the original
+    (star), the Pareto front (staircase) and each budget searched for `hw` (dashed, in ms)."""
+    fig, (ax,) = _figure(5.2, 3.7)
+    b, xy = report["baseline"], {}
+    for r in report["results"]:
+        x, st = r["measured_latency_ms"].get(hw), styles[_label(r)]
+        if x is None:
+            continue
+        xy[_label(r)] = (x, r["top1"])
+        lo, hi = _spread(r, hw)
+        if lo is not None and hi is not None:
+            ax.errorbar([x], [r["top1"]], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]], fmt="none", ecolor=st.color,
+                        alpha=0.6, lw=1, capsize=3)
+        own = hw in r.get("targets", [])
+        ax.scatter([x], [r["top1"]], s=55, zorder=3, color=st.color if own else "white", edgecolors=st.color,
+                   linewidths=1.6)
+        _tag(ax, x, r["top1"], st)
+    if b["latency_ms"].get(hw) is not None:
+        xy["original"] = (b["latency_ms"][hw], b["top1"])
+        ax.scatter([b["latency_ms"][hw]], [b["top1"]], marker="*", s=190, color="black", zorder=4)
+        ax.annotate("original", xy["original"], xytext=(6, -10), textcoords="offset points", fontsize=8)
+    front = [xy[c] for c in report.get("pareto", {}).get(hw, []) if c in xy]
+    if len(front) > 1:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#555", lw=1.2, alpha=0.6, zorder=2)
+    for rec in report.get("recommendations", []):
+        if rec["hardware"] == hw and rec.get("budget_ms") is not None:
+            ax.axvline(rec["budget_ms"], ls="--", color=MISSED, lw=1, alpha=0.8)
+            ax.text(rec["budget_ms"], 0.98, f" budget {rec['budget']:g} = {rec['budget_ms']:.3g} ms", rotation=90,
+                    va="top", ha="right", fontsize=7, color=MISSED, transform=ax.get_xaxis_transform())
+    if not xy:
+        _no_data(ax, f"no latency measured on {hw}")
+    ax.set_title(f"{hw_label(report, hw)}: top-1 vs measured latency")
+    ax.set_xlabel(("simulated" if hw in report.get("simulated", []) else "measured") + " latency (ms), median, p10-p90")
+    ax.set_ylabel("top-1 accuracy")
+    return _svg(fig)
+
+
+def plot_calibration(report: dict, hw: str, styles: dict) -> str:
+    """Measured whole-model latency against the layers' LUT sum: every calibration point (red cross:
+    its leave-one-out prediction missed by over 10%), the fit with a +-10% band, and the validated
+    models (config colours) and the original (star), which the fit never saw."""
+    fig, (ax,) = _figure(5.2, 3.7)
+    cal = report.get("calibration", {}).get(hw)
+    if not cal:
+        _no_data(ax, f"no calibration of the {hw} LUT in this run")
+        ax.set_title(f"{hw_label(report, hw)}: LUT calibration")
+        return _svg(fig)
+    pts = [p for p in cal["points"] if p.get("lut_sum_ms") is not None and p.get("measured_ms") is not None]
+    xs = [p["lut_sum_ms"] for p in pts] + [h["lut_sum_ms"] for h in cal["heldout"] if h["lut_sum_ms"] is not None]
+    if xs:
+        import numpy as np
+
+        line = np.linspace(min(xs) * 0.95, max(xs) * 1.05, 50)
+        fit = cal["a_ms"] + cal["b"] * line
+        ax.fill_between(line, fit * 0.9, fit * 1.1, color="#888", alpha=0.15, lw=0)
+        ax.plot(line, fit, color="#444", lw=1.2)
+    for good in (True, False):
+        sel = [p for p in pts if (p.get("loo_error") is None or p["loo_error"] <= 0.10) == good]
+        if sel:
+            ax.scatter([p["lut_sum_ms"] for p in sel], [p["measured_ms"] for p in sel], s=22 if good else 34,
+                       color="#888" if good else MISSED, marker="o" if good else "x", zorder=3)
+    for h in cal["heldout"]:
+        if h["lut_sum_ms"] is None:
+            continue
+        if h["config_id"] == "original":
+            ax.scatter([h["lut_sum_ms"]], [h["measured_ms"]], marker="*", s=150, color="black", zorder=4)
+        elif h["config_id"] in styles:
+            st = styles[h["config_id"]]
+            ax.scatter([h["lut_sum_ms"]], [h["measured_ms"]], marker="D", s=34, color=st.color, zorder=4)
+            _tag(ax, h["lut_sum_ms"], h["measured_ms"], st)
+    share = cal.get("within_10pct")
+    gate = cal.get("gate")
+    stats = (f"a = {cal['a_ms']:.3g} ms, b = {cal['b']:.3g}; "
+             + (f"{share:.0%} within 10%" if share is not None else "")
+             + (f" (gate {gate:.0%})" if gate else ""))
+    ax.set_title(f"{hw_label(report, hw)}: LUT calibration\n{stats}", fontsize=9)
+    ax.set_xlabel("sum of the layers' LUT latencies (ms)")
+    ax.set_ylabel("whole-model latency (ms)")
+    return _svg(fig)
+
+
+def plot_speedup(report: dict, hw: str, styles: dict) -> str:
+    """Measured speedup on `hw` against the FLOPs-ideal one (y = x: the FLOPs cut fully pays off)."""
+    fig, (ax,) = _figure(5.2, 3.7)
+    pts = []
+    for r in report["results"]:
+        x, y = r.get("ideal_speedup"), r["speedup"].get(hw)
+        if x is None or y is None:
+            continue
+        st = styles[_label(r)]
+        own = hw in r.get("targets", [])
+        ax.scatter([x], [y], s=55, zorder=3, color=st.color if own else "white", edgecolors=st.color, linewidths=1.6)
+        _tag(ax, x, y, st)
+        pts += [x, y]
+    if pts:
+        lo, hi = min(pts + [1.0]), max(pts)
+        ax.plot([lo, hi], [lo, hi], ls="--", color="gray", lw=1)
+        ax.text(hi, hi, "ideal ", ha="right", va="bottom", fontsize=7, color="gray")
+        ax.axhline(1.0, color=MISSED, lw=0.8, ls=":")
+    else:
+        _no_data(ax, f"no speedup measured on {hw}")
+    ax.set_title(f"{hw_label(report, hw)}: measured vs FLOPs-ideal speedup")
+    ax.set_xlabel("FLOPs-ideal speedup (original FLOPs / compressed)")
+    ax.set_ylabel("measured speedup")
+    return _svg(fig)
+
+
+def plot_ranks(report: dict, styles: dict) -> str:
+    """Each layer's rank as a fraction of its max rank, configs side by side (hatched: kept whole; the
+    rank is written at each bar's end, so rank 1 shows too)."""
+    from matplotlib.colors import to_rgb
+
+    names, results = report["layers"]["names"], report["results"]
+    k = max(len(results), 1)
+    fig, (ax,) = _figure(7.5, max(2.5, len(names) * (0.075 * k + 0.13) + 0.9))
+    if not names or not results:
+        _no_data(ax, "no ranks")
+        return _svg(fig)
+    height = 0.8 / k
+    small = 5 if k > 4 else 6.5
+    for j, r in enumerate(results):
+        st = styles[_label(r)]
+        for i, n in enumerate(names):
+            y = i - 0.4 + height * (j + 0.5)
+            frac, whole = r["rank_fraction"].get(n), n in r["kept_whole"]
+            rank = r["ranks"].get(n)
+            text = "whole" if whole else str(rank)
+            if frac is None:
+                ax.text(0.01, y, f"rank {text}", va="center", fontsize=small, color=st.color)
+                continue
+            # kept whole: an opaque pale face under a full-colour hatch (alpha would fade the hatch with it)
+            pale = tuple(0.3 * c + 0.7 for c in to_rgb(st.color))
+            ax.barh(y, frac, height=height * 0.92, color=pale if whole else st.color,
+                    hatch="////" if whole else None, edgecolor=st.color, lw=0.5)
+            ax.text(frac + 0.01, y, text, va="center", fontsize=small, color="#333")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # the model's first layer on top
+    ax.set_xlim(0, 1.15)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_xticklabels(["0", "25%", "50%", "75%", "100%"])
+    ax.axvline(1.0, color="#444", lw=0.8)
+    ax.grid(axis="y", alpha=0)
+    ax.set_xlabel("rank / the layer's max rank (hatched: kept whole)")
+    ax.set_title("per-layer ranks, as a fraction of each layer's max rank")
+    return _svg(fig)
+
+
+def _seed_curves(r: dict):
+    for i, s in enumerate(r.get("per_seed") or []):
+        hist = s.get("history") or []
+        if hist:
+            yield SEED_STYLES[i % len(SEED_STYLES)], s, hist
+
+
+def _over_budget(h: dict, hw: str):
+    over = h.get("expected_over_budget") or {}
+    if hw in over:
+        return _finite(over[hw])
+    return _finite(next(iter(over.values()))) if len(over) == 1 else None
+
+
+def plot_search(report: dict, hw: str, styles: dict) -> str | None:
+    """The search of every config searched for `hw`, per epoch and seed (line style): held-out accuracy,
+    and the expected cost over the budget (1 = at the budget). None when no trial kept its curve."""
+    own = [r for r in report["results"] if hw in r.get("targets", []) and any(True for _ in _seed_curves(r))]
+    if not own:
+        return None
+    fig, (acc, cost) = _figure(9.5, 3.3, ncols=2)
+    for r in own:
+        st = styles[_label(r)]
+        for k, (ls, s, hist) in enumerate(_seed_curves(r)):
+            ep = [h.get("epoch") for h in hist]
+            ya = [_finite(h.get("heldout_acc")) for h in hist]
+            yc = [_over_budget(h, hw) for h in hist]
+            acc.plot(ep, [float("nan") if v is None else v for v in ya], ls=ls, color=st.color, marker=".", lw=1.3)
+            cost.plot(ep, [float("nan") if v is None else v for v in yc], ls=ls, color=st.color, marker=".", lw=1.3)
+            for ax, ys in ((acc, ya), (cost, yc)) if k == 0 else ():  # one number per config
+                if ep and ys[-1] is not None:
+                    ax.annotate(f"{st.number}", (ep[-1], ys[-1]), xytext=(4, 0), textcoords="offset points",
+                                fontsize=7, color=st.color, fontweight="bold", va="center")
+    cost.axhline(1.0, color=MISSED, ls="--", lw=1)
+    cost.text(0.01, 1.0, "budget", color=MISSED, fontsize=7, va="bottom", transform=cost.get_yaxis_transform())
+    acc.set_title(f"{hw_label(report, hw)}: held-out accuracy per search epoch")
+    cost.set_title(f"{hw_label(report, hw)}: expected cost / budget per epoch")
+    for ax in (acc, cost):
+        ax.set_xlabel("search epoch")
+        _integer_ticks(ax)
+    acc.set_ylabel("held-out accuracy")
+    cost.set_ylabel("expected cost / budget")
+    return _svg(fig)
+
+
+def plot_finetune(report: dict, styles: dict) -> str | None:
+    """Validation top-1 and training loss per fine-tune epoch. None when no config was fine-tuned here."""
+    tuned = [r for r in report["results"] if (r.get("finetune") or {}).get("history")]
+    if not tuned:
+        return None
+    fig, (acc, loss) = _figure(9.5, 3.1, ncols=2)
+    for r in tuned:
+        st = styles[_label(r)]
+        hist = r["finetune"]["history"]
+        ep = [h["epoch"] for h in hist]
+        for ax, key in ((acc, "val_top1"), (loss, "train_loss")):
+            ys = [float("nan") if _finite(h.get(key)) is None else h[key] for h in hist]
+            ax.plot(ep, ys, color=st.color, marker="o", ms=4, lw=1.3)
+            if ep:
+                ax.annotate(f"{st.number}", (ep[-1], ys[-1]), xytext=(5, 0), textcoords="offset points", fontsize=7,
+                            color=st.color, fontweight="bold", va="center")
+    acc.set_title("fine-tune: validation top-1 per epoch")
+    loss.set_title("fine-tune: training loss per epoch")
+    for ax in (acc, loss):
+        ax.set_xlabel("epoch")
+        _integer_ticks(ax)
+    acc.set_ylabel("validation top-1")
+    loss.set_ylabel("training loss")
+    return _svg(fig)
+
+
+# ---- HTML pieces ------------------------------------------------------------------------------------
+
+def _chip(style: Style | None) -> str:
+    if style is None:
+        return "<span class='chip orig'>&#9733;</span>"
+    return f"<span class='chip' style='background:{style.color}'>{style.number}</span>"
+
+
+def _cfg(styles: dict, label: str) -> str:
+    return f"<span class='cfg'>{_chip(styles.get(label))}{e(label)}</span>"
+
+
+def _table(head: list[str], rows: list[str], cls: str = "") -> str:
+    """A table in a wrapper that scrolls sideways on its own (the page itself never does)."""
+    return (f"<div class='wrap'><table class='{cls}'><thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
+
+
+def _check_badge(r: dict, hw: str) -> str:
+    check = (r.get("budget_check") or {}).get(hw)
+    if not check:
+        return "<span class='dim'>&middot;</span>"
+    noise = "<br><span class='noise' title='the budget lies inside the measured spread: a rerun may decide otherwise'>" \
+            "within noise</span>" if check.get("within_noise") else ""
+    ratio = _finite(check.get("ratio"))
+    figs = f" {ratio:.3f} / {r['budget']:g}" if ratio is not None else ""
+    if check.get("met"):
+        return f"<span class='ok'>&#10003; met</span><span class='dim'>{figs}</span>{noise}"
+    return f"<span class='bad'>&#10007; missed</span><span class='dim'>{figs}</span>{noise}"
+
+
+def _verdict_cell(r: dict) -> str:
+    checks = r.get("budget_check") or {}
+    if len(checks) == 1:  # the target column names the hardware
+        return f"<span title='{e(verdict_text(r))}'>{_check_badge(r, next(iter(checks)))}</span>"
+    parts = [f"{e(hw)}: {_check_badge(r, hw)}" for hw in checks]
+    return f"<span title='{e(verdict_text(r))}'>" + ("<br>".join(parts) or "not measured") + "</span>"
+
+
+def verdict_section(report: dict, styles: dict) -> str:
+    recs = report.get("recommendations", [])
+    met = [x for x in recs if x["config_id"]]
+    lead = (f"<p class='lead'>{len(met)} of {len(recs)} hardware budgets have a model that met them on measurement."
+            "</p>" if recs else "<p class='lead'>No budget was searched for; nothing to recommend.</p>")
+    rows = []
+    for x in recs:
+        hw = f"{e(hw_label(report, x['hardware']))}"
+        budget = f"{x['budget']:g}" + (f" <span class='dim'>= {x['budget_ms']:.3g} ms</span>"
+                                       if x.get("budget_ms") is not None else "")
+        if x["config_id"]:
+            note = [f"measured {x['measured_ms']:.3g} ms" if x.get("measured_ms") is not None else "",
+                    "" if x["basis"] == "budget check" else "measured there, searched for other hardware",
+                    "<span class='noise'>within noise</span>" if x["within_noise"] else "",
+                    f"{len(x['met_by'])} of {x['candidates']} configs fit" if x["candidates"] > 1 else ""]
+            rows.append(f"<tr class='met'><td>{hw}</td><td>{budget}</td><td>{_cfg(styles, x['config_id'])}</td>"
+                        f"<td>{_fmt(x['top1'])}</td><td class='notes'>{' · '.join(n for n in note if n)}</td></tr>")
+        else:
+            close = x.get("closest")
+            note = (f"closest: {_cfg(styles, close['config_id'])} at {close['ratio']:.3f} of the original"
+                    if close else "no config was measured here")
+            rows.append(f"<tr class='missed'><td>{hw}</td><td>{budget}</td><td><span class='bad'>none met</span></td>"
+                        f"<td>-</td><td class='notes'>{note}</td></tr>")
+    ship = _table(["hardware", "budget (of the original)", "ship", "top-1", "notes"], rows, "ship") if rows else ""
+    targets = [h for h in report["hardware"] if any(h in (r.get("budget_check") or {}) for r in report["results"])]
+    targets += sorted({h for r in report["results"] for h in (r.get("budget_check") or {})} - set(targets))
+    matrix_rows = [f"<tr><td>{_cfg(styles, _label(r))}</td><td>{r['budget']:g}</td><td>{_fmt(r['top1'])}</td>"
+                   + "".join(f"<td>{_check_badge(r, h)}</td>" for h in targets) + "</tr>" for r in report["results"]]
+    matrix = _table(["config", "budget", "top-1"] + [e(hw_label(report, h)) for h in targets], matrix_rows,
+                    "matrix") if matrix_rows else ""
+    return (f"<section id='verdict'><h2>Which model to ship</h2>{lead}{ship}"
+            "<p class='hint'>Per hardware and budget: the most accurate config that met the budget on measurement "
+            "(its own paired budget check, or its measured median against the original's for a config searched "
+            "for other hardware).</p>"
+            f"<h3>Budget verdicts, measured (ratio to the original / budget)</h3>{matrix}</section>")
+
+
+def warnings_section(report: dict) -> str:
+    from .verdicts import misses
+
+    bad = misses(report)
+    others = [w for w in report.get("warnings", []) if w not in bad]
+    out = "<section id='warnings'><h2>Warnings</h2>"
+    if bad:
+        out += ("<div class='alarm'><b>Not every result can be trusted:</b><ul>"
+                + "".join(f"<li>{e(m)}</li>" for m in bad) + "</ul></div>")
+    if others:
+        out += "<div class='note'><ul>" + "".join(f"<li>{e(w)}</li>" for w in others) + "</ul></div>"
+    if not bad and not others:
+        out += "<p>None: every budget met on measurement, every LUT passed its gate.</p>"
+    return out + "</section>"
+
+
+def legend(report: dict, styles: dict) -> str:
+    items = "".join(f"<span class='item'>{_cfg(styles, _label(r))}<span class='dim'> {e(r['hardware'])} "
+                    f"@{r['budget']:g}</span></span>" for r in report["results"])
+    keys = ("<span class='item'>&#9733; original</span><span class='item'>&#9679; searched for that hardware"
+            "</span><span class='item'>&#9675; searched for other hardware</span><span class='item'>"
+            "<span class='ln step'></span> Pareto front</span><span class='item'><span class='ln dash'></span>"
+            " budget</span><span class='item'>&#9670; validated model (calibration)</span><span class='item'>"
+            "grey &#9679; / red &#10007; calibration point within / over 10%</span><span class='item'>"
+            "search lines: solid, dashed, dotted = 1st, 2nd, 3rd seed</span>")
+    return f"<div class='legend' id='legend'><div>{items}</div><div class='keys'>{keys}</div></div>"
+
+
+def _link(report: dict, kind: str, path: str) -> str:
+    """A relative link from report.html (in the run's folder) to an artifact of a local store; an S3
+    store's artifact is named by its URI (a browser cannot open it)."""
+    store, run = report.get("store") or "", report["run_id"]
+    name = kind if kind != "model" else "weights"
+    if "://" in store and not store.startswith("file://"):
+        return f"<code title='{e(store.rstrip('/') + '/' + path)}'>{e(name)}</code>"
+    rel = path[len(run) + 1:] if path.startswith(run + "/") else path
+    return f"<a href='{e(rel)}' title='{e(path)}'>{e(name)}</a>"
+
+
+def results_tables(report: dict, styles: dict) -> str:
+    b = report["baseline"]
+    head = ["config", "target", f"budget <span class='dim'>{e(report.get('budget_metric', ''))}</span>",
+            "verdict (measured)", "LUT's view", "top-1 / top-5", "held-out (seeds)", "FLOPs cut (ideal)", "params",
+            "artifacts"]
+    rows = [f"<tr class='base'><td>{_cfg(styles, 'original')}</td><td>-</td><td>-</td><td>-</td><td>-</td>"
+            f"<td>{_fmt(b['top1'])} / {_fmt(b['top5'])}</td><td>-</td><td>{b['flops'] / 1e6:,.1f} MFLOPs</td>"
+            f"<td>{b['params'] / 1e6:,.2f} M</td><td>-</td></tr>"]
+    for r in report["results"]:
+        held = r.get("heldout_acc") or {}
+        seeds = (f"{_fmt(held.get('mean'))} &plusmn; {_fmt(held.get('std'))} <span class='dim'>n={len(r['seeds'])}"
+                 "</span>" if held.get("mean") is not None else "-")
+        lut = {True: "within", False: "<span class='bad'>over</span>", None: "-"}[r.get("within_budget")]
+        missed = any(not c.get("met") for c in r["budget_check"].values())
+        arts = " ".join(_link(report, k, p) for k, p in r["artifacts"].items())
+        rows.append(f"<tr class='{'missed' if missed else 'met'}'><td>{_cfg(styles, _label(r))}</td>"
+                    f"<td>{e(r['hardware'])}</td><td>{r['budget']:g}</td><td>{_verdict_cell(r)}</td><td>{lut}</td>"
+                    f"<td><b>{_fmt(r['top1'])}</b> / {_fmt(r['top5'])}</td><td>{seeds}</td>"
+                    f"<td>{100 * r['flops_reduction']:.1f}% <span class='dim'>({_fmt(r.get('ideal_speedup'), '.2f')}x)"
+                    f"</span></td><td>{r['params'] / 1e6:,.2f} M</td><td class='arts'>{arts}</td></tr>")
+    main = _table(head, rows, "results")
+    hw = report["hardware"]
+    lat_rows = [f"<tr class='base'><td>{_cfg(styles, 'original')}</td>"
+                + "".join(f"<td><b>{_fmt(b['latency_ms'].get(h))}</b> ms<br><span class='dim'>LUT "
+                          f"{_fmt(b['predicted_latency_ms'].get(h))} ms</span></td>" for h in hw) + "</tr>"]
+    for r in report["results"]:
+        cells = []
+        for h in hw:
+            ms = r["measured_latency_ms"].get(h)
+            if ms is None:
+                cells.append("<td class='dim'>not measured</td>")
+                continue
+            lo, hi = _spread(r, h)
+            spread = f" <span class='dim'>({lo:.3g}-{hi:.3g})</span>" if lo is not None and hi is not None else ""
+            share, err = r["speedup_share"].get(h), (r.get("lut_error") or {}).get(h)
+            check = (r.get("budget_check") or {}).get(h)
+            cls = "" if not check else (" class='cmet'" if check.get("met") else " class='cmiss'")
+            cells.append(f"<td{cls}><b>{ms:.3f}</b> ms{spread}<br>{_fmt(r['speedup'].get(h), '.2f')}x"
+                         + (f" <span class='dim'>= {100 * share:.0f}% of ideal</span>" if share is not None else "")
+                         + f"<br><span class='dim'>LUT {_fmt(r['predicted_latency_ms'].get(h))} ms"
+                         + (f" ({100 * err:+.1f}%)" if err is not None else "") + "</span></td>")
+        lat_rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td>{''.join(cells)}</tr>")
+    per_hw = _table(["config"] + [e(hw_label(report, h)) for h in hw], lat_rows, "perhw")
+    return (f"<section id='results'><h2>Results</h2>{main}"
+            "<h3>Latency per hardware</h3><p class='hint'>measured median (p10-p90) · speedup over the original "
+            "(share of the FLOPs-ideal) · LUT prediction (its error); green / red edge: the budget met / missed "
+            f"there.</p>{per_hw}</section>")
+
+
+def calibration_section(report: dict, styles: dict) -> str:
+    rows = []
+    for h in report["hardware"]:
+        cal, q = report.get("calibration", {}).get(h), report.get("lut_quality", {}).get(h, {})
+        if not cal:
+            rows.append(f"<tr><td>{e(hw_label(report, h))}</td><td colspan='6' class='dim'>no calibration</td></tr>")
+            continue
+        gate_ok = cal.get("passed")
+        held = cal.get("heldout_within_10pct")
+        rows.append(f"<tr><td>{e(hw_label(report, h))}</td><td>{cal['samples']}</td>"
+                    f"<td>{_fmt(cal.get('within_10pct'), '.0%')}</td><td>{_fmt(cal.get('gate'), '.0%')} "
+                    + ("<span class='ok'>passed</span>" if gate_ok else "<span class='bad'>failed</span>")
+                    + f"</td><td>{_fmt(cal.get('median_rel_error'), '.1%')}</td>"
+                    f"<td>{_fmt(held, '.0%')} <span class='dim'>of {len(cal['heldout'])}</span></td>"
+                    f"<td>{q.get('remeasured_rows', cal.get('remeasured_rows')) or 0} rows, {cal.get('rounds') or 0} "
+                    f"round(s); {q.get('noisy_rows', 0)} noisy</td></tr>")
+    table = _table(["hardware", "calibration points", "within 10% (leave-one-out)", "gate", "median error",
+                    "validated models within 10%", "re-measured"], rows, "cal")
+    plots = "".join(f"<figure class='plot'>{plot_calibration(report, h, styles)}</figure>" for h in report["hardware"])
+    return (f"<section id='calibration'><h2>LUT calibration</h2><p class='hint'>measured ~ a + b x (sum of the "
+            "layers' LUT latencies). Each calibration point is predicted from a fit without it (leave-one-out); the "
+            f"validated models were never fitted on.</p>{table}<div class='grid'>{plots}</div></section>")
+
+
+def search_section(report: dict, styles: dict) -> str:
+    plots = [p for h in report["hardware"] if (p := plot_search(report, h, styles))]
+    body = ("<div class='grid wide'>" + "".join(f"<figure class='plot'>{p}</figure>" for p in plots) + "</div>"
+            if plots else "<p class='dim'>No trial of this run kept its per-epoch curve (made before it was "
+            "recorded).</p>")
+    rows = []
+    for r in report["results"]:
+        for s in r.get("per_seed") or []:
+            cost = ", ".join(f"{k} {v:.3g}" for k, v in s["predicted_cost"].items() if _finite(v) is not None)
+            lut = {True: "within", False: "<span class='bad'>over</span>", None: "-"}[s.get("within_budget")]
+            best = " <span class='dim'>(selected)</span>" if s.get("seed") == r.get("best_seed") else ""
+            rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td><td>{e(str(s.get('seed')))}{best}</td>"
+                        f"<td>{_fmt(s.get('heldout_acc'))}</td><td>{e(cost) or '-'}</td><td>{lut}</td>"
+                        f"<td>{len(s.get('history') or [])}</td></tr>")
+    seeds = _table(["config", "seed", "held-out accuracy", "predicted cost (ms)", "LUT's view", "epochs recorded"],
+                   rows, "seeds") if rows else ""
+    return f"<section id='search'><h2>Search</h2>{body}<h3>Seeds</h3>{seeds}</section>"
+
+
+def finetune_section(report: dict, styles: dict) -> str:
+    svg = plot_finetune(report, styles)
+    body = f"<figure class='plot wide1'>{svg}</figure>" if svg else "<p class='dim'>No fine-tune history.</p>"
+    return f"<section id='finetune'><h2>Fine-tune</h2>{body}</section>"
+
+
+def stages_section(report: dict) -> str:
+    stages = report.get("stages") or {}
+    if not stages:
+        return "<section id='stages'><h2>Stage timings</h2><p class='dim'>No manifest was read.</p></section>"
+    longest = max([s["seconds"] for s in stages.values() if s.get("seconds")] or [1])
+    rows = []
+    for name, s in stages.items():
+        sec = s.get("seconds")
+        width = 100 * sec / longest if sec else 0
+        shown = (f"{sec:,.1f} s" if sec < 120 else f"{sec / 60:,.1f} min") if sec is not None else "-"
+        state = s.get("state") or "-"
+        rows.append(f"<tr><td>{e(name)}</td><td class='st-{e(state)}'>{e(state)}</td><td>{shown}</td>"
+                    f"<td class='barcell'><div class='bar' style='width:{width:.1f}%'></div></td>"
+                    f"<td class='dim'>{e(s.get('started') or '-')}</td><td>{e(str(s.get('attempts') or '-'))}</td></tr>")
+    total = sum(s["seconds"] for s in stages.values() if s.get("seconds"))
+    return (f"<section id='stages'><h2>Stage timings</h2><p class='hint'>from the run's manifest; "
+            f"{total / 60:,.1f} min in all (the report stage is still running as it writes this)</p>"
+            + _table(["stage", "state", "time", "", "started (UTC)", "attempts"], rows, "stages") + "</section>")
+
+
+CSS = """
+:root { --fg: #1d2329; --dim: #6a737d; --line: #d8dee4; --bg2: #f6f8fa; }
+* { box-sizing: border-box; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--fg); margin: 0 auto; padding: 1.2em 2em 3em; max-width: 1500px; line-height: 1.45; }
+h1 { font-size: 1.6em; margin: 0.2em 0; } h2 { font-size: 1.25em; margin: 1.6em 0 0.5em; padding-bottom: 0.2em;
+     border-bottom: 2px solid var(--line); } h3 { font-size: 1em; margin: 1.2em 0 0.4em; color: #333; }
+nav { font-size: 0.85em; margin: 0.3em 0 0.8em; } nav a { margin-right: 0.9em; color: #0b5cad; text-decoration: none; }
+.meta { color: var(--dim); margin: 0; } .meta b { color: var(--fg); } code { word-break: break-all; }
+.lead { font-size: 1.05em; } .hint { color: var(--dim); font-size: 0.85em; margin: 0.3em 0; }
+.dim { color: var(--dim); } .ok { color: #2e7d32; font-weight: 600; } .bad { color: #b02a37; font-weight: 600; }
+.noise { color: #8a5300; font-size: 0.85em; }
+.demo { background: #fff3cd; border: 2px solid #d39e00; padding: 0.7em 1em; font-weight: 600; margin: 0.6em 0; }
+.alarm { background: #f8d7da; border: 1px solid #b02a37; color: #58151c; padding: 0.5em 1em; margin-bottom: 0.6em; }
+.note { background: #eef2fb; border: 1px solid #a9b8dc; padding: 0.5em 1em; }
+.alarm ul, .note ul { margin: 0.3em 0; padding-left: 1.2em; }
+.wrap { overflow-x: auto; max-width: 100%; margin: 0.3em 0 0.6em; }
+table { border-collapse: collapse; font-size: 0.84em; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 9px; text-align: left; vertical-align: top; }
+th { background: var(--bg2); font-weight: 600; }
+td { white-space: nowrap; } td.notes { white-space: normal; min-width: 16em; } tr.base td { color: #555; background: #fafafa; }
+tr.missed td:first-child, td.cmiss { box-shadow: inset 3px 0 0 #b02a37; }
+tr.met td:first-child, td.cmet { box-shadow: inset 3px 0 0 #2e7d32; }
+table.ship td { font-size: 1.05em; padding: 6px 12px; }
+td.arts a, td.arts code { margin-right: 0.5em; }
+.chip { display: inline-block; min-width: 1.5em; padding: 0 0.3em; margin-right: 0.4em; border-radius: 0.75em;
+        color: #fff; font-size: 0.8em; font-weight: 700; text-align: center; }
+.chip.orig { background: #222; } .cfg { white-space: nowrap; }
+.legend { position: sticky; top: 0; z-index: 5; background: rgba(255,255,255,0.96); border: 1px solid var(--line);
+          border-radius: 6px; padding: 0.45em 0.8em; margin: 1.2em 0 0; font-size: 0.85em; }
+.legend .item { display: inline-block; margin: 0.1em 1.1em 0.1em 0; white-space: nowrap; }
+.legend .keys { color: var(--dim); margin-top: 0.2em; font-size: 0.92em; }
+.ln { display: inline-block; width: 1.8em; height: 0; vertical-align: middle; }
+.ln.step { border-top: 2px solid #777; } .ln.dash { border-top: 2px dashed #b02a37; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 480px), 1fr)); gap: 0.8em 1.4em; }
+.grid.wide { grid-template-columns: repeat(auto-fill, minmax(min(100%, 760px), 1fr)); }
+figure.plot { margin: 0; min-width: 0; } .plot svg { width: 100%; height: auto; display: block; }
+.plot.ranks svg { max-width: 860px; } .plot.wide1 svg, .grid.wide svg { max-width: 1000px; }
+td.barcell { width: 40%; min-width: 120px; } .bar { height: 0.8em; background: #5b8dd6; border-radius: 2px; margin-top: 0.3em; }
+.st-done { color: #2e7d32; } .st-failed { color: #b02a37; } .st-running { color: #8a5300; }
+details pre { overflow-x: auto; background: var(--bg2); padding: 0.8em; font-size: 0.75em; max-height: 40em; }
+"""
+
+
+def render_page(report: dict) -> str:
+    styles = config_styles(report)
+    banner = (f"<div class='demo'>DATA SET: {e(report['dataset'])}. The accuracies below say nothing about real "
+              "images; the run exercises every stage for real.</div>") if report.get("demo") else ""
+    sim = report.get("simulated") or []
+    meta = (f"<p class='meta'>model <b>{e(report['model'])}</b> · data set <b>{e(report['dataset'])}</b> · hardware "
+            f"<b>{e(', '.join(hw_label(report, h) for h in report['hardware']))}</b> · budget metric "
+            f"<b>{e(report.get('budget_metric', ''))}</b> · {len(report['results'])} configs"
+            + (f" · store <code>{e(report['store'])}</code>" if report.get("store") else "") + "</p>")
+    if sim:
+        meta += (f"<p class='hint'>{e(', '.join(sim))}: simulated hardware; its 'measured' latency is the "
+                 "simulator's, not a device's.</p>")
+    nav = "<nav>" + "".join(f"<a href='#{i}'>{t}</a>" for i, t in (
+        ("verdict", "verdict"), ("warnings", "warnings"), ("accuracy", "accuracy vs latency"), ("results", "results"),
+        ("calibration", "LUT calibration"), ("ranks", "ranks"), ("speedup", "speedup"), ("search", "search"),
+        ("finetune", "fine-tune"), ("stages", "stage timings"))) + "</nav>"
+    hw = report["hardware"]
+    accuracy = ("<section id='accuracy'><h2>Accuracy vs measured latency</h2><div class='grid'>"
+                + "".join(f"<figure class='plot'>{plot_accuracy_latency(report, h, styles)}</figure>" for h in hw)
+                + "</div></section>")
+    ranks = (f"<section id='ranks'><h2>Per-layer ranks</h2><figure class='plot ranks'>{plot_ranks(report, styles)}"
+             "</figure></section>")
+    speed = ("<section id='speedup'><h2>Measured vs FLOPs-ideal speedup</h2><div class='grid'>"
+             + "".join(f"<figure class='plot'>{plot_speedup(report, h, styles)}</figure>" for h in hw)
+             + "</div></section>")
+    raw = e(json.dumps(report, indent=1, sort_keys=True))
+    body = "\n".join([banner, f"<h1>HALOC report: run {e(report['run_id'])}</h1>", meta, nav,
+                      verdict_section(report, styles), warnings_section(report), legend(report, styles), accuracy,
+                      results_tables(report, styles), calibration_section(report, styles), ranks, speed,
+                      search_section(report, styles), finetune_section(report, styles), stages_section(report),
+                      f"<details><summary>report.json</summary><pre>{raw}</pre></details>"])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>HALOC report {e(report['run_id'])}</title>
+<style>{CSS}</style></head><body>
+{body}
+</body></html>
+"""

@@ -273,12 +273,12 @@ def plot_search(report: dict, hw: str, styles: dict) -> str | None:
                                 fontsize=7, color=st.color, fontweight="bold", va="center")
     cost.axhline(1.0, color=MISSED, ls="--", lw=1)
     cost.text(0.01, 1.0, "budget", color=MISSED, fontsize=7, va="bottom", transform=cost.get_yaxis_transform())
-    acc.set_title(f"{hw_label(report, hw)}: held-out accuracy per search epoch")
+    acc.set_title(f"{hw_label(report, hw)}: supernet held-out accuracy per search epoch")
     cost.set_title(f"{hw_label(report, hw)}: expected cost / budget per epoch")
     for ax in (acc, cost):
         ax.set_xlabel("search epoch")
         _integer_ticks(ax)
-    acc.set_ylabel("held-out accuracy")
+    acc.set_ylabel("held-out accuracy (supernet)")
     cost.set_ylabel("expected cost / budget")
     return _svg(fig)
 
@@ -511,7 +511,7 @@ def search_section(report: dict, styles: dict) -> str:
             rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td><td>{e(str(s.get('seed')))}{best}</td>"
                         f"<td>{_fmt(s.get('heldout_acc'))}</td><td>{e(cost) or '-'}</td><td>{lut}</td>"
                         f"<td>{len(s.get('history') or [])}</td></tr>")
-    seeds = _table(["config", "seed", "held-out accuracy", "predicted cost (ms)", "LUT's view", "epochs recorded"],
+    seeds = _table(["config", "seed", "held-out accuracy (selected ranks)", "predicted cost (ms)", "LUT's view", "epochs recorded"],
                    rows, "seeds") if rows else ""
     return f"<section id='search'><h2>Search</h2>{body}<h3>Seeds</h3>{seeds}</section>"
 

@@ -317,8 +317,11 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
         done = [dict(trial_record(r, name), restored=restored) for r in grid]
         progress({"kind": "search_end"})
         for r in done:
+            cost = {hw: c / r["budget_abs"][hw] for hw, c in (r.get("predicted_cost") or {}).items()
+                    if (r.get("budget_abs") or {}).get(hw)}
             progress({"kind": "search_trial_done", "targets": r["targets"], "budget": r["budget"], "seed": r["seed"],
-                      "status": r["status"], "error": r["error"]})
+                      "status": r["status"], "error": r["error"], "heldout_acc": r.get("selected_heldout_acc"),
+                      "cost_over_budget": cost})
         records += done
     records.sort(key=lambda r: (str(r["targets"]), r["budget"] or 0, r["seed"] or 0, r["trial_id"]))
     layout.write_trials({"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})

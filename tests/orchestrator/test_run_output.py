@@ -95,11 +95,11 @@ def test_plain_progress_lines_are_complete_and_bounded():
 def test_progress_lines_name_the_whole_trial():
     ev = {"kind": "search_epoch", "targets": "cpu+asic", "budget": 0.5, "seed": 2, "epoch": 3, "epochs": 10,
           "heldout_acc": 0.4321, "cost_over_budget": {"cpu": 1.04, "asic": 0.97}}
-    assert progress_line(ev) == ("search cpu+asic budget 0.5 seed 2: epoch 3/10, held-out acc 0.432, "
+    assert progress_line(ev) == ("search cpu+asic budget 0.5 seed 2: epoch 3/10, supernet held-out acc 0.432, "
                                  "expected cost / budget cpu 1.04, asic 0.97")
     assert progress_line({"kind": "search_epoch", "targets": "cpu", "budget": 0.9, "seed": 0, "epoch": 1,
                           "epochs": 2, "heldout_acc": None, "cost_over_budget": {}}).endswith(
-        "held-out acc -, expected cost / budget -")
+        "supernet held-out acc -, expected cost / budget -")
     assert progress_line({"kind": "unknown"}) is None
 
 
@@ -131,3 +131,13 @@ def test_no_progress_on_a_terminal_prints_plain_lines():
     out.event({"kind": "search_epoch", "trial_id": "t0", "targets": "cpu", "budget": 0.6, "seed": 0, "epoch": 1,
                "epochs": 2, "heldout_acc": None, "cost_over_budget": {"cpu": 1.0}})
     assert "search cpu budget 0.6 seed 0: epoch 1/2" in strip_ansi(buf.getvalue())
+
+
+def test_a_finished_trial_names_its_selected_ranks_accuracy_and_cost():
+    line = progress_line({"kind": "search_trial_done", "targets": "asic", "budget": 0.6, "seed": 1, "status": "done",
+                          "error": None, "heldout_acc": 0.353, "cost_over_budget": {"asic": 0.98}})
+    assert line == ("search asic budget 0.6 seed 1: done, the selected ranks' held-out acc 0.353, "
+                    "predicted cost / budget asic 0.98")
+    failed = progress_line({"kind": "search_trial_done", "targets": "cpu", "budget": 0.6, "seed": 0,
+                            "status": "error", "error": "RuntimeError: boom"})
+    assert failed == "search cpu budget 0.6 seed 0: error (RuntimeError: boom)"

@@ -33,7 +33,7 @@ CIFAR10_META_FILE = "batches.meta"
 CIFAR10_SUBDIR = "cifar-10-batches-py"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEMO_NAME = "demo (generated, not real data)"
-KINDS = ("cifar10", "imagenet", "digits", "demo")
+KINDS = ("cifar10", "imagenet", "digits", "demo", "factory")
 DIGITS_TEST_SIZE = 360  # of 1,797 images: the 1437/360 split of ENVIRONMENT.md
 
 
@@ -42,7 +42,7 @@ class DataConfig:
     """Which data set to build and how; `root` is unused for the demo and the digits."""
 
     kind: str = "demo"  # one of KINDS
-    root: str | None = None  # CIFAR-10 batch folder or ImageNet folder with train/ and val/
+    root: str | None = None  # CIFAR-10 batch folder, ImageNet folder with train/ and val/, or package.module:factory
     augment: bool = True  # standard training augmentations (off: the val transform on train too)
     image_size: int = 32  # demo images, and the crop of an ImageFolder (CIFAR-10 is 32x32)
     num_classes: int = 10  # demo only
@@ -72,7 +72,57 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
         raise BadInputError(f"data kind {cfg.kind!r} needs a root folder; pass the data set's local path")
     if cfg.kind == "cifar10":
         return cifar10_datasets(cfg.root, augment=cfg.augment)
+    if cfg.kind == "factory":
+        return factory_datasets(cfg.root)
     return imagenet_datasets(cfg.root, augment=cfg.augment, image_size=cfg.image_size)
+
+
+def is_factory_path(data: str | None) -> bool:
+    """`package.module:factory` (not a URI, not a Windows drive, not an existing file)."""
+    if not data or "://" in data or ":" not in data or Path(data).exists():
+        return False
+    module, _, attr = data.partition(":")
+    return bool(module) and attr.isidentifier() and all(p.isidentifier() for p in module.split("."))
+
+
+def factory_datasets(path: str) -> tuple[Dataset, Dataset]:
+    """(train, val) from the user's `package.module:factory`, called with no arguments. Its datasets are
+    used as they are: their transforms are the user's (each sample an image tensor (C, H, W) and a label)."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except ImportError as e:
+        raise BadInputError(f"--data {path!r}: module {module!r} cannot be imported ({e}); install it, put its "
+                            "folder on PYTHONPATH, or pass --py-modules FOLDER so that every Ray node gets it") from e
+    except AttributeError:
+        raise BadInputError(f"--data {path!r}: module {module!r} has no {attr!r}; name a callable that returns "
+                            "(train, val) datasets") from None
+    out = fn()
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(hasattr(d, "__len__") and hasattr(d, "__getitem__")
+                                                                     for d in out)):
+        raise BadInputError(f"--data {path!r} returned {type(out).__name__}; the factory must return (train, val): "
+                            "two torch Datasets")
+    train, val = out
+    if len(train) == 0 or len(val) == 0:
+        raise BadInputError(f"--data {path!r}: the training or validation set is empty ({len(train)} / {len(val)})")
+    return train, val
+
+
+def _factory_facts(path: str) -> "DataFacts":
+    train, val = factory_datasets(path)
+    x, y = train[0]
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        raise BadInputError(f"--data {path!r}: a sample's image is a {type(x).__name__}"
+                            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}, not a (C, H, W) tensor; add a "
+                            "ToTensor() to the dataset's transform")
+    classes = getattr(train, "classes", None)
+    count = len(classes) if classes is not None else getattr(train, "num_classes", None)
+    side = int(x.shape[-1]) if x.shape[-1] == x.shape[-2] else None
+    text = f"{count} classes" if count else "class count not given by the data"
+    return DataFacts(int(count) if count else 0, side,
+                     f"datasets from {path} ({len(train)} train / {len(val)} val samples, {text})")
 
 
 @dataclass(frozen=True)
@@ -107,7 +157,9 @@ def data_facts(kind: str, root: str | Path, shown_as: str | None = None) -> Data
                                         "delete it") from None
         side = sizes.pop() if len(sizes) == 1 else None
         return DataFacts(len(classes), side, f"ImageFolder at {shown} ({len(classes)} classes)")
-    raise BadInputError(f"data kind {kind!r} has no facts to read; use cifar10 or imagenet")
+    if kind == "factory":
+        return _factory_facts(str(root))
+    raise BadInputError(f"data kind {kind!r} has no facts to read; use cifar10, imagenet or factory")
 
 
 def dataset_label(ds: Dataset) -> str:

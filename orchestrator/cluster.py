@@ -31,10 +31,12 @@ _EMBEDDED = []  # the EmbeddedRay this process started, if any
 _JOINED = []  # the cluster address this process connected to itself
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, resources: dict | None = None) -> None:
+def connect(address: str | None = None, num_cpus: int | None = None, resources: dict | None = None,
+            py_modules: tuple[str, ...] = ()) -> None:
     """Connect the driver to Ray: an existing cluster at `address` ("auto" or "host:port"), or else the
     run's own embedded Ray on 127.0.0.1 offering this machine's detected hardware resources
-    (orchestrator.embedded_ray; `disconnect()` stops it)."""
+    (orchestrator.embedded_ray; `disconnect()` stops it). `py_modules`: local module folders that Ray
+    uploads to every node for this job (the user's model and data factories)."""
     if address:
         from .ray_compat import use_token_auth_if_a_token_exists
 
@@ -44,15 +46,17 @@ def connect(address: str | None = None, num_cpus: int | None = None, resources: 
 
     if ray.is_initialized():
         return
+    runtime_env = {"py_modules": [str(p) for p in py_modules]} if py_modules else None
     if address:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
         _JOINED.append(address)
         return
     from workers.detect import detect_resources
 
     from .embedded_ray import EmbeddedRay
 
-    _EMBEDDED.append(EmbeddedRay.start(resources if resources is not None else detect_resources(), num_cpus))
+    _EMBEDDED.append(EmbeddedRay.start(resources if resources is not None else detect_resources(), num_cpus,
+                                       runtime_env=runtime_env))
 
 
 def disconnect() -> None:

@@ -64,7 +64,7 @@ class EmbeddedRay:
     _proc: object = None
 
     @classmethod
-    def start(cls, resources: dict, num_cpus: int | None = None) -> "EmbeddedRay":
+    def start(cls, resources: dict, num_cpus: int | None = None, runtime_env: dict | None = None) -> "EmbeddedRay":
         """Start the cluster, wait until its GCS answers, and connect this driver to it."""
         import ray
 
@@ -94,7 +94,7 @@ class EmbeddedRay:
             os.environ["RAY_ADDRESS"] = address  # what this driver's helpers (state API, jobs) resolve
             os.environ.setdefault("RAY_AUTH_MODE", "token")
             enable_token_auth()
-            ray.init(address=address, logging_level="WARNING")
+            ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
         except BaseException:
             node.stop()
             raise

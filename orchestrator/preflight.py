@@ -24,10 +24,32 @@ def resolve_profiles(spec: RunSpec) -> dict:
 
 
 def check_model(spec: RunSpec) -> None:
+    """The model resolves (a registry name, torchvision:NAME, or an importable factory) and builds at the
+    run's class count and input size, with at least one layer to decompose."""
     import haloc
 
-    if spec.model not in haloc.models.list_models():
-        raise BadInputError(f"model {spec.model!r} unknown; choose one of {haloc.models.list_models()}")
+    use_py_modules(spec.py_modules)
+    if spec.model not in haloc.models.list_models() and ":" not in spec.model:
+        raise BadInputError(f"model {spec.model!r} unknown; choose one of {haloc.models.list_models()}, or give "
+                            "torchvision:NAME or package.module:factory")
+    specs = haloc.models.layer_specs(haloc.models.ModelSpec.of(spec.model_spec))
+    if not specs:
+        raise BadInputError(f"model {spec.model!r} has no layer HALOC can decompose (convolutions and linear layers "
+                            "without groups); nothing to compress")
+
+
+def use_py_modules(folders) -> None:
+    """The driver imports the user's factories from the --py-modules folders as Ray's workers will
+    (Ray puts each folder's parent on their path: `import <folder name>`)."""
+    import sys
+
+    for folder in folders:
+        path = Path(folder)
+        if not path.exists():
+            raise BadInputError(f"--py-modules {folder!r} does not exist; pass the folder of your package")
+        parent = str(path.resolve().parent)
+        if parent not in sys.path:
+            sys.path.insert(0, parent)
 
 
 def check_weights(spec: RunSpec) -> None:
@@ -46,14 +68,34 @@ def read_data_facts(kind: str, data: str):
     from haloc import data as hdata
     from workers.data_cache import local_data_path
 
-    if kind not in ("cifar10", "imagenet"):
-        raise BadInputError(f"data set {kind!r} unknown; use imagenet, cifar10 or demo")
+    if kind not in ("cifar10", "imagenet", "factory"):
+        raise BadInputError(f"data set {kind!r} unknown; use imagenet, cifar10, a package.module:factory or demo")
     try:
         root = local_data_path(data)
     except OSError as e:
         raise BadInputError(f"--data {data.split('?', 1)[0]!r} cannot be read ({e}); check the path, "
                             "the endpoint and the credentials") from None
     return hdata.data_facts(kind, root, shown_as=data.split("?", 1)[0])
+
+
+def detect_data_kind(data: str) -> str:
+    """"imagenet" for an ImageFolder tree (train/ and val/), "cifar10" for CIFAR-10 python batches."""
+    from haloc import data as hdata
+    from workers.data_cache import local_data_path
+
+    try:
+        root = Path(local_data_path(data))
+    except OSError as e:
+        raise BadInputError(f"--data {data.split('?', 1)[0]!r} cannot be read ({e}); check the path, "
+                            "the endpoint and the credentials") from None
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return "imagenet"
+    if root.is_dir() and any((c / hdata.CIFAR10_TEST_FILE).is_file() for c in (root, root / hdata.CIFAR10_SUBDIR)):
+        hdata._cifar_dir(root)  # CIFAR-10 it is: a missing batch is named
+        return "cifar10"
+    raise BadInputError(f"--data {data.split('?', 1)[0]!r} is neither an ImageFolder tree (train/ and val/ with "
+                            "a folder per class) nor CIFAR-10 python batches (data_batch_1..5, test_batch, "
+                            "batches.meta); give one of those, or package.module:factory")
 
 
 def check_data(spec: RunSpec, console) -> None:
@@ -81,6 +123,8 @@ def check_data(spec: RunSpec, console) -> None:
         hdata.check_imagefolder_layout(root)
         for split in ("train", "val"):
             hdata.verify_image_folder(Path(root) / split, max_files=VERIFY_ALL_UP_TO)
+    elif spec.dataset == "factory":
+        hdata.data_facts("factory", spec.data)  # imports it, builds both splits, checks one sample
     else:
         raise BadInputError(f"data set {spec.dataset!r} unknown; use imagenet, cifar10 or demo")
 

@@ -71,6 +71,7 @@ class RunOutput:
         self._search: SearchTable | None = None
         self._started = time.monotonic()
         self._routed = False
+        self._last_epoch: dict[str, int] = {}  # trial id -> its latest epoch shown
 
     # ---- the log --------------------------------------------------------------------------------
 
@@ -174,6 +175,10 @@ class RunOutput:
     def event(self, ev: dict) -> None:
         """A progress event of a stage: printed as one line, or shown in the live search table."""
         kind = ev.get("kind")
+        if kind == "search_epoch" and ev.get("trial_id"):
+            self._last_epoch[ev["trial_id"]] = max(self._last_epoch.get(ev["trial_id"], 0), int(ev.get("epoch") or 0))
+        if kind == "search_end":
+            self._await_epochs(ev.get("trials") or {})
         if kind == "search_epoch" and self.live:
             if self._search is None:
                 self._search = SearchTable(self.console)
@@ -185,6 +190,15 @@ class RunOutput:
         if line:
             with self._lock:
                 self.console.print(line, markup=False, highlight=False)
+
+    def _await_epochs(self, trials: dict, timeout_s: float = 3.0) -> None:
+        """Tune hands the driver a trial's result before Ray's log monitor forwards the trial's last
+        progress line: wait (briefly) for the last epoch of each trial seen in this attempt, so that
+        the lines come in their order."""
+        end = time.monotonic() + timeout_s
+        waiting = {t: e for t, e in trials.items() if t in self._last_epoch and e}
+        while time.monotonic() < end and any(self._last_epoch.get(t, 0) < e for t, e in waiting.items()):
+            time.sleep(0.05)
 
     def _stop_search_table(self) -> None:
         if self._search is not None:

@@ -16,7 +16,8 @@ from haloc.errors import BadInputError
 BUDGET_METRICS = ("latency", "flops")
 RANK_MODES = ("latency", "step")
 # Keys a resumed run may change without becoming a different run.
-RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from")
+RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from",
+               "py_modules")
 # Spec fields whose CLI flag is not simply --field-name.
 _FLAGS = {"demo_train": "--demo-size TRAIN", "demo_val": "--demo-size VAL", "heldout_fraction": "--heldout-fraction"}
 MAX_SEED = 2**31 - 1  # numpy, torch and Python's random all take it
@@ -52,9 +53,9 @@ def _flag(name: str) -> str:
 @dataclass(frozen=True)
 class RunSpec:
     pipeline: str  # e.g. "imagenet_resnet18"
-    model: str  # haloc.models name
-    dataset: str  # "imagenet" | "cifar10" | "demo"
-    data: str | None  # local folder or s3:// URI; None with the demo data set
+    model: str  # haloc.models name, torchvision:NAME or package.module:factory
+    dataset: str  # "imagenet" | "cifar10" | "factory" | "demo"
+    data: str | None  # local folder, s3:// URI or package.module:factory; None with the demo data set
     store: str  # local folder or s3:// URI
     run_id: str
     preset: str  # "demo" | "quick" | "paper"
@@ -101,6 +102,7 @@ class RunSpec:
     accept_noisy_lut: bool = False  # go on with a LUT that failed its quality gate (the report says so; exit 3)
     allow_miss: bool = False  # exit 0 even when a model missed its budget on measurement
     luts_from: str | None = None  # start from another run's LUTs (same model, input size and hardware profiles)
+    py_modules: tuple[str, ...] = ()  # local folders Ray ships to every node (the user's model / data factories)
 
     def __post_init__(self):
         if self.budget_metric not in BUDGET_METRICS:

@@ -81,7 +81,7 @@ def _run(spec: RunSpec, output, reprofile: list[str] | None, redirect: bool) -> 
         console.print(f"LUTs from run {spec.luts_from}: {', '.join(copied) or 'none to copy'}")
     ctx = RunContext(spec, layout, manifest, console, profiles, progress=output.event, live=output.live)
     label = " [bold yellow](demo: generated data, not real)[/]" if spec.is_demo else ""
-    console.print(f"[bold]HALOC run[/] {spec.run_id}: {spec.model} on {spec.dataset}{label}")
+    console.print(f"[bold]HALOC run[/] {spec.run_id}: {spec.model} on {spec.data_description or spec.dataset}{label}")
     console.print(f"store: {ctx.layout.uri()}")
     for stage in STAGES:
         if manifest.stage_state(stage.name) == "done" and stage.name != "report":
@@ -194,7 +194,7 @@ def _connect(spec: RunSpec, profiles: dict, output, layout, redirect: bool) -> N
 
     # Ray's start-up output goes to a log already; it moves into the run once the run exists
     output.begin(Path(tempfile.mkdtemp(prefix="haloc-log-")) / "driver.log", redirect=redirect)
-    connect(spec.address)
+    connect(spec.address, py_modules=spec.py_modules)
     output.attach_ray()
     check_profiles_feasible(list(profiles.values()))
     url = dashboard_url()

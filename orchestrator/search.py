@@ -315,7 +315,7 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
         tuner, restored = _tuner(layout, spec, name, space, samples, alg, trainable)
         grid = tuner.fit()
         done = [dict(trial_record(r, name), restored=restored) for r in grid]
-        progress({"kind": "search_end"})
+        progress({"kind": "search_end", "trials": {r["trial_id"]: r["epochs"] for r in done if r["status"] == "done"}})
         for r in done:
             cost = {hw: c / r["budget_abs"][hw] for hw, c in (r.get("predicted_cost") or {}).items()
                     if (r.get("budget_abs") or {}).get(hw)}

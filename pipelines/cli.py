@@ -27,12 +27,22 @@ def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=PRESETS, default="demo",
                    help="demo: every stage on generated data in minutes; quick: the demo's short settings on your "
                         "--data; paper: the paper's setup (needs --data)")
-    p.add_argument("--data", help=f"{defaults.dataset} data: a local folder or s3:// URI "
-                                  "(ImageNet: ImageFolder train/ and val/; CIFAR-10: python batches)")
+    p.add_argument("--data", help=f"{defaults.dataset or 'the'} data: a local folder or s3:// URI (ImageFolder "
+                                  "train/ and val/, or CIFAR-10 python batches), or package.module:factory "
+                                  "returning (train, val) torch Datasets")
     p.add_argument("--store", default="runs", help="artifact store: a local folder or s3://bucket/prefix "
                                                   "(?endpoint_override=host:port&scheme=http for S3-compatible servers)")
     p.add_argument("--run-id", help="run id (default: <pipeline>-demo, or <pipeline>-<preset>-<data folder>); rerun "
                                     "with the same id to resume")
+    p.add_argument("--model", help=f"the model to compress (default: {defaults.model or 'none: give one'}): a registry "
+                                   "name, torchvision:NAME (any torchvision classification model) or "
+                                   "package.module:factory (a callable returning an nn.Module)")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="the model's input (C H W; the data loaders give RGB squares, so C=3 and H=W); "
+                        "default: the pipeline's, or the data's own side")
+    p.add_argument("--py-modules", action="append", default=[], metavar="DIR",
+                   help="a local package folder that Ray ships to every node (your model or data factory); "
+                        "repeatable")
     p.add_argument("--num-classes", type=int, help="classes of the model's head (default: read from --data)")
     p.add_argument("--image-size", type=int, help="side of the model's input images (default: the pipeline's, "
                                                  "or the data's own when its images are smaller)")
@@ -81,10 +91,30 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     if args.preset != "demo" and not args.data:
         raise BadInputError(f"--preset {args.preset} needs --data (the {defaults.dataset} folder or s3:// URI); "
                             "pass --data PATH, or run --preset demo on generated data")
+    if args.input_size is not None:
+        c, h, w = args.input_size
+        if c != 3 or h != w or h < 8:
+            raise BadInputError(f"--input-size {c} {h} {w}: the data loaders give RGB squares; pass 3 S S with S >= 8 "
+                                "(e.g. 3 32 32)")
+        if args.image_size is not None and args.image_size != h:
+            raise BadInputError(f"--input-size {c} {h} {w} and --image-size {args.image_size} disagree; give one")
+        args.image_size = h
     values = dict(pipeline=defaults.pipeline, model=defaults.model, dataset=defaults.dataset,
                   num_classes=defaults.num_classes, image_size=defaults.image_size, preset=args.preset,
                   data=args.data, store=args.store, address=args.address)
     values.update(defaults.preset(args.preset))
+    if args.model:
+        values["model"] = args.model
+    if not values.get("model"):
+        raise BadInputError(f"{defaults.pipeline} needs --model: a registry name, torchvision:NAME or "
+                            "package.module:factory")
+    if args.py_modules:
+        from orchestrator.preflight import use_py_modules
+
+        from pathlib import Path
+
+        values["py_modules"] = tuple(str(Path(d).expanduser().resolve()) for d in args.py_modules)
+        use_py_modules(values["py_modules"])  # a factory named by --model or --data imports from them
     if args.data:
         values.update(_from_the_data(args, defaults))
     elif args.num_classes is not None or args.image_size is not None:
@@ -125,19 +155,32 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
 def _from_the_data(args, defaults: PipelineDefaults) -> dict:
     """num_classes, image_size and the data's description, read from --data (synced first if s3://);
     a --num-classes that contradicts the data is refused."""
-    from orchestrator.preflight import read_data_facts
+    from haloc.data import is_factory_path
+    from orchestrator.preflight import detect_data_kind, read_data_facts
 
-    facts = read_data_facts(defaults.dataset, args.data)
+    kind = "factory" if is_factory_path(args.data) else (defaults.dataset or detect_data_kind(args.data))
+    facts = read_data_facts(kind, args.data)
+    if kind == "factory" and not facts.num_classes:  # the datasets do not say: the flag must
+        if args.num_classes is None:
+            raise BadInputError(f"--data {args.data}: its datasets have no `classes` attribute to read the class count "
+                                "from; pass --num-classes")
+        facts = type(facts)(args.num_classes, facts.image_side, facts.description.replace(
+            "class count not given by the data", f"{args.num_classes} classes (--num-classes)"))
     if args.num_classes is not None and args.num_classes != facts.num_classes:
         raise BadInputError(f"--num-classes {args.num_classes}: the data at {args.data.split('?', 1)[0]!r} has "
                             f"{facts.num_classes} classes; drop --num-classes or pass {facts.num_classes}")
     image_size = args.image_size
-    if defaults.dataset == "cifar10" and image_size not in (None, 32):
+    if kind == "cifar10" and image_size not in (None, 32):
         raise BadInputError(f"--image-size {image_size}: CIFAR-10 images are 32x32; drop --image-size or pass 32")
+    if kind == "factory" and facts.image_side is not None and image_size not in (None, facts.image_side):
+        raise BadInputError(f"--image-size {image_size}: the datasets of {args.data} give {facts.image_side}-pixel "
+                            f"images (their own transforms); drop --image-size or pass {facts.image_side}")
     if image_size is None:
         side = facts.image_side
-        image_size = side if side is not None and side < defaults.image_size else defaults.image_size
-    return {"num_classes": facts.num_classes, "image_size": image_size, "data_description": facts.description}
+        image_size = side if side is not None and (side < defaults.image_size or kind == "factory") \
+            else defaults.image_size
+    return {"num_classes": facts.num_classes, "image_size": image_size, "data_description": facts.description,
+            "dataset": kind}
 
 
 def _default_run_id(pipeline: str, args) -> str:

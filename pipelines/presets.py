@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class PipelineDefaults:
     pipeline: str
-    model: str
-    dataset: str  # the real data set of the paper preset
+    model: str | None  # None: the user names it (--model)
+    dataset: str | None  # the real data set of the paper preset; None: read from --data
     num_classes: int
     image_size: int
     paper: dict = field(default_factory=dict)
@@ -65,3 +65,13 @@ CIFAR_VGG16 = PipelineDefaults(
                finetune_batch_size=128, rank_step=16, pretrain_epochs=200, pretrain_lr=0.1, pretrain_batch_size=128),
     demo=dict(_DEMO_COMMON, num_classes=10, image_size=32, rank_step=32),
 )
+
+# The generic entry (python -m pipelines.compress): the user's --model on the user's --data. Its
+# "paper" preset is a full run with settings of ours (no paper to follow): one CPU budget, 3 seeds.
+COMPRESS = PipelineDefaults(
+    "compress", None, None, num_classes=10, image_size=224,
+    paper=dict(budgets=(0.5,), seeds=(0, 1, 2), hardware=("cpu",), search_epochs=10, finetune_epochs=20,
+               finetune_lr=0.01, rank_step=16),
+    demo=dict(_DEMO_COMMON, num_classes=10, image_size=32, rank_step=16),
+)
+

@@ -32,18 +32,87 @@ def register_model(name: str, input_size: tuple[int, int, int], num_classes: int
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(n for n in _REGISTRY if ":" not in n)
+
+
+TORCHVISION_PREFIX = "torchvision:"
+MODEL_FORMS = ("a registry name", "torchvision:NAME (any torchvision classification model)",
+               "package.module:factory (a callable returning an nn.Module)")
 
 
 def _check(name: str) -> None:
-    if name not in _REGISTRY:
-        raise BadInputError(f"unknown model {name!r}; choose one of {list_models()}")
+    if name in _REGISTRY:
+        return
+    if isinstance(name, str) and ":" in name:
+        _register_external(name)
+        return
+    raise BadInputError(f"unknown model {name!r}; choose one of {list_models()}, or give torchvision:NAME or "
+                        "package.module:factory")
+
+
+def _register_external(name: str) -> None:
+    """Register `torchvision:NAME` or `package.module:factory` under its own name, on first use (in every
+    process that meets it: a Ray worker resolves it again, so the factory must be importable there)."""
+    import importlib
+    import inspect
+
+    where, _, attr = name.partition(":")
+    if where == "torchvision":
+        import torchvision.models as tvm
+
+        known = tvm.list_models(module=tvm)
+        if attr not in known:
+            raise BadInputError(f"model {name!r}: torchvision has no classification model {attr!r}; choose one "
+                                f"of {known[:12]}... (torchvision.models.list_models())")
+
+        def factory(num_classes: int, **kwargs) -> nn.Module:
+            return tvm.get_model(attr, weights=None, num_classes=num_classes, **kwargs)
+
+        _REGISTRY[name], _INPUT_SIZE[name], _NUM_CLASSES[name] = factory, (3, 224, 224), 1000
+        return
+    try:
+        fn = getattr(importlib.import_module(where), attr)
+    except ImportError as e:
+        raise BadInputError(f"model {name!r}: module {where!r} cannot be imported ({e}); install it, put its folder "
+                            "on PYTHONPATH, or pass --py-modules FOLDER so that every Ray node gets it") from e
+    except AttributeError as e:
+        raise BadInputError(f"model {name!r}: module {where!r} has no {attr!r}; name a callable that returns an "
+                            "nn.Module") from e
+    if not callable(fn):
+        raise BadInputError(f"model {name!r}: {attr!r} is a {type(fn).__name__}, not a callable returning an nn.Module")
+    params = inspect.signature(fn).parameters
+    takes_classes = "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    def factory(num_classes: int | None = None, **kwargs) -> nn.Module:
+        model = fn(num_classes=num_classes, **kwargs) if takes_classes and num_classes is not None else fn(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise BadInputError(f"model {name!r}: the factory returned a {type(model).__name__}, not an nn.Module")
+        return model
+
+    size = getattr(fn, "input_size", None)  # a factory may say its input size (C, H, W); else --input-size
+    classes = getattr(fn, "num_classes", None)
+    if classes is None:
+        classes = _head_size(factory())
+    _REGISTRY[name], _NUM_CLASSES[name] = factory, classes
+    if size is not None:
+        _INPUT_SIZE[name] = tuple(int(v) for v in size)
+
+
+def _head_size(model: nn.Module) -> int | None:
+    """The out_features of the model's last Linear layer (its class count, for a classifier)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else None
 
 
 def create(name: str, num_classes: int | None = None, weights: str | None = None, **kwargs) -> nn.Module:
-    """Build model `name`; `weights` is a local file, an `s3://` URI or `torchvision` (see weights.py)."""
+    """Build model `name` (any of MODEL_FORMS); `weights` is a local file, an `s3://` URI or `torchvision`
+    (see weights.py)."""
     _check(name)
     model = _REGISTRY[name](num_classes=num_classes or _NUM_CLASSES[name], **kwargs)
+    if num_classes and ":" in name and _head_size(model) not in (None, num_classes):
+        raise BadInputError(f"model {name!r} has a {_head_size(model)}-class head, but {num_classes} classes are "
+                            "needed; let the factory take num_classes, or pass --num-classes "
+                            f"{_head_size(model)}")
     if weights:
         from .weights import load_weights
 
@@ -54,11 +123,16 @@ def create(name: str, num_classes: int | None = None, weights: str | None = None
 def input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) of one input sample of model `name`."""
     _check(name)
+    if name not in _INPUT_SIZE:
+        raise BadInputError(f"model {name!r} does not say its input size; pass --input-size C H W (e.g. 3 32 32), "
+                            "or give the factory an `input_size` attribute")
     return _INPUT_SIZE[name]
 
 
 def num_classes(name: str) -> int:
     _check(name)
+    if _NUM_CLASSES[name] is None:
+        raise BadInputError(f"model {name!r} has no Linear head to read its class count from; pass --num-classes")
     return _NUM_CLASSES[name]
 
 

@@ -71,12 +71,16 @@ def load_weights(model: nn.Module, name: str, source: str) -> nn.Module:
 
 
 def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
-    if name not in _TORCHVISION_WEIGHTS:
-        raise BadInputError(f"torchvision publishes no weights for {name!r}; known: {sorted(_TORCHVISION_WEIGHTS)}")
     import torchvision.models as tvm
 
-    enum_name, member = _TORCHVISION_WEIGHTS[name].split(".")
-    weights = getattr(getattr(tvm, enum_name), member)
+    if name.startswith("torchvision:"):  # torchvision's own model: its default published weights
+        weights = tvm.get_model_weights(name.split(":", 1)[1]).DEFAULT
+    elif name not in _TORCHVISION_WEIGHTS:
+        raise BadInputError(f"torchvision publishes no weights for {name!r}; known: {sorted(_TORCHVISION_WEIGHTS)} "
+                            "and every torchvision:NAME model")
+    else:
+        enum_name, member = _TORCHVISION_WEIGHTS[name].split(".")
+        weights = getattr(getattr(tvm, enum_name), member)
     try:
         # Reads from the torch hub cache ($TORCH_HOME) first; downloads only where a network is reachable.
         return weights.get_state_dict(progress=False, check_hash=True)

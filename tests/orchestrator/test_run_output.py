@@ -141,3 +141,28 @@ def test_a_finished_trial_names_its_selected_ranks_accuracy_and_cost():
     failed = progress_line({"kind": "search_trial_done", "targets": "cpu", "budget": 0.6, "seed": 0,
                             "status": "error", "error": "RuntimeError: boom"})
     assert failed == "search cpu budget 0.6 seed 0: error (RuntimeError: boom)"
+
+
+def test_the_search_end_waits_for_each_trials_last_progress_line(tmp_path):
+    """Tune returns a trial's result before Ray forwards the trial's last line: the end of the search
+    waits for it (briefly), so "done" comes after the trial's last epoch."""
+    import threading
+    import time
+
+    console, buf = plain_console()
+    out = RunOutput(console, progress=False)
+    out.begin(tmp_path / "driver.log", redirect=False)
+
+    def epoch(n):
+        return TAG + json.dumps({"kind": "search_epoch", "trial_id": "t0", "targets": "cpu", "budget": 0.5, "seed": 0,
+                                 "epoch": n, "epochs": 2, "heldout_acc": 0.5, "cost_over_budget": {"cpu": 1.0}})
+
+    out.worker_lines({"pid": 1, "lines": [epoch(1)]})
+    late = threading.Thread(target=lambda: (time.sleep(0.3), out.worker_lines({"pid": 1, "lines": [epoch(2)]})))
+    late.start()
+    out.event({"kind": "search_end", "trials": {"t0": 2, "finished-earlier": 5}})
+    out.say("search: done")
+    late.join()
+    out.end()
+    shown = buf.getvalue()
+    assert shown.index("epoch 2/2") < shown.index("search: done")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 
+from ._version import __version__  # noqa: F401 - the package's version (pyproject.toml reads it too)
+
 _LAZY = {
     "models": ("haloc.models", None),
     "flops": ("haloc.cost", "flops"),
@@ -54,6 +56,8 @@ _LAZY = {
     "digits_datasets": ("haloc.data", "digits_datasets"),
     "finetune": ("haloc.train", "finetune"),
     "rebuild": ("haloc.export", "rebuild"),
+    "restore": ("haloc.export", "restore"),
+    "onnx_metadata": ("haloc.export", "onnx_metadata"),
     "save_compressed": ("haloc.export", "save_compressed"),
     "load_compressed": ("haloc.export", "load_compressed"),
     "read_ranks_json": ("haloc.export", "read_ranks_json"),

@@ -380,6 +380,31 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
                         stages=manifest.get("stages") or {})
 
 
+def rerender(store, run_id: str) -> dict:
+    """A run's report built again from its stored artifacts and written (`haloc report RUN`): the run's
+    manifest says its model, hardware, data and preset, as the report stage reads them from the spec.
+    A run that is not in the store, or has no selection or validate records yet -> BadInputError."""
+    from hw_profiles.profile import register_profile_dir
+
+    from .manifest import RunManifest
+
+    layout = RunLayout(store, run_id)
+    manifest = RunManifest.read(layout.store, run_id)
+    if manifest is None:
+        raise BadInputError(f"run {run_id!r} is not in store {layout.store.uri} (no manifest.json); pass the run id "
+                            "and the --store the run was made with")
+    spec = manifest.get("spec") or {}
+    for folder in spec.get("profile_dirs") or ():  # the run's own hardware profiles, as its preflight registered
+        register_profile_dir(folder)
+    weights = (manifest.get("stages", {}).get("weights") or {}).get("info", {})
+    report = report_from_store(layout.store, run_id, layout.read_selected(), list(spec["hardware"]), spec["model"],
+                               spec.get("data_description") or spec["dataset"],
+                               budget_metric=spec.get("budget_metric", "latency"),
+                               extra={"preset": spec.get("preset"), "weights": weights.get("source")})
+    write_report(layout.store, run_id, report)
+    return report
+
+
 def _lut_quality(layout: RunLayout, hardware: list[str]) -> dict:
     """{hw: lut_quality} of each hardware with a calibration (a LUT without one has no verdict)."""
     from .verdicts import lut_quality

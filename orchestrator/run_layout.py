@@ -3,6 +3,7 @@
 Stages read what earlier stages wrote only through `RunLayout`; no stage imports another.
 
     <run>/manifest.json                       the run spec and each stage's state (orchestrator.manifest)
+    <run>/config.yaml                         the same spec as YAML: `--config` of it reproduces the run
     <run>/weights/original.pt                 the original model every stage starts from
     <run>/weights/pretrain/                   checkpoints of training the original here (no --weights)
     <run>/luts/<hw>.parquet                   latency table of one hardware (hw_profiles.lut)
@@ -30,6 +31,7 @@ from .artifacts import SelectedConfig, as_selected
 from .store import Store, validate_name, validate_run_id
 
 MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
 WEIGHTS = "weights/original.pt"
 PRETRAIN_DIR = "weights/pretrain"
 LUTS_DIR = "luts"
@@ -87,6 +89,17 @@ class RunLayout:
 
     def exists(self, rel: str) -> bool:
         return self.store.exists(self.path(rel))
+
+    # ---- the effective config ----------------------------------------------------------------------------
+    def write_config(self, spec: dict) -> str:
+        """`<run>/config.yaml`: the run's spec (as the manifest stores it) in the form `--config` reads."""
+        import yaml
+
+        head = (f"# The effective config of run {self.run_id} (the spec in its manifest.json), rewritten each time\n"
+                f"# the run starts. Reproduce it: python -m pipelines.{spec.get('pipeline')} --config config.yaml\n"
+                "# (the same run id and store resume it; flags override this file, e.g. a new --run-id).\n")
+        self.store.write_text(self.path(CONFIG), head + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None))
+        return self.path(CONFIG)
 
     # ---- weights of the original model ---------------------------------------------------------------
     @property

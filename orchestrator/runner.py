@@ -74,6 +74,7 @@ def _run(spec: RunSpec, output, reprofile: list[str] | None, redirect: bool) -> 
     _connect(spec, profiles, output, layout, redirect)  # an unoffered resource fails here, before anything is written
     interrupts.install()  # Ray installed its own handlers
     manifest = _open_manifest(layout, spec, console, reprofile)
+    layout.write_config(manifest.spec)  # <run>/config.yaml: --config of it reproduces the run
     output.relocate(layout.local_log_path())
     output.name_log()
     if spec.luts_from and manifest.stage_state("profile") != "done":

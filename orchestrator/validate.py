@@ -106,7 +106,7 @@ def _export(model, spec, ranks: dict, example, store, paths: dict, atol: float) 
 
     with tempfile.TemporaryDirectory() as tmp:
         files = save_compressed(model, spec, ranks, tmp)
-        onnx = export_onnx(model, example, Path(tmp) / EXPORT_FILES["onnx"])
+        onnx = export_onnx(model, example, Path(tmp) / EXPORT_FILES["onnx"], model_name=spec, ranks=ranks)
         diff = check_onnx(onnx, model, example, rtol=1e-3, atol=atol)
         for kind, local in (("model", files["model"]), ("ranks", files["ranks"]), ("onnx", onnx)):
             store.write_bytes(paths[kind], Path(local).read_bytes())

@@ -10,6 +10,7 @@ Heavy imports (torch, ray) happen only after the flags are parsed.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from haloc.errors import BadInputError
@@ -20,77 +21,145 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_STORE_UNAVAILABLE, EXIT
 EXIT_INTERRUPTED = 130
 
 
-def build_parser(defaults: PipelineDefaults) -> argparse.ArgumentParser:
+DEFAULT_PRESET, DEFAULT_STORE = "demo", "runs"
+
+
+def _default(defaults: PipelineDefaults, *fields: str) -> str:
+    """"(default: ...)" of RunSpec fields as the presets set them, e.g. "(default: demo, quick: 0.6; paper: 0.34)"."""
+    from dataclasses import MISSING
+    from dataclasses import fields as dataclass_fields
+
+    from orchestrator.run_spec import RunSpec
+
+    base = {f.name: f.default for f in dataclass_fields(RunSpec) if f.default is not MISSING}
+
+    def shown(preset: str) -> str:
+        values = [defaults.preset(preset).get(f, base.get(f)) for f in fields]
+        return " ".join(" ".join(map(str, v)) if isinstance(v, tuple) else "none" if v is None else str(v)
+                        for v in values)
+
+    by_value: dict[str, list[str]] = {}
+    for preset in PRESETS:
+        by_value.setdefault(shown(preset), []).append(preset)
+    if len(by_value) == 1:
+        return f"(default: {next(iter(by_value))})"
+    return "(default: " + "; ".join(f"{', '.join(names)}: {v}" for v, names in by_value.items()) + ")"
+
+
+def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argparse.ArgumentParser:
+    d = functools.partial(_default, defaults)
     p = argparse.ArgumentParser(
-        prog=f"python -m pipelines.{defaults.pipeline}",
-        description=f"HALOC on Ray: profile, search, select, fine-tune, validate and report {defaults.model}.")
-    p.add_argument("--preset", choices=PRESETS, default="demo",
+        prog=prog or f"python -m pipelines.{defaults.pipeline}",
+        description=f"HALOC on Ray: profile, search, select, fine-tune, validate and report {defaults.model}.",
+        epilog="Defaults that depend on --preset are given per preset. Exit codes: 0 every budget met on "
+               "measurement, 3 a budget missed or a noisy LUT accepted, 2 bad input, 4 store unavailable, "
+               "5 a LUT failed its quality gate, 130 interrupted, 1 anything else.")
+    # --preset and --store default to None here, so that a value from --config is told apart from a flag
+    # given; spec_from_args resolves them to DEFAULT_PRESET and DEFAULT_STORE
+    p.add_argument("--config", metavar="RUN_YAML",
+                   help="a YAML file of RunSpec fields (e.g. a run's own <store>/<run>/config.yaml): its values "
+                        "replace the preset's, the flags given replace its (default: none)")
+    p.add_argument("--preset", choices=PRESETS,
                    help="demo: every stage on generated data in minutes; quick: the demo's short settings on your "
-                        "--data; paper: the paper's setup (needs --data)")
+                        f"--data; paper: the paper's setup (needs --data) (default: {DEFAULT_PRESET})")
     p.add_argument("--data", help=f"{defaults.dataset or 'the'} data: a local folder or s3:// URI (ImageFolder "
                                   "train/ and val/, or CIFAR-10 python batches), or package.module:factory "
-                                  "returning (train, val) torch Datasets")
-    p.add_argument("--store", default="runs", help="artifact store: a local folder or s3://bucket/prefix "
-                                                  "(?endpoint_override=host:port&scheme=http for S3-compatible servers)")
-    p.add_argument("--run-id", help="run id (default: <pipeline>-demo, or <pipeline>-<preset>-<data folder>); rerun "
-                                    "with the same id to resume")
-    p.add_argument("--model", help=f"the model to compress (default: {defaults.model or 'none: give one'}): a registry "
-                                   "name, torchvision:NAME (any torchvision classification model) or "
-                                   "package.module:factory (a callable returning an nn.Module)")
+                                  "returning (train, val) torch Datasets (default: none, the demo's generated data)")
+    p.add_argument("--store", help="artifact store: a local folder or s3://bucket/prefix "
+                                   "(?endpoint_override=host:port&scheme=http for S3-compatible servers) "
+                                   f"(default: {DEFAULT_STORE})")
+    p.add_argument("--run-id", help="run id; rerun with the same id to resume "
+                                    "(default: <pipeline>-demo, or <pipeline>-<preset>-<data folder>)")
+    p.add_argument("--model", help=f"the model to compress: a registry name, torchvision:NAME (any torchvision "
+                                   "classification model) or package.module:factory (a callable returning an "
+                                   f"nn.Module) (default: {defaults.model or 'none: give one'})")
     p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
-                   help="the model's input (C H W; the data loaders give RGB squares, so C=3 and H=W); "
-                        "default: the pipeline's, or the data's own side")
-    p.add_argument("--py-modules", action="append", default=[], metavar="DIR",
+                   help="the model's input (C H W; the data loaders give RGB squares, so C=3 and H=W) "
+                        "(default: the pipeline's, or the data's own side)")
+    p.add_argument("--py-modules", action="append", metavar="DIR",
                    help="a local package folder that Ray ships to every node (your model or data factory); "
-                        "repeatable")
-    p.add_argument("--num-classes", type=int, help="classes of the model's head (default: read from --data)")
-    p.add_argument("--image-size", type=int, help="side of the model's input images (default: the pipeline's, "
-                                                 "or the data's own when its images are smaller)")
-    p.add_argument("--hardware", nargs="+", help="hardware profiles to target, e.g. cpu asic cuda jetson")
-    p.add_argument("--profile-dir", action="append", default=[], metavar="DIR",
-                   help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable")
-    p.add_argument("--budgets", nargs="+", type=float, help="budgets as fractions of the original cost, e.g. 0.5 0.7")
-    p.add_argument("--budget-metric", choices=("latency", "flops"))
-    p.add_argument("--seeds", nargs="+", type=int)
-    p.add_argument("--address", help="a running Ray cluster (host:port or auto); default: embedded local Ray")
-    p.add_argument("--weights", help="pretrained weights: torchvision, a file or s3:// URI")
-    p.add_argument("--rank-mode", choices=("latency", "step"), help="candidate ranks from LUT curves or a constant step")
-    p.add_argument("--rank-step", type=int)
-    p.add_argument("--search-epochs", type=int)
-    p.add_argument("--search-steps-per-epoch", type=int)
-    p.add_argument("--finetune-epochs", type=int)
-    p.add_argument("--finetune-steps-per-epoch", type=int)
-    p.add_argument("--finetune-workers", type=int, help="Ray Train workers per fine-tune (data parallel)")
-    p.add_argument("--pretrain-epochs", type=int, help="without --weights: epochs of training the original first")
-    p.add_argument("--pretrain-steps-per-epoch", type=int, help="without --weights: cap on steps per training epoch")
-    p.add_argument("--pretrain-batch-size", type=int, help="without --weights: batch size of training the original")
-    p.add_argument("--pretrain-lr", type=float, help="without --weights: peak learning rate of training the original")
-    p.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"), help="demo data: samples per split")
-    p.add_argument("--calibration-samples", type=int, help="whole-model measurements that calibrate each LUT")
-    p.add_argument("--multi-target", action="store_true", help="one search with a budget on every hardware at once")
-    p.add_argument("--no-progress", action="store_true", help="plain, complete lines instead of live bars and tables")
+                        "repeatable (default: none)")
+    p.add_argument("--num-classes", type=int,
+                   help=f"classes of the model's head (default: read from --data; {defaults.demo.get('num_classes')} "
+                        "in the demo)")
+    p.add_argument("--image-size", type=int,
+                   help=f"side of the model's input images (default: the pipeline's {defaults.image_size}, or the "
+                        f"data's own when its images are smaller; {defaults.demo.get('image_size')} in the demo)")
+    p.add_argument("--hardware", nargs="+",
+                   help=f"hardware profiles to target, e.g. cpu asic cuda jetson {d('hardware')}")
+    p.add_argument("--profile-dir", action="append", metavar="DIR",
+                   help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable "
+                        "(default: none)")
+    p.add_argument("--budgets", nargs="+", type=float,
+                   help=f"budgets as fractions of the original cost, e.g. 0.5 0.7 {d('budgets')}")
+    p.add_argument("--budget-metric", choices=("latency", "flops"),
+                   help=f"what a budget is a fraction of: measured latency, or FLOPs {d('budget_metric')}")
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help=f"search seeds; the best per budget is selected {d('seeds')}")
+    p.add_argument("--address", help="a running Ray cluster (host:port or auto) (default: an embedded local Ray)")
+    p.add_argument("--weights", help="pretrained weights: torchvision, a file or s3:// URI; none: the original is "
+                                     f"trained here first {d('weights')}")
+    p.add_argument("--rank-mode", choices=("latency", "step"),
+                   help=f"candidate ranks from LUT curves or a constant step {d('rank_mode')}")
+    p.add_argument("--rank-step", type=int,
+                   help=f"the profiling grid's step and the constant-step candidates {d('rank_step')}")
+    p.add_argument("--search-epochs", type=int, help=f"epochs of each supernet search {d('search_epochs')}")
+    p.add_argument("--search-steps-per-epoch", type=int,
+                   help=f"cap on steps per search epoch; none: the whole split {d('search_steps_per_epoch')}")
+    p.add_argument("--finetune-epochs", type=int,
+                   help=f"epochs of fine-tuning each selected model {d('finetune_epochs')}")
+    p.add_argument("--finetune-steps-per-epoch", type=int,
+                   help=f"cap on steps per fine-tune epoch; none: the whole split {d('finetune_steps_per_epoch')}")
+    p.add_argument("--finetune-workers", type=int,
+                   help=f"Ray Train workers per fine-tune (data parallel) {d('finetune_workers')}")
+    p.add_argument("--pretrain-epochs", type=int,
+                   help=f"without --weights: epochs of training the original first {d('pretrain_epochs')}")
+    p.add_argument("--pretrain-steps-per-epoch", type=int,
+                   help=f"without --weights: cap on steps per training epoch {d('pretrain_steps_per_epoch')}")
+    p.add_argument("--pretrain-batch-size", type=int,
+                   help=f"without --weights: batch size of training the original {d('pretrain_batch_size')}")
+    p.add_argument("--pretrain-lr", type=float,
+                   help=f"without --weights: peak learning rate of training the original {d('pretrain_lr')}")
+    p.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"),
+                   help=f"demo data: samples per split {d('demo_train', 'demo_val')}")
+    p.add_argument("--calibration-samples", type=int,
+                   help=f"whole-model measurements that calibrate each LUT {d('calibration_samples')}")
+    p.add_argument("--multi-target", action="store_true",
+                   help="one search with a budget on every hardware at once (default: off, one search per hardware)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="plain, complete lines instead of live bars and tables (default: off; plain anyway when "
+                        "the output is not a terminal)")
     p.add_argument("--verbose", action="store_true",
-                   help="show Ray's, Tune's and Train's own output too (otherwise it goes to <run>/logs/driver.log)")
+                   help="show Ray's, Tune's and Train's own output too (default: off, it goes to "
+                        "<run>/logs/driver.log)")
     p.add_argument("--accept-noisy-lut", action="store_true",
-                   help="go on with a LUT that failed its quality gate (the report marks it; exit 3)")
+                   help="go on with a LUT that failed its quality gate (the report marks it; exit 3) (default: off)")
     p.add_argument("--allow-miss", action="store_true",
-                   help="exit 0 even when a model missed its budget on measurement (the report still says so)")
+                   help="exit 0 even when a model missed its budget on measurement (the report still says so) "
+                        "(default: off)")
     p.add_argument("--reprofile", nargs="*", metavar="HW",
-                   help="measure the LUTs of this run again (all hardware, or the named) and redo every later stage")
+                   help="measure the LUTs of this run again (all hardware, or the named) and redo every later stage "
+                        "(default: off)")
     p.add_argument("--luts-from", metavar="RUN_ID",
-                   help="start from another run's LUTs (same model, input size and hardware profiles)")
+                   help="start from another run's LUTs (same model, input size and hardware profiles) (default: none)")
     return p
 
 
 def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     from orchestrator.run_spec import RunSpec
 
+    from . import run_config
+
+    config = run_config.load_config(args.config) if getattr(args, "config", None) else {}
+    args, from_file = run_config.merge(args, config, defaults.pipeline)
+    args.preset = args.preset or DEFAULT_PRESET
+    args.store = args.store or DEFAULT_STORE
     if args.preset == "demo" and args.data:
         raise BadInputError("the demo preset generates its own data: drop --data, or use --preset quick for the "
                             "demo's short settings on your data")
     if args.preset != "demo" and not args.data:
-        raise BadInputError(f"--preset {args.preset} needs --data (the {defaults.dataset} folder or s3:// URI); "
-                            "pass --data PATH, or run --preset demo on generated data")
+        raise BadInputError(f"--preset {args.preset} needs --data (the {defaults.dataset or 'data'} folder, an s3:// "
+                            "URI or package.module:factory); pass --data, or run --preset demo on generated data")
     if args.input_size is not None:
         c, h, w = args.input_size
         if c != 3 or h != w or h < 8:
@@ -120,7 +189,9 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     elif args.num_classes is not None or args.image_size is not None:
         values.update({k: v for k, v in (("num_classes", args.num_classes), ("image_size", args.image_size))
                        if v is not None})
+    run_config.check_dataset(config, values["dataset"], f"--config {args.config}")
     values["run_id"] = args.run_id if args.run_id is not None else _default_run_id(defaults.pipeline, args)
+    values.update(from_file)  # the file's other fields; the flags given override them below
     overrides = {
         "hardware": tuple(args.hardware) if args.hardware else None,
         "budgets": tuple(args.budgets) if args.budgets else None,
@@ -193,8 +264,8 @@ def _default_run_id(pipeline: str, args) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{pipeline}-{args.preset}-{name}")[:64].rstrip("-.")
 
 
-def main(defaults: PipelineDefaults, argv: list[str] | None = None) -> int:
-    args = build_parser(defaults).parse_args(argv)  # argparse itself exits 2 on malformed flags
+def main(defaults: PipelineDefaults, argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(defaults, prog).parse_args(argv)  # argparse itself exits 2 on malformed flags
     try:
         spec = spec_from_args(args, defaults)
         from orchestrator.runner import run_pipeline

@@ -47,7 +47,7 @@ if [ ! -x "$python" ]; then
   exit 1
 fi
 if [ ! -x "$ray" ] || ! "$python" -c "import ray" 2>/dev/null; then
-  echo "error: Ray is not installed in $root/.venv; install the project there: $python -m pip install -e \".[test]\"" >&2
+  echo "error: Ray is not installed in $root/.venv; install the project there: $python -m pip install -e \".[all,test]\"" >&2
   exit 1
 fi
 

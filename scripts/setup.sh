@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv/ at the repository root and installs the project with its test extras.
+# Creates .venv/ at the repository root and installs the project with all its extras and the test extras.
 # Idempotent: a second run only checks that everything is installed.
 #
 # As root on Debian/Ubuntu it also installs the system packages that Ray's cluster launcher needs on every
@@ -38,4 +38,4 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch and torchvision first, pinned: these builds lie on the project's development machines' disk.
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[all,test]"

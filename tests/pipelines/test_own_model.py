@@ -191,3 +191,9 @@ def test_a_torchvision_model_through_the_cluster(ray_cluster, tmp_path):
     # what was found loads back onto torchvision's own definition of the model
     model, ranks = haloc.load_compressed(tmp_path / "store" / Path(result["artifacts"]["ranks"]).parent)
     assert model.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10) and ranks == result["ranks"]
+    import torchvision
+
+    mine, _ = haloc.load_compressed(tmp_path / "store" / Path(result["artifacts"]["ranks"]).parent,
+                                    model=torchvision.models.resnet18(num_classes=10))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(mine(x), model(x), atol=1e-5)

@@ -109,6 +109,7 @@ def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
     assert all(manifest["stages"][s]["state"] == "done" for s in
                ("weights", "profile", "search", "select", "finetune", "validate", "report"))
     assert (run / "luts" / "cpu.parquet").is_file() and (run / "luts" / "asic.parquet").is_file()
+    check_config_onnx_and_report_again(store, run, manifest, report)
     assert "report at" in proc.stderr and "store:" in proc.stderr
     check_terminal_output(proc.stdout + proc.stderr, run, report)
     assert set(report["lut_quality"]) == {"cpu", "asic"} and report["lut_quality"]["asic"]["passed"] is True
@@ -123,6 +124,25 @@ def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
     again = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT)
     assert again.returncode == 0
     assert "search: done in an earlier attempt, skipped" in again.stderr
+    assert json.loads((run / "report.json").read_text())["results"] == report["results"]
+
+
+def check_config_onnx_and_report_again(store, run, manifest, report):
+    """The run's config.yaml reproduces its spec, its ONNX files say what they are, and `haloc report`
+    re-renders the same results from the store."""
+    import onnx
+
+    from pipelines.cli import build_parser, spec_from_args
+    from pipelines.haloc_cli import main as haloc_main
+    from pipelines.presets import CIFAR_RESNET20
+
+    again = spec_from_args(build_parser(CIFAR_RESNET20).parse_args(["--config", str(run / "config.yaml")]),
+                           CIFAR_RESNET20)
+    assert again.to_dict() == manifest["spec"]
+    for r in report["results"]:
+        meta = {p.key: p.value for p in onnx.load(str(store / r["artifacts"]["onnx"])).metadata_props}
+        assert meta["model"] == "resnet20" and json.loads(meta["ranks"]) == r["ranks"]
+    assert haloc_main(["report", run.name, "--store", str(store)]) == 0
     assert json.loads((run / "report.json").read_text())["results"] == report["results"]
 
 

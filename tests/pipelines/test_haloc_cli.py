@@ -60,7 +60,7 @@ def one_error_line(capsys) -> str:
 
 @pytest.mark.parametrize("argv,message", [
     (["run"], "haloc run needs a pipeline first"),
-    (["run", "--preset", "demo"], "PIPELINE one of imagenet_resnet18, cifar_resnet20, cifar_vgg16"),
+    (["run", "--preset", "demo"], "PIPELINE one of compress, imagenet_resnet18, cifar_resnet20, cifar_vgg16"),
     (["run", "resnet50"], "unknown pipeline 'resnet50'"),
     (["compress"], "unknown command 'compress'"),
     # refused by the pipeline's own command line, before any stage: the same line and exit code

@@ -1,0 +1,184 @@
+"""The pipeline as a Python call, for users who do not want the command line.
+
+    from pipelines.api import compress
+    report = compress("torchvision:resnet18", "mypkg.data:my_datasets", hardware=["cpu"], budgets=[0.5],
+                      weights="my_resnet18.pt", store="runs")
+    best = report.best("cpu")                  # the most accurate result that met its budget on measurement
+    print(best.config_id, best.top1, best.measured_latency_ms["cpu"], best.artifacts["onnx"])
+
+`compress` takes what the command line takes (python -m pipelines.compress): the model as a registry
+name, `torchvision:NAME`, `package.module:factory` or an importable callable; the data as a folder,
+an s3:// URI, `package.module:factory` (returning (train, val) torch Datasets) or an importable
+callable. Datasets are named by their factory rather than passed as objects because every Ray node
+builds them itself (ship the factory's package with `py_modules=[folder]`). Settings are RunSpec
+fields by name (`search_epochs=5`, `finetune_lr=0.02`, ...). Bad input raises
+haloc.errors.BadInputError (the command line's exit 2); a missed budget does not raise: it is in
+`report.misses` (the command line's exit 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from haloc.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Result:
+    """One selected, fine-tuned and validated model (a report.json `results` entry, typed)."""
+
+    config_id: str
+    hardware: str  # the target(s) it was searched for
+    budget: float
+    top1: float
+    top5: float
+    flops: int
+    params: int
+    ranks: dict
+    measured_latency_ms: dict  # {hardware: ms}
+    speedup: dict  # {hardware: original / compressed, measured}
+    met: dict  # {hardware: budget met on measurement}
+    artifacts: dict  # {"model" | "ranks" | "onnx": path in the store}
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def met_all(self) -> bool:
+        return bool(self.met) and all(self.met.values())
+
+    @classmethod
+    def from_dict(cls, r: dict) -> "Result":
+        return cls(config_id=r.get("config_id") or r["hardware"], hardware=r["hardware"], budget=r["budget"],
+                   top1=r["top1"], top5=r["top5"], flops=r["flops"], params=r["params"], ranks=dict(r["ranks"]),
+                   measured_latency_ms=dict(r["measured_latency_ms"]), speedup=dict(r["speedup"]),
+                   met={hw: bool(c.get("met")) for hw, c in (r.get("budget_check") or {}).items()},
+                   artifacts=dict(r["artifacts"]), raw=r)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A run's report.json, typed: the results, the original's figures, the warnings and misses."""
+
+    run_id: str
+    model: str
+    dataset: str
+    hardware: list
+    baseline: dict
+    results: list
+    warnings: list
+    misses: list  # what the command line names on exit 3: budgets missed on measurement, noisy LUTs accepted
+    store: str | None
+    raw: dict = field(repr=False, default_factory=dict)
+
+    def best(self, hardware: str) -> Result | None:
+        """The most accurate result searched for `hardware` that met its budget there on measurement."""
+        fits = [r for r in self.results if r.met.get(hardware) and hardware in r.hardware.split("+")]
+        return max(fits, key=lambda r: r.top1, default=None)
+
+    @classmethod
+    def from_dict(cls, report: dict) -> "Report":
+        from orchestrator.verdicts import misses
+
+        return cls(run_id=report["run_id"], model=report["model"], dataset=report["dataset"],
+                   hardware=list(report["hardware"]), baseline=dict(report["baseline"]),
+                   results=[Result.from_dict(r) for r in report["results"]], warnings=list(report.get("warnings", [])),
+                   misses=list(misses(report)), store=report.get("store"), raw=report)
+
+
+def _named(thing, what: str) -> str:
+    """A registry name / factory path as given, or `module:qualname` of an importable callable."""
+    if isinstance(thing, (str, Path)):
+        return str(thing)
+    if callable(thing):
+        module, name = getattr(thing, "__module__", None), getattr(thing, "__qualname__", "")
+        if module and module != "__main__" and "<" not in name and "." not in name:
+            return f"{module}:{name}"
+        raise BadInputError(f"{what} {thing!r} is not importable by name (defined in __main__, or nested); every "
+                            "Ray node imports it: move it into a module of a package, and pass py_modules=[folder]")
+    raise BadInputError(f"{what} must be a name, a path or an importable callable, not a {type(thing).__name__}")
+
+
+def _argv(settings: dict) -> list[str]:
+    """Command-line flags of the keyword settings that have one (the rest go in through a config)."""
+    argv = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            if value:
+                argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+# keyword settings with a flag of their own (pipelines.cli), passed as flags; every other RunSpec field
+# goes through a config file, as `--config` takes it
+_FLAGGED = {"preset", "store", "run_id", "num_classes", "image_size", "hardware", "budgets", "budget_metric", "seeds",
+            "address", "weights", "rank_mode", "rank_step", "search_epochs", "search_steps_per_epoch",
+            "finetune_epochs", "finetune_steps_per_epoch", "finetune_workers", "pretrain_epochs",
+            "pretrain_steps_per_epoch", "pretrain_batch_size", "pretrain_lr", "calibration_samples", "multi_target",
+            "accept_noisy_lut", "luts_from", "py_modules"}
+
+
+def compress(model, data=None, *, verbose: bool = False, **settings) -> Report:
+    """Run (or resume) the whole pipeline on `model` and `data`; returns the typed report.
+
+    `data=None` with `preset="demo"` (the default without data) uses the generated demo data.
+    Every keyword is a RunSpec field (orchestrator.run_spec), e.g. hardware=["cpu", "asic"],
+    budgets=[0.5], store="s3://bucket/runs", address="auto", search_epochs=5, finetune_lr=0.02.
+    """
+    import tempfile
+
+    import yaml
+
+    from orchestrator.run_spec import RunSpec
+
+    from .cli import build_parser, spec_from_args
+    from .presets import COMPRESS
+
+    fields = set(RunSpec.__dataclass_fields__)
+    unknown = sorted(k for k in settings if k not in fields or k in ("pipeline", "model", "data", "dataset"))
+    if unknown:
+        raise BadInputError(f"compress(): unknown setting(s) {unknown}; give RunSpec fields, e.g. budgets=[0.5], "
+                            "hardware=['cpu'], search_epochs=5")
+    settings.setdefault("preset", "demo" if data is None else "quick")
+    argv = ["--model", _named(model, "model")] + (["--data", _named(data, "data")] if data is not None else [])
+    flagged = {k: v for k, v in settings.items() if k in _FLAGGED}
+    if "py_modules" in flagged:  # a repeatable flag
+        argv += [x for folder in flagged.pop("py_modules") for x in ("--py-modules", str(folder))]
+    argv += _argv(flagged)
+    rest = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k not in _FLAGGED}
+    if "progress" in rest and not rest.pop("progress"):
+        argv.append("--no-progress")
+    with tempfile.TemporaryDirectory() as tmp:
+        if rest:
+            config = Path(tmp) / "settings.yaml"
+            config.write_text(yaml.safe_dump(rest))
+            argv += ["--config", str(config)]
+        try:
+            args = build_parser(COMPRESS).parse_args(argv)
+        except SystemExit:  # argparse said why on stderr
+            raise BadInputError(f"compress(): the settings do not parse as the command line's flags: {argv}") from None
+        spec = spec_from_args(args, COMPRESS)
+    return run(spec, verbose=verbose)
+
+
+def run(spec, *, verbose: bool = False) -> Report:
+    """Run (or resume) a RunSpec (or its dict form, e.g. a run's config.yaml loaded); returns the typed report."""
+    from orchestrator.run_spec import RunSpec
+    from orchestrator.runner import run_pipeline
+
+    if isinstance(spec, dict):
+        spec = RunSpec.from_dict(spec)
+    if not isinstance(spec, RunSpec):
+        raise BadInputError(f"run() needs a RunSpec or its dict, not a {type(spec).__name__}")
+    return Report.from_dict(run_pipeline(spec, verbose=verbose))
+
+
+def load_report(store: str, run_id: str) -> Report:
+    """The typed report of a finished run in `store`."""
+    from orchestrator.run_layout import RunLayout
+    from orchestrator.store import Store
+
+    return Report.from_dict(RunLayout(Store.open(store), run_id).read_report())

@@ -1,6 +1,7 @@
 """Measure (signature, rank) items on one hardware profile -> LUT rows; and whole models end to end.
 
-torch backend: build the module with random weights, move it to the profile's device and dtype,
+torch backend (and onnxruntime: the same, the module exported to ONNX and run by ONNX Runtime,
+hw_profiles.ort_backend): build the module with random weights, move it to the profile's device and dtype,
 time it (hw_profiles.timing), then time the reference workload once: a row measured while the
 machine was slow, or whose spread is over the profile's `max_spread`, is measured again,
 interleaved with the reference, and each block is divided by the reference's slowdown of its
@@ -38,7 +39,8 @@ def software_versions(backend: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for package in ("torch",) if backend == "torch" else ("zigzag-dse",):
+    packages = {"torch": ("torch",), "onnxruntime": ("torch", "onnxruntime")}.get(backend, ("zigzag-dse",))
+    for package in packages:
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -88,6 +90,10 @@ def _measure_torch(profile: HardwareProfile, sig: LayerSignature, rank: int, clo
 
     module = build_module(sig, rank).to(profile.device, _torch_dtype(sig.dtype))
     x = example_input(sig, profile.device)
+    if profile.backend == "onnxruntime":  # the same layer, timed as ONNX in ONNX Runtime
+        from .ort_backend import OrtModule
+
+        module = OrtModule(module, x, profile.threads)
     stats = time_module(module, x, profile.device, profile.threads, profile.warmup, profile.repeats,
                         profile.min_run_time_s)
     slowdown = clock.slowdown()
@@ -143,6 +149,10 @@ def measure_models(profile: HardwareProfile, model, configs: list[dict], batch: 
     dtype = _torch_dtype(profile.dtype)
     x = x.to(profile.device, dtype)
     modules = [haloc.rebuild(spec, ranks).to(profile.device, dtype).eval() for ranks in configs]
+    if profile.backend == "onnxruntime":
+        from .ort_backend import OrtModule
+
+        modules = [OrtModule(m, x, profile.threads) for m in modules]
     clock = clock or reference_clock(profile)
     with torch.inference_mode():
         for m in modules:  # warm-up of every model before the first timed round

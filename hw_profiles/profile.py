@@ -15,7 +15,7 @@ from haloc.errors import BadInputError
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
-BACKENDS = ("torch", "zigzag")
+BACKENDS = ("torch", "zigzag", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 ZIGZAG_DTYPES = ("int8",)  # a label only: the operand precision lives in the accelerator model
@@ -24,7 +24,7 @@ ZIGZAG_DTYPES = ("int8",)  # a label only: the operand precision lives in the ac
 @dataclass(frozen=True)
 class HardwareProfile:
     name: str
-    backend: str  # "torch" or "zigzag"
+    backend: str  # "torch", "onnxruntime" (ONNX Runtime's CPU provider) or "zigzag"
     ray_resource: str  # custom Ray resource a node offers to host this profile's actors, e.g. "hw_cpu"
     device: str = "cpu"  # torch device kind; "cpu" for zigzag (the simulator runs on the CPU)
     batch_size: int = 1
@@ -97,9 +97,9 @@ def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
     if backend not in BACKENDS:
         raise _bad(source, "backend", backend, f"one of {list(BACKENDS)}")
     device = data.get("device", "cpu")
-    if device not in DEVICES or (backend == "zigzag" and device != "cpu"):
-        raise _bad(source, "device", device, "'cpu' for zigzag" if backend == "zigzag" else f"one of {list(DEVICES)}")
-    dtypes = TORCH_DTYPES if backend == "torch" else ZIGZAG_DTYPES
+    if device not in DEVICES or (backend in ("zigzag", "onnxruntime") and device != "cpu"):
+        raise _bad(source, "device", device, f"'cpu' for {backend}" if backend != "torch" else f"one of {list(DEVICES)}")
+    dtypes = {"torch": TORCH_DTYPES, "onnxruntime": ("float32",)}.get(backend, ZIGZAG_DTYPES)
     dtype = data.get("dtype", dtypes[0])
     if dtype not in dtypes:
         raise _bad(source, "dtype", dtype, f"one of {list(dtypes)} for backend {backend!r}")

@@ -164,13 +164,24 @@ def check_profiles_feasible(profiles) -> dict[str, list[tuple[NodeInfo, float]]]
 def measurement_waves(profiles, placement: dict | None = None) -> list[list]:
     """Profiles grouped so that a wall-clock timing never shares a node with other work.
 
-    A torch-timed profile (CPU, CUDA, Jetson) whose nodes also run a simulator profile (ZigZag keeps
-    the CPU busy) is measured in a later wave, alone; profiles on disjoint nodes stay in one wave
-    and run concurrently (the usual cluster: ASIC-simulator hosts apart from GPU servers).
+    A timed profile (CPU, ONNX Runtime, CUDA, Jetson) whose nodes also run a simulator profile (ZigZag
+    keeps the CPU busy), or another timed profile (`cpu` and `onnxruntime` time the same CPU), is
+    measured in a later wave; simulators share nodes freely, and profiles on disjoint nodes stay in
+    one wave and run concurrently (the usual cluster: ASIC-simulator hosts apart from GPU servers).
     """
     placement = placement if placement is not None else check_profiles_feasible(profiles)
     nodes = {p.name: {n.node_id for n, _ in placement[p.name]} for p in profiles}
-    sim_nodes = set().union(*(nodes[p.name] for p in profiles if p.is_simulator)) if profiles else set()
-    first = [p for p in profiles if p.is_simulator or not (nodes[p.name] & sim_nodes)]
-    later = [p for p in profiles if p not in first]
-    return [w for w in (first, later) if w]
+    remaining = sorted(profiles, key=lambda p: not p.is_simulator)  # simulators first, as before
+    waves = []
+    while remaining:
+        wave, simulating, timing = [], set(), set()
+        for p in remaining:
+            if p.is_simulator and not nodes[p.name] & timing:
+                wave.append(p)
+                simulating |= nodes[p.name]
+            elif not p.is_simulator and not nodes[p.name] & (timing | simulating):
+                wave.append(p)
+                timing |= nodes[p.name]
+        waves.append(wave)
+        remaining = [p for p in remaining if p not in wave]
+    return waves

@@ -142,7 +142,7 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     import haloc
     from hw_profiles.profile import get_profile
 
-    from .cluster import connect
+    from .cluster import connect, measurement_waves
 
     layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, ValidateSpec) else ValidateSpec.from_dict(spec)
@@ -195,14 +195,14 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
         for name, ref in lat_refs.items():  # [baseline, config...] per hw
             latencies[name] = ray.get(ref)
             say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models simulated"})
-        timed = {p.name: actors[p.name].measure_models.remote(model, rank_sets, batches[p.name])
-                 for p in timed_later}
-        if timed:
+        # timed profiles that share a node (cpu and onnxruntime time the same CPU) take turns
+        for wave in measurement_waves(timed_later) if timed_later else []:
+            timed = {p.name: actors[p.name].measure_models.remote(model, rank_sets, batches[p.name]) for p in wave}
             say({"kind": "validate", "what": f"timing {len(rank_sets)} models (the original first) on "
                                              f"{', '.join(timed)}, interleaved"})
-        for name, ref in timed.items():
-            latencies[name] = ray.get(ref)
-            say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models timed"})
+            for name, ref in timed.items():
+                latencies[name] = ray.get(ref)
+                say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models timed"})
     finally:
         pool.stop()
 

@@ -33,6 +33,10 @@ class OrtModule:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # errors only: its warnings are about the graph, not the timing
+        # Idle intra-op threads would spin between runs and slow whatever runs next to them (the
+        # reference workload the noise detection times between blocks, the other models of an
+        # interleaved measurement): they sleep instead.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
         self.feed = {"x": x.detach().cpu().numpy()}
 

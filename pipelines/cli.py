@@ -85,8 +85,11 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
     p.add_argument("--image-size", type=int,
                    help=f"side of the model's input images (default: the pipeline's {defaults.image_size}, or the "
                         f"data's own when its images are smaller; {defaults.demo.get('image_size')} in the demo)")
+    from hw_profiles.profile import list_profiles
+
     p.add_argument("--hardware", nargs="+",
-                   help=f"hardware profiles to target, e.g. cpu asic cuda jetson {d('hardware')}")
+                   help=f"hardware profiles to target: {', '.join(list_profiles())}, or one of yours from --profile-dir "
+                        f"(`haloc env --profile-dir DIR` lists them) {d('hardware')}")
     p.add_argument("--profile-dir", action="append", metavar="DIR",
                    help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable "
                         "(default: none)")

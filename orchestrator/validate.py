@@ -168,25 +168,26 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     connect(address)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     evaluate = ray.remote(num_cpus=1, num_gpus=gpus)(_evaluate_task)
-    pool = ProfilerPool(profiles, first_only=True).start()
-    actors = {name: group[0] for name, group in pool.actors.items()}
+    # Simulators run beside the evaluations; wall-clock timings run afterwards, when nothing else of this
+    # stage keeps the nodes' CPUs busy (evaluation tasks may land on any node), one wave of timed
+    # profiles at a time: a timing actor takes its node's whole resource, and profiles that share a
+    # node (cpu and onnxruntime time the same CPU) take turns.
+    simulated = [p for p in profiles if p.is_simulator]
+    timed_later = [p for p in profiles if not p.is_simulator]
+    rank_sets = [{}] + [c.ranks for _, c in todo]
+    say = progress or (lambda _event: None)
+    accuracy, latencies = {}, {}
+    pool = ProfilerPool(simulated, first_only=True).start()
     try:
-        # Everything at once: evaluations as tasks, one latency call per hardware (baseline first).
         eval_refs = {cid: evaluate.remote(model, None, c.ranks, states[cid], spec.data,
                                           spec.eval_batch_size) for cid, c in todo}
         if base is None:
             eval_refs["__baseline__"] = evaluate.remote(model, None, {}, original.state_dict(), spec.data,
                                                         spec.eval_batch_size)
-        rank_sets = [{}] + [c.ranks for _, c in todo]
-        # Simulators run beside the evaluations; wall-clock timings run afterwards, when nothing else
-        # of this stage keeps the nodes' CPUs busy (evaluation tasks may land on any node).
-        timed_later = [p for p in profiles if not p.is_simulator]
-        lat_refs = {p.name: actors[p.name].measure_models.remote(model, rank_sets, batches[p.name])
-                    for p in profiles if p not in timed_later}
+        lat_refs = {p.name: pool.actors[p.name][0].measure_models.remote(model, rank_sets, batches[p.name])
+                    for p in simulated}
         predictions = _lut_predictions(layout, model, profiles, batches,
                                        {"__baseline__": {}, **{cid: c.ranks for cid, c in todo}})
-        say = progress or (lambda _event: None)
-        accuracy, latencies = {}, {}
         for cid, ref in eval_refs.items():
             accuracy[cid] = ray.get(ref)
             name = "the original" if cid == "__baseline__" else cid
@@ -195,16 +196,17 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
         for name, ref in lat_refs.items():  # [baseline, config...] per hw
             latencies[name] = ray.get(ref)
             say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models simulated"})
-        # timed profiles that share a node (cpu and onnxruntime time the same CPU) take turns
-        for wave in measurement_waves(timed_later) if timed_later else []:
-            timed = {p.name: actors[p.name].measure_models.remote(model, rank_sets, batches[p.name]) for p in wave}
+    finally:
+        pool.stop()
+    for wave in measurement_waves(timed_later) if timed_later else []:
+        with ProfilerPool(wave, first_only=True) as timers:
             say({"kind": "validate", "what": f"timing {len(rank_sets)} models (the original first) on "
-                                             f"{', '.join(timed)}, interleaved"})
+                                             f"{', '.join(p.name for p in wave)}, interleaved"})
+            timed = {p.name: timers.actors[p.name][0].measure_models.remote(model, rank_sets, batches[p.name])
+                     for p in wave}
             for name, ref in timed.items():
                 latencies[name] = ray.get(ref)
                 say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models timed"})
-    finally:
-        pool.stop()
 
     base_flops, base_params = haloc.flops(original, example), haloc.params(original)
     if base is None:

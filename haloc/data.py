@@ -33,7 +33,8 @@ CIFAR10_META_FILE = "batches.meta"
 CIFAR10_SUBDIR = "cifar-10-batches-py"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 DEMO_NAME = "demo (generated, not real data)"
-KINDS = ("cifar10", "imagenet", "digits", "demo", "factory")
+KINDS = ("cifar10", "imagenet", "digits", "demo", "factory", "pickled")
+PICKLED_FILE = "datasets.pkl"  # a (train, val) pair that pipelines.api.compress wrote for every node to load
 DIGITS_TEST_SIZE = 360  # of 1,797 images: the 1437/360 split of ENVIRONMENT.md
 
 
@@ -74,6 +75,8 @@ def build_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset]:
         return cifar10_datasets(cfg.root, augment=cfg.augment)
     if cfg.kind == "factory":
         return factory_datasets(cfg.root)
+    if cfg.kind == "pickled":
+        return pickled_datasets(cfg.root)
     return imagenet_datasets(cfg.root, augment=cfg.augment, image_size=cfg.image_size)
 
 
@@ -110,8 +113,26 @@ def factory_datasets(path: str) -> tuple[Dataset, Dataset]:
     return train, val
 
 
-def _factory_facts(path: str) -> "DataFacts":
-    train, val = factory_datasets(path)
+def pickled_datasets(folder: str) -> tuple[Dataset, Dataset]:
+    """(train, val) from `folder`/datasets.pkl, as pipelines.api.compress wrote them (cloudpickle, so
+    transforms defined in the user's script come along). Unpickling runs code: only load your own."""
+    path = Path(folder) / PICKLED_FILE
+    if not path.is_file():
+        raise BadInputError(f"--data {folder!r} has no {PICKLED_FILE}; pass the folder pipelines.api.compress "
+                            "wrote, or another kind of data")
+    with open(path, "rb") as f:
+        try:
+            out = pickle.load(f)
+        except Exception as e:  # the classes of the user's datasets must be importable here too
+            raise BadInputError(f"{str(path)!r} cannot be unpickled on this node ({type(e).__name__}: {e}); the "
+                                "datasets' classes must be importable on every node (pass py_modules=[folder])") from e
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise BadInputError(f"{str(path)!r} does not hold a (train, val) pair")
+    return out
+
+
+def _factory_facts(path: str, kind: str = "factory") -> "DataFacts":
+    train, val = factory_datasets(path) if kind == "factory" else pickled_datasets(path)
     x, y = train[0]
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         raise BadInputError(f"--data {path!r}: a sample's image is a {type(x).__name__}"
@@ -121,8 +142,9 @@ def _factory_facts(path: str) -> "DataFacts":
     count = len(classes) if classes is not None else getattr(train, "num_classes", None)
     side = int(x.shape[-1]) if x.shape[-1] == x.shape[-2] else None
     text = f"{count} classes" if count else "class count not given by the data"
+    origin = f"datasets from {path}" if kind == "factory" else "datasets given to pipelines.api.compress"
     return DataFacts(int(count) if count else 0, side,
-                     f"datasets from {path} ({len(train)} train / {len(val)} val samples, {text})")
+                     f"{origin} ({len(train)} train / {len(val)} val samples, {text})")
 
 
 @dataclass(frozen=True)
@@ -157,8 +179,8 @@ def data_facts(kind: str, root: str | Path, shown_as: str | None = None) -> Data
                                         "delete it") from None
         side = sizes.pop() if len(sizes) == 1 else None
         return DataFacts(len(classes), side, f"ImageFolder at {shown} ({len(classes)} classes)")
-    if kind == "factory":
-        return _factory_facts(str(root))
+    if kind in ("factory", "pickled"):
+        return _factory_facts(str(root), kind)
     raise BadInputError(f"data kind {kind!r} has no facts to read; use cifar10, imagenet or factory")
 
 

@@ -68,7 +68,7 @@ def read_data_facts(kind: str, data: str):
     from haloc import data as hdata
     from workers.data_cache import local_data_path
 
-    if kind not in ("cifar10", "imagenet", "factory"):
+    if kind not in ("cifar10", "imagenet", "factory", "pickled"):
         raise BadInputError(f"data set {kind!r} unknown; use imagenet, cifar10, a package.module:factory or demo")
     try:
         root = local_data_path(data)
@@ -88,6 +88,8 @@ def detect_data_kind(data: str) -> str:
     except OSError as e:
         raise BadInputError(f"--data {data.split('?', 1)[0]!r} cannot be read ({e}); check the path, "
                             "the endpoint and the credentials") from None
+    if (root / hdata.PICKLED_FILE).is_file():
+        return "pickled"
     if (root / "train").is_dir() and (root / "val").is_dir():
         return "imagenet"
     if root.is_dir() and any((c / hdata.CIFAR10_TEST_FILE).is_file() for c in (root, root / hdata.CIFAR10_SUBDIR)):
@@ -123,8 +125,8 @@ def check_data(spec: RunSpec, console) -> None:
         hdata.check_imagefolder_layout(root)
         for split in ("train", "val"):
             hdata.verify_image_folder(Path(root) / split, max_files=VERIFY_ALL_UP_TO)
-    elif spec.dataset == "factory":
-        hdata.data_facts("factory", spec.data)  # imports it, builds both splits, checks one sample
+    elif spec.dataset in ("factory", "pickled"):
+        hdata.data_facts(spec.dataset, root)  # builds both splits, checks one sample
     else:
         raise BadInputError(f"data set {spec.dataset!r} unknown; use imagenet, cifar10 or demo")
 

@@ -121,13 +121,23 @@ _FLAGGED = {"preset", "store", "run_id", "num_classes", "image_size", "hardware"
             "accept_noisy_lut", "luts_from", "py_modules"}
 
 
-def compress(model, data=None, *, verbose: bool = False, **settings) -> Report:
+def compress(model, data=None, *, train=None, val=None, verbose: bool = False, **settings) -> Report:
     """Run (or resume) the whole pipeline on `model` and `data`; returns the typed report.
 
-    `data=None` with `preset="demo"` (the default without data) uses the generated demo data.
-    Every keyword is a RunSpec field (orchestrator.run_spec), e.g. hardware=["cpu", "asic"],
-    budgets=[0.5], store="s3://bucket/runs", address="auto", search_epochs=5, finetune_lr=0.02.
+    `data`: a folder, URI or factory as the command line takes it; or `train` and `val`, torch
+    Datasets (your transforms included), which are pickled (cloudpickle) into the store once,
+    `<store>/_datasets/<hash>/datasets.pkl`, for every node to load (their classes must be
+    importable there: py_modules=[folder]). `data=None` with `preset="demo"` (the default without
+    data) uses the generated demo data. Every keyword is a RunSpec field (orchestrator.run_spec),
+    e.g. hardware=["cpu", "asic"], budgets=[0.5], store="s3://bucket/runs", address="auto",
+    search_epochs=5, finetune_lr=0.02.
     """
+    if (train is None) != (val is None):
+        raise BadInputError("compress(): give both train and val datasets, or neither")
+    if train is not None:
+        if data is not None:
+            raise BadInputError("compress(): give data, or train and val, not both")
+        data = _store_datasets(train, val, settings.get("store") or "runs")
     import tempfile
 
     import yaml
@@ -162,6 +172,29 @@ def compress(model, data=None, *, verbose: bool = False, **settings) -> Report:
             raise BadInputError(f"compress(): the settings do not parse as the command line's flags: {argv}") from None
         spec = spec_from_args(args, COMPRESS)
     return run(spec, verbose=verbose)
+
+
+def _store_datasets(train, val, store: str) -> str:
+    """Pickle (train, val) into the store once (named by the bytes' hash); returns the folder's URI."""
+    import hashlib
+
+    from ray import cloudpickle  # pickles what plain pickle cannot: classes and lambdas of the user's script
+
+    from haloc.data import PICKLED_FILE
+    from orchestrator.store import Store
+
+    for d, name in ((train, "train"), (val, "val")):
+        if not (hasattr(d, "__len__") and hasattr(d, "__getitem__")):
+            raise BadInputError(f"compress(): {name} must be a torch Dataset (with __len__ and __getitem__), "
+                                f"not a {type(d).__name__}")
+    blob = cloudpickle.dumps((train, val))
+    folder = f"_datasets/{hashlib.sha256(blob).hexdigest()[:16]}"
+    target = Store.open(store)
+    if not target.exists(f"{folder}/{PICKLED_FILE}"):
+        target.write_bytes(f"{folder}/{PICKLED_FILE}", blob)
+    if not target.is_remote:
+        return str(Path(target.root_path) / folder)
+    return target.uri_of(folder)
 
 
 def run(spec, *, verbose: bool = False) -> Report:

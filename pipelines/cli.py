@@ -234,7 +234,8 @@ def _from_the_data(args, defaults: PipelineDefaults) -> dict:
 
     kind = "factory" if is_factory_path(args.data) else (defaults.dataset or detect_data_kind(args.data))
     facts = read_data_facts(kind, args.data)
-    if kind == "factory" and not facts.num_classes:  # the datasets do not say: the flag must
+    own = kind in ("factory", "pickled")  # the user's own datasets, with their own transforms
+    if own and not facts.num_classes:  # the datasets do not say: the flag must
         if args.num_classes is None:
             raise BadInputError(f"--data {args.data}: its datasets have no `classes` attribute to read the class count "
                                 "from; pass --num-classes")
@@ -246,12 +247,12 @@ def _from_the_data(args, defaults: PipelineDefaults) -> dict:
     image_size = args.image_size
     if kind == "cifar10" and image_size not in (None, 32):
         raise BadInputError(f"--image-size {image_size}: CIFAR-10 images are 32x32; drop --image-size or pass 32")
-    if kind == "factory" and facts.image_side is not None and image_size not in (None, facts.image_side):
+    if own and facts.image_side is not None and image_size not in (None, facts.image_side):
         raise BadInputError(f"--image-size {image_size}: the datasets of {args.data} give {facts.image_side}-pixel "
                             f"images (their own transforms); drop --image-size or pass {facts.image_side}")
     if image_size is None:
         side = facts.image_side
-        image_size = side if side is not None and (side < defaults.image_size or kind == "factory") \
+        image_size = side if side is not None and (side < defaults.image_size or own) \
             else defaults.image_size
     return {"num_classes": facts.num_classes, "image_size": image_size, "data_description": facts.description,
             "dataset": kind}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from haloc.errors import BadInputError
 from pipelines.api import Report, _named, compress
@@ -61,3 +62,44 @@ def test_the_readme_example_runs(tmp_path):
     assert re.fullmatch(r"asic-b0\.9 top-1 [01]\.\d{3} \d\.\d\dx on asic \S+/models/asic-b0\.9/model\.onnx", first), first
     assert second == "misses: none"
     assert (tmp_path / "runs").is_dir()  # the store the example names, where it ran
+
+
+class Shifted(torch.utils.data.Dataset):
+    """A user's dataset with a transform defined in their script (a lambda: plain pickle refuses it)."""
+
+    classes = ["a", "b", "c"]
+
+    def __init__(self, n):
+        self.x, self.y = torch.randn(n, 3, 12, 12), torch.arange(n) % 3
+        self.transform = lambda t: t + 1.0
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.transform(self.x[i]), int(self.y[i])
+
+
+def test_datasets_given_as_objects_reach_every_node_through_the_store(tmp_path):
+    from pipelines.api import _store_datasets
+    from pipelines.cli import build_parser, spec_from_args
+    from pipelines.presets import COMPRESS
+
+    train, val = Shifted(24), Shifted(9)
+    folder = _store_datasets(train, val, str(tmp_path / "store"))
+    assert folder == _store_datasets(train, val, str(tmp_path / "store"))  # written once, named by content
+    assert Path(folder).parent == tmp_path / "store" / "_datasets"
+    args = build_parser(COMPRESS).parse_args(["--preset", "quick", "--model", "resnet20", "--data", folder])
+    spec = spec_from_args(args, COMPRESS)
+    assert (spec.dataset, spec.num_classes, spec.image_size) == ("pickled", 3, 12)
+    assert spec.data_description == "datasets given to pipelines.api.compress (24 train / 9 val samples, 3 classes)"
+    # another process (as a Ray worker is) builds them from the folder alone, the lambda included
+    code = ("from haloc.data import DataConfig, build_datasets\n"
+            f"tr, va = build_datasets(DataConfig(kind='pickled', root={folder!r}))\n"
+            "print(len(tr), len(va), round(float(tr[0][0].mean() - tr.x[0].mean()), 4))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["24", "9", "1.0"]
+    with pytest.raises(BadInputError, match="give both train and val"):
+        compress("resnet20", train=train)

@@ -62,6 +62,9 @@ def run_job(store, name: str, loop_config: dict, workers: Workers, what: str):
     run_config = RunConfig(name=name, storage_path=store.root_path, storage_filesystem=store.filesystem,
                            checkpoint_config=CheckpointConfig(num_to_keep=2),
                            failure_config=FailureConfig(max_failures=workers.max_failures))
+    # every epoch's state also goes to <job>/snapshot.pt, beside Ray Train's checkpoints: an epoch whose
+    # report an interrupt cut off before Ray Train registered it resumes from there (workers/finetune_loop)
+    loop_config = dict(loop_config, snapshot=_snapshot_uri(store, name))
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=scaling(workers, what), run_config=run_config)
     result = fit_interruptibly(trainer)
@@ -71,3 +74,15 @@ def run_job(store, name: str, loop_config: dict, workers: Workers, what: str):
         raise RuntimeError(f"{what} ended without a checkpoint; see the Ray Train logs under {store.uri_of(name)}")
     with result.checkpoint.as_directory() as folder:
         return TrainState.load(Path(folder) / STATE_FILE), dict(result.metrics or {})
+
+
+SNAPSHOT = "snapshot.pt"
+
+
+def _snapshot_uri(store, name: str) -> str:
+    """Where the job's workers write and read the snapshot: a local path, or the store's URI of it."""
+    if not store.is_remote:
+        from pathlib import Path
+
+        return str(Path(store.root_path) / name / SNAPSHOT)
+    return store.uri_of(f"{name}/{SNAPSHOT}")

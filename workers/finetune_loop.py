@@ -110,11 +110,19 @@ def train_loop_per_worker(config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             state = TrainState.load(Path(folder) / STATE_FILE)
+    snapshot = read_snapshot(config.get("snapshot"))
+    if snapshot is not None and (state is None or snapshot.epoch > state.epoch):
+        state = snapshot  # an epoch whose report Ray Train never registered (a signal in between)
+    if state is not None:
         log.info("resuming at epoch %d of %d", state.epoch, cfg.epochs)
     start = state.epoch if state is not None else 0
 
     def report(state: TrainState, entry: dict) -> None:
-        # Every worker calls report; only rank 0 hands over the (identical) state.
+        # Every worker calls report; only rank 0 hands over the (identical) state. The snapshot goes
+        # first: Ray Train drops a report that an abort interrupts before it is registered, the
+        # snapshot then still holds the epoch.
+        if rank == 0:
+            write_snapshot(config.get("snapshot"), state)
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 state.save(Path(tmp) / STATE_FILE)
@@ -133,6 +141,43 @@ def train_loop_per_worker(config: dict) -> None:
                       history_extra={"world_size": world})
     if not result.history[start:]:  # nothing was left to train: report the restored state again,
         report(result.state, result.history[-1] if result.history else {})  # so the result carries it
+
+
+def read_snapshot(uri: str | None):
+    """The TrainState at `uri` (a local path, or a store URI pyarrow opens), or None where none is."""
+    if not uri:
+        return None
+    from haloc.train import TrainState
+
+    if "://" not in uri:
+        return TrainState.load(uri) if Path(uri).is_file() else None
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+        return None
+    with tempfile.TemporaryDirectory() as tmp, filesystem.open_input_stream(path) as src:
+        local = Path(tmp) / STATE_FILE
+        local.write_bytes(src.read())
+        return TrainState.load(local)
+
+
+def write_snapshot(uri: str | None, state) -> None:
+    """Write `state` to `uri` whole or not at all (a local atomic rename; one S3 PUT)."""
+    if not uri:
+        return
+    if "://" not in uri:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        state.save(uri)
+        return
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / STATE_FILE
+        state.save(local)
+        with filesystem.open_output_stream(path) as out:
+            out.write(local.read_bytes())
 
 
 def _flat(entry: dict, completed: int, start: int, epochs: int) -> dict:

@@ -142,3 +142,27 @@ def test_fine_tune_on_an_s3_store(ray_cluster, s3_server, s3_store_uri):
     assert any(f.startswith("s3run/finetune/cpu-b0.6/checkpoint") for f in files)  # Ray Train wrote there too
     state = RunLayout(store, "s3run").read_final_state(config_id(CONFIG))
     haloc.decompose(haloc.models.create("resnet20", num_classes=10), RANKS).load_state_dict(state)
+
+
+@pytest.mark.slow
+def test_an_epoch_ray_train_never_registered_resumes_from_the_snapshot(ray_cluster, tmp_path):
+    """An interrupt between the epoch's report and Ray Train's registration of it: Ray Train keeps no
+    checkpoint of that epoch, the job's own snapshot does, and the rerun continues after it."""
+    import shutil
+
+    store = Store.open(str(tmp_path / "store"))
+    buf = io.BytesIO()
+    torch.save(haloc.models.create("resnet20", num_classes=10).state_dict(), buf)
+    store.write_bytes("snap/pretrained.pt", buf.getvalue())
+    config = dict(CONFIG, budget=0.5)
+    cid = config_id(config)
+    first = run_finetune(store, "snap", [config], FinetuneSpec.from_dict(dict(SPEC.to_dict(), max_epochs=1)))[cid]
+    job = Path(store.root_path) / "snap" / "finetune" / cid
+    assert (job / "snapshot.pt").is_file()
+    for path in job.iterdir():  # everything Ray Train recorded of the run goes, the snapshot stays
+        if path.name != "snapshot.pt":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    rec = run_finetune(store, "snap", [config], SPEC)[cid]
+    assert rec["done"] is True and rec["metrics"]["start_epoch"] == 1  # not from scratch
+    assert [h["epoch"] for h in rec["history"]] == [0, 1]
+    assert rec["history"][0]["train"] == first["history"][0]["train"]  # epoch 1 was not run again

@@ -35,6 +35,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 DEMO_NAME = "demo (generated, not real data)"
 KINDS = ("cifar10", "imagenet", "digits", "demo", "factory", "pickled")
 PICKLED_FILE = "datasets.pkl"  # a (train, val) pair that pipelines.api.compress wrote for every node to load
+# Unpickling runs code, so pickled datasets are loaded only where the data is named so, explicitly
+# ("pickled:<folder>"), never because a folder happens to hold a datasets.pkl.
+PICKLED_PREFIX = "pickled:"
 DIGITS_TEST_SIZE = 360  # of 1,797 images: the 1437/360 split of ENVIRONMENT.md
 
 
@@ -116,13 +119,14 @@ def factory_datasets(path: str) -> tuple[Dataset, Dataset]:
 def pickled_datasets(folder: str) -> tuple[Dataset, Dataset]:
     """(train, val) from `folder`/datasets.pkl, as pipelines.api.compress wrote them (cloudpickle, so
     transforms defined in the user's script come along). Unpickling runs code: only load your own."""
+    folder = folder[len(PICKLED_PREFIX):] if folder.startswith(PICKLED_PREFIX) else folder
     path = Path(folder) / PICKLED_FILE
     if not path.is_file():
         raise BadInputError(f"--data {folder!r} has no {PICKLED_FILE}; pass the folder pipelines.api.compress "
                             "wrote, or another kind of data")
     with open(path, "rb") as f:
         try:
-            out = pickle.load(f)
+            out = pickle.load(f)  # noqa: S301 - only for data named pickled: (see PICKLED_PREFIX)
         except Exception as e:  # the classes of the user's datasets must be importable here too
             raise BadInputError(f"{str(path)!r} cannot be unpickled on this node ({type(e).__name__}: {e}); the "
                                 "datasets' classes must be importable on every node (pass py_modules=[folder])") from e

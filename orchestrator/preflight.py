@@ -88,8 +88,6 @@ def detect_data_kind(data: str) -> str:
     except OSError as e:
         raise BadInputError(f"--data {data.split('?', 1)[0]!r} cannot be read ({e}); check the path, "
                             "the endpoint and the credentials") from None
-    if (root / hdata.PICKLED_FILE).is_file():
-        return "pickled"
     if (root / "train").is_dir() and (root / "val").is_dir():
         return "imagenet"
     if root.is_dir() and any((c / hdata.CIFAR10_TEST_FILE).is_file() for c in (root, root / hdata.CIFAR10_SUBDIR)):

@@ -144,7 +144,10 @@ class RunOutput:
                 pass
         self._saved.clear()
         if self._log is not None:
-            self._log.close()
+            try:
+                self._log.close()
+            except OSError:  # a full disk, say: the run's own error is the one to report, not the log's
+                pass
             self._log = None
             if failed:
                 self.console.print(f"Ray's and the workers' output of this run: {self.log_path}")
@@ -163,7 +166,10 @@ class RunOutput:
                 continue
             with self._lock:
                 if self._log is not None:
-                    self._log.write(prefix + line + "\n")
+                    try:
+                        self._log.write(prefix + line + "\n")
+                    except OSError:  # the log's disk is full: the run's own checks say so where it matters
+                        pass
             if self.verbose:
                 self.console.print(prefix + line, markup=False, highlight=False)
 

@@ -180,7 +180,7 @@ def _store_datasets(train, val, store: str) -> str:
 
     from ray import cloudpickle  # pickles what plain pickle cannot: classes and lambdas of the user's script
 
-    from haloc.data import PICKLED_FILE
+    from haloc.data import PICKLED_FILE, PICKLED_PREFIX
     from orchestrator.store import Store
 
     for d, name in ((train, "train"), (val, "val")):
@@ -193,8 +193,8 @@ def _store_datasets(train, val, store: str) -> str:
     if not target.exists(f"{folder}/{PICKLED_FILE}"):
         target.write_bytes(f"{folder}/{PICKLED_FILE}", blob)
     if not target.is_remote:
-        return str(Path(target.root_path) / folder)
-    return target.uri_of(folder)
+        return PICKLED_PREFIX + str(Path(target.root_path) / folder)
+    return PICKLED_PREFIX + target.uri_of(folder)
 
 
 def run(spec, *, verbose: bool = False) -> Report:

@@ -232,7 +232,10 @@ def _from_the_data(args, defaults: PipelineDefaults) -> dict:
     from haloc.data import is_factory_path
     from orchestrator.preflight import detect_data_kind, read_data_facts
 
-    kind = "factory" if is_factory_path(args.data) else (defaults.dataset or detect_data_kind(args.data))
+    from haloc.data import PICKLED_PREFIX
+
+    kind = "factory" if is_factory_path(args.data) else "pickled" if args.data.startswith(PICKLED_PREFIX) \
+        else (defaults.dataset or detect_data_kind(args.data))
     facts = read_data_facts(kind, args.data)
     own = kind in ("factory", "pickled")  # the user's own datasets, with their own transforms
     if own and not facts.num_classes:  # the datasets do not say: the flag must

@@ -29,6 +29,8 @@ def cache_key(uri: str) -> str:
 
 
 def local_data_path(uri: str) -> str:
+    if uri.startswith("pickled:"):  # haloc.data.PICKLED_PREFIX: the folder behind it is synced like any other
+        return "pickled:" + local_data_path(uri[len("pickled:"):])
     if "://" not in uri or uri.startswith("file://"):
         return uri[len("file://"):] if uri.startswith("file://") else uri
     from pyarrow import fs

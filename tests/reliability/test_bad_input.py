@@ -347,9 +347,12 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(case, tmp_path, r
     assert named in message, f"{named!r} not in {message!r}"
     assert re.search(case.pattern, message), message
     assert re.search(FIX_WORDS, message), f"no fix in {message!r}"
-    # nothing half-written: no new file at all, or only the manifest of a stage that failed
+    # nothing half-written: no new file at all, or only what a run that started its stages keeps of the
+    # attempt (the manifest with the failed stage, its config.yaml, the driver's log)
     new = (all_files(tmp_path / "store") if (tmp_path / "store").is_dir() else set()) - before
-    allowed = {f"{args[args.index('--run-id') + 1]}/manifest.json"} if case.manifest and "--run-id" in args else set()
+    run = args[args.index("--run-id") + 1] if "--run-id" in args else None
+    allowed = {f"{run}/{f}" for f in ("manifest.json", "config.yaml", "logs/driver.log")} if case.manifest and run \
+        else set()
     assert new <= allowed, new
     assert not (tmp_path / "pwned").exists(), "a pickled payload ran"
 

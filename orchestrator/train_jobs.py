@@ -67,13 +67,28 @@ def run_job(store, name: str, loop_config: dict, workers: Workers, what: str):
     loop_config = dict(loop_config, snapshot=_snapshot_uri(store, name))
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=scaling(workers, what), run_config=run_config)
-    result = fit_interruptibly(trainer)
+    try:
+        result = fit_interruptibly(trainer)
+    except Exception as e:
+        _full_store(e, store, name, what)
+        raise
     if result.error:
+        _full_store(result.error, store, name, what)
         raise RuntimeError(f"{what} failed: {result.error}") from result.error
     if result.checkpoint is None:
         raise RuntimeError(f"{what} ended without a checkpoint; see the Ray Train logs under {store.uri_of(name)}")
     with result.checkpoint.as_directory() as folder:
         return TrainState.load(Path(folder) / STATE_FILE), dict(result.metrics or {})
+
+
+def _full_store(error: BaseException, store, name: str, what: str) -> None:
+    """Ray Train's checkpoint upload into a full local store: the store's one-line error (exit 1)."""
+    if "No space left on device" in str(error):
+        from .store import StoreWriteError
+
+        raise StoreWriteError(28, f"store {store.uri}: cannot write the checkpoints of {what} under {name!r} (No "
+                                  "space left on device); free space on that disk, or choose another --store "
+                                  "(rerun the same command to resume)") from None
 
 
 SNAPSHOT = "snapshot.pt"

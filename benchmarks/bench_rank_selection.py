@@ -206,7 +206,9 @@ class Target:
     meta: dict
 
 
-def build_targets(plan: ModelPlan, model, specs: dict, folder: Path, threads: int) -> dict[str, Target]:
+def build_targets(plan: ModelPlan, model, specs: dict, folder: Path, threads: int,
+                  only: set | None = None) -> dict[str, Target]:
+    """The cost targets of the plan (only those in `only`, when given: a LUT is measured only if used)."""
     import torch
 
     import haloc
@@ -220,7 +222,7 @@ def build_targets(plan: ModelPlan, model, specs: dict, folder: Path, threads: in
         targets[FLOPS] = Target(FLOPS, space, lambda f, s=space: flops_cost_table(specs, s.candidates, total, f),
                                 {"total_gflops": total / 1e9})
     for name, profile in profiles(threads).items():
-        if name not in plan.targets:
+        if name not in plan.targets or (only and name not in only):
             continue
         lut = build_lut(profile, specs, plan.lut_rank_step, folder / "luts" / f"{name}.parquet")
         cal = calibrate(profile, plan, lut, specs, folder / "luts" / f"{name}.calibration.json")
@@ -344,9 +346,10 @@ def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overri
     base, meta = base_model(plan, loaders, folder)
     log(f"{plan.model}: original top-1 {meta['top1']:.4f} on {loaders.name}")
     specs = haloc.decomposable_layers(base, torch.zeros(1, *haloc.models.input_size(plan.model)))
-    targets = build_targets(plan, base, specs, folder, threads)
-    _write_json(folder / "targets.json", {k: {"meta": t.meta, "candidates": t.space.candidates}
-                                          for k, t in targets.items()})
+    targets = build_targets(plan, base, specs, folder, threads, only)
+    known = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").exists() else {}
+    _write_json(folder / "targets.json", {**known, **{k: {"meta": t.meta, "candidates": t.space.candidates}
+                                                      for k, t in targets.items()}})
     for target_name, budgets in plan.targets.items():
         if only and target_name not in only:
             continue

@@ -32,9 +32,17 @@ class CostTable:
     name: str  # hardware target ("cpu", "asic", ...) or "flops"
     layer_costs: dict[str, tuple[float, ...]]  # aligned with the rank space's candidates; last = original layer
     fixed_cost: float  # layers that are not searched, plus any measured overhead
-    budget: float  # absolute target T, same unit as the costs
+    budget: float  # absolute target T the search aims at, same unit as the costs
     unit: str = "ms"
     meta: dict = field(default_factory=dict, compare=False)
+    # The budget that must hold, when the search aims a safety margin below it (timed hardware: the
+    # LUT predicts a whole model only to within its calibration error). None: `budget` itself.
+    limit: float | None = None
+
+    @property
+    def must_meet(self) -> float:
+        """The user's budget, against which `within_budget` is judged."""
+        return self.budget if self.limit is None else self.limit
 
     @property
     def original_cost(self) -> float:
@@ -45,12 +53,18 @@ class CostTable:
     def min_cost(self) -> float:
         return self.fixed_cost + sum(min(c) for c in self.layer_costs.values())
 
-    def with_budget_fraction(self, fraction: float, clamp: bool = False) -> "CostTable":
+    def with_budget_fraction(self, fraction: float, clamp: bool = False, margin: float = 0.0) -> "CostTable":
         """The same table with budget = fraction x original cost; refuses budgets nothing can meet, or,
         with `clamp` (costs known to be unreliable), aims at the smallest reachable cost instead and
-        records the asked fraction in meta["clamped_from"]."""
+        records the asked fraction in meta["clamped_from"].
+
+        `margin` > 0: the search aims at fraction x (1 - margin) (never below the smallest reachable
+        cost) while `limit` keeps the asked budget, so that a model the LUT puts just under the budget
+        is not a coin toss on the hardware. meta records the margin and the fraction aimed at."""
         if not 0 < fraction:
             raise BadInputError(f"budget {fraction} must be a positive fraction of the original cost")
+        if not 0 <= margin < 1:
+            raise BadInputError(f"budget margin {margin} must be a fraction in [0, 1)")
         budget = fraction * self.original_cost
         if budget < self.min_cost and clamp:
             meta = dict(self.meta, clamped_from=fraction)
@@ -60,7 +74,11 @@ class CostTable:
                 f"budget {fraction:g} of {self.name} ({budget:.4g} {self.unit}) is below the smallest reachable "
                 f"cost {self.min_cost:.4g} {self.unit} (fraction {self.min_cost / self.original_cost:.3f}); "
                 "raise the budget or add smaller candidate ranks")
-        return CostTable(self.name, self.layer_costs, self.fixed_cost, budget, self.unit, self.meta)
+        if not margin:
+            return CostTable(self.name, self.layer_costs, self.fixed_cost, budget, self.unit, self.meta)
+        target = max(budget * (1 - margin), min(budget, self.min_cost * (1 + 1e-9)))
+        meta = dict(self.meta, margin=margin, aimed_fraction=target / self.original_cost)
+        return CostTable(self.name, self.layer_costs, self.fixed_cost, target, self.unit, meta, limit=budget)
 
     def cost_of(self, choice: dict[str, int], candidates: dict[str, tuple[int, ...]]) -> float:
         """Cost of a discrete architecture {layer: rank}; a rank must be one of the layer's candidates."""

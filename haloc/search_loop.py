@@ -90,11 +90,12 @@ class SearchResult:
     all_ranks: dict[str, int]  # every searched layer, max_rank = not decomposed
     predicted_cost: dict[str, float]  # per cost table, of `all_ranks`
     argmax_cost: dict[str, float]  # per cost table, of the plain argmax before projection
-    budget: dict[str, float]
-    within_budget: dict[str, bool]
+    budget: dict[str, float]  # per cost table, the budget that must hold (CostTable.must_meet)
+    within_budget: dict[str, bool]  # predicted_cost <= budget, the LUT's view
     probabilities: dict[str, list[float]]
     history: list[dict] = field(default_factory=list)
     readout: list[dict] = field(default_factory=list)  # candidates the read-out compared: ranks, source, held-out top-1
+    aimed: dict[str, float] = field(default_factory=dict)  # per cost table, the cost the search aimed at (a margin below)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -266,7 +267,7 @@ class SupernetSearch:
         seconds["total"] = time.perf_counter() - epoch_start
         metrics["seconds"] = seconds
         metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
-        metrics.update({f"budget_{t.name}": t.budget for t in self.tables})
+        metrics.update({f"budget_{t.name}": t.must_meet for t in self.tables})
         self.history.append(metrics)
         return metrics
 
@@ -392,9 +393,10 @@ class SupernetSearch:
         return SearchResult(
             ranks=to_ranks_json(chosen, self.specs), all_ranks=chosen, predicted_cost=predicted,
             argmax_cost={t.name: t.cost_of(argmax, cands) for t in self.tables},
-            budget={t.name: t.budget for t in self.tables},
-            within_budget={t.name: predicted[t.name] <= t.budget * (1 + 1e-9) for t in self.tables},
-            probabilities=probs, history=list(self.history), readout=readout)
+            budget={t.name: t.must_meet for t in self.tables},
+            within_budget={t.name: predicted[t.name] <= t.must_meet * (1 + 1e-9) for t in self.tables},
+            probabilities=probs, history=list(self.history), readout=readout,
+            aimed={t.name: t.budget for t in self.tables})
 
     def _project(self, choice: dict[str, int], probs: dict[str, list[float]]) -> dict[str, int]:
         return project_to_budget(choice, probs, self.rank_space.candidates, self.tables,

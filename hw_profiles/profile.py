@@ -46,6 +46,10 @@ class HardwareProfile:
     # below it, the rows behind the errors are measured again, at most gate_rounds times.
     calibration_gate: float | None = None
     gate_rounds: int = 2
+    # the search aims this fraction below a latency budget, so that a model the LUT prices just under
+    # it still meets it when measured (None: 0 for simulators; for timed hardware twice the calibrated
+    # LUT's median error on held-out models, kept within [0.02, 0.10]; 0.05 before a calibration)
+    budget_margin: float | None = None
     accelerator: str | None = None  # zigzag only: ZigZag accelerator name, e.g. "tpu_like"
     clock_hz: float | None = None  # zigzag only: cycles -> seconds
     description: str = ""
@@ -61,6 +65,16 @@ class HardwareProfile:
         if self.calibration_gate is not None:
             return self.calibration_gate
         return 1.0 if self.is_simulator else 0.9
+
+    def search_margin(self, median_rel_error: float | None = None) -> float:
+        """The fraction below a latency budget the search aims at (see `budget_margin`)."""
+        if self.budget_margin is not None:
+            return self.budget_margin
+        if self.is_simulator:
+            return 0.0
+        if median_rel_error is None:
+            return 0.05
+        return min(0.10, max(0.02, 2 * median_rel_error))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,9 +122,9 @@ def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
         if key in data and (not _is_int(data[key]) or data[key] < low):
             raise _bad(source, key, data[key], f"an integer >= {low}")
     for key, low, high in (("min_run_time_s", 0.0, 60.0), ("max_spread", 0.0, 10.0), ("max_slowdown", 1.0, 100.0),
-                           ("calibration_gate", 0.0, 1.0)):
+                           ("calibration_gate", 0.0, 1.0), ("budget_margin", 0.0, 0.5)):
         value = data.get(key)
-        if value is None and key == "calibration_gate":
+        if value is None and key in ("calibration_gate", "budget_margin"):
             continue
         if key in data and (not isinstance(value, (int, float)) or isinstance(value, bool)
                             or not low <= value <= high):

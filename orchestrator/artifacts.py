@@ -75,6 +75,7 @@ class SelectedConfig:
     trial_id: str | None = None
     predicted_cost: dict = field(default_factory=dict)  # per cost table, of the selection
     budget_abs: dict = field(default_factory=dict)  # per cost table, in its unit
+    aimed_abs: dict = field(default_factory=dict)  # per cost table, what the search aimed at (a margin below)
     within_budget: bool = True  # the LUT's (or the FLOPs count's) view, not a measurement
     heldout_acc: float | None = None
     heldout_acc_mean: float | None = None

@@ -79,9 +79,13 @@ def search_rank_space(store, run_id: str | None, specs: dict, hardware: list[str
 
 
 def latency_table(store, run_id: str | None, hardware: str, specs: dict, candidates: dict,
-                  budget: float):
-    """A CostTable in ms for `hardware`: b x LUT latency per candidate, fixed a; budget a fraction."""
+                  budget: float, margin: float | None = None):
+    """A CostTable in ms for `hardware`: b x LUT latency per candidate, fixed a; budget a fraction.
+
+    The search aims `margin` below the budget (None: the hardware profile's `search_margin`, from the
+    calibration's held-out error), and `within_budget` is still judged against the budget itself."""
     from haloc.hardware_loss import CostTable
+    from hw_profiles.profile import get_profile
 
     from .run_layout import RunLayout
 
@@ -95,9 +99,11 @@ def latency_table(store, run_id: str | None, hardware: str, specs: dict, candida
             "note": "fixed = calibration a, layers x b" if cal else
             "no calibration: fixed cost 0, budget is a fraction of the decomposable layers' LUT sum"}
     table = CostTable(hardware, costs, fixed_cost=a, budget=1.0, unit="ms", meta=meta)
+    if margin is None:
+        margin = get_profile(hardware).search_margin(cal.median_rel_error if cal else None)
     # A LUT that failed its gate and was accepted (--accept-noisy-lut) prices the floor with noise too:
     # the search aims at the floor it sees, and validation's measured verdict says whether the budget held.
-    return table.with_budget_fraction(budget, clamp=cal is not None and not cal.passed)
+    return table.with_budget_fraction(budget, clamp=cal is not None and not cal.passed, margin=margin)
 
 
 def flops_table(model, specs: dict, candidates: dict, budget: float):
@@ -111,13 +117,14 @@ def flops_table(model, specs: dict, candidates: dict, budget: float):
 
 
 def cost_tables(store, run_id: str | None, model, specs: dict, rank_space, targets: tuple[str, ...],
-                budget: float, metric: str = "latency") -> list:
-    """One CostTable per target (`("flops",)` for the FLOPs metric), each with budget x its original cost."""
+                budget: float, metric: str = "latency", margin: float | None = None) -> list:
+    """One CostTable per target (`("flops",)` for the FLOPs metric), each with budget x its original cost.
+    FLOPs are counted exactly: no margin; latency tables aim `margin` below (None: each profile's)."""
     if metric not in METRICS:
         raise BadInputError(f"budget metric {metric!r} unknown; use one of {METRICS}")
     if metric == FLOPS:
         return [flops_table(model, specs, rank_space.candidates, budget)]
-    return [latency_table(store, run_id, hw, specs, rank_space.candidates, budget) for hw in targets]
+    return [latency_table(store, run_id, hw, specs, rank_space.candidates, budget, margin) for hw in targets]
 
 
 def reachable_floors(store, run_id: str | None, model, hardware: list[str], metric: str = "latency",

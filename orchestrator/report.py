@@ -104,6 +104,7 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
         "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) if predicted[h] is not None
                       and measured.get(h) is not None else None for h in predicted},
         "search_predicted_cost": dict(validation.get("search_predicted_cost") or {}),
+        "search_aimed_fraction": dict(validation.get("search_aimed_fraction") or {}),
         "within_budget": validation.get("within_budget"),  # the LUT's view (the search's prediction)
         "budget_check": dict(validation.get("budget_check") or {}),  # the measurement's
         "measured_latency_p10_ms": dict(validation.get("measured_latency_p10_ms") or {}),

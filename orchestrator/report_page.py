@@ -439,8 +439,11 @@ def results_tables(report: dict, styles: dict) -> str:
         lut = {True: "within", False: "<span class='bad'>over</span>", None: "-"}[r.get("within_budget")]
         missed = any(not c.get("met") for c in r["budget_check"].values())
         arts = " ".join(_link(report, k, p) for k, p in r["artifacts"].items())
+        aimed = [f"{h} {f:.3g}" for h, f in (r.get("search_aimed_fraction") or {}).items() if f < r["budget"] - 1e-9]
+        budget = f"{r['budget']:g}" + (f"<br><span class='dim' title='the search aimed a safety margin below the "
+                                       f"budget'>aimed {e(', '.join(aimed))}</span>" if aimed else "")
         rows.append(f"<tr class='{'missed' if missed else 'met'}'><td>{_cfg(styles, _label(r))}</td>"
-                    f"<td>{e(r['hardware'])}</td><td>{r['budget']:g}</td><td>{_verdict_cell(r)}</td><td>{lut}</td>"
+                    f"<td>{e(r['hardware'])}</td><td>{budget}</td><td>{_verdict_cell(r)}</td><td>{lut}</td>"
                     f"<td><b>{_fmt(r['top1'])}</b> / {_fmt(r['top5'])}</td><td>{seeds}</td>"
                     f"<td>{100 * r['flops_reduction']:.1f}% <span class='dim'>({_fmt(r.get('ideal_speedup'), '.2f')}x)"
                     f"</span></td><td>{r['params'] / 1e6:,.2f} M</td><td class='arts'>{arts}</td></tr>")

@@ -64,6 +64,7 @@ class RunSpec:
     profile_dirs: tuple[str, ...] = ()  # folders of the user's own hardware profiles (*.yaml)
     budgets: tuple[float, ...] = (0.5,)  # fractions of the original model's latency (or FLOPs)
     budget_metric: str = "latency"
+    budget_margin: float | None = None  # the search aims this far below a latency budget (None: each profile's)
     seeds: tuple[int, ...] = (0,)
     weights: str | None = None  # "torchvision", a file or s3://; None: random init (demo)
     address: str | None = None  # a running Ray cluster; None: embedded local Ray
@@ -112,6 +113,10 @@ class RunSpec:
         if not self.budgets or any(not _is_number(b) or not 0 < b <= 1.5 for b in self.budgets):
             raise BadInputError(f"--budgets {list(self.budgets)}: each budget is a fraction of the original "
                                 "model's cost in (0, 1.5], e.g. --budgets 0.5 0.7")
+        if self.budget_margin is not None and (not _is_number(self.budget_margin)
+                                               or not 0 <= self.budget_margin <= 0.5):
+            raise BadInputError(f"--budget-margin {self.budget_margin!r} must be a fraction in [0, 0.5], e.g. 0.05, "
+                                "or leave the flag out (each hardware profile's own margin)")
         if len(set(self.budgets)) != len(self.budgets):
             raise BadInputError(f"--budgets {list(self.budgets)} names a budget twice; give each once")
         if not self.seeds:

@@ -53,6 +53,7 @@ class SearchSpec:
     seeds: tuple[int, ...] = (0,)
     budget_metric: str = "latency"  # or "flops": one FLOPs table instead of the hardware's LUTs
     joint: bool = False  # all hardware in one trial (a budget on each) instead of one trial per hardware
+    budget_margin: float | None = None  # aim this fraction below a latency budget (None: each profile's)
     # --- the inner search
     epochs: int = 10
     warmup_epochs: int = 1
@@ -95,6 +96,9 @@ class SearchSpec:
             raise BadInputError(f"search spec: budgets {self.budgets} must be positive fractions (e.g. 0.5)")
         if not self.seeds:
             raise BadInputError("search spec: seeds is empty; give at least one (e.g. 0)")
+        if self.budget_margin is not None and not (isinstance(self.budget_margin, (int, float))
+                                                   and 0 <= self.budget_margin <= 0.5):
+            raise BadInputError(f"search spec: budget_margin {self.budget_margin!r}; give a fraction in [0, 0.5]")
         if self.budget_metric not in ("latency", "flops"):
             raise BadInputError(f"search spec: budget_metric {self.budget_metric!r}; use 'latency' or 'flops'")
         if self.epochs < 1 or self.batch_size < 1:
@@ -158,7 +162,8 @@ def prepare(layout: RunLayout, spec: SearchSpec, callbacks=()) -> Prepared:
     tables, meta = {}, {}
     for group in groups:
         for budget in spec.budgets:
-            ts = cost_tables(store, run_id, model, specs, space, group, float(budget), spec.budget_metric)
+            ts = cost_tables(store, run_id, model, specs, space, group, float(budget), spec.budget_metric,
+                             spec.budget_margin)
             tables[(targets_key(group), float(budget))] = ts
             meta[f"{targets_key(group)}@{float(budget):g}"] = {
                 t.name: {"budget": t.budget, "original": t.original_cost, "min": t.min_cost, "unit": t.unit,
@@ -272,7 +277,7 @@ def trial_record(result, experiment: str) -> dict:
            "epochs": m.get("training_iteration"), "trial_wall_seconds": m.get("time_total_s"),
            "inner_seconds": m.get("inner_seconds")}
     for key in ("selected_heldout_acc", "selected_heldout_ce", "ranks", "all_ranks", "predicted_cost",
-                "argmax_cost", "budget_abs", "within_budget", "heldout_acc", "history", OBJECTIVE):
+                "argmax_cost", "budget_abs", "aimed_abs", "within_budget", "heldout_acc", "history", OBJECTIVE):
         rec[key] = _plain(m.get(key))
     return rec
 

@@ -253,6 +253,9 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
             "lut_sum_ms": lut_sum, "predicted_latency_ms": predicted,
             "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) for h in predicted},
             "search_predicted_cost": config.predicted_cost,
+            # the fraction of the original each latency search aimed at, a margin below the budget
+            "search_aimed_fraction": {t: config.budget * a / config.budget_abs[t] for t, a in config.aimed_abs.items()
+                                      if config.budget_abs.get(t)},
             "heldout_acc": config.heldout_acc, "heldout_acc_mean": config.heldout_acc_mean,
             "heldout_acc_std": config.heldout_acc_std,
             "artifacts": paths, "onnx_max_abs_diff": onnx_diff,

@@ -97,6 +97,10 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
                    help=f"budgets as fractions of the original cost, e.g. 0.5 0.7 {d('budgets')}")
     p.add_argument("--budget-metric", choices=("latency", "flops"),
                    help=f"what a budget is a fraction of: measured latency, or FLOPs {d('budget_metric')}")
+    p.add_argument("--budget-margin", type=float, metavar="M",
+                   help="aim the search this fraction below each latency budget, so that models the LUT puts "
+                        "just under it still meet it when measured (default: each hardware profile's: twice its "
+                        "calibrated LUT's median error, 0.02-0.10; 0 on simulators)")
     p.add_argument("--seeds", nargs="+", type=int,
                    help=f"search seeds; the best per budget is selected {d('seeds')}")
     p.add_argument("--address", help="a running Ray cluster (host:port or auto) (default: an embedded local Ray)")
@@ -205,7 +209,7 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
         "finetune_steps_per_epoch": args.finetune_steps_per_epoch, "finetune_workers": args.finetune_workers,
         "pretrain_epochs": args.pretrain_epochs, "calibration_samples": args.calibration_samples,
         "pretrain_steps_per_epoch": args.pretrain_steps_per_epoch, "pretrain_batch_size": args.pretrain_batch_size,
-        "pretrain_lr": args.pretrain_lr,
+        "pretrain_lr": args.pretrain_lr, "budget_margin": args.budget_margin,
         "demo_train": args.demo_size[0] if args.demo_size else None,
         "demo_val": args.demo_size[1] if args.demo_size else None,
     }

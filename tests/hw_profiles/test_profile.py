@@ -31,6 +31,7 @@ def test_extra_dir_adds_a_profile(tmp_path):
     (GOOD.format(name="bad").replace("device: cpu", "device: tpu"), "device", "tpu"),
     (GOOD.format(name="bad") + "dtype: int8\n", "dtype", "int8"),
     (GOOD.format(name="other"), "name", "other"),
+    (GOOD.format(name="bad") + "budget_margin: 0.9\n", "budget_margin", "0.9"),
     ("name: bad\nbackend: zigzag\nray_resource: hw_asic\naccelerator: tpu_like\nclock_hz: fast\n", "clock_hz", "fast"),
 ])
 def test_broken_profile_names_file_key_value_and_allowed(tmp_path, text, key, value):
@@ -52,3 +53,13 @@ def test_unparsable_yaml_names_the_file(tmp_path):
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(BadInputError, match="'cpu'"):
         get_profile("quantum")
+
+
+def test_search_margin_follows_the_calibrated_error_on_timed_hardware_and_is_zero_on_simulators(tmp_path):
+    cpu, asic = get_profile("cpu"), get_profile("asic")
+    assert cpu.search_margin(None) == 0.05  # before a calibration
+    assert cpu.search_margin(0.03) == pytest.approx(0.06)
+    assert cpu.search_margin(0.0) == 0.02 and cpu.search_margin(0.4) == 0.10
+    assert asic.search_margin(0.03) == 0.0
+    (tmp_path / "mine.yaml").write_text(GOOD.format(name="mine") + "budget_margin: 0\n")
+    assert get_profile("mine", [tmp_path]).search_margin(0.2) == 0.0  # the profile's own word wins

@@ -57,7 +57,8 @@ def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, spe
     spec = specs["layer3.0.conv2"]  # 64 channels: candidates 16, 32, 48, 64 (64 = original)
     assert space.candidates[spec.name] == (16, 32, 48, 64)
     assert plain.layer_costs[spec.name] == pytest.approx([0.1 + 0.64 * k for k in (2, 4, 6, 8)])
-    assert plain.budget == pytest.approx(0.7 * plain.original_cost)
+    assert plain.must_meet == pytest.approx(0.7 * plain.original_cost)
+    assert plain.budget == pytest.approx(0.7 * 0.95 * plain.original_cost)  # no calibration yet: a 5% margin
 
     cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])  # a = 0.5, b = 2
     RunLayout(store, RUN).write_calibration(cal)
@@ -65,6 +66,54 @@ def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, spe
     assert table.meta["calibrated"] and table.fixed_cost == pytest.approx(0.5)
     assert table.layer_costs[spec.name] == pytest.approx([2 * c for c in plain.layer_costs[spec.name]])
     assert table.original_cost == pytest.approx(0.5 + 2 * plain.original_cost)
+
+
+def test_the_search_aims_a_measured_margin_below_a_timed_budget_and_none_below_a_simulated_one(tmp_path, specs):
+    """The margin is twice the calibrated LUT's held-out median error (within 2-10%): a model the LUT
+    puts just under the budget would otherwise miss it on the hardware about half the time. The budget
+    that must hold (`must_meet`) stays the asked one; FLOPs and simulators are exact: no margin."""
+    from dataclasses import replace
+
+    store = open_store(str(tmp_path))
+    write_lut(store, "cpu", specs, staircase(8))
+    write_lut(store, "asic", specs, staircase(8))
+    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
+    cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])
+    for error, margin in ((0.03, 0.06), (0.001, 0.02), (0.2, 0.10)):
+        RunLayout(store, RUN).write_calibration(replace(cal, median_rel_error=error))
+        (table,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7)
+        assert table.must_meet == pytest.approx(0.7 * table.original_cost)
+        assert table.budget == pytest.approx(0.7 * (1 - margin) * table.original_cost)
+        assert table.meta["margin"] == pytest.approx(margin)
+        assert table.meta["aimed_fraction"] == pytest.approx(0.7 * (1 - margin))
+    (exact,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7, margin=0.0)
+    assert exact.budget == exact.must_meet == pytest.approx(0.7 * exact.original_cost) and exact.limit is None
+    (asic,) = cost_tables(store, RUN, "resnet20", specs, space, ("asic",), 0.7)
+    assert asic.budget == asic.must_meet and "margin" not in asic.meta
+    (flops,) = cost_tables(store, RUN, "resnet20", specs, space, (), 0.7, metric="flops")
+    assert flops.budget == flops.must_meet
+    # a budget just above the floor: the margin never aims below what the rank space can reach
+    floor = table.min_cost / table.original_cost
+    (tight,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), floor * 1.01)
+    assert tight.min_cost <= tight.budget < tight.must_meet
+    assert tight.budget == pytest.approx(tight.min_cost)
+
+
+def test_within_budget_is_judged_against_the_asked_budget_not_the_aimed_one():
+    """A search that ends between the aimed cost and the budget is within budget (the LUT's view)."""
+    from haloc.hardware_loss import CostTable
+
+    base = CostTable("cpu", {"a": (1.0, 2.0, 3.0)}, fixed_cost=1.0, budget=1.0)
+    table = base.with_budget_fraction(0.75, margin=0.1)  # budget 3.0 ms, aimed at 2.7 ms
+    assert table.must_meet == pytest.approx(3.0) and table.budget == pytest.approx(2.7)
+    from haloc.rank_space import RankSpace
+    from haloc.search_loop import project_to_budget
+
+    cands = RankSpace({"a": (4, 8, 16)}).candidates
+    chosen = project_to_budget({"a": 16}, {"a": [0.1, 0.2, 0.7]}, cands, [table])
+    assert table.cost_of(chosen, cands) <= table.budget  # the projection aims at the aimed cost
+    with pytest.raises(BadInputError, match="margin"):
+        base.with_budget_fraction(0.75, margin=1.5)
 
 
 def test_budget_below_the_minimum_names_the_minimum(tmp_path, specs):

@@ -102,3 +102,18 @@ def test_every_flag_has_help_with_its_default(defaults):
     budgets = {p: " ".join(map(str, defaults.preset(p).get("budgets", RunSpec.budgets))) for p in PRESETS}
     assert f"(default: demo, quick: {budgets['demo']}; paper: {budgets['paper']})" in text
     assert "(default: runs)" in text and "(default: demo)" in text
+
+
+@pytest.mark.parametrize("value", ["-0.1", "0.8", "nan"])
+def test_budget_margin_outside_its_range_exits_2_naming_the_flag(capsys, value):
+    err = one_line_exit_2(capsys, ["--budget-margin", value])
+    assert f"--budget-margin {float(value)!r} must be a fraction in [0, 0.5]" in err, err
+
+
+def test_budget_margin_reaches_the_search_and_a_change_redoes_only_the_search_onwards():
+    from orchestrator.stages import STAGES, stages_to_redo
+
+    assert spec("--budget-margin", "0.03").budget_margin == 0.03 and spec().budget_margin is None
+    search = next(s for s in STAGES if s.name == "search")
+    assert "budget_margin" in search.inputs
+    assert stages_to_redo(["budget_margin"])[0] == "search"

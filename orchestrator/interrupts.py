@@ -4,6 +4,13 @@ the embedded Ray is stopped, and the command exits 130 (SIGINT) or 143 (SIGTERM)
 Ray's core worker installs a crash handler for SIGTERM (a stack dump) and Ray Tune one for SIGINT;
 `install()` puts ours back (call it after Ray started, and after each stage). The handler raises
 `Interrupted` in the main thread, so every `finally` on the way out runs.
+
+`Interrupted` is a KeyboardInterrupt because of where a signal often lands: in a blocking `ray.get`
+or `ray.wait`, Ray's compiled wait loop runs the handler itself and keeps only a KeyboardInterrupt
+(it ends the wait and raises a new, plain one); any other exception raised there is dropped, and
+the signal with it (a driver waiting on an actor that could never be placed ignored Ctrl-C). The
+signal is recorded before raising, so `from_keyboard_interrupt` turns Ray's plain KeyboardInterrupt
+back into the right Interrupted (130 or 143).
 """
 from __future__ import annotations
 
@@ -14,7 +21,10 @@ import signal
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 
-class Interrupted(BaseException):
+_received: list[int] = []  # signals received by this process, the latest last
+
+
+class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived; `stage` is filled in by the runner."""
 
     def __init__(self, signum: int, stage: str | None = None):
@@ -27,8 +37,20 @@ class Interrupted(BaseException):
         return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
 
 
-def _raise(signum, _frame):
+def raise_for(signum: int):
+    """Record the signal, then raise its Interrupted (what every handler of the run ends with)."""
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def _raise(signum, _frame):
+    raise_for(signum)
+
+
+def from_keyboard_interrupt() -> Interrupted:
+    """The Interrupted of a plain KeyboardInterrupt: Ray's own, raised for the latest signal we
+    received (SIGINT when none was recorded: a Ctrl-C before our handler was installed)."""
+    return Interrupted(_received[-1] if _received else signal.SIGINT)
 
 
 def install() -> None:

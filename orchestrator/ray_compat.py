@@ -94,7 +94,7 @@ def fit_interruptibly(trainer):
 
     import ray
 
-    from .interrupts import Interrupted, install
+    from .interrupts import install, raise_for
 
     def register(controller):
         def handler(signum, _frame):
@@ -102,7 +102,7 @@ def fit_interruptibly(trainer):
                 ray.get(controller.abort.remote(), timeout=30)
             except Exception:  # noqa: BLE001 - the controller is gone already: nothing left to abort
                 pass
-            raise Interrupted(signum)
+            raise_for(signum)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, handler)

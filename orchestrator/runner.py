@@ -96,6 +96,8 @@ def _run(spec: RunSpec, output, reprofile: list[str] | None, redirect: bool) -> 
         except BaseException as e:
             # A signal may surface wrapped: raised inside Ray's compiled code it becomes a SystemError.
             interrupted = in_chain(e, interrupts.Interrupted)
+            if interrupted is None and in_chain(e, KeyboardInterrupt) is not None:
+                interrupted = interrupts.from_keyboard_interrupt()  # Ray re-raised our signal as a plain one
             if interrupted is not None:
                 interrupted.stage = stage.name
                 manifest.mark(stage.name, "interrupted", error=f"interrupted by {signal_name(interrupted.signum)}")

@@ -334,8 +334,11 @@ def classify(e: BaseException) -> tuple[int | None, str]:
         where = f" in {found.stage}" if found.stage else ""
         return found.exit_code, (f"\ninterrupted{where} ({found}); rerun the same command (same --run-id and "
                                  "--store) to resume")
-    if isinstance(e, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, "\ninterrupted; rerun the same command (same --run-id and --store) to resume"
+    if isinstance(e, KeyboardInterrupt):  # outside a stage, raised by Ray for our signal
+        from orchestrator.interrupts import from_keyboard_interrupt
+
+        return from_keyboard_interrupt().exit_code, ("\ninterrupted; rerun the same command (same --run-id and "
+                                                     "--store) to resume")
     if isinstance(e, NoisyLutError):
         return EXIT_NOISY_LUT, f"error: {e}"
     if isinstance(e, BadInputError):

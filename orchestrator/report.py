@@ -105,6 +105,7 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
                       and measured.get(h) is not None else None for h in predicted},
         "search_predicted_cost": dict(validation.get("search_predicted_cost") or {}),
         "search_aimed_fraction": dict(validation.get("search_aimed_fraction") or {}),
+        "rank_agreement": _finite(validation.get("rank_agreement")),  # the seeds' agreement on ranks
         "within_budget": validation.get("within_budget"),  # the LUT's view (the search's prediction)
         "budget_check": dict(validation.get("budget_check") or {}),  # the measurement's
         "measured_latency_p10_ms": dict(validation.get("measured_latency_p10_ms") or {}),
@@ -134,14 +135,16 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
                  validations, *, trials: list[dict] | None = None, finetunes: dict | None = None,
                  max_ranks: dict | None = None, budget_metric: str = "latency", store_uri: str | None = None,
                  extra: dict | None = None, lut_quality: dict | None = None, simulated: list[str] = (),
-                 calibrations: dict | None = None, stages: dict | None = None) -> dict:
+                 calibrations: dict | None = None, stages: dict | None = None,
+                 kxk_layers: list[str] | None = None) -> dict:
     """The report dict (docs/design.md section 4, plus the extras listed in the module docstring).
 
     `validations`: validate records (a list, or {config_id: record}); `baseline`: the original model's
     validate record; `trials`: the search's trial records (per-seed points); `finetunes`:
     {config_id: fine-tune record}; `max_ranks`: {layer: max rank}, for the ranks plot; `lut_quality`:
     {hw: orchestrator.verdicts.lut_quality}; `simulated`: hardware whose "measured" latency is simulated;
-    `calibrations`: {hw: Calibration or its dict}; `stages`: the manifest's {stage: record}.
+    `calibrations`: {hw: Calibration or its dict}; `stages`: the manifest's {stage: record};
+    `kxk_layers`: the KxK convs (Tucker-2 layers), whose rank 1 each result names in `kxk_rank1`.
     """
     records = list(validations.values()) if isinstance(validations, dict) else list(validations)
     missing = [k for k in BASELINE_KEYS if k not in baseline]
@@ -165,6 +168,7 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
               "layers": {"names": layers, "max_ranks": dict(max_ranks or {})}}
     for r in results:
         r["rank_fraction"], r["kept_whole"] = rank_fractions(r["ranks"], layers, report["layers"]["max_ranks"])
+        r["kxk_rank1"] = [n for n in (kxk_layers or []) if 1 in _as_list(r["ranks"].get(n))]
     report["pareto"] = {h: pareto_front(report, h) for h in hardware}
     report["recommendations"] = recommend(report)
     report["calibration"] = {h: calibration_view(c, results, base, h) for h, c in (calibrations or {}).items()
@@ -176,6 +180,10 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
     if extra:
         report.update({k: v for k, v in extra.items() if k not in report})
     return report
+
+
+def _as_list(v) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def _top_rank(v):
@@ -315,6 +323,10 @@ def _warnings(report: dict) -> list[str]:
         if lut_ok is not None and bool(lut_ok) != all(c.get("met") for c in r["budget_check"].values()):
             out.append(f"{r['config_id']}: the LUT predicted {'within' if lut_ok else 'over'} budget, the "
                        f"measurement says {'met' if not lut_ok else 'missed'}")
+        if r.get("kxk_rank1"):
+            names = ", ".join(r["kxk_rank1"][:4]) + (" ..." if len(r["kxk_rank1"]) > 4 else "")
+            out.append(f"{r['config_id']}: {len(r['kxk_rank1'])} KxK conv(s) at rank 1 ({names}): each keeps a "
+                       "single channel through its spatial filter; the search chose it to meet the budget")
     for hw, q in report["lut_quality"].items():
         if q.get("noisy_rows") and not q.get("accepted_noisy"):
             out.append(f"the LUT of {hw!r} holds {q['noisy_rows']} row(s) accepted noisy")
@@ -369,16 +381,18 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
     trials = (layout.read_trials_doc() or {}).get("trials", [])
     finetunes = {c: info for c in ids if (info := layout.read_final_info(c)) is not None}
     try:
-        max_ranks = {n: s.max_rank for n, s in haloc.models.layer_specs(model).items()}
+        specs = haloc.models.layer_specs(model)
     except BadInputError:
-        max_ranks = None
+        specs = {}
+    max_ranks = {n: s.max_rank for n, s in specs.items()} or None
     manifest = RunManifest.read(layout.store, run_id) or {}
     return build_report(run_id, model, dataset, hardware, layout.read_baseline(), validations, trials=trials,
                         finetunes=finetunes, max_ranks=max_ranks, budget_metric=budget_metric,
                         store_uri=layout.store.uri, extra=extra, lut_quality=_lut_quality(layout, hardware),
                         simulated=[h for h in hardware if get_profile(h).is_simulator],
                         calibrations={h: layout.read_calibration(h) for h in hardware},
-                        stages=manifest.get("stages") or {})
+                        stages=manifest.get("stages") or {},
+                        kxk_layers=[n for n, s in specs.items() if s.kind == "tucker2"])
 
 
 def rerender(store, run_id: str) -> dict:

@@ -258,15 +258,17 @@ def plot_search(report: dict, hw: str, styles: dict) -> str | None:
     own = [r for r in report["results"] if hw in r.get("targets", []) and any(True for _ in _seed_curves(r))]
     if not own:
         return None
-    fig, (acc, cost) = _figure(9.5, 3.3, ncols=2)
+    fig, (acc, cost, ent) = _figure(12.5, 3.3, ncols=3)
     for r in own:
         st = styles[_label(r)]
         for k, (ls, s, hist) in enumerate(_seed_curves(r)):
             ep = [h.get("epoch") for h in hist]
             ya = [_finite(h.get("heldout_acc")) for h in hist]
             yc = [_over_budget(h, hw) for h in hist]
+            ye = [_finite(h.get("alpha_entropy")) for h in hist]
             acc.plot(ep, [float("nan") if v is None else v for v in ya], ls=ls, color=st.color, marker=".", lw=1.3)
             cost.plot(ep, [float("nan") if v is None else v for v in yc], ls=ls, color=st.color, marker=".", lw=1.3)
+            ent.plot(ep, [float("nan") if v is None else v for v in ye], ls=ls, color=st.color, marker=".", lw=1.3)
             for ax, ys in ((acc, ya), (cost, yc)) if k == 0 else ():  # one number per config
                 if ep and ys[-1] is not None:
                     ax.annotate(f"{st.number}", (ep[-1], ys[-1]), xytext=(4, 0), textcoords="offset points",
@@ -275,11 +277,13 @@ def plot_search(report: dict, hw: str, styles: dict) -> str | None:
     cost.text(0.01, 1.0, "budget", color=MISSED, fontsize=7, va="bottom", transform=cost.get_yaxis_transform())
     acc.set_title(f"{hw_label(report, hw)}: supernet held-out accuracy per search epoch")
     cost.set_title(f"{hw_label(report, hw)}: expected cost / budget per epoch")
-    for ax in (acc, cost):
+    ent.set_title(f"{hw_label(report, hw)}: alpha entropy per epoch (0 = decided)")
+    for ax in (acc, cost, ent):
         ax.set_xlabel("search epoch")
         _integer_ticks(ax)
     acc.set_ylabel("held-out accuracy (supernet)")
     cost.set_ylabel("expected cost / budget")
+    ent.set_ylabel("mean alpha entropy (nats)")
     return _svg(fig)
 
 
@@ -516,6 +520,11 @@ def search_section(report: dict, styles: dict) -> str:
                         f"<td>{len(s.get('history') or [])}</td></tr>")
     seeds = _table(["config", "seed", "held-out accuracy (selected ranks)", "predicted cost (ms)", "LUT's view", "epochs recorded"],
                    rows, "seeds") if rows else ""
+    agree = [f"{_cfg(styles, _label(r))} {_fmt(r['rank_agreement'], '.2f')}" for r in report["results"]
+             if r.get("rank_agreement") is not None and len(r.get("seeds") or []) > 1]
+    if agree:
+        seeds += ("<p class='hint'>The seeds' agreement on ranks (the share of layers at the same rank, mean over "
+                  "pairs of seeds): " + ", ".join(agree) + "</p>")
     return f"<section id='search'><h2>Search</h2>{body}<h3>Seeds</h3>{seeds}</section>"
 
 

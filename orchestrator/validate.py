@@ -257,7 +257,7 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
             "search_aimed_fraction": {t: config.budget * a / config.budget_abs[t] for t, a in config.aimed_abs.items()
                                       if config.budget_abs.get(t)},
             "heldout_acc": config.heldout_acc, "heldout_acc_mean": config.heldout_acc_mean,
-            "heldout_acc_std": config.heldout_acc_std,
+            "heldout_acc_std": config.heldout_acc_std, "rank_agreement": config.rank_agreement,
             "artifacts": paths, "onnx_max_abs_diff": onnx_diff,
         }
         layout.write_record(cid, record)  # last: its presence means "validated"

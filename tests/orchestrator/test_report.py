@@ -247,3 +247,23 @@ def test_artifacts_of_an_s3_store_are_named_not_linked(report):
     rep = dict(report, store="s3://bucket/runs")
     page = render_html(rep)
     assert "href='models/" not in page and "s3://bucket/runs/r/models/cpu-b0.5/model.onnx" in page
+
+
+def test_search_evidence_kxk_rank1_aimed_fraction_and_the_seeds_agreement():
+    """Issue 11 item 9 and 7: the page shows each search's alpha entropy and the seeds' agreement, and
+    the report names every KxK conv left at rank 1 (a Tucker-2 pair counts when either side is 1)."""
+    v = validation("cpu-b0.5", ["cpu"], 0.5, 41_000_000, 2.5, 0.25, 3.0, 0.88)
+    v.update(ranks={"layer1.0.conv1": 1, "layer1.0.conv2": [1, 6], "fc": 1, "layer2.0.conv1": 4},
+             rank_agreement=0.75, search_aimed_fraction={"cpu": 0.47})
+    history = [{"epoch": e, "heldout_acc": 0.5 + 0.1 * e, "alpha_entropy": 1.2 - 0.4 * e,
+                "expected_over_budget": {"cpu": 0.95}} for e in range(3)]
+    trials = [{"targets": "cpu", "budget": 0.5, "seed": s, "status": "done", "selected_heldout_acc": 0.7,
+               "predicted_cost": {"cpu": 2.4}, "within_budget": {"cpu": True}, "history": history} for s in (0, 1)]
+    rep = build_report("r", "resnet20", "demo", ["cpu"], BASELINE, [v], trials=trials,
+                       kxk_layers=["layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1"])
+    (r,) = rep["results"]
+    assert r["kxk_rank1"] == ["layer1.0.conv1", "layer1.0.conv2"]  # fc is a Linear: rank 1 is no KxK issue
+    assert r["rank_agreement"] == 0.75 and r["search_aimed_fraction"] == {"cpu": 0.47}
+    assert any("2 KxK conv(s) at rank 1" in w for w in rep["warnings"])
+    page = render_html(rep)
+    assert "alpha entropy per epoch" in page and "agreement on ranks" in page and "aimed cpu 0.47" in page

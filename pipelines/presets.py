@@ -32,10 +32,12 @@ _DEMO_DATA = ("dataset", "model", "num_classes", "image_size", "demo_train", "de
 # tiny data and epochs, a coarse rank grid. Finishes in minutes on 2 CPU cores. The fine-tune is 3
 # epochs of 8 steps (the whole demo split): with 1 epoch of 6 steps a cpu-b0.6 model of the README
 # demo ended at top-1 0.31 against the original's 0.95; the same selection fine-tuned 3 x 8 reached
-# 1.00 (and asic-b0.6 1.00), for about 30 s more on 2 cores.
+# 1.00 (and asic-b0.6 1.00), for about 30 s more on 2 cores. 10 calibration samples: the CPU gate
+# (0.9 of the held-out models within 10%) then tolerates one outlier; with 8 it tolerated none, and
+# one whole-model measurement disturbed by a neighbour failed the demo (exit 5) on a quiet machine.
 _DEMO_COMMON = dict(
     dataset="demo", weights=None, hardware=("cpu", "asic"), budgets=(0.6,), seeds=(0, 1),
-    demo_train=256, demo_val=128, calibration_samples=8, search_epochs=3, search_warmup_epochs=1,
+    demo_train=256, demo_val=128, calibration_samples=10, search_epochs=3, search_warmup_epochs=1,
     search_steps_per_epoch=8, search_batch_size=32, finetune_epochs=3, finetune_steps_per_epoch=8,
     finetune_batch_size=32, finetune_workers=1, lam=5.0, pretrain_epochs=3, pretrain_batch_size=32,
 )

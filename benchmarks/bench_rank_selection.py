@@ -722,7 +722,7 @@ def main(argv=None) -> int:
             run_model(plan, out, args.data, args.threads, overrides, set(args.targets) if args.targets else None,
                       tuple(args.methods), args.variant)
         if args.phase in ("latency", "all"):
-            measure_latencies(plan, out, args.threads)
+            measure_latencies(plan, out, args.threads, rounds=1 if args.quick else 3)  # --quick: a check it runs
         if args.phase == "cost":
             search_cost(plan, out, args.data, overrides)
     if args.phase in ("summary", "all"):

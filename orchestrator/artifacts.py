@@ -85,6 +85,7 @@ class SelectedConfig:
     lam: float | None = None
     beta: float | None = None
     search: dict = field(default_factory=dict)  # the search's own evidence (per-epoch curves, per seed)
+    searched_state: str | None = None  # run path of the best trial's searched weights (the fine-tune's start)
     id: str | None = None  # overrides the derived config id
 
     def __post_init__(self):

@@ -29,6 +29,8 @@ from .train_jobs import Workers, run_job
 
 log = logging.getLogger(__name__)
 
+INITS = ("supernet", "hosvd")
+
 
 @dataclass(frozen=True)
 class FinetuneSpec:
@@ -44,12 +46,17 @@ class FinetuneSpec:
     use_gpu: bool | None = None  # None: GPU workers when the cluster has enough GPUs
     max_epochs: int | None = None  # stop after this many completed epochs (a resumable partial run)
     max_failures: int = 1  # worker-group restarts from the last checkpoint
+    # the student's starting weights: "supernet" (the search's own factors for the selected ranks,
+    # when the search kept them) or "hosvd" (a fresh decomposition of the original's weights)
+    init: str = "supernet"
 
     def __post_init__(self):
         if not isinstance(self.num_workers, int) or self.num_workers < 1:
             raise BadInputError(f"finetune spec: num_workers={self.num_workers!r} must be an int >= 1")
         if self.cpus_per_worker <= 0:
             raise BadInputError(f"finetune spec: cpus_per_worker={self.cpus_per_worker!r} must be > 0")
+        if self.init not in INITS:
+            raise BadInputError(f"finetune spec: init={self.init!r}; use one of {INITS}")
         if self.max_epochs is not None and (not isinstance(self.max_epochs, int) or self.max_epochs < 1):
             raise BadInputError(f"finetune spec: max_epochs={self.max_epochs!r} must be an int >= 1 or None")
 
@@ -94,15 +101,16 @@ def finetune_one(layout: RunLayout, config: SelectedConfig, spec: FinetuneSpec, 
     cid = config.config_id
     ranks = config.ranks
     cfg = spec.train_config()
+    init, student_state = _student_start(layout, config, spec.init)
     loop = loop_config(spec.model, ranks, spec.data, spec.train, spec.class_count(), None, model_state,
-                       spec.max_epochs, label=("fine-tune", cid))
+                       spec.max_epochs, label=("fine-tune", cid), student_state=student_state)
     workers = Workers(spec.num_workers, spec.cpus_per_worker, spec.use_gpu, spec.max_failures)
     state, metrics = run_job(layout.finetune_store(), cid, loop, workers, f"fine-tune of {cid!r}")
     last = state.history[-1] if state.history else {}
     record = {"config_id": cid, "model": spec.model, "ranks": ranks, "num_classes": spec.class_count(),
               "epoch": state.epoch, "epochs": cfg.epochs, "done": state.epoch >= cfg.epochs,
               "history": state.history, "final_val": last.get("val"), "train_config": cfg.to_dict(),
-              "data": spec.data_config().to_dict(), "num_workers": (last or {}).get("world_size"),
+              "data": spec.data_config().to_dict(), "num_workers": (last or {}).get("world_size"), "init": init,
               "metrics": {k: _plain(v) for k, v in metrics.items() if not isinstance(v, dict)}}
     if not record["done"]:
         log.info("fine-tune %s stopped after epoch %d of %d (max_epochs)", cid, state.epoch, cfg.epochs)
@@ -110,6 +118,19 @@ def finetune_one(layout: RunLayout, config: SelectedConfig, spec: FinetuneSpec, 
     record["weights"] = layout.final_weights(cid)
     layout.write_final(cid, state.model, record)
     return record
+
+
+def _student_start(layout: RunLayout, config: SelectedConfig, init: str) -> tuple[str, dict | None]:
+    """(what the student starts from, its state or None for a fresh HOSVD). A config whose search
+    kept no weights (searched before they were kept) starts from HOSVD, and the record says so."""
+    from .run_layout import _load_tensors
+
+    if init == "hosvd":
+        return "hosvd", None
+    if not config.searched_state or not layout.exists(config.searched_state):
+        log.warning("fine-tune %s: no searched weights kept by its search; starting from HOSVD", config.config_id)
+        return "hosvd (the search kept no weights)", None
+    return "supernet", _load_tensors(layout.store.read_bytes(layout.path(config.searched_state)))
 
 
 def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | dict, *,

@@ -74,7 +74,7 @@ def _history(finetune: dict | None) -> dict | None:
              "train_top1": (h.get("train") or {}).get("top1"), "val_top1": (h.get("val") or {}).get("top1"),
              "val_top5": (h.get("val") or {}).get("top5")} for h in finetune.get("history", [])]
     return {"epochs": finetune.get("epochs"), "completed": finetune.get("epoch"),
-            "num_workers": finetune.get("num_workers"), "history": rows}
+            "num_workers": finetune.get("num_workers"), "init": finetune.get("init"), "history": rows}
 
 
 def build_result(validation: dict, hardware: list[str], trials: list[dict], finetune: dict | None) -> dict:

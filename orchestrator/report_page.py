@@ -531,6 +531,11 @@ def search_section(report: dict, styles: dict) -> str:
 def finetune_section(report: dict, styles: dict) -> str:
     svg = plot_finetune(report, styles)
     body = f"<figure class='plot wide1'>{svg}</figure>" if svg else "<p class='dim'>No fine-tune history.</p>"
+    starts = [f"{_cfg(styles, _label(r))} {e(r['finetune']['init'])}" for r in report["results"]
+              if (r.get("finetune") or {}).get("init")]
+    if starts:
+        body += ("<p class='hint'>Each fine-tune started from (supernet: the search's own factors for the selected "
+                 "ranks; hosvd: a fresh decomposition of the original): " + ", ".join(starts) + "</p>")
     return f"<section id='finetune'><h2>Fine-tune</h2>{body}</section>"
 
 

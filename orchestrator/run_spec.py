@@ -15,6 +15,7 @@ from haloc.errors import BadInputError
 
 BUDGET_METRICS = ("latency", "flops")
 RANK_MODES = ("latency", "step")
+FINETUNE_INITS = ("supernet", "hosvd")
 # Keys a resumed run may change without becoming a different run.
 RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from",
                "py_modules")
@@ -96,6 +97,7 @@ class RunSpec:
     finetune_batch_size: int = 64
     finetune_lr: float = 0.01
     finetune_workers: int = 2
+    finetune_init: str = "supernet"  # the student starts from the search's own factors, or "hosvd"
     kd_weight: float = 0.5
     latency_batch: int = 1
     progress: bool = True
@@ -108,6 +110,8 @@ class RunSpec:
     def __post_init__(self):
         if self.budget_metric not in BUDGET_METRICS:
             raise BadInputError(f"--budget-metric {self.budget_metric!r}: use one of {BUDGET_METRICS}")
+        if self.finetune_init not in FINETUNE_INITS:
+            raise BadInputError(f"--finetune-init {self.finetune_init!r}: use one of {FINETUNE_INITS}")
         if self.rank_mode not in RANK_MODES:
             raise BadInputError(f"--rank-mode {self.rank_mode!r}: use one of {RANK_MODES}")
         if not self.budgets or any(not _is_number(b) or not 0 < b <= 1.5 for b in self.budgets):

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
@@ -320,6 +321,8 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
         tuner, restored = _tuner(layout, spec, name, space, samples, alg, trainable)
         grid = tuner.fit()
         done = [dict(trial_record(r, name), restored=restored) for r in grid]
+        for result, rec in zip(grid, done):
+            rec["searched_state"] = _keep_searched(layout, result, rec)
         progress({"kind": "search_end", "trials": {r["trial_id"]: r["epochs"] for r in done if r["status"] == "done"}})
         for r in done:
             cost = {hw: c / r["budget_abs"][hw] for hw, c in (r.get("predicted_cost") or {}).items()
@@ -331,6 +334,31 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
     records.sort(key=lambda r: (str(r["targets"]), r["budget"] or 0, r["seed"] or 0, r["trial_id"]))
     layout.write_trials({"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})
     return records
+
+
+SEARCHED_DIR = "search/searched"  # <run>/search/searched/<trial_id>.pt
+
+
+def _keep_searched(layout: RunLayout, result, rec: dict) -> str | None:
+    """Copy a finished trial's searched weights (workers.search_trainable.SEARCHED_FILE, in its final
+    checkpoint) to `<run>/search/searched/<trial_id>.pt`, where the fine-tune starts from them; the run
+    path, or None for a trial without them (not done, or searched before they were kept)."""
+    from workers.search_trainable import SEARCHED_FILE
+
+    rel = f"{SEARCHED_DIR}/{rec['trial_id']}.pt"
+    if rec["status"] != "done":
+        return None
+    if layout.exists(rel):
+        return rel
+    checkpoint = getattr(result, "checkpoint", None)
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        path = Path(d) / SEARCHED_FILE
+        if not path.exists():
+            return None
+        layout.store.write_bytes(layout.path(rel), path.read_bytes())
+    return rel
 
 
 def _warn_explicit_keys(store: Store) -> None:

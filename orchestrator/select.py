@@ -59,7 +59,7 @@ def select_cell(trials: list[dict]) -> dict:
         "targets": list(parse_targets(best["targets"])), "budget": best["budget"], "seeds": sorted(t["seed"] for t in trials), "best_seed": best["seed"],
         "trial_id": best["trial_id"], "ranks": best["ranks"], "all_ranks": best["all_ranks"],
         "predicted_cost": best["predicted_cost"], "budget_abs": best["budget_abs"],
-        "aimed_abs": best.get("aimed_abs") or {},
+        "aimed_abs": best.get("aimed_abs") or {}, "searched_state": best.get("searched_state"),
         "within_budget": _meets_budget(best), "heldout_acc": best["selected_heldout_acc"],
         "heldout_acc_mean": acc_mean, "heldout_acc_std": acc_std, "predicted_cost_over_seeds": cost,
         "rank_agreement": rank_agreement([t["all_ranks"] for t in trials]),

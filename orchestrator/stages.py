@@ -152,7 +152,8 @@ class SelectStage(Stage):
 
 class FinetuneStage(Stage):
     name = "finetune"
-    inputs = ("finetune_epochs", "finetune_steps_per_epoch", "finetune_batch_size", "finetune_lr", "kd_weight")
+    inputs = ("finetune_epochs", "finetune_steps_per_epoch", "finetune_batch_size", "finetune_lr", "kd_weight",
+              "finetune_init")
 
     def spec(self, ctx: RunContext):
         from .finetune import FinetuneSpec
@@ -161,7 +162,7 @@ class FinetuneStage(Stage):
         train = dict(epochs=s.finetune_epochs, lr=s.finetune_lr, batch_size=s.finetune_batch_size,
                      kd_weight=s.kd_weight, max_steps_per_epoch=s.finetune_steps_per_epoch, log_every=0)
         return FinetuneSpec(model=s.model_spec, data=ctx.data_config(), num_classes=s.num_classes, weights=WEIGHTS,
-                            num_workers=s.finetune_workers, train=train)
+                            num_workers=s.finetune_workers, train=train, init=s.finetune_init)
 
     def run(self, ctx: RunContext) -> dict:
         from .finetune import run_finetune

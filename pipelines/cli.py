@@ -117,6 +117,9 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
                    help=f"epochs of fine-tuning each selected model {d('finetune_epochs')}")
     p.add_argument("--finetune-steps-per-epoch", type=int,
                    help=f"cap on steps per fine-tune epoch; none: the whole split {d('finetune_steps_per_epoch')}")
+    p.add_argument("--finetune-init", choices=("supernet", "hosvd"),
+                   help="what each selected model's fine-tune starts from: the search's own factors for its "
+                        f"ranks, or a fresh HOSVD of the original's weights {d('finetune_init')}")
     p.add_argument("--finetune-workers", type=int,
                    help=f"Ray Train workers per fine-tune (data parallel) {d('finetune_workers')}")
     p.add_argument("--pretrain-epochs", type=int,
@@ -209,7 +212,7 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
         "finetune_steps_per_epoch": args.finetune_steps_per_epoch, "finetune_workers": args.finetune_workers,
         "pretrain_epochs": args.pretrain_epochs, "calibration_samples": args.calibration_samples,
         "pretrain_steps_per_epoch": args.pretrain_steps_per_epoch, "pretrain_batch_size": args.pretrain_batch_size,
-        "pretrain_lr": args.pretrain_lr, "budget_margin": args.budget_margin,
+        "pretrain_lr": args.pretrain_lr, "budget_margin": args.budget_margin, "finetune_init": args.finetune_init,
         "demo_train": args.demo_size[0] if args.demo_size else None,
         "demo_val": args.demo_size[1] if args.demo_size else None,
     }

@@ -2,8 +2,9 @@
 
 `train_loop_per_worker(config)` runs on every TorchTrainer worker. The architecture is data (model
 name, num_classes, ranks), so every worker rebuilds the same student: the original model with its
-pretrained weights is the frozen teacher, and `haloc.decompose` initialises the student's factors
-from those weights (HOSVD for Tucker-2, SVD for 1x1 convs and Linear). Data-parallel through
+pretrained weights is the frozen teacher, and the student starts from the search's own factors for
+its ranks (`student_state`) or, without them, from `haloc.decompose` of the teacher's weights (HOSVD
+for Tucker-2, SVD for 1x1 convs and Linear). Data-parallel through
 `prepare_model` (DDP; gloo on CPU, NCCL on GPU). Each epoch draws its sample order from
 (seed, epoch) alone, and a `TrainState` checkpoint (weights without DDP's `module.` prefix,
 optimizer, scheduler, history) is reported after every epoch, so a run resumed from
@@ -14,6 +15,8 @@ config keys (plain data, see `loop_config`):
     weights                              a source for `haloc.models.create` (file, s3:// URI,
                                          "torchvision") or None
     model_state                          a state dict of the original model (wins over `weights`)
+    student_state                        the student's starting state dict (the search's own
+                                         factors); None: HOSVD of the original's weights
     data                                 `haloc.data.DataConfig` fields
     train                                `haloc.train.TrainConfig` fields (epochs, lr, batch size, ...)
     max_epochs                           stop after this many completed epochs (None: train.epochs);
@@ -33,7 +36,8 @@ STATE_FILE = "state.pt"  # inside each reported checkpoint directory
 
 def loop_config(model, ranks: dict, data: dict, train: dict, num_classes: int | None = None,
                 weights: str | None = None, model_state: dict | None = None,
-                max_epochs: int | None = None, label: tuple[str, str] | None = None) -> dict:
+                max_epochs: int | None = None, label: tuple[str, str] | None = None,
+                student_state: dict | None = None) -> dict:
     """The `train_loop_config` of one fine-tune (validated here, on the driver, before Ray runs it).
     `label`: (stage, job) named in the progress lines, e.g. ("fine-tune", "cpu-b0.6")."""
     from haloc.data import DataConfig
@@ -46,11 +50,12 @@ def loop_config(model, ranks: dict, data: dict, train: dict, num_classes: int | 
         raise BadInputError(f"max_epochs={max_epochs!r} must be a positive int or None")
     ranks = {k: list(v) if isinstance(v, tuple) else v for k, v in ranks.items()}
     return dict(model=model, num_classes=num_classes, ranks=ranks, weights=weights, model_state=model_state,
-                data=dict(data), train=dict(train), max_epochs=max_epochs, label=list(label) if label else None)
+                data=dict(data), train=dict(train), max_epochs=max_epochs, label=list(label) if label else None,
+                student_state=student_state)
 
 
 def build_models(config: dict):
-    """(teacher, student): the original model with its weights, and its decomposition."""
+    """(teacher, student): the original model with its weights, and the student at the config's ranks."""
     import haloc
 
     spec = haloc.models.ModelSpec.of(config["model"])
@@ -58,7 +63,10 @@ def build_models(config: dict):
                                   weights=None if config.get("model_state") is not None else config.get("weights"))
     if config.get("model_state") is not None:
         teacher.load_state_dict(config["model_state"])
-    student = haloc.decompose(teacher, config["ranks"])  # a new module; factors from the teacher's weights
+    if config.get("student_state") is not None:  # the search's own factors for these ranks
+        student = haloc.restore(teacher, config["ranks"], config["student_state"])
+    else:
+        student = haloc.decompose(teacher, config["ranks"])  # a new module; factors from the teacher's weights
     return teacher.eval(), student
 
 

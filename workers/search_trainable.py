@@ -26,6 +26,7 @@ from pathlib import Path
 
 STATE_FILE = "search.pt"
 RESULT_FILE = "result.json"
+SEARCHED_FILE = "searched.pt"  # final checkpoint only: the selected ranks with the supernet's own weights
 
 
 class TrialCallback:
@@ -215,9 +216,22 @@ def search_trainable(config: dict, context: SearchContext) -> None:
                 summary = _final_summary(result, acc, ce, config, inner.seconds, time.perf_counter() - wall_start)
                 report.update(summary)
                 (Path(d) / RESULT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
+                torch.save(searched_state(search, result.all_ranks, train), Path(d) / SEARCHED_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
         for cb in ctx.callbacks:
             cb.on_epoch_end(config, search.epoch, report)
+
+
+def searched_state(search, all_ranks: dict, loader) -> dict:
+    """The state dict of the selected architecture with the supernet's trained factors (BatchNorm
+    statistics re-estimated on training batches: the supernet's are those of the mixture). The
+    fine-tune starts from it: measured on the digits, better than a fresh HOSVD of the original
+    (BENCHMARKS.md section 9)."""
+    import haloc
+
+    model = search.supernet.extract(all_ranks)
+    haloc.reestimate_batchnorm(model, loader, max_batches=10)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
 _GAUGES: dict = {}

@@ -166,3 +166,37 @@ def test_an_epoch_ray_train_never_registered_resumes_from_the_snapshot(ray_clust
     assert rec["done"] is True and rec["metrics"]["start_epoch"] == 1  # not from scratch
     assert [h["epoch"] for h in rec["history"]] == [0, 1]
     assert rec["history"][0]["train"] == first["history"][0]["train"]  # epoch 1 was not run again
+
+
+def test_the_student_starts_from_the_searched_weights_when_the_search_kept_them(tmp_path):
+    """`init="supernet"`: the fine-tune's student is the search's own factors for its ranks; without
+    them (a search made before they were kept) HOSVD, and the record says which."""
+    from orchestrator.artifacts import SelectedConfig
+    from orchestrator.finetune import _student_start
+    from workers.finetune_loop import build_models, loop_config
+
+    store = Store.open(str(tmp_path))
+    layout = RunLayout(store, RUN)
+    teacher = haloc.models.create("resnet20", num_classes=10)
+    searched = haloc.decompose(teacher, RANKS)
+    with torch.no_grad():
+        for p in searched.parameters():
+            p.add_(0.5)  # unlike any HOSVD of the teacher
+    buf = io.BytesIO()
+    torch.save(searched.state_dict(), buf)
+    store.write_bytes(f"{RUN}/search/searched/t1.pt", buf.getvalue())
+    kept = SelectedConfig.from_dict(dict(CONFIG, searched_state="search/searched/t1.pt"), "resnet20")
+    init, state = _student_start(layout, kept, "supernet")
+    assert init == "supernet"
+    config = loop_config("resnet20", RANKS, DATA, TRAIN, 10, model_state=teacher.state_dict(), student_state=state)
+    _, student = build_models(config)
+    for name, value in searched.state_dict().items():
+        assert torch.equal(student.state_dict()[name], value), name
+    assert _student_start(layout, kept, "hosvd") == ("hosvd", None)
+    none_kept = SelectedConfig.from_dict(CONFIG, "resnet20")
+    assert _student_start(layout, none_kept, "supernet") == ("hosvd (the search kept no weights)", None)
+    _, fresh = build_models(loop_config("resnet20", RANKS, DATA, TRAIN, 10, model_state=teacher.state_dict()))
+    key = next(iter(searched.state_dict()))
+    assert not torch.equal(fresh.state_dict()[key], searched.state_dict()[key])  # HOSVD of the teacher instead
+    with pytest.raises(BadInputError, match="init='random'"):
+        FinetuneSpec(init="random")

@@ -5,6 +5,7 @@ Tiny searches: resnet20, 128 generated 32x32 images, 2 epochs of 2 steps, rank s
 Every trial appends a line to `starts.jsonl` (test hook) so the tests can count how often each
 trial (re)started and from which epoch.
 """
+import io
 import json
 import os
 import signal
@@ -15,9 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 import haloc
 from haloc.errors import BadInputError
+from orchestrator.run_layout import RunLayout
 from orchestrator.search import SearchSpec, load_trials, run_search
 from orchestrator.select import run_select
 from orchestrator.store import Store
@@ -79,6 +82,11 @@ def test_grid_of_two_budgets_and_two_seeds_then_selection(ray_cluster, tmp_path)
         assert best["selected_heldout_acc"] == max(r["selected_heldout_acc"] for r in cell)
         assert c["ranks"] == best["ranks"] and c["predicted_cost"] == best["predicted_cost"]
         assert 0.0 <= c["rank_agreement"] <= 1.0
+        # the best trial's searched weights are kept in the store: the fine-tune starts from them
+        assert c["searched_state"] == f"search/searched/{c['trial_id']}.pt" == best["searched_state"]
+        state = RunLayout(str(tmp_path / "store"), "grid").store.read_bytes(f"grid/{c['searched_state']}")
+        student = haloc.rebuild("resnet20", c["ranks"], torch.load(io.BytesIO(state), weights_only=True))
+        assert sum(p.numel() for p in student.parameters()) < haloc.params(haloc.models.create("resnet20"))
     assert configs[0]["predicted_cost"]["flops"] < configs[1]["budget_abs"]["flops"]
 
 

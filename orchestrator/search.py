@@ -278,7 +278,8 @@ def trial_record(result, experiment: str) -> dict:
            "epochs": m.get("training_iteration"), "trial_wall_seconds": m.get("time_total_s"),
            "inner_seconds": m.get("inner_seconds")}
     for key in ("selected_heldout_acc", "selected_heldout_ce", "ranks", "all_ranks", "predicted_cost",
-                "argmax_cost", "budget_abs", "aimed_abs", "within_budget", "heldout_acc", "history", OBJECTIVE):
+                "argmax_cost", "budget_abs", "aimed_abs", "within_budget", "heldout_acc", "history", "searched_weights",
+                OBJECTIVE):
         rec[key] = _plain(m.get(key))
     return rec
 

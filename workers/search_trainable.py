@@ -19,10 +19,13 @@ and only re-optimise alpha (`train_weights=False`).
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "search.pt"
 RESULT_FILE = "result.json"
@@ -214,9 +217,15 @@ def search_trainable(config: dict, context: SearchContext) -> None:
                     result = search.result()
                     acc, ce = evaluate_choice(search, result.all_ranks, held)
                 summary = _final_summary(result, acc, ce, config, inner.seconds, time.perf_counter() - wall_start)
+                try:
+                    torch.save(searched_state(search, result.all_ranks, train), Path(d) / SEARCHED_FILE)
+                    summary["searched_weights"] = "kept"
+                except Exception as e:  # noqa: BLE001 - the ranks stand; the fine-tune then starts from HOSVD
+                    log.warning("trial %s: its searched weights could not be kept (%s: %s); the fine-tune "
+                                "will start from HOSVD", config, type(e).__name__, e)
+                    summary["searched_weights"] = f"not kept: {type(e).__name__}: {str(e)[:200]}"
                 report.update(summary)
                 (Path(d) / RESULT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True))
-                torch.save(searched_state(search, result.all_ranks, train), Path(d) / SEARCHED_FILE)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
         for cb in ctx.callbacks:
             cb.on_epoch_end(config, search.epoch, report)

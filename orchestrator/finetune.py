@@ -123,14 +123,12 @@ def finetune_one(layout: RunLayout, config: SelectedConfig, spec: FinetuneSpec, 
 def _student_start(layout: RunLayout, config: SelectedConfig, init: str) -> tuple[str, dict | None]:
     """(what the student starts from, its state or None for a fresh HOSVD). A config whose search
     kept no weights (searched before they were kept) starts from HOSVD, and the record says so."""
-    from .run_layout import _load_tensors
-
     if init == "hosvd":
         return "hosvd", None
     if not config.searched_state or not layout.exists(config.searched_state):
         log.warning("fine-tune %s: no searched weights kept by its search; starting from HOSVD", config.config_id)
         return "hosvd (the search kept no weights)", None
-    return "supernet", _load_tensors(layout.store.read_bytes(layout.path(config.searched_state)))
+    return "supernet", layout.read_searched(config.searched_state)
 
 
 def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | dict, *,

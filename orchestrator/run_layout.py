@@ -210,6 +210,11 @@ class RunLayout:
         self.store.write_json(self.shared_supernet.removesuffix(".pt") + ".json", info)
         self.store.write_bytes(self.shared_supernet, _save_tensors(state))  # last: its presence means "trained"
 
+    def read_searched(self, rel: str) -> dict:
+        """A trial's searched weights (tensors only), at `rel` inside the run (a selected config's
+        `searched_state`)."""
+        return _load_tensors(self.store.read_bytes(self.path(rel)))
+
     def read_trials(self) -> list[dict]:
         if not self.exists(TRIALS):
             raise BadInputError(f"{self.uri(TRIALS)} does not exist; run the search stage first")

@@ -77,7 +77,7 @@ def check_terminal_output(shown: str, run: Path, report: dict) -> None:
     assert "search: 2 trial(s), 2 epoch(s) each" in shown
     for r in report["results"]:
         cid = r["config_id"]
-        assert f"search {r['hardware']} budget 0.9 seed 0: epoch 2/2, supernet held-out acc " in shown
+        assert f"search {r['hardware']} budget {r['budget']:g} seed 0: epoch 2/2, supernet held-out acc " in shown
         assert f"fine-tune {cid}: epoch 2/2, loss " in shown and f"validate {cid}: top-1 " in shown
     assert "validate cpu: 3 models timed" in shown and "validate asic: 3 models simulated" in shown
     assert re.search(r"\ndone in [0-9].*: report at ", shown) and "\nverdicts: " in shown
@@ -87,12 +87,16 @@ def check_terminal_output(shown: str, run: Path, report: dict) -> None:
 # (tests/pipelines/test_verdicts.py), so it accepts a noisy LUT and a missed budget, and checks that
 # the report says so consistently.
 TOLERANT = ("--accept-noisy-lut", "--allow-miss")
+# ResNet-20 at 32 px barely gets faster on a CPU, and a 3-model calibration once put its cheapest
+# reachable model at 0.956 of the original: a budget of 0.9 was then refused (exit 2), rightly.
+# This test is about the stages, so it asks for a budget every LUT can reach.
+REACHABLE = ("--budgets", "0.99")
 
 
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
     store = tmp_path / "store"
-    proc = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT)
+    proc = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT, *REACHABLE)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = store / "e2e"
     report = json.loads((run / "report.json").read_text())
@@ -121,7 +125,7 @@ def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
             assert (missed in proc.stderr) == (not check["met"]) and (missed in " ".join(report["warnings"])) == (
                 not check["met"])
     # a rerun of a finished run redoes nothing but the report
-    again = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT)
+    again = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT, *REACHABLE)
     assert again.returncode == 0
     assert "search: done in an earlier attempt, skipped" in again.stderr
     assert json.loads((run / "report.json").read_text())["results"] == report["results"]

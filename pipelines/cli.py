@@ -18,7 +18,7 @@ from haloc.errors import BadInputError
 from .presets import PRESETS, PipelineDefaults
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_STORE_UNAVAILABLE, EXIT_NOISY_LUT = 0, 1, 2, 3, 4, 5
-EXIT_INTERRUPTED = 130
+# interrupted: 128 + the signal (130 SIGINT, 143 SIGTERM), from orchestrator.interrupts.Interrupted.exit_code
 
 
 DEFAULT_PRESET, DEFAULT_STORE = "demo", "runs"

@@ -295,13 +295,22 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
     return {"haloc": {**common, **hosvd}, "haloc-sn": {**common, **from_supernet}}
 
 
-def run_baseline(method, plan, base, specs, target, table, loaders, seed) -> dict:
+def finetune_epochs_of(method: str, plan: ModelPlan, overrides: dict | None = None) -> int:
+    """The common fine-tune, plus this run's search epochs for a compute-matched "<method>-long"."""
+    from haloc.search_loop import SearchConfig
+
+    extra = SearchConfig(**{**plan.search, **(overrides or {})}).epochs if method.endswith("-long") else 0
+    return plan.finetune_epochs + extra
+
+
+def run_baseline(method, plan, base, specs, target, table, loaders, seed, overrides: dict | None = None) -> dict:
     import haloc
     from haloc.rank_selection import select_ranks
 
     if method != "random":
-        # "<method>-long": the same ranks, fine-tuned for as many more epochs as the search trains
-        # weights (compute-matched against HALOC started from its supernet)
+        # "<method>-long": the same ranks, fine-tuned for as many more epochs as this run's search
+        # trains weights (compute-matched against HALOC started from its supernet: a search epoch
+        # costs about a compressed model's fine-tune epoch here, section 9 of BENCHMARKS.md)
         long = method.endswith("-long")
         name = method.removesuffix("-long")
         sel = select_ranks(name, base, specs, target.space.candidates, [table])
@@ -309,9 +318,7 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed) -> dic
                "budget": table.budget, "within_budget": sel.within_budget, "setting": sel.setting}
         if not sel.within_budget:
             return {method: out}  # reported as unreachable, not fine-tuned
-        from haloc.search_loop import SearchConfig
-
-        epochs = plan.finetune_epochs + (SearchConfig(**plan.search).epochs if long else 0)
+        epochs = finetune_epochs_of(method, plan, overrides)
         student = haloc.decompose(base, sel.compressed(specs))
         return {method: {**out, "finetune_epochs": epochs, **score(plan, base, student, loaders, seed, epochs)}}
     draws = []
@@ -378,7 +385,7 @@ def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overri
                             res = run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir, overrides)
                             res = {k.replace("haloc", name, 1): v for k, v in res.items()}
                         else:
-                            res = run_baseline(method, plan, base, specs, target, table, loaders, seed)
+                            res = run_baseline(method, plan, base, specs, target, table, loaders, seed, overrides)
                     for key, value in res.items():
                         _write_json(cell_dir / f"{key}.json", {**value, "method": key, "cell": cell,
                                                                "seconds": time.perf_counter() - start})
@@ -483,7 +490,7 @@ def search_cost(plan: ModelPlan, out: Path, data: str | None, overrides: dict, r
 
 # ---- summary ------------------------------------------------------------------------------------------
 
-METHOD_ORDER = ("haloc", "haloc-sn", "haloc-paper", "haloc-paper-sn", "uniform", "energy", "alds", "random", "random-best", "uniform-long",
+METHOD_ORDER = ("haloc", "haloc-sn", "haloc-paper", "haloc-paper-sn", "uniform", "energy", "alds", "random", "random-best", "uniform-long", "energy-long",
                 "alds-long")
 
 

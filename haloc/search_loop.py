@@ -27,6 +27,7 @@ from .errors import BadInputError
 from .hardware_loss import PENALTIES, CostTable, budget_prior, expected_cost, hardware_loss
 from .rank_space import RankSpace
 from .supernet import Supernet
+from .train import kd_loss
 
 
 PENALTY_COSTS = ("sample", "expected")
@@ -50,6 +51,8 @@ class SearchConfig:
     below_budget: float = 1.0  # weight of the penalty's under-budget side (0: the paper's one-sided hinge)
     beta: float = 0.6  # multiplicative exponent
     fm_weight: float = 1.0  # feature-map regulariser at the start; decays linearly to 0
+    kd_weight: float = 0.0  # weight steps: (1 - k) CE + k T^2 KL(original || supernet), as haloc.finetune's KD
+    kd_temperature: float = 4.0
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
     fill_budget: bool = True  # after the argmax, raise ranks while the budget(s) allow it
     fill_tolerance: float = 0.05  # ... only when the argmax is more than this fraction under budget
@@ -80,6 +83,9 @@ class SearchConfig:
             raise BadInputError(f"alpha_init {self.alpha_init!r} unknown; use one of {ALPHA_INITS}")
         if self.readout_samples < 0:
             raise BadInputError(f"readout_samples={self.readout_samples} must be >= 0 (0: the argmax alone)")
+        if not 0 <= self.kd_weight <= 1 or self.kd_temperature <= 0:
+            raise BadInputError(f"kd_weight={self.kd_weight} must be in [0, 1] and kd_temperature="
+                                f"{self.kd_temperature} > 0 (kd_weight 0: plain cross-entropy)")
         if self.arch_every < 1:
             raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
@@ -279,13 +285,17 @@ class SupernetSearch:
         loss = ce
         fm = torch.zeros(())
         w = self.fm_weight()
-        if matcher is not None and w > 0:
+        use_fm = matcher is not None and w > 0
+        if use_fm or self.cfg.kd_weight > 0:
             t0 = time.perf_counter()
             with torch.no_grad():
-                self.original(x)
+                teacher_logits = self.original(x)  # one forward serves both (the matcher hooks record it)
             self._teacher_seconds += time.perf_counter() - t0
-            fm = matcher.loss()
-            loss = ce + w * fm
+            if self.cfg.kd_weight > 0:
+                loss = kd_loss(logits, teacher_logits, y, self.cfg.kd_weight, self.cfg.kd_temperature)
+            if use_fm:
+                fm = matcher.loss()
+                loss = loss + w * fm
         self.weight_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.weight_opt.step()

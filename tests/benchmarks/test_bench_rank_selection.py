@@ -57,3 +57,10 @@ def test_quick_run_writes_every_method_and_a_summary(tmp_path):
     assert "resnet20/flops/0.3" in summary
     assert "haloc" in summary["resnet20/flops/0.3"]["evidence"]
     assert (tmp_path / "resnet20" / "latency.json").exists()
+
+
+def test_long_baselines_train_as_many_more_epochs_as_this_runs_search():
+    plan = bench.ModelPlan("resnet20", rank_step=4, lut_rank_step=8, targets={}, finetune_epochs=2)
+    assert bench.finetune_epochs_of("uniform", plan, {"epochs": 4}) == 2
+    assert bench.finetune_epochs_of("uniform-long", plan) == 2 + 10  # the SearchConfig default
+    assert bench.finetune_epochs_of("alds-long", plan, {"epochs": 4}) == 2 + 4

@@ -226,9 +226,10 @@ def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every):
     assert 0.0 <= res.history[-1]["heldout_acc_argmax"] <= 1.0
 
 
-@pytest.mark.parametrize("bad", [dict(penalty_cost="mean"), dict(projection="lagrange"), dict(arch_every=0)])
+@pytest.mark.parametrize("bad", [dict(penalty_cost="mean"), dict(projection="lagrange"), dict(arch_every=0),
+                                 dict(kd_weight=1.5), dict(kd_temperature=0.0)])
 def test_search_config_refuses_unknown_options(bad):
-    with pytest.raises(ValueError, match="unknown|arch_every"):
+    with pytest.raises(ValueError, match="unknown|arch_every|kd_weight"):
         SearchConfig(**bad)
 
 
@@ -301,3 +302,31 @@ def test_projection_steps_over_a_plateau_of_the_violated_table():
     chosen = project_to_budget({n: 32 for n in cands}, probs, cands, [a, b], fill_tolerance=None)
     assert b.cost_of(chosen, cands) <= 3.0 and a.cost_of(chosen, cands) <= 8.0
     assert sorted(chosen.values()) == [16, 32]  # one layer gives way, across the plateau, the other keeps its rank
+
+
+def test_kd_weight_steps_pull_the_supernet_toward_the_original():
+    """kd_weight 1: the weight steps learn the original's soft outputs, not the (random) labels."""
+    import torch.nn.functional as F
+
+    model = haloc.models.create("resnet20").eval()
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.8)
+    train, held = tiny_loaders()
+    x = next(iter(held))[0]
+
+    def kl_to_original(kd_weight):
+        torch.manual_seed(0)
+        s = SupernetSearch(model, space, [table], SearchConfig(epochs=3, warmup_epochs=3, steps_per_epoch=6,
+                                                              fm_weight=0.0, kd_weight=kd_weight))
+        for _ in range(3):
+            s.seed_loaders(train, held)
+            s.run_epoch(train, held)
+        assert s.history[-1]["seconds"]["teacher"] > 0 or kd_weight == 0  # the teacher ran only for KD
+        student = s.searched_model(s.supernet.argmax_ranks())
+        haloc.reestimate_batchnorm(student, held)
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(student(x), 1), F.softmax(model(x), 1), reduction="batchmean"))
+
+    with_kd, without = kl_to_original(1.0), kl_to_original(0.0)
+    assert with_kd < without

@@ -33,6 +33,7 @@ from .train import kd_loss
 PENALTY_COSTS = ("sample", "expected")
 ALPHA_INITS = ("uniform", "budget")
 PROJECTIONS = ("greedy", "quantile")
+WEIGHT_MIXES = ("gumbel", "sample")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class SearchConfig:
     fm_weight: float = 1.0  # feature-map regulariser at the start; decays linearly to 0
     kd_weight: float = 0.0  # weight steps: (1 - k) CE + k T^2 KL(original || supernet), as haloc.finetune's KD
     kd_temperature: float = 4.0
+    weight_mix: str = "gumbel"  # weight steps: "gumbel" (the relaxed mixture alpha steps use) or "sample"
+    #                            (one architecture drawn from softmax(alpha) per step, trained as itself)
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
     fill_budget: bool = True  # after the argmax, raise ranks while the budget(s) allow it
     fill_tolerance: float = 0.05  # ... only when the argmax is more than this fraction under budget
@@ -86,6 +89,8 @@ class SearchConfig:
         if not 0 <= self.kd_weight <= 1 or self.kd_temperature <= 0:
             raise BadInputError(f"kd_weight={self.kd_weight} must be in [0, 1] and kd_temperature="
                                 f"{self.kd_temperature} > 0 (kd_weight 0: plain cross-entropy)")
+        if self.weight_mix not in WEIGHT_MIXES:
+            raise BadInputError(f"weight_mix {self.weight_mix!r} unknown; use one of {WEIGHT_MIXES}")
         if self.arch_every < 1:
             raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
@@ -235,8 +240,8 @@ class SupernetSearch:
                     break
                 n += 1
                 x, y = x.to(self.device), y.to(self.device)
-                self.supernet.set_mix("gumbel", self.tau())
                 if cfg.train_weights:
+                    self.supernet.set_mix(cfg.weight_mix, self.tau())
                     t0 = time.perf_counter()
                     self.supernet.requires_grad_(True)
                     ce, fm = self._weight_step(x, y, matcher)
@@ -245,6 +250,7 @@ class SupernetSearch:
                     seconds["weight"] += time.perf_counter() - t0
                 if search_alpha and (n - 1) % cfg.arch_every == 0:
                     hx, hy = next(held)
+                    self.supernet.set_mix("gumbel", self.tau())
                     t0 = time.perf_counter()
                     arch_ce, arch_loss, correct = self._arch_step(hx.to(self.device), hy.to(self.device))
                     seconds["arch"] += time.perf_counter() - t0

@@ -30,7 +30,7 @@ from .errors import BadInputError
 from .layers import SVDConv2d, Tucker2Conv
 from .rank_space import RankSpace
 
-MIX_MODES = ("gumbel", "softmax", "argmax", "fixed")
+MIX_MODES = ("gumbel", "sample", "softmax", "argmax", "fixed")  # "sample": one candidate drawn from softmax(alpha)
 
 
 def survival(weights: torch.Tensor, ranks: torch.Tensor, length: int) -> torch.Tensor:
@@ -60,6 +60,10 @@ class SupernetLayer(nn.Module):
     def mixing_weights(self) -> torch.Tensor:
         if self.mode == "gumbel":
             return F.gumbel_softmax(self.alpha, tau=self.tau, hard=False)
+        if self.mode == "sample":  # a real architecture per forward (the weights train the candidate drawn)
+            with torch.no_grad():
+                index = int(torch.multinomial(F.softmax(self.alpha, 0), 1))
+            return F.one_hot(torch.tensor(index, device=self.alpha.device), len(self.candidates)).to(self.alpha.dtype)
         if self.mode == "softmax":
             return F.softmax(self.alpha / self.tau, dim=0)
         if self.mode == "argmax":

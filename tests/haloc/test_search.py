@@ -204,16 +204,17 @@ def test_quantile_projection_spreads_the_cut_over_uncertain_layers():
         project_to_budget(start, probs, cands, [table], method="x")
 
 
-@pytest.mark.parametrize("penalty_cost", ["sample", "expected"])
-@pytest.mark.parametrize("arch_every", [1, 2])
-def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every):
+@pytest.mark.parametrize("penalty_cost,arch_every,weight_mix", [("sample", 1, "gumbel"), ("sample", 2, "sample"),
+                                                               ("expected", 1, "sample"), ("expected", 2, "gumbel")])
+def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every, weight_mix):
     model = haloc.models.create("resnet20")
     specs = haloc.decomposable_layers(model)
     space = build_rank_space(specs, "step", step=8)
     table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
     train, held = tiny_loaders()
     cfg = SearchConfig(epochs=2, warmup_epochs=1, steps_per_epoch=4, below_budget=1.0, lam=5.0,
-                       penalty_cost=penalty_cost, arch_every=arch_every, projection="quantile")
+                       penalty_cost=penalty_cost, arch_every=arch_every, projection="quantile",
+                       weight_mix=weight_mix)
     s = SupernetSearch(model, space, [table], cfg)
     seen = []
     original_arch_step = s._arch_step
@@ -227,7 +228,7 @@ def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every):
 
 
 @pytest.mark.parametrize("bad", [dict(penalty_cost="mean"), dict(projection="lagrange"), dict(arch_every=0),
-                                 dict(kd_weight=1.5), dict(kd_temperature=0.0)])
+                                 dict(kd_weight=1.5), dict(kd_temperature=0.0), dict(weight_mix="soft")])
 def test_search_config_refuses_unknown_options(bad):
     with pytest.raises(ValueError, match="unknown|arch_every|kd_weight"):
         SearchConfig(**bad)

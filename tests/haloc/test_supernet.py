@@ -134,3 +134,23 @@ def test_reestimate_batchnorm_recovers_the_data_statistics():
         feats = torch.cat([model[0](x) for x, _ in data])  # (64, 4, 5, 5)
     assert_close(model[1].running_mean, feats.mean((0, 2, 3)), rtol=1e-4, atol=1e-4)
     assert_close(model[1].running_var, feats.var((0, 2, 3)), rtol=0.05, atol=1e-3)
+
+
+def test_sample_mode_runs_one_candidate_drawn_from_alpha():
+    """mix "sample": each forward is exactly one candidate's output, drawn with softmax(alpha)."""
+    torch.manual_seed(0)
+    net = Supernet(Two(), SPACE)
+    layer = net.layers()["conv"]
+    with torch.no_grad():
+        layer.alpha.copy_(torch.log(torch.tensor([0.2, 0.7, 0.1])))
+    x = torch.randn(2, 8, 9, 9)
+    outs = candidate_outputs(layer, x)
+    net.set_mix("sample")
+    counts = [0, 0, 0]
+    for _ in range(300):
+        y = layer(x)
+        index = int(layer.last_weights.argmax())
+        assert float(layer.last_weights.sum()) == 1.0 and float(layer.last_weights.max()) == 1.0
+        assert_close(y, outs[index], rtol=1e-4, atol=1e-5)
+        counts[index] += 1
+    assert counts[1] > counts[0] > counts[2] > 0  # frequencies follow alpha

@@ -87,10 +87,12 @@ def check_terminal_output(shown: str, run: Path, report: dict) -> None:
 # (tests/pipelines/test_verdicts.py), so it accepts a noisy LUT and a missed budget, and checks that
 # the report says so consistently.
 TOLERANT = ("--accept-noisy-lut", "--allow-miss")
-# ResNet-20 at 32 px barely gets faster on a CPU, and a 3-model calibration once put its cheapest
-# reachable model at 0.956 of the original: a budget of 0.9 was then refused (exit 2), rightly.
-# This test is about the stages, so it asks for a budget every LUT can reach.
-REACHABLE = ("--budgets", "0.99")
+# ResNet-20 at 32 px barely gets faster on a CPU: 3-model calibrations have put its cheapest reachable
+# model at 0.956 and at 0.992 of the original (the fit's slope 0.04: the whole-model overhead is
+# nearly all of its latency), and a budget below that is refused with exit 2, rightly. This test is
+# about the stages, so it asks for the one budget every LUT can reach: the original's own cost (every
+# layer's last candidate is the layer kept whole, so the cheapest model never costs more).
+REACHABLE = ("--budgets", "1")
 
 
 @pytest.mark.slow

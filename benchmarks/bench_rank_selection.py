@@ -21,10 +21,12 @@ budget and seed, every method picks ranks from the same rank space under the sam
               the best of --random-n on the held-out split after decomposition
 
 and every architecture gets the same fine-tune (KD from the original, same epochs and schedule;
-HALOC also from its supernet weights: haloc-sn). Recorded per result: achieved cost / budget, test
-top-1 after decomposition (BatchNorm re-estimated, no training), after the search with the
-supernet's own weights (HALOC), after the fine-tune; layers left whole, smallest rank; for HALOC
-the search's per-epoch evidence. Every cell is one JSON file under `--out`, so a rerun resumes.
+HALOC also from its supernet weights: haloc-sn). "<method>-long" fine-tunes for as many more
+epochs as the search ran, compute-matched against haloc-sn; haloc-long is HALOC's ranks (fresh
+HOSVD) trained as long, which tells the ranks' quality apart from the search's cost. Recorded per
+result: achieved cost / budget, test top-1 after decomposition (BatchNorm re-estimated, no
+training), after the search with the supernet's own weights (HALOC), after the fine-tune; layers
+left whole, smallest rank; for HALOC the search's per-epoch evidence. Every cell is one JSON file under `--out`, so a rerun resumes.
 The latency phase measures every final model (cpu timed interleaved with the original, asic
 simulated); run it when nothing else of yours runs. The summary phase writes summary.md/json.
 """
@@ -286,13 +288,18 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
     top1_search = haloc.evaluate(searched, loaders.test)["top1"]
     hosvd = score(plan, base, haloc.decompose(base, res.ranks), loaders, seed)
     from_supernet = score(plan, base, searched, loaders, seed)
+    # HALOC's ranks trained exactly as long as the "-long" baselines' (not compute-matched: the search
+    # comes on top), so that the ranks' own quality is told apart from the search's cost
+    long_epochs = finetune_epochs_of("haloc-long", plan, overrides)
+    ranks_long = score(plan, base, haloc.decompose(base, res.ranks), loaders, seed, long_epochs)
     os.replace(ckpt, cell_dir / f"supernet-{_tag(overrides)}.pt")  # kept: read-outs can be compared offline
     common = {"ranks": res.all_ranks, **ranks_summary(res.all_ranks, specs),
               "cost": res.predicted_cost[table.name], "budget": table.budget,
               "argmax_cost": res.argmax_cost[table.name], "within_budget": res.within_budget[table.name],
               "search_seconds": seconds, "config": asdict(cfg), "history": res.history,
               "probabilities": res.probabilities, "top1_search": top1_search, "readout": res.readout}
-    return {"haloc": {**common, **hosvd}, "haloc-sn": {**common, **from_supernet}}
+    return {"haloc": {**common, **hosvd}, "haloc-sn": {**common, **from_supernet},
+            "haloc-long": {**common, **ranks_long, "finetune_epochs": long_epochs}}
 
 
 def finetune_epochs_of(method: str, plan: ModelPlan, overrides: dict | None = None) -> int:
@@ -311,7 +318,6 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed, overri
         # "<method>-long": the same ranks, fine-tuned for as many more epochs as this run's search
         # trains weights (compute-matched against HALOC started from its supernet: a search epoch
         # costs about a compressed model's fine-tune epoch here, section 9 of BENCHMARKS.md)
-        long = method.endswith("-long")
         name = method.removesuffix("-long")
         sel = select_ranks(name, base, specs, target.space.candidates, [table])
         out = {"ranks": sel.ranks, **ranks_summary(sel.ranks, specs), "cost": sel.costs[table.name],
@@ -490,8 +496,8 @@ def search_cost(plan: ModelPlan, out: Path, data: str | None, overrides: dict, r
 
 # ---- summary ------------------------------------------------------------------------------------------
 
-METHOD_ORDER = ("haloc", "haloc-sn", "haloc-paper", "haloc-paper-sn", "uniform", "energy", "alds", "random", "random-best", "uniform-long", "energy-long",
-                "alds-long")
+METHOD_ORDER = ("haloc", "haloc-sn", "haloc-long", "haloc-paper", "haloc-paper-sn", "uniform", "energy", "alds",
+                "random", "random-best", "uniform-long", "energy-long", "alds-long")
 
 
 def summarize(out: Path, models: list[str]) -> dict:
@@ -598,7 +604,8 @@ def search_evidence(by_method: dict) -> dict:
     expected cost / budget and alpha entropy (means over seeds); the seeds' agreement on ranks."""
     out = {}
     for method, recs in by_method.items():
-        if not method.startswith("haloc") or "-sn" in method or "history" not in recs[0]:
+        # haloc-sn and haloc-long are the same search as haloc, fine-tuned otherwise: its evidence once
+        if not method.startswith("haloc") or method.endswith(("-sn", "-long")) or "history" not in recs[0]:
             continue
         epochs = len(recs[0]["history"])
         per_epoch = []

@@ -36,7 +36,8 @@ def test_search_evidence_reads_the_history_and_the_seeds_agreement():
                 "alpha_entropy": 2.0 - e} for e in range(3)]
     recs = [rec("haloc", 0.9, s, history=history, argmax_cost=1.0, search_seconds=10.0,
                 ranks={"a": 4, "b": 8 if s else 12}) for s in range(3)]
-    ev = bench.search_evidence({"haloc": recs, "uniform": [rec("uniform", 0.9, 0)]})
+    same_search = {m: [dict(r, method=m) for r in recs] for m in ("haloc-sn", "haloc-long")}
+    ev = bench.search_evidence({"haloc": recs, **same_search, "uniform": [rec("uniform", 0.9, 0)]})
     assert list(ev) == ["haloc"]
     assert [round(p["cost_over_budget"], 6) for p in ev["haloc"]["per_epoch"]] == [1.2, 1.1, 1.0]
     assert ev["haloc"]["rank_agreement"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
@@ -49,7 +50,7 @@ def test_quick_run_writes_every_method_and_a_summary(tmp_path):
     cells = tmp_path / "resnet20" / "cells"
     flops = cells / "flops-b0.3-s0"
     methods = {p.stem for p in flops.glob("*.json")}
-    assert {"haloc", "haloc-sn", "uniform", "energy", "alds", "random", "random-best"} <= methods
+    assert {"haloc", "haloc-sn", "haloc-long", "uniform", "energy", "alds", "random", "random-best"} <= methods
     for m in methods:
         r = json.loads((flops / f"{m}.json").read_text())
         assert r["cost"] <= r["budget"] * (1 + 1e-9) and 0.0 <= r["top1_finetuned"] <= 1.0

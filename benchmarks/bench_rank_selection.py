@@ -71,9 +71,10 @@ class ModelPlan:
 PLANS = {
     "resnet20": ModelPlan("resnet20", rank_step=4, lut_rank_step=8,
                           targets={FLOPS: [0.5, 0.3, 0.28, 0.2, 0.1], "cpu": [0.8], "asic": [0.9]}),
-    # VGG-16 costs about 6x a ResNet-20 step here: two FLOPs budgets, the paper's 0.14 and 0.3
+    # VGG-16 costs about 6x a ResNet-20 step here: two FLOPs budgets, the paper's 0.14 and 0.3.
+    # Its base at lr 0.05 reached only 62% on the digits in 20 epochs; at 0.01 it is at 99% by epoch 4.
     "vgg16": ModelPlan("vgg16", rank_step=16, lut_rank_step=32, targets={FLOPS: [0.3, 0.14]},
-                       base_epochs=20),
+                       base_epochs=30, base_lr=0.01),
 }
 
 

@@ -26,9 +26,10 @@ epochs as the search ran, compute-matched against haloc-sn; haloc-long is HALOC'
 HOSVD) trained as long, which tells the ranks' quality apart from the search's cost. Recorded per
 result: achieved cost / budget, test top-1 after decomposition (BatchNorm re-estimated, no
 training), after the search with the supernet's own weights (HALOC), after the fine-tune; layers
-left whole, smallest rank; for HALOC the search's per-epoch evidence. Every cell is one JSON file under `--out`, so a rerun resumes.
-The latency phase measures every final model (cpu timed interleaved with the original, asic
-simulated); run it when nothing else of yours runs. The summary phase writes summary.md/json.
+left whole, smallest rank; for HALOC the search's per-epoch evidence. Every cell is one JSON file
+under `--out`, so a rerun resumes. The latency phase measures every final model (cpu timed
+interleaved with the original, asic simulated); run it when nothing else of yours runs. The summary
+phase writes summary.md/json.
 """
 from __future__ import annotations
 
@@ -317,8 +318,9 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed, overri
 
     if method != "random":
         # "<method>-long": the same ranks, fine-tuned for as many more epochs as this run's search
-        # trains weights (compute-matched against HALOC started from its supernet: a search epoch
-        # costs about a compressed model's fine-tune epoch here, section 9 of BENCHMARKS.md)
+        # trains weights (compute-matched in epochs against HALOC started from its supernet; a search
+        # epoch costs about 1.2 compressed fine-tune epochs on ResNet-20 and 3.5 on VGG-16 here, so
+        # the match favours HALOC: section 9 of BENCHMARKS.md)
         name = method.removesuffix("-long")
         sel = select_ranks(name, base, specs, target.space.candidates, [table])
         out = {"ranks": sel.ranks, **ranks_summary(sel.ranks, specs), "cost": sel.costs[table.name],

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -252,28 +253,46 @@ def ranks_summary(all_ranks: dict, specs: dict) -> dict:
             "kxk_rank_le2": sum(r <= 2 for r in kxk)}
 
 
-def score(plan: ModelPlan, base, student, loaders: Loaders, seed: int, epochs: int | None = None) -> dict:
-    """Test top-1 after BatchNorm re-estimation, then after the common fine-tune."""
+def score(plan: ModelPlan, base, student, loaders: Loaders, seed: int, epochs: float | None = None) -> dict:
+    """Test top-1 after BatchNorm re-estimation, then after the common fine-tune of `epochs` (default
+    the plan's; a fraction is matched in steps, see `fine_tune_schedule`)."""
     import haloc
     from haloc.train import TrainConfig, evaluate, finetune
 
     haloc.reestimate_batchnorm(student, loaders.bn, max_batches=10)
     before = evaluate(student, loaders.test)["top1"]
     start = time.perf_counter()
-    cfg = TrainConfig(epochs=epochs or plan.finetune_epochs, lr=plan.finetune_lr, kd_weight=plan.kd_weight, device="cpu",
-                      seed=seed, log_every=0)
+    whole, steps = fine_tune_schedule(epochs or plan.finetune_epochs, len(loaders.train))
+    cfg = TrainConfig(epochs=whole, lr=plan.finetune_lr, kd_weight=plan.kd_weight, device="cpu",
+                      seed=seed, log_every=0, max_steps_per_epoch=steps)
     finetune(student, base, loaders.train, None, cfg)
     return {"top1_decomposed": before, "top1_finetuned": evaluate(student, loaders.test)["top1"],
-            "finetune_seconds": time.perf_counter() - start}
+            "finetune_seconds": time.perf_counter() - start, "finetune_epochs": epochs or plan.finetune_epochs,
+            "finetune_steps": whole * (steps or len(loaders.train))}
 
 
-def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, overrides: dict) -> dict:
+def fine_tune_schedule(epochs: float, steps_per_epoch: int) -> tuple[int, int | None]:
+    """(whole epochs, steps per epoch or None for all) that train round(epochs x steps_per_epoch) steps
+    in all: a fractional epoch count (a compute-matched baseline given an alpha-only search's
+    share) becomes ceil(epochs) epochs of equally many steps, each a little short of a full pass."""
+    total = round(epochs * steps_per_epoch)
+    whole = max(1, math.ceil(total / steps_per_epoch - 1e-9))
+    per = math.ceil(total / whole)
+    return whole, (None if per >= steps_per_epoch else per)
+
+
+HALOC_STARTS = ("hosvd", "supernet", "long")  # fine-tunes of HALOC's result: haloc, haloc-sn, haloc-long
+START_SUFFIX = {"hosvd": "", "supernet": "-sn", "long": "-long"}
+
+
+def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, overrides: dict,
+              starts: tuple = HALOC_STARTS) -> dict:
     import torch
 
     import haloc
-    from haloc.search_loop import SearchConfig, SupernetSearch
+    from haloc.search_loop import SupernetSearch
 
-    cfg = SearchConfig(**{**plan.search, **overrides, "seed": seed, "device": "cpu"})
+    cfg = search_cfg(plan, overrides, seed=seed, device="cpu")
     search = SupernetSearch(base, target.space, [table], cfg, specs=specs)
     ckpt = cell_dir / f"search-{_tag(overrides)}.pt"
     if ckpt.exists():
@@ -288,28 +307,64 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
     searched = search.supernet.extract(res.all_ranks)
     haloc.reestimate_batchnorm(searched, loaders.bn, max_batches=10)
     top1_search = haloc.evaluate(searched, loaders.test)["top1"]
-    hosvd = score(plan, base, haloc.decompose(base, res.ranks), loaders, seed)
-    from_supernet = score(plan, base, searched, loaders, seed)
-    # HALOC's ranks trained exactly as long as the "-long" baselines' (not compute-matched: the search
-    # comes on top), so that the ranks' own quality is told apart from the search's cost
-    long_epochs = finetune_epochs_of("haloc-long", plan, overrides)
-    ranks_long = score(plan, base, haloc.decompose(base, res.ranks), loaders, seed, long_epochs)
     os.replace(ckpt, cell_dir / f"supernet-{_tag(overrides)}.pt")  # kept: read-outs can be compared offline
     common = {"ranks": res.all_ranks, **ranks_summary(res.all_ranks, specs),
               "cost": res.predicted_cost[table.name], "budget": table.budget,
               "argmax_cost": res.argmax_cost[table.name], "within_budget": res.within_budget[table.name],
               "search_seconds": seconds, "config": asdict(cfg), "history": res.history,
-              "probabilities": res.probabilities, "top1_search": top1_search, "readout": res.readout}
-    return {"haloc": {**common, **hosvd}, "haloc-sn": {**common, **from_supernet},
-            "haloc-long": {**common, **ranks_long, "finetune_epochs": long_epochs}}
+              "probabilities": res.probabilities, "top1_search": top1_search, "readout": res.readout,
+              "search_epoch_equivalent": search_epoch_equivalent(cfg, loaders)}
+    out = {}
+    if "hosvd" in starts:
+        out["haloc"] = {**common, **score(plan, base, haloc.decompose(base, res.ranks), loaders, seed)}
+    if "supernet" in starts:
+        out["haloc-sn"] = {**common, **score(plan, base, searched, loaders, seed)}
+    if "long" in starts:
+        # HALOC's ranks trained exactly as long as the "-long" baselines' (not compute-matched: the
+        # search comes on top), so that the ranks' own quality is told apart from the search's cost
+        long_epochs = finetune_epochs_of("haloc-long", plan, overrides, loaders)
+        out["haloc-long"] = {**common, "finetune_epochs": long_epochs,
+                             **score(plan, base, haloc.decompose(base, res.ranks), loaders, seed, long_epochs)}
+    return out
 
 
-def finetune_epochs_of(method: str, plan: ModelPlan, overrides: dict | None = None) -> int:
-    """The common fine-tune, plus this run's search epochs for a compute-matched "<method>-long"."""
-    from haloc.search_loop import SearchConfig
+def search_cfg(plan: ModelPlan, overrides: dict, **fields):
+    """The SearchConfig of a run: its mode's fields (overrides["mode"], default "supernet"), then the
+    plan's, then the --search overrides, then `fields`."""
+    from haloc.search_loop import search_config
 
-    extra = SearchConfig(**{**plan.search, **(overrides or {})}).epochs if method.endswith("-long") else 0
-    return plan.finetune_epochs + extra
+    merged = {**plan.search, **overrides, **fields}
+    return search_config(merged.pop("mode", "supernet"), **merged)
+
+
+def finetune_epochs_of(method: str, plan: ModelPlan, overrides: dict | None = None,
+                       loaders: Loaders | None = None) -> float:
+    """The common fine-tune, plus this run's search cost in epochs for a compute-matched "<method>-long"
+    (a fraction for an alpha-only search: `fine_tune_schedule` matches it in steps)."""
+
+    if not method.endswith("-long"):
+        return plan.finetune_epochs
+    cfg = search_cfg(plan, overrides or {})
+    return plan.finetune_epochs + search_epoch_equivalent(cfg, loaders)
+
+
+def search_epoch_equivalent(cfg, loaders: Loaders | None) -> float:
+    """A search's weight training in fine-tune epochs, as the compute-matched baselines are given it.
+
+    A search that trains weights counts one epoch per search epoch (a search epoch really costs
+    about 1.2 compressed fine-tune epochs on ResNet-20, so this favours HALOC). An alpha-only
+    search (train_weights=False) counts the images its alpha steps process (forward and backward)
+    over the training split's size (alpha steps over fine-tune steps per epoch: both take batches of
+    the plan's size); its forward-only read-out is not counted, and the summary
+    prints the measured seconds of both, so that the match can be checked."""
+    if cfg.train_weights:
+        return float(cfg.epochs)
+    if loaders is None:
+        raise ValueError("an alpha-only search's cost needs the loaders (steps per epoch and batch size)")
+    steps = len(loaders.search_train) if cfg.steps_per_epoch is None else min(cfg.steps_per_epoch,
+                                                                                len(loaders.search_train))
+    alpha_steps = cfg.epochs * math.ceil(steps / cfg.arch_every)
+    return alpha_steps / len(loaders.train)  # alpha steps over the fine-tune's steps per epoch (same batch)
 
 
 def run_baseline(method, plan, base, specs, target, table, loaders, seed, overrides: dict | None = None) -> dict:
@@ -327,7 +382,7 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed, overri
                "budget": table.budget, "within_budget": sel.within_budget, "setting": sel.setting}
         if not sel.within_budget:
             return {method: out}  # reported as unreachable, not fine-tuned
-        epochs = finetune_epochs_of(method, plan, overrides)
+        epochs = finetune_epochs_of(method, plan, overrides, loaders)
         student = haloc.decompose(base, sel.compressed(specs))
         return {method: {**out, "finetune_epochs": epochs, **score(plan, base, student, loaders, seed, epochs)}}
     draws = []
@@ -350,7 +405,7 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed, overri
 # ---- the run -----------------------------------------------------------------------------------------
 
 def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overrides: dict, only: set | None,
-              methods: tuple, variant: str | None = None) -> None:
+              methods: tuple, variant: str | None = None, starts: tuple = HALOC_STARTS) -> None:
     import torch
 
     import haloc
@@ -384,14 +439,15 @@ def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overri
                     continue
                 for method in methods:
                     name = method if method != "haloc" else variant or f"haloc{_suffix(overrides)}"
-                    path = cell_dir / f"{name}.json"
-                    if path.exists():
+                    outputs = [name] if method != "haloc" else [name + START_SUFFIX[s] for s in starts]
+                    if all((cell_dir / f"{o}.json").exists() for o in outputs):
                         continue
                     start = time.perf_counter()
                     with torch.random.fork_rng():
                         torch.manual_seed(seed)
                         if method == "haloc":
-                            res = run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir, overrides)
+                            res = run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir, overrides,
+                                            starts)
                             res = {k.replace("haloc", name, 1): v for k, v in res.items()}
                         else:
                             res = run_baseline(method, plan, base, specs, target, table, loaders, seed, overrides)
@@ -457,7 +513,7 @@ def search_cost(plan: ModelPlan, out: Path, data: str | None, overrides: dict, r
     import torch.nn.functional as F
 
     import haloc
-    from haloc.search_loop import SearchConfig, SupernetSearch
+    from haloc.search_loop import SupernetSearch
 
     loaders = build_loaders(data, plan.batch_size)
     folder = out / plan.model
@@ -478,7 +534,7 @@ def search_cost(plan: ModelPlan, out: Path, data: str | None, overrides: dict, r
             loss.backward()
             opt.step()
         samples["plain"].append(time.perf_counter() - t0)
-        cfg = SearchConfig(**{**plan.search, **overrides, "epochs": 2, "warmup_epochs": 1, "seed": r})
+        cfg = search_cfg(plan, overrides, epochs=2, warmup_epochs=1, seed=r)
         search = SupernetSearch(base, targets[FLOPS].space, [table], cfg, specs=specs)
         for key in ("warmup", "search"):
             search.seed_loaders(loaders.search_train, loaders.heldout)
@@ -606,10 +662,13 @@ def search_evidence(by_method: dict) -> dict:
     """The search's own evidence per HALOC variant: per epoch held-out accuracy of the argmax,
     expected cost / budget and alpha entropy (means over seeds); the seeds' agreement on ranks."""
     out = {}
+    searches: dict = {}  # haloc, haloc-sn and haloc-long are one search fine-tuned three ways: its evidence once
     for method, recs in by_method.items():
-        # haloc-sn and haloc-long are the same search as haloc, fine-tuned otherwise: its evidence once
-        if not method.startswith("haloc") or method.endswith(("-sn", "-long")) or "history" not in recs[0]:
-            continue
+        if method.startswith("haloc") and "history" in recs[0]:
+            base = method.removesuffix("-sn").removesuffix("-long")
+            if base not in searches or method == base:
+                searches[base] = (method, recs)
+    for method, recs in searches.values():
         epochs = len(recs[0]["history"])
         per_epoch = []
         for e in range(epochs):
@@ -626,7 +685,11 @@ def search_evidence(by_method: dict) -> dict:
                      if len(ranks) > 1 else None)
         out[method] = {"per_epoch": per_epoch, "rank_agreement": agreement,
                        "argmax_over_budget": statistics.fmean(r["argmax_cost"] / r["budget"] for r in recs),
-                       "search_seconds": statistics.fmean(r["search_seconds"] for r in recs)}
+                       "search_seconds": statistics.fmean(r["search_seconds"] for r in recs),
+                       "search_over_finetune_epoch": _safe_mean([
+                           r["search_seconds"] / (r["finetune_seconds"] / r.get("finetune_epochs", 1))
+                           for r in recs if r.get("finetune_seconds") and r.get("finetune_epochs")]),
+                       "search_epoch_equivalent": _safe_mean([r.get("search_epoch_equivalent") for r in recs])}
     return out
 
 
@@ -638,7 +701,10 @@ def evidence_lines(evidence: dict) -> list[str]:
                            f"H {p['alpha_entropy']:.2f}" for p in ev["per_epoch"])
         lines.append(f"- {method} evidence (seed means): {epochs}. Argmax before projection "
                      f"{ev['argmax_over_budget']:.2f} of budget; seeds agree on {agree} of the layers' ranks; "
-                     f"search {ev['search_seconds']:.0f} s.")
+                     f"search {ev['search_seconds']:.0f} s" + (
+                         f" = {ev['search_over_finetune_epoch']:.2f} measured fine-tune epochs (counted as "
+                         f"{ev['search_epoch_equivalent']:.2f} for the -long baselines)"
+                         if ev.get("search_over_finetune_epoch") and ev.get("search_epoch_equivalent") else "") + ".")
     return lines
 
 
@@ -688,7 +754,7 @@ def log(msg: str) -> None:
 def parse_overrides(items: list[str]) -> dict:
     from haloc.search_loop import SearchConfig
 
-    types = {f.name: f.type for f in fields(SearchConfig)}
+    types = {f.name: f.type for f in fields(SearchConfig)} | {"mode": "str"}  # mode: haloc.SEARCH_MODES
     out = {}
     for item in items:
         key, _, value = item.partition("=")
@@ -718,6 +784,8 @@ def main(argv=None) -> int:
                    help="SearchConfig overrides for a HALOC variant (stored as haloc@KEY=VALUE,...)")
     p.add_argument("--variant", default=None, help="name of the HALOC variant's results (default: haloc@overrides)")
     p.add_argument("--finetune-epochs", type=int, default=None)
+    p.add_argument("--haloc-starts", nargs="+", choices=HALOC_STARTS, default=list(HALOC_STARTS),
+                   help="which fine-tunes of HALOC's result to run: hosvd (haloc), supernet (haloc-sn), long (haloc-long)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     args = p.parse_args(argv)
 
@@ -737,7 +805,7 @@ def main(argv=None) -> int:
         log(f"{plan.model}: {asdict(plan)}; search overrides {overrides}; uptime load {os.getloadavg()}")
         if args.phase in ("cells", "all"):
             run_model(plan, out, args.data, args.threads, overrides, set(args.targets) if args.targets else None,
-                      tuple(args.methods), args.variant)
+                      tuple(args.methods), args.variant, tuple(args.haloc_starts))
         if args.phase in ("latency", "all"):
             measure_latencies(plan, out, args.threads, rounds=1 if args.quick else 3)  # --quick: a check it runs
         if args.phase == "cost":

@@ -35,6 +35,8 @@ _LAZY = {
     "CostTable": ("haloc.hardware_loss", "CostTable"),
     "flops_cost_table": ("haloc.hardware_loss", "flops_cost_table"),
     "SearchConfig": ("haloc.search_loop", "SearchConfig"),
+    "search_config": ("haloc.search_loop", "search_config"),
+    "SEARCH_MODES": ("haloc.search_loop", "SEARCH_MODES"),
     "SupernetSearch": ("haloc.search_loop", "SupernetSearch"),
     "SearchResult": ("haloc.search_loop", "SearchResult"),
     "search": ("haloc.search_loop", "search"),

@@ -16,6 +16,7 @@ from haloc.errors import BadInputError
 BUDGET_METRICS = ("latency", "flops")
 RANK_MODES = ("latency", "step")
 FINETUNE_INITS = ("supernet", "hosvd")
+SEARCH_MODES = ("supernet", "blockwise")  # haloc.SEARCH_MODES (a test keeps them equal; no torch import here)
 # Keys a resumed run may change without becoming a different run.
 RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from",
                "py_modules")
@@ -83,6 +84,7 @@ class RunSpec:
     rank_step: int = 16  # profiling grid step and the constant-step candidates
     calibration_samples: int = 10
     # search
+    search_mode: str = "supernet"  # "blockwise": alpha-only search on the HOSVD supernet (docs/method.md)
     search_epochs: int = 10
     search_warmup_epochs: int = 1
     search_steps_per_epoch: int | None = None
@@ -110,6 +112,8 @@ class RunSpec:
     def __post_init__(self):
         if self.budget_metric not in BUDGET_METRICS:
             raise BadInputError(f"--budget-metric {self.budget_metric!r}: use one of {BUDGET_METRICS}")
+        if self.search_mode not in SEARCH_MODES:
+            raise BadInputError(f"--search-mode {self.search_mode!r}: use one of {SEARCH_MODES}")
         if self.finetune_init not in FINETUNE_INITS:
             raise BadInputError(f"--finetune-init {self.finetune_init!r}: use one of {FINETUNE_INITS}")
         if self.rank_mode not in RANK_MODES:

@@ -63,7 +63,8 @@ class SearchSpec:
     penalty: str = "additive"
     lam: float = 2.0
     beta: float = 0.6
-    arch_lr: float = 0.05
+    mode: str = "supernet"  # haloc.SEARCH_MODES: "supernet" (the paper's) or "blockwise" (alpha only)
+    arch_lr: float | None = None  # None: the mode's own (SearchConfig's 0.05; blockwise 0.3)
     weight_lr: float = 0.01
     # --- data: the TRAINING set (haloc.data.DataConfig fields), split into weight and held-out (alpha) parts
     data: dict = field(default_factory=lambda: {"kind": "demo", "demo_train": 2000})
@@ -106,6 +107,11 @@ class SearchSpec:
             raise BadInputError("search spec: epochs and batch_size must be >= 1")
         if self.optuna_samples < 0 or self.max_failures < 0 or self.asha_grace < 1:
             raise BadInputError("search spec: optuna_samples, max_failures must be >= 0 and asha_grace >= 1")
+        if self.mode not in ("supernet", "blockwise"):
+            raise BadInputError(f"search spec: mode {self.mode!r}; use 'supernet' or 'blockwise'")
+        if self.train_once and self.mode != "supernet":
+            raise BadInputError(f"search spec: train_once trains shared supernet weights, which the {self.mode!r} "
+                                "search never uses; use mode 'supernet' with train_once, or drop train_once")
         if self.penalty not in ("additive", "multiplicative"):
             raise BadInputError(f"search spec: penalty {self.penalty!r}; use 'additive' or 'multiplicative'")
 
@@ -124,9 +130,13 @@ class SearchSpec:
 
     def search_config_fields(self) -> dict:
         """SearchConfig fields common to every trial (seed, lam/beta and device are set per trial)."""
-        return dict(epochs=self.epochs, warmup_epochs=self.warmup_epochs, penalty=self.penalty, lam=self.lam,
-                    beta=self.beta, arch_lr=self.arch_lr, weight_lr=self.weight_lr,
-                    steps_per_epoch=self.steps_per_epoch)
+        fields = dict(mode=self.mode, epochs=self.epochs, penalty=self.penalty, lam=self.lam, beta=self.beta,
+                      weight_lr=self.weight_lr, steps_per_epoch=self.steps_per_epoch)
+        if self.mode == "supernet":  # the blockwise mode trains no weights: no warm-up
+            fields["warmup_epochs"] = self.warmup_epochs
+        if self.arch_lr is not None:
+            fields["arch_lr"] = self.arch_lr
+        return fields
 
     def data_fields(self) -> dict:
         """DataConfig fields; the search reads only the training split (2 demo validation samples)."""

@@ -116,7 +116,7 @@ class SearchStage(Stage):
     name = "search"
     inputs = ("budgets", "budget_metric", "seeds", "rank_mode", "search_epochs", "search_warmup_epochs",
               "search_steps_per_epoch", "search_batch_size", "heldout_fraction", "penalty", "lam", "multi_target",
-              "budget_margin")
+              "budget_margin", "search_mode")
 
     def spec(self, ctx: RunContext):
         from .search import SearchSpec
@@ -128,7 +128,7 @@ class SearchStage(Stage):
             steps_per_epoch=s.search_steps_per_epoch, batch_size=s.search_batch_size, penalty=s.penalty,
             lam=s.lam, data=ctx.data_config(), heldout_fraction=s.heldout_fraction, weights=WEIGHTS,
             rank_mode=s.rank_mode if s.budget_metric == "latency" else "step", rank_step=s.rank_step,
-            budget_margin=s.budget_margin)
+            budget_margin=s.budget_margin, mode=s.search_mode)
 
     def run(self, ctx: RunContext) -> dict:
         from .search import run_search

@@ -110,6 +110,10 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
                    help=f"candidate ranks from LUT curves or a constant step {d('rank_mode')}")
     p.add_argument("--rank-step", type=int,
                    help=f"the profiling grid's step and the constant-step candidates {d('rank_step')}")
+    p.add_argument("--search-mode", choices=("supernet", "blockwise"),
+                   help="supernet: the paper's search (weight and alpha steps); blockwise: only alpha moves, "
+                        "on the HOSVD of the original, by each block's output error (about one training epoch "
+                        f"in all) {d('search_mode')}")
     p.add_argument("--search-epochs", type=int, help=f"epochs of each supernet search {d('search_epochs')}")
     p.add_argument("--search-steps-per-epoch", type=int,
                    help=f"cap on steps per search epoch; none: the whole split {d('search_steps_per_epoch')}")
@@ -213,6 +217,7 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
         "pretrain_epochs": args.pretrain_epochs, "calibration_samples": args.calibration_samples,
         "pretrain_steps_per_epoch": args.pretrain_steps_per_epoch, "pretrain_batch_size": args.pretrain_batch_size,
         "pretrain_lr": args.pretrain_lr, "budget_margin": args.budget_margin, "finetune_init": args.finetune_init,
+        "search_mode": args.search_mode,
         "demo_train": args.demo_size[0] if args.demo_size else None,
         "demo_val": args.demo_size[1] if args.demo_size else None,
     }

@@ -159,15 +159,16 @@ def evaluate_choice(search, choice: dict[str, int], loader, max_batches: int | N
 # ---- the trainable -----------------------------------------------------------------------------------
 
 def _trial_config(ctx: SearchContext, config: dict):
-    from haloc import SearchConfig
+    from haloc import search_config
 
     fields = dict(ctx.base, seed=int(config["seed"]), device=_device())
+    mode = fields.pop("mode", "supernet")
     for key in ("lam", "beta"):
         if config.get(key) is not None:
             fields[key] = float(config[key])
     if ctx.shared_supernet is not None:
         fields.update(train_weights=False, warmup_epochs=0)
-    return SearchConfig(**fields)
+    return search_config(mode, **fields)
 
 
 def search_trainable(config: dict, context: SearchContext) -> None:
@@ -330,6 +331,7 @@ def train_shared_supernet(context: SearchContext, epochs: int, seed: int = 0) ->
     tables = next(iter(context.tables.values()))
     fields = dict(context.base, epochs=epochs, warmup_epochs=epochs, train_weights=True, seed=seed,
                   device=_device())
+    fields.pop("mode", None)  # train once: the supernet mode's weight steps, whatever the trials then do
     search = SupernetSearch(build_model(context, seed), context.rank_space, tables, SearchConfig(**fields),
                             specs=context.specs)
     train, held = build_loaders(context, seed)

@@ -228,9 +228,10 @@ def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every, weight
 
 
 @pytest.mark.parametrize("bad", [dict(penalty_cost="mean"), dict(projection="lagrange"), dict(arch_every=0),
-                                 dict(kd_weight=1.5), dict(kd_temperature=0.0), dict(weight_mix="soft")])
+                                 dict(kd_weight=1.5), dict(kd_temperature=0.0), dict(weight_mix="soft"),
+                                 dict(arch_objective="fm"), dict(arch_kd_weight=2.0)])
 def test_search_config_refuses_unknown_options(bad):
-    with pytest.raises(ValueError, match="unknown|arch_every|kd_weight"):
+    with pytest.raises(ValueError, match="unknown|arch_every|kd_weight|arch_kd_weight"):
         SearchConfig(**bad)
 
 
@@ -331,3 +332,83 @@ def test_kd_weight_steps_pull_the_supernet_toward_the_original():
 
     with_kd, without = kl_to_original(1.0), kl_to_original(0.0)
     assert with_kd < without
+
+
+def test_blockwise_error_is_zero_for_whole_layers_and_grows_with_truncation():
+    """Each block is fed the original's input to it: the error of the whole-layer architecture is
+    zero, and truncating one layer shows only that layer's block error."""
+    model = haloc.models.create("resnet20").eval()
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.8)
+    s = SupernetSearch(model, space, [table], SearchConfig(train_weights=False, arch_objective="blockwise"))
+    s.supernet.eval()
+    x = torch.randn(4, 3, 32, 32)
+    whole = {n: c[-1] for n, c in space.candidates.items()}
+    one = dict(whole, **{"layer2.1.conv1": space.candidates["layer2.1.conv1"][0]})
+    every = {n: c[0] for n, c in space.candidates.items()}
+    errors = {}
+    for name, ranks in (("whole", whole), ("one", one), ("every", every)):
+        s.supernet.fix(ranks)
+        with torch.no_grad():
+            errors[name] = float(s.blockwise_error(x))
+    assert errors["whole"] < 1e-8
+    assert errors["one"] > 1e-4
+    assert errors["every"] > 5 * errors["one"]  # one block of nine against all of them
+
+
+def test_blockwise_alpha_steps_pull_toward_ranks_that_keep_the_blocks():
+    """Without a cost term, the blockwise data term alone moves alpha toward larger ranks."""
+    model = haloc.models.create("resnet20").eval()
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.8)
+    train, held = tiny_loaders()
+    s = SupernetSearch(model, space, [table], SearchConfig(
+        epochs=2, train_weights=False, arch_objective="blockwise", lam=0.0, alpha_init="uniform",
+        arch_lr=0.1, arch_every=1, steps_per_epoch=4, tau_start=1.0, tau_end=1.0))
+
+    def mean_rank_fraction():
+        return sum(sum(p * r / c[-1] for p, r in zip(s.supernet.probabilities()[n], c))
+                   for n, c in space.candidates.items()) / len(space.candidates)
+
+    start = mean_rank_fraction()
+    for _ in range(2):
+        s.run_epoch(train, held)
+    assert mean_rank_fraction() > start + 0.05
+    assert s.history[-1]["heldout_acc"] is None  # no whole-network forward in the alpha steps
+
+
+def test_blockwise_readout_keeps_the_candidate_with_the_smallest_blockwise_error():
+    model = haloc.models.create("resnet20").eval()
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
+    train, held = tiny_loaders()
+    s = SupernetSearch(model, space, [table], SearchConfig(
+        epochs=1, train_weights=False, arch_objective="blockwise", steps_per_epoch=2, readout_samples=4))
+    s.run_epoch(train, held)
+    res = s.result()
+    assert len(res.readout) >= 2 and all("heldout_blockwise" in r for r in res.readout)
+    best = min(res.readout, key=lambda r: r["heldout_blockwise"])
+    assert res.all_ranks == best["ranks"] and res.within_budget == {"fakehw": True}
+
+
+def test_arch_kd_weight_one_makes_the_alpha_steps_ignore_the_labels():
+    """arch_kd_weight 1: the alpha steps' data term is the KL to the original's outputs alone."""
+    model = haloc.models.create("resnet20").eval()
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
+    train, held = tiny_loaders()
+    x = torch.cat([b[0] for b in held])
+    probabilities = []
+    for kd, label_seed in ((1.0, 0), (1.0, 1), (0.0, 1)):
+        labels = torch.randint(0, 10, (len(x),), generator=torch.Generator().manual_seed(label_seed))
+        held_l = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, labels), batch_size=16)
+        s = SupernetSearch(model, space, [table], SearchConfig(epochs=1, train_weights=False, arch_kd_weight=kd,
+                                                              steps_per_epoch=3, arch_every=1, arch_lr=0.1))
+        s.run_epoch(train, held_l)
+        probabilities.append(s.supernet.probabilities())
+    same = probabilities[0] == probabilities[1]
+    assert same and probabilities[0] != probabilities[2]

@@ -214,3 +214,21 @@ def test_sigkill_of_the_driver_then_rerun_completes(ray_cluster, tmp_path):
     assert [(r["status"], r["epochs"], r["restored"]) for r in records] == [("done", 3, True)]
     epochs = [line["start_epoch"] for line in starts(trace)]
     assert epochs[0] == 0 and len(epochs) >= 2 and epochs[-1] >= 1  # resumed from a checkpoint, not from scratch
+
+
+def test_blockwise_mode_gives_trials_an_alpha_only_config_and_refuses_train_once():
+    """The mode's own fields (haloc.SEARCH_MODES) reach every trial; the spec's warm-up does not."""
+    from workers.search_trainable import _trial_config
+
+    spec = replace(TINY, mode="blockwise")
+    fields = spec.search_config_fields()
+    assert fields["mode"] == "blockwise" and "warmup_epochs" not in fields and "arch_lr" not in fields
+    ctx = type("Ctx", (), {"base": fields, "shared_supernet": None})()
+    cfg = _trial_config(ctx, {"seed": 3})
+    assert (cfg.train_weights, cfg.arch_objective, cfg.arch_lr, cfg.seed) == (False, "blockwise", 0.3, 3)
+    assert _trial_config(type("Ctx", (), {"base": TINY.search_config_fields(), "shared_supernet": None})(),
+                         {"seed": 0}).train_weights
+    with pytest.raises(BadInputError, match="train_once"):
+        replace(TINY, mode="blockwise", train_once=True)
+    with pytest.raises(BadInputError, match="mode 'fast'"):
+        replace(TINY, mode="fast")

@@ -117,3 +117,15 @@ def test_budget_margin_reaches_the_search_and_a_change_redoes_only_the_search_on
     search = next(s for s in STAGES if s.name == "search")
     assert "budget_margin" in search.inputs
     assert stages_to_redo(["budget_margin"])[0] == "search"
+
+
+def test_search_mode_reaches_the_search_spec_and_a_change_redoes_the_search_onwards(tmp_path, capsys):
+    from haloc.search_loop import SEARCH_MODES as CORE_MODES
+    from orchestrator.run_spec import SEARCH_MODES
+    from orchestrator.stages import stages_to_redo
+
+    assert SEARCH_MODES == tuple(CORE_MODES)  # the CLI's choices are the core library's modes
+    assert spec().search_mode == "supernet" and spec("--search-mode", "blockwise").search_mode == "blockwise"
+    assert stages_to_redo(["search_mode"])[0] == "search"
+    err = one_line_exit_2(capsys, ["--config", write(tmp_path, {"search_mode": "greedy"})])
+    assert "--search-mode 'greedy': use one of ('supernet', 'blockwise')" in err, err

@@ -278,7 +278,8 @@ def _trial_id() -> str | None:
 
 def _epoch_report(metrics: dict, tables) -> dict:
     report = {k: v for k, v in metrics.items() if not k.startswith(("expected_", "budget_"))}
-    report["heldout_acc"] = report.get("heldout_acc") if report.get("heldout_acc") is not None else float("nan")
+    report["heldout_acc"] = _heldout_acc(metrics)
+    report["heldout_acc"] = report["heldout_acc"] if report["heldout_acc"] is not None else float("nan")
     report["heldout_ce"] = report.get("heldout_ce") if report.get("heldout_ce") is not None else float("nan")
     for t in tables:
         expected = metrics[f"expected_{t.name}"]
@@ -306,12 +307,19 @@ def _final_summary(result, acc: float, ce: float, config: dict, inner_s: float, 
     }
 
 
+def _heldout_acc(metrics: dict) -> float | None:
+    """The epoch's held-out accuracy: of the alpha steps' relaxed supernet, or, where the alpha steps
+    ran no whole network (the blockwise mode), of the epoch's argmax architecture."""
+    acc = metrics.get("heldout_acc")
+    return acc if acc is not None else metrics.get("heldout_acc_argmax")
+
+
 def search_curve(history: list[dict]) -> list[dict]:
     """Per epoch: held-out accuracy, alpha entropy and expected cost / budget per target (the report's curves)."""
     out = []
     for m in history:
         names = [k[len("expected_"):] for k in m if k.startswith("expected_")]
-        out.append({"epoch": m.get("epoch"), "heldout_acc": m.get("heldout_acc"),
+        out.append({"epoch": m.get("epoch"), "heldout_acc": _heldout_acc(m),
                     "alpha_entropy": m.get("alpha_entropy"),
                     "expected_over_budget": {n: m[f"expected_{n}"] / m[f"budget_{n}"] for n in names
                                              if m.get(f"budget_{n}")}})

@@ -65,3 +65,29 @@ def test_long_baselines_train_as_many_more_epochs_as_this_runs_search():
     assert bench.finetune_epochs_of("uniform", plan, {"epochs": 4}) == 2
     assert bench.finetune_epochs_of("uniform-long", plan) == 2 + 10  # the SearchConfig default
     assert bench.finetune_epochs_of("alds-long", plan, {"epochs": 4}) == 2 + 4
+
+
+@pytest.mark.parametrize("epochs,steps", [(4, 23), (4 + 18 / 23, 23), (0.5, 23), (3.2, 17)])
+def test_fine_tune_schedule_trains_the_matched_number_of_steps(epochs, steps):
+    whole, per = bench.fine_tune_schedule(epochs, steps)
+    total = whole * (per or steps)
+    assert whole == max(1, -(-round(epochs * steps) // steps))
+    assert round(epochs * steps) <= total < round(epochs * steps) + whole  # at most one step per epoch over
+
+
+def test_an_alpha_only_search_is_counted_by_its_alpha_steps():
+    """The -long baselines get an alpha-only search's alpha steps as extra fine-tune steps."""
+    import torch
+
+    def loader(n, batch, drop_last=False):
+        ds = torch.utils.data.TensorDataset(torch.zeros(n, 1))
+        return torch.utils.data.DataLoader(ds, batch_size=batch, drop_last=drop_last)
+
+    loaders = bench.Loaders(train=loader(1437, 64), search_train=loader(1149, 64, True), heldout=loader(288, 64),
+                            test=None, bn=None, name="t")
+    plan = bench.ModelPlan("resnet20", rank_step=4, lut_rank_step=8, targets={}, finetune_epochs=4)
+    alpha_only = {"mode": "blockwise", "epochs": 2}  # 17 batches, an alpha step every 2nd: 9 per epoch
+    assert bench.search_epoch_equivalent(bench.search_cfg(plan, alpha_only), loaders) == pytest.approx(18 / 23)
+    assert bench.finetune_epochs_of("alds-long", plan, alpha_only, loaders) == pytest.approx(4 + 18 / 23)
+    assert bench.finetune_epochs_of("alds", plan, alpha_only, loaders) == 4
+    assert bench.finetune_epochs_of("alds-long", plan, {"epochs": 2}, loaders) == 6  # weights trained: whole epochs

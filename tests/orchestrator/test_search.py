@@ -232,3 +232,18 @@ def test_blockwise_mode_gives_trials_an_alpha_only_config_and_refuses_train_once
         replace(TINY, mode="blockwise", train_once=True)
     with pytest.raises(BadInputError, match="mode 'fast'"):
         replace(TINY, mode="fast")
+
+
+def test_blockwise_trials_on_ray_select_within_budget_with_their_evidence(ray_cluster, tmp_path):
+    """The blockwise mode end to end on the real Ray: no weight training, ranks within budget, and
+    each epoch's held-out accuracy (of the argmax architecture) in the trial's curve."""
+    spec = replace(TINY, budgets=(0.6,), seeds=(0,), mode="blockwise")
+    records = run_search(str(tmp_path / "store"), "blockwise", spec)
+    assert len(records) == 1 and records[0]["status"] == "done", records
+    r = records[0]
+    assert r["within_budget"] == {"flops": True} and r["epochs"] == 2
+    assert all(0.0 <= h["heldout_acc"] <= 1.0 for h in r["history"]) and len(r["history"]) == 2
+    # the kept weights (no weight training: the HOSVD truncation of the original) load at the selected ranks
+    state = RunLayout(str(tmp_path / "store"), "blockwise").store.read_bytes(f"blockwise/{r['searched_state']}")
+    student = haloc.rebuild("resnet20", r["ranks"], torch.load(io.BytesIO(state), weights_only=True))
+    assert sum(p.numel() for p in student.parameters()) < haloc.params(haloc.models.create("resnet20"))

@@ -357,11 +357,11 @@ class SupernetSearch:
         seen: dict[str, tuple] = {}
 
         def keep(name):
-            def hook(_m, args, out):
-                seen[name] = (args, out)
+            def hook(_m, args, kwargs, out):
+                seen[name] = (args, kwargs, out)
             return hook
 
-        hooks = [t_mods[n].register_forward_hook(keep(n)) for n in names]
+        hooks = [t_mods[n].register_forward_hook(keep(n), with_kwargs=True) for n in names]
         try:
             with torch.no_grad():
                 self.original(x)
@@ -370,8 +370,14 @@ class SupernetSearch:
                 h.remove()
         terms = []
         for n in names:
-            args, target = seen[n]
-            out = s_mods[n](*args)
+            if n not in seen:
+                raise BadInputError(f"block {n!r} did not run in the model's forward, so the blockwise search "
+                                    "cannot measure it; use the supernet search mode for this model")
+            args, kwargs, target = seen[n]
+            if not isinstance(target, torch.Tensor):
+                raise BadInputError(f"block {n!r} returns {type(target).__name__}, not a tensor, so the blockwise "
+                                    "search cannot compare it; use the supernet search mode for this model")
+            out = s_mods[n](*args, **kwargs)  # the original's input to this block (a block called twice: its last call)
             terms.append(F.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8))
         return torch.stack(terms).mean()
 

@@ -412,3 +412,38 @@ def test_arch_kd_weight_one_makes_the_alpha_steps_ignore_the_labels():
         probabilities.append(s.supernet.probabilities())
     same = probabilities[0] == probabilities[1]
     assert same and probabilities[0] != probabilities[2]
+
+
+def test_blockwise_objective_refuses_a_block_that_returns_no_tensor():
+    """A user's block with a tuple output cannot be compared: one clear error naming it and the way out."""
+    import torch.nn as nn
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(16, 16, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.pair = Pair()
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = self.pair(self.stem(x))[0]
+            return self.head(y.mean(dim=(2, 3)))
+
+    model = Net().eval()
+    x = torch.randn(2, 3, 8, 8)
+    specs = {n: s for n, s in haloc.decomposable_layers(model, x).items() if n == "pair.conv"}
+    space = build_rank_space(specs, "step", step=4)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.8)
+    s = SupernetSearch(model, space, [table], SearchConfig(train_weights=False, arch_objective="blockwise"),
+                       specs=specs)
+    with pytest.raises(ValueError, match="block 'pair' returns tuple.*supernet search mode"):
+        s.blockwise_error(x)

@@ -590,7 +590,8 @@ def summarize(out: Path, models: list[str]) -> dict:
                 stats[method] = st
                 rows.append(st)
             verdict = discrimination(stats)
-            summary[f"{model}/{target}/{budget:g}"] = {"methods": stats, "verdict": verdict}
+            protocols = protocol_verdicts(stats)
+            summary[f"{model}/{target}/{budget:g}"] = {"methods": stats, "verdict": verdict, "protocols": protocols}
             lines += [f"#### {model}, {target} budget {budget:g} ({verdict['text']})", "",
                       "| method | seeds | cost / budget | top-1 decomposed | top-1 after search | top-1 fine-tuned |"
                       " whole layers | min rank | KxK at rank <= 2 | cpu measured | asic measured |",
@@ -600,6 +601,9 @@ def summarize(out: Path, models: list[str]) -> dict:
                              f"{st['searched']} | {st['finetuned']} | {st['whole_layers']} | {st['min_rank']} | "
                              f"{st['kxk_le2']} | {st['cpu']} | {st['asic']} |")
             lines.append("")
+            lines += [f"- {name}: {v['text']}" + (f"; HALOC's best against the best baseline: {v['halo_text']}"
+                                                   if v.get("halo_text") else "") for name, v in protocols.items()]
+            lines += [""] if protocols else []
             evidence = search_evidence(by_method)
             if evidence:
                 summary[f"{model}/{target}/{budget:g}"]["evidence"] = evidence
@@ -656,6 +660,33 @@ def discrimination(stats: dict) -> dict:
     text = (f"discriminates: spread of means {spread * 100:.2f} > largest seed std {noise * 100:.2f}; best {best}"
             if disc else f"within noise: spread of means {spread * 100:.2f}, largest seed std {noise * 100:.2f}")
     return {"text": text, "discriminates": disc, "best": best, "spread": spread, "noise": noise, "means": means}
+
+
+def protocol_verdicts(stats: dict) -> dict:
+    """The verdict of each protocol this cell holds, HALOC's variants against its baselines:
+    "equal fine-tune" (plain baselines, every method the same fine-tune, the search's cost apart) and
+    "compute-matched" (the -long baselines, given the search's training as more fine-tuning).
+    HALOC's variants that are not "-long" take part in both; haloc-long is the ranks alone."""
+    halo = {m: st for m, st in stats.items() if m.startswith("haloc") and not m.endswith("-long")}
+    plain = {m: st for m, st in stats.items() if m in BASELINES or m == "random-best"}
+    long = {m: st for m, st in stats.items() if m.endswith("-long") and not m.startswith("haloc")}
+    out = {}
+    for name, base in (("equal fine-tune", plain), ("compute-matched", long)):
+        if not halo or not base:
+            continue
+        v = discrimination({**halo, **base})
+        means = {m: statistics.fmean(st["finetuned_values"]) for m, st in {**halo, **base}.items()
+                 if st.get("finetuned_values")}
+        h = max((m for m in halo if m in means), key=means.get, default=None)
+        b = max((m for m in base if m in means), key=means.get, default=None)
+        if h and b:
+            stds = [statistics.stdev(stats[m]["finetuned_values"]) for m in (h, b) if len(stats[m]["finetuned_values"]) > 1]
+            gap, noise = means[h] - means[b], max(stds, default=0.0)
+            word = ("better beyond" if gap > noise else "worse beyond" if -gap > noise else "within")
+            v["halo_text"] = f"{h} {gap * 100:+.2f} points against {b}, {word} the larger seed std {noise * 100:.2f}"
+            v["halo_gap"], v["halo_noise"] = gap, noise
+        out[name] = v
+    return out
 
 
 def search_evidence(by_method: dict) -> dict:

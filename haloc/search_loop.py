@@ -31,10 +31,11 @@ from .train import kd_loss
 
 
 PENALTY_COSTS = ("sample", "expected")
-ALPHA_INITS = ("uniform", "budget")
+ALPHA_INITS = ("uniform", "budget", "fraction")
 PROJECTIONS = ("greedy", "quantile")
 WEIGHT_MIXES = ("gumbel", "sample")
 ARCH_OBJECTIVES = ("ce", "blockwise")
+ARCH_MIXES = ("gumbel", "softmax")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class SearchConfig:
     kd_temperature: float = 4.0
     arch_kd_weight: float = 0.0  # alpha steps: the same KD mix against the original on the held-out batch
     #                              (0: plain cross-entropy on the labels, the paper's data term)
+    arch_mix: str = "gumbel"  # alpha steps' relaxation: "gumbel" (the paper's) or "softmax" (softmax(alpha / tau),
+    #                           no noise: the same gradient step after step, for short searches)
     arch_objective: str = "ce"  # alpha steps' data term: "ce" (the network's loss, the paper's) or "blockwise"
     #   (each block of the supernet fed the original's input to that block, its relative output error
     #   against the original's; informative where the whole truncated network is near chance)
@@ -70,7 +73,8 @@ class SearchConfig:
     projection: str = "greedy"  # over budget: "greedy" (least log-probability lost per cost saved) or
     #                             "quantile" (every layer lowered to one shared quantile of its own alpha)
     arch_every: int = 2  # an alpha step after every k-th weight step (search cost: fewer alpha steps)
-    alpha_init: str = "budget"  # or "uniform": "budget" is the most uncertain alpha whose E[cost] meets the budget
+    alpha_init: str = "budget"  # or "uniform": "budget" is the most uncertain alpha whose E[cost] meets the budget;
+    #                             "fraction": peaked at one fraction of max rank in every layer, fitted to the budget
     heldout_eval: bool = True  # each epoch: held-out accuracy of the current argmax architecture
     readout_samples: int = 16  # > 0: the result is the best on the held-out split of the projected argmax
     #                           and this many architectures sampled from softmax(alpha), each projected
@@ -99,6 +103,8 @@ class SearchConfig:
                                 f"{self.kd_temperature} > 0 (kd_weight 0: plain cross-entropy)")
         if self.weight_mix not in WEIGHT_MIXES:
             raise BadInputError(f"weight_mix {self.weight_mix!r} unknown; use one of {WEIGHT_MIXES}")
+        if self.arch_mix not in ARCH_MIXES:
+            raise BadInputError(f"arch_mix {self.arch_mix!r} unknown; use one of {ARCH_MIXES}")
         if self.arch_objective not in ARCH_OBJECTIVES:
             raise BadInputError(f"arch_objective {self.arch_objective!r} unknown; use one of {ARCH_OBJECTIVES}")
         if self.arch_every < 1:
@@ -202,7 +208,9 @@ class SupernetSearch:
     def reset_alpha(self) -> None:
         """alpha at its start: uniform, or `budget_prior` of the cost tables (cfg.alpha_init)."""
         layers = self.supernet.layers()
-        prior = budget_prior(self.tables, list(layers)) if self.cfg.alpha_init == "budget" else None
+        prior = (budget_prior(self.tables, list(layers)) if self.cfg.alpha_init == "budget" else
+                 fraction_prior(self.specs, self.rank_space.candidates, self.tables)
+                 if self.cfg.alpha_init == "fraction" else None)
         for name, layer in layers.items():
             layer.alpha.copy_(prior[name] if prior else torch.zeros_like(layer.alpha))
 
@@ -260,7 +268,7 @@ class SupernetSearch:
                     seconds["weight"] += time.perf_counter() - t0
                 if search_alpha and (n - 1) % cfg.arch_every == 0:
                     hx, hy = next(held)
-                    self.supernet.set_mix("gumbel", self.tau())
+                    self.supernet.set_mix(cfg.arch_mix, self.tau())
                     t0 = time.perf_counter()
                     arch_ce, arch_loss, correct = self._arch_step(hx.to(self.device), hy.to(self.device))
                     seconds["arch"] += time.perf_counter() - t0
@@ -534,6 +542,22 @@ class _discrete:
         for bn, m in zip(self.bns, self.momenta):
             bn.momentum = m
         self.supernet.train(self.was_training)
+
+
+def fraction_prior(specs: dict[str, LayerSpec], candidates: dict[str, tuple[int, ...]], tables: list[CostTable],
+                   sharpness: float = 1.0) -> dict[str, torch.Tensor]:
+    """Architecture logits peaked at the uniform-fraction allocation that fits the budgets
+    (`haloc.rank_selection.uniform_ranks`): alpha_i = -sharpness x |i - i*|, i* that allocation's
+    candidate. A search started here moves a layer off the simple choice only where its data term
+    says so."""
+    from .rank_selection import uniform_ranks
+
+    chosen = uniform_ranks(specs, candidates, tables).ranks
+    out = {}
+    for name, cands in candidates.items():
+        peak = cands.index(chosen[name])
+        out[name] = -sharpness * (torch.arange(len(cands), dtype=torch.float32) - peak).abs()
+    return out
 
 
 def _key(ranks: dict[str, int]) -> tuple:

@@ -447,3 +447,19 @@ def test_blockwise_objective_refuses_a_block_that_returns_no_tensor():
                        specs=specs)
     with pytest.raises(ValueError, match="block 'pair' returns tuple.*supernet search mode"):
         s.blockwise_error(x)
+
+
+def test_fraction_prior_starts_alpha_at_the_uniform_allocation_that_fits_the_budget():
+    from haloc.rank_selection import uniform_ranks
+
+    model = haloc.models.create("resnet20")
+    specs = haloc.decomposable_layers(model)
+    space = build_rank_space(specs, "step", step=8)
+    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.5)
+    s = SupernetSearch(model, space, [table], SearchConfig(alpha_init="fraction", train_weights=False))
+    start = s.supernet.argmax_ranks()
+    assert start == uniform_ranks(specs, space.candidates, [table]).ranks
+    assert table.cost_of(start, space.candidates) <= table.budget
+    probs = s.supernet.probabilities()["layer3.0.conv2"]
+    peak = probs.index(max(probs))
+    assert all(probs[i] >= probs[i + 1] for i in range(peak, len(probs) - 1))  # falls off away from the peak

@@ -15,15 +15,20 @@ Per model: the original is trained once (cached), LUTs are built in-process (tor
 pipeline does (measured ~ a + b x LUT sum). Then, per cost target (FLOPs, cpu or asic latency),
 budget and seed, every method picks ranks from the same rank space under the same cost table:
 
-    haloc     the project's search, its SearchConfig defaults (or --search KEY=VALUE)
+    haloc     the project's search, its SearchConfig defaults (or --search KEY=VALUE; mode=blockwise
+              for the blockwise search, `haloc.SEARCH_MODES`)
     uniform   one fraction of max rank for all layers     energy   one retained spectral energy
     alds      min-max relative approximation error        random   one random vector; random-best:
               the best of --random-n on the held-out split after decomposition
 
 and every architecture gets the same fine-tune (KD from the original, same epochs and schedule;
-HALOC also from its supernet weights: haloc-sn). "<method>-long" fine-tunes for as many more
-epochs as the search ran, compute-matched against haloc-sn; haloc-long is HALOC's ranks (fresh
-HOSVD) trained as long, which tells the ranks' quality apart from the search's cost. Recorded per
+HALOC also from its supernet weights: haloc-sn; --haloc-starts picks which of haloc, haloc-sn and
+haloc-long run). "<method>-long" fine-tunes for as many more epochs as the search trained weights,
+compute-matched against haloc-sn; an alpha-only search (blockwise) is counted by its alpha steps,
+given to the -long baselines as as many more fine-tune steps (`fine_tune_schedule`). haloc-long is
+HALOC's ranks (fresh HOSVD) trained as long, which tells the ranks' quality apart from the search's
+cost. The summary gives a verdict per protocol: HALOC against the plain baselines (equal
+fine-tune) and against the -long ones (compute-matched). Recorded per
 result: achieved cost / budget, test top-1 after decomposition (BatchNorm re-estimated, no
 training), after the search with the supernet's own weights (HALOC), after the fine-tune; layers
 left whole, smallest rank; for HALOC the search's per-epoch evidence. Every cell is one JSON file

@@ -334,13 +334,18 @@ def test_kd_weight_steps_pull_the_supernet_toward_the_original():
     assert with_kd < without
 
 
-def test_blockwise_error_is_zero_for_whole_layers_and_grows_with_truncation():
-    """Each block is fed the original's input to it: the error of the whole-layer architecture is
-    zero, and truncating one layer shows only that layer's block error."""
+def resnet20_setup(fraction):
+    """An untrained ResNet-20 in eval mode, its specs, a step-8 rank space and a latency-like table."""
     model = haloc.models.create("resnet20").eval()
     specs = haloc.decomposable_layers(model)
     space = build_rank_space(specs, "step", step=8)
-    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.8)
+    return model, specs, space, latency_like_table(specs, space.candidates).with_budget_fraction(fraction)
+
+
+def test_blockwise_error_is_zero_for_whole_layers_and_grows_with_truncation():
+    """Each block is fed the original's input to it: the error of the whole-layer architecture is
+    zero, and truncating one layer shows only that layer's block error."""
+    model, specs, space, table = resnet20_setup(0.8)
     s = SupernetSearch(model, space, [table], SearchConfig(train_weights=False, arch_objective="blockwise"))
     s.supernet.eval()
     x = torch.randn(4, 3, 32, 32)
@@ -359,10 +364,7 @@ def test_blockwise_error_is_zero_for_whole_layers_and_grows_with_truncation():
 
 def test_blockwise_alpha_steps_pull_toward_ranks_that_keep_the_blocks():
     """Without a cost term, the blockwise data term alone moves alpha toward larger ranks."""
-    model = haloc.models.create("resnet20").eval()
-    specs = haloc.decomposable_layers(model)
-    space = build_rank_space(specs, "step", step=8)
-    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.8)
+    model, specs, space, table = resnet20_setup(0.8)
     train, held = tiny_loaders()
     s = SupernetSearch(model, space, [table], SearchConfig(
         epochs=2, train_weights=False, arch_objective="blockwise", lam=0.0, alpha_init="uniform",
@@ -380,10 +382,7 @@ def test_blockwise_alpha_steps_pull_toward_ranks_that_keep_the_blocks():
 
 
 def test_blockwise_readout_keeps_the_candidate_with_the_smallest_blockwise_error():
-    model = haloc.models.create("resnet20").eval()
-    specs = haloc.decomposable_layers(model)
-    space = build_rank_space(specs, "step", step=8)
-    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
+    model, specs, space, table = resnet20_setup(0.6)
     train, held = tiny_loaders()
     s = SupernetSearch(model, space, [table], SearchConfig(
         epochs=1, train_weights=False, arch_objective="blockwise", steps_per_epoch=2, readout_samples=4))
@@ -396,10 +395,7 @@ def test_blockwise_readout_keeps_the_candidate_with_the_smallest_blockwise_error
 
 def test_arch_kd_weight_one_makes_the_alpha_steps_ignore_the_labels():
     """arch_kd_weight 1: the alpha steps' data term is the KL to the original's outputs alone."""
-    model = haloc.models.create("resnet20").eval()
-    specs = haloc.decomposable_layers(model)
-    space = build_rank_space(specs, "step", step=8)
-    table = latency_like_table(specs, space.candidates).with_budget_fraction(0.6)
+    model, specs, space, table = resnet20_setup(0.6)
     train, held = tiny_loaders()
     x = torch.cat([b[0] for b in held])
     probabilities = []

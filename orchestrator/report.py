@@ -415,7 +415,8 @@ def rerender(store, run_id: str) -> dict:
     report = report_from_store(layout.store, run_id, layout.read_selected(), list(spec["hardware"]), spec["model"],
                                spec.get("data_description") or spec["dataset"],
                                budget_metric=spec.get("budget_metric", "latency"),
-                               extra={"preset": spec.get("preset"), "weights": weights.get("source")})
+                               extra={"preset": spec.get("preset"), "weights": weights.get("source"),
+                                      "search_mode": spec.get("search_mode", "supernet")})
     write_report(layout.store, run_id, report)
     return report
 

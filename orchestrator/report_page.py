@@ -525,7 +525,18 @@ def search_section(report: dict, styles: dict) -> str:
     if agree:
         seeds += ("<p class='hint'>The seeds' agreement on ranks (the share of layers at the same rank, mean over "
                   "pairs of seeds): " + ", ".join(agree) + "</p>")
-    return f"<section id='search'><h2>Search</h2>{body}<h3>Seeds</h3>{seeds}</section>"
+    mode = SEARCH_MODE_TEXT.get(report.get("search_mode"), "")
+    mode = f"<p class='hint'>{e(mode)}</p>" if mode else ""
+    return f"<section id='search'><h2>Search</h2>{mode}{body}<h3>Seeds</h3>{seeds}</section>"
+
+
+SEARCH_MODE_TEXT = {
+    "supernet": "Search mode: supernet (the paper's): weight steps train the supernet, alpha steps move the "
+                "architecture on held-out data; held-out accuracy is the supernet's.",
+    "blockwise": "Search mode: blockwise: only alpha moved, on the HOSVD of the original (no weight training), "
+                 "driven by each block's output error against the original's; held-out accuracy is of each "
+                 "epoch's argmax architecture before any fine-tune, so it is low where the budget is tight.",
+}
 
 
 def finetune_section(report: dict, styles: dict) -> str:

@@ -201,7 +201,8 @@ class ReportStage(Stage):
         weights = ctx.manifest.stage("weights").get("info", {})
         report = report_from_store(ctx.layout.store, s.run_id, ctx.layout.read_selected(), list(s.hardware), s.model,
                                    s.data_description or s.dataset, budget_metric=s.budget_metric,
-                                   extra={"preset": s.preset, "weights": weights.get("source")})
+                                   extra={"preset": s.preset, "weights": weights.get("source"),
+                                          "search_mode": s.search_mode})
         write_report(ctx.layout.store, s.run_id, report)
         ctx.console.print(render_table(report))
         ctx.report = report

@@ -15,6 +15,7 @@ import copy
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
@@ -201,7 +202,8 @@ class SupernetSearch:
         self.step = 0
         self.history: list[dict] = []
         self._teacher_seconds = 0.0
-        self._heldout: Iterable | None = None  # the latest epoch's held-out loader (the read-out's data)
+        self._heldout: Iterable | None = None
+        self._blocks: list | None = None  # (name, original's block, supernet's block) of blockwise_error  # the latest epoch's held-out loader (the read-out's data)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     @torch.no_grad()
@@ -334,11 +336,10 @@ class SupernetSearch:
             p.requires_grad_(True)
         if self.cfg.arch_objective == "blockwise":
             ce, logits = self.blockwise_error(x), None
-            data_term = ce
         else:
             logits = self.supernet(x)
             ce = F.cross_entropy(logits, y)
-            data_term = ce
+        data_term = ce
         if logits is not None and self.cfg.arch_kd_weight > 0:
             with torch.no_grad():
                 teacher_logits = self.original(x)
@@ -360,8 +361,10 @@ class SupernetSearch:
         """Mean over blocks (`feature_modules`) of the relative MSE between each supernet block's output
         and the original's, every block fed the original's own input to it: each block's error is its
         own layers' truncation alone, not the sum of everything upstream."""
-        names = feature_modules(self.original, list(self.rank_space.candidates))
-        t_mods, s_mods = dict(self.original.named_modules()), dict(self.supernet.net.named_modules())
+        if self._blocks is None:  # the blocks and both models' modules never change: found once, not per step
+            names = feature_modules(self.original, list(self.rank_space.candidates))
+            t_mods, s_mods = dict(self.original.named_modules()), dict(self.supernet.net.named_modules())
+            self._blocks = [(n, t_mods[n], s_mods[n]) for n in names]
         seen: dict[str, tuple] = {}
 
         def keep(name):
@@ -369,7 +372,7 @@ class SupernetSearch:
                 seen[name] = (args, kwargs, out)
             return hook
 
-        hooks = [t_mods[n].register_forward_hook(keep(n), with_kwargs=True) for n in names]
+        hooks = [t.register_forward_hook(keep(n), with_kwargs=True) for n, t, _s in self._blocks]
         try:
             with torch.no_grad():
                 self.original(x)
@@ -377,7 +380,7 @@ class SupernetSearch:
             for h in hooks:
                 h.remove()
         terms = []
-        for n in names:
+        for n, _t, student in self._blocks:
             if n not in seen:
                 raise BadInputError(f"block {n!r} did not run in the model's forward, so the blockwise search "
                                     "cannot measure it; use the supernet search mode for this model")
@@ -385,7 +388,7 @@ class SupernetSearch:
             if not isinstance(target, torch.Tensor):
                 raise BadInputError(f"block {n!r} returns {type(target).__name__}, not a tensor, so the blockwise "
                                     "search cannot compare it; use the supernet search mode for this model")
-            out = s_mods[n](*args, **kwargs)  # the original's input to this block (a block called twice: its last call)
+            out = student(*args, **kwargs)  # the original's input to this block (a block called twice: its last call)
             terms.append(F.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8))
         return torch.stack(terms).mean()
 
@@ -515,33 +518,25 @@ class SupernetSearch:
         self.reset_alpha()
 
 
-class _discrete:
+@contextmanager
+def _discrete(supernet: Supernet, ranks: dict[str, int]):
     """The supernet as one discrete architecture (`Supernet.fix`) with train-mode BatchNorm at momentum 0
     (each batch's own statistics, the running ones left unchanged); mix modes restored on exit."""
-
-    def __init__(self, supernet: Supernet, ranks: dict[str, int]):
-        self.supernet, self.ranks = supernet, ranks
-        self.bns = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-    def __enter__(self):
-        self.was_training = self.supernet.training
-        self.momenta = [bn.momentum for bn in self.bns]
-        self.modes = {n: (l.mode, l.tau, l.fixed_index) for n, l in self.supernet.layers().items()}
-        for bn in self.bns:
+    bns = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training, momenta = supernet.training, [bn.momentum for bn in bns]
+    modes = {n: (l.mode, l.tau, l.fixed_index) for n, l in supernet.layers().items()}
+    try:
+        for bn in bns:
             bn.momentum = 0.0
-        self.supernet.train()
-        try:
-            self.supernet.fix(self.ranks)
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc):
-        for n, layer in self.supernet.layers().items():
-            layer.mode, layer.tau, layer.fixed_index = self.modes[n]
-        for bn, m in zip(self.bns, self.momenta):
+        supernet.train()
+        supernet.fix(ranks)
+        yield supernet
+    finally:
+        for n, layer in supernet.layers().items():
+            layer.mode, layer.tau, layer.fixed_index = modes[n]
+        for bn, m in zip(bns, momenta):
             bn.momentum = m
-        self.supernet.train(self.was_training)
+        supernet.train(was_training)
 
 
 def fraction_prior(specs: dict[str, LayerSpec], candidates: dict[str, tuple[int, ...]], tables: list[CostTable],

@@ -38,6 +38,7 @@ from haloc.errors import BadInputError
 
 from .artifacts import targets_key
 from .run_layout import RunLayout
+from .run_spec import SEARCH_MODES
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,8 @@ class SearchSpec:
             raise BadInputError("search spec: epochs and batch_size must be >= 1")
         if self.optuna_samples < 0 or self.max_failures < 0 or self.asha_grace < 1:
             raise BadInputError("search spec: optuna_samples, max_failures must be >= 0 and asha_grace >= 1")
-        if self.mode not in ("supernet", "blockwise"):
-            raise BadInputError(f"search spec: mode {self.mode!r}; use 'supernet' or 'blockwise'")
+        if self.mode not in SEARCH_MODES:
+            raise BadInputError(f"search spec: mode {self.mode!r}; use one of {SEARCH_MODES}")
         if self.train_once and self.mode != "supernet":
             raise BadInputError(f"search spec: train_once trains shared supernet weights, which the {self.mode!r} "
                                 "search never uses; use mode 'supernet' with train_once, or drop train_once")

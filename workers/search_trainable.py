@@ -278,8 +278,8 @@ def _trial_id() -> str | None:
 
 def _epoch_report(metrics: dict, tables) -> dict:
     report = {k: v for k, v in metrics.items() if not k.startswith(("expected_", "budget_"))}
-    report["heldout_acc"] = _heldout_acc(metrics)
-    report["heldout_acc"] = report["heldout_acc"] if report["heldout_acc"] is not None else float("nan")
+    acc = _heldout_acc(metrics)
+    report["heldout_acc"] = acc if acc is not None else float("nan")
     report["heldout_ce"] = report.get("heldout_ce") if report.get("heldout_ce") is not None else float("nan")
     for t in tables:
         expected = metrics[f"expected_{t.name}"]

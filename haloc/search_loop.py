@@ -12,6 +12,7 @@ The result is the per-layer argmax, projected onto the budget(s) when the argmax
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import time
@@ -37,6 +38,8 @@ PROJECTIONS = ("greedy", "quantile")
 WEIGHT_MIXES = ("gumbel", "sample")
 ARCH_OBJECTIVES = ("ce", "blockwise")
 ARCH_MIXES = ("gumbel", "softmax")
+ARCH_SOLVERS = ("gradient", "exact")
+JOINT_OPTIONS = 1_024  # arch_solver "exact": a block's layers are measured jointly up to this many combinations
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class SearchConfig:
     arch_objective: str = "ce"  # alpha steps' data term: "ce" (the network's loss, the paper's) or "blockwise"
     #   (each block of the supernet fed the original's input to that block, its relative output error
     #   against the original's; informative where the whole truncated network is near chance)
+    arch_solver: str = "gradient"  # "gradient": alpha steps under the cost penalty (the paper's relaxation);
+    #   "exact" (blockwise objective, no weight training): each epoch measures every layer's blockwise
+    #   error at every candidate on `table_batches` held-out batches, and the result is the allocation
+    #   with the least summed error under the budgets, solved exactly (`haloc.allocation`)
+    table_batches: int = 2  # arch_solver "exact": held-out batches the error tables take per epoch
     weight_mix: str = "gumbel"  # weight steps: "gumbel" (the relaxed mixture alpha steps use) or "sample"
     #                            (one architecture drawn from softmax(alpha) per step, trained as itself)
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
@@ -108,6 +116,14 @@ class SearchConfig:
             raise BadInputError(f"arch_mix {self.arch_mix!r} unknown; use one of {ARCH_MIXES}")
         if self.arch_objective not in ARCH_OBJECTIVES:
             raise BadInputError(f"arch_objective {self.arch_objective!r} unknown; use one of {ARCH_OBJECTIVES}")
+        if self.arch_solver not in ARCH_SOLVERS:
+            raise BadInputError(f"arch_solver {self.arch_solver!r} unknown; use one of {ARCH_SOLVERS}")
+        if self.arch_solver == "exact" and (self.arch_objective != "blockwise" or self.train_weights):
+            raise BadInputError("arch_solver 'exact' needs arch_objective='blockwise' and train_weights=False "
+                                "(its per-layer error tables are of the untrained supernet); use the "
+                                "'blockwise' search mode, or arch_solver='gradient'")
+        if self.table_batches < 1:
+            raise BadInputError(f"table_batches={self.table_batches} must be >= 1")
         if self.arch_every < 1:
             raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
@@ -203,7 +219,12 @@ class SupernetSearch:
         self.history: list[dict] = []
         self._teacher_seconds = 0.0
         self._heldout: Iterable | None = None
-        self._blocks: list | None = None  # (name, original's block, supernet's block) of blockwise_error  # the latest epoch's held-out loader (the read-out's data)
+        self._blocks: list | None = None  # (name, original's block, supernet's block, its searched layers)
+        # arch_solver "exact": summed blockwise error per group of layers (`error_groups`) and joint
+        # candidate, over `_table_count` batches
+        self._table_sums: dict[tuple, torch.Tensor] = {}
+        self._table_count = 0
+        self._solution: dict[str, int] | None = None
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     @torch.no_grad()
@@ -244,6 +265,8 @@ class SupernetSearch:
             self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
         cfg = self.cfg
         self._heldout = heldout_loader
+        if cfg.arch_solver == "exact":
+            return self._exact_epoch(heldout_loader)
         search_alpha = self.epoch >= cfg.warmup_epochs or not cfg.train_weights
         matcher = FeatureMatcher(self.supernet, self.original, list(self.rank_space.candidates)) \
             if cfg.train_weights and cfg.fm_weight > 0 else None
@@ -361,10 +384,28 @@ class SupernetSearch:
         """Mean over blocks (`feature_modules`) of the relative MSE between each supernet block's output
         and the original's, every block fed the original's own input to it: each block's error is its
         own layers' truncation alone, not the sum of everything upstream."""
-        if self._blocks is None:  # the blocks and both models' modules never change: found once, not per step
+        seen = self._block_io(x)
+        terms = []
+        for n, _t, student in self._block_list():
+            args, kwargs, target = seen[n]
+            out = student(*args, **kwargs)  # the original's input to this block (a block called twice: its last call)
+            terms.append(F.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8))
+        return torch.stack(terms).mean()
+
+    def _block_list(self) -> list:
+        """[(name, original's block, supernet's block, its searched layers)]: found once, not per step."""
+        if self._blocks is None:
             names = feature_modules(self.original, list(self.rank_space.candidates))
             t_mods, s_mods = dict(self.original.named_modules()), dict(self.supernet.net.named_modules())
-            self._blocks = [(n, t_mods[n], s_mods[n]) for n in names]
+            layers = list(self.rank_space.candidates)
+            self._blocks = [(n, t_mods[n], s_mods[n], [m for m in layers if m == n or m.startswith(n + ".")])
+                            for n in names]
+        return [b[:3] for b in self._blocks]
+
+    @torch.no_grad()
+    def _block_io(self, x: torch.Tensor) -> dict[str, tuple]:
+        """{block: (args, kwargs, output)} of every block in one forward of the original on `x`."""
+        blocks = self._block_list()
         seen: dict[str, tuple] = {}
 
         def keep(name):
@@ -372,25 +413,104 @@ class SupernetSearch:
                 seen[name] = (args, kwargs, out)
             return hook
 
-        hooks = [t.register_forward_hook(keep(n), with_kwargs=True) for n, t, _s in self._blocks]
+        hooks = [t.register_forward_hook(keep(n), with_kwargs=True) for n, t, _s in blocks]
         try:
-            with torch.no_grad():
-                self.original(x)
+            self.original(x)
         finally:
             for h in hooks:
                 h.remove()
-        terms = []
-        for n, _t, student in self._blocks:
+        for n, _t, _s in blocks:
             if n not in seen:
                 raise BadInputError(f"block {n!r} did not run in the model's forward, so the blockwise search "
                                     "cannot measure it; use the supernet search mode for this model")
-            args, kwargs, target = seen[n]
-            if not isinstance(target, torch.Tensor):
-                raise BadInputError(f"block {n!r} returns {type(target).__name__}, not a tensor, so the blockwise "
-                                    "search cannot compare it; use the supernet search mode for this model")
-            out = student(*args, **kwargs)  # the original's input to this block (a block called twice: its last call)
-            terms.append(F.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8))
-        return torch.stack(terms).mean()
+            if not isinstance(seen[n][2], torch.Tensor):
+                raise BadInputError(f"block {n!r} returns {type(seen[n][2]).__name__}, not a tensor, so the "
+                                    "blockwise search cannot compare it; use the supernet search mode for this model")
+        return seen
+
+    # --- arch_solver "exact" -------------------------------------------------------------------
+    def error_groups(self) -> list[tuple[str, list[str]]]:
+        """[(block, the searched layers whose errors are measured together)]: a block's layers jointly
+        (every combination of their candidates: cutting both convs of a residual block loses its
+        branch once, not twice) where that is at most `JOINT_OPTIONS` combinations, else each alone
+        with the others at their largest candidate, their errors then taken to add up."""
+        cands = self.rank_space.candidates
+        self._block_list()
+        out = []
+        for block, _t, _s, members in self._blocks:
+            if math.prod(len(cands[n]) for n in members) <= JOINT_OPTIONS:
+                out.append((block, members))
+            else:
+                out.extend((block, [n]) for n in members)
+        return out
+
+    @torch.no_grad()
+    def measure_error_tables(self, x: torch.Tensor) -> None:
+        """Add one batch to the error tables: each group of `error_groups` at every combination of its
+        layers' candidates, the block's relative output error against the original's (fed the
+        original's input; batch statistics in BatchNorm, as in `architecture_blockwise_error`)."""
+        seen = self._block_io(x)
+        layers = self.supernet.layers()
+        students = {n: s for n, _t, s in self._block_list()}
+        with _discrete(self.supernet, {n: l.candidates[-1] for n, l in layers.items()}):
+            for block, members in self.error_groups():
+                args, kwargs, target = seen[block]
+                scale = target.pow(2).mean().clamp_min(1e-8)
+                shape = tuple(len(layers[n].candidates) for n in members)
+                errors = torch.zeros(shape, dtype=torch.float64)
+                for index in itertools.product(*(range(k) for k in shape)):
+                    for name, i in zip(members, index):
+                        layers[name].fixed_index = i
+                    errors[index] = float(F.mse_loss(students[block](*args, **kwargs), target) / scale)
+                for name in members:
+                    layers[name].fixed_index = len(layers[name].candidates) - 1
+                key = tuple(members)
+                self._table_sums[key] = self._table_sums.get(key, 0) + errors
+        self._table_count += 1
+
+    def error_tables(self) -> dict[tuple, torch.Tensor]:
+        """{layers: mean blockwise error at each joint candidate} over the batches measured so far."""
+        return {k: v / max(self._table_count, 1) for k, v in self._table_sums.items()}
+
+    def _exact_epoch(self, heldout_loader: Iterable) -> dict:
+        """arch_solver "exact": `table_batches` more held-out batches into the error tables, then the
+        least-error allocation under the budgets; alpha is set peaked at it, so that the argmax, the
+        expected cost and the result read it as they read a gradient search."""
+        from .allocation import min_error_ranks
+
+        epoch_start = time.perf_counter()
+        held = _cycle(heldout_loader)
+        batches = [next(held)[0].to(self.device) for _ in range(self.cfg.table_batches)]
+        for x in batches:
+            self.measure_error_tables(x)
+        tables = {k: v.numpy() for k, v in self.error_tables().items()}
+        self._solution = min_error_ranks(tables, self.rank_space.candidates, self.tables)
+        self._peak_alpha(self._solution)
+        arch_seconds = time.perf_counter() - epoch_start
+        with _discrete(self.supernet, self._solution), torch.no_grad():
+            objective = sum(float(self.blockwise_error(x)) for x in batches) / len(batches)
+        self.epoch += 1
+        self.step += self.steps_per_epoch or 1
+        metrics = {"epoch": self.epoch, "tau": self.tau(), "train_ce": 0.0, "fm_mse": 0.0, "heldout_ce": objective,
+                   "heldout_acc": None, "alpha_entropy": self.alpha_entropy()}
+        seconds = {"weight": 0.0, "teacher": 0.0, "arch": arch_seconds, "eval": 0.0}
+        if self.cfg.heldout_eval:
+            t0 = time.perf_counter()
+            metrics["heldout_acc_argmax"] = self.argmax_accuracy(heldout_loader)
+            seconds["eval"] = time.perf_counter() - t0
+        seconds["total"] = time.perf_counter() - epoch_start
+        metrics["seconds"] = seconds
+        metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
+        metrics.update({f"budget_{t.name}": t.must_meet for t in self.tables})
+        self.history.append(metrics)
+        return metrics
+
+    @torch.no_grad()
+    def _peak_alpha(self, ranks: dict[str, int], gap: float = 30.0) -> None:
+        for name, layer in self.supernet.layers().items():
+            peak = torch.full_like(layer.alpha, -gap)
+            peak[layer.candidates.index(ranks[name])] = 0.0
+            layer.alpha.copy_(peak)
 
     # --- read-outs -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -449,7 +569,9 @@ class SupernetSearch:
         probs = self.supernet.probabilities()
         cands = self.rank_space.candidates
         argmax = self.supernet.argmax_ranks()
-        chosen = self._project(argmax, probs)
+        exact_fits = self._solution is not None and argmax == self._solution and all(
+            t.cost_of(argmax, cands) <= t.budget * (1 + 1e-9) for t in self.tables)
+        chosen = argmax if exact_fits else self._project(argmax, probs)  # the exact answer needs no fill
         readout = []
         loader = heldout_loader if heldout_loader is not None else self._heldout
         if self.cfg.readout_samples and loader is not None:
@@ -497,7 +619,10 @@ class SupernetSearch:
         return copy.deepcopy({"supernet": self.supernet.state_dict(), "weight_opt": self.weight_opt.state_dict(),
                 "arch_opt": self.arch_opt.state_dict(), "epoch": self.epoch, "step": self.step,
                 "steps_per_epoch": self.steps_per_epoch, "history": self.history,
-                "rng": torch.get_rng_state(), "config": asdict(self.cfg)})
+                "rng": torch.get_rng_state(), "config": asdict(self.cfg),
+                "error_tables": {"groups": [list(k) for k in self._table_sums],
+                                 "sums": list(self._table_sums.values()),
+                                 "count": self._table_count, "solution": self._solution}})
 
     def load_state_dict(self, state: dict) -> None:
         self.supernet.load_state_dict(state["supernet"])
@@ -507,6 +632,11 @@ class SupernetSearch:
         self.steps_per_epoch = state["steps_per_epoch"]
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"])
+        tables = state.get("error_tables")  # absent in checkpoints of searches before arch_solver "exact"
+        if tables:
+            self._table_sums = {tuple(k): v for k, v in zip(tables["groups"], tables["sums"])}
+            self._table_count = int(tables["count"])
+            self._solution = dict(tables["solution"]) if tables["solution"] else None
 
     def load_weights_only(self, supernet_state: dict) -> None:
         """Start from trained supernet weights (train once, search many): alpha starts afresh

@@ -459,3 +459,71 @@ def test_fraction_prior_starts_alpha_at_the_uniform_allocation_that_fits_the_bud
     probs = s.supernet.probabilities()["layer3.0.conv2"]
     peak = probs.index(max(probs))
     assert all(probs[i] >= probs[i + 1] for i in range(peak, len(probs) - 1))  # falls off away from the peak
+
+
+def exact_search(fraction=0.6, **fields):
+    model, specs, space, table = resnet20_setup(fraction)
+    cfg = haloc.search_config("blockwise", **{"arch_solver": "exact", "epochs": 1, **fields})
+    return SupernetSearch(model, space, [table], cfg), space, table
+
+
+def test_exact_solver_finds_less_blockwise_error_than_uniform_ranks_within_the_budget():
+    """The exact solver's ranks have the least blockwise error that fits the budget: on the batches it
+    measured, no other allocation that fits (here uniform ranks, and a gradient search's) does better."""
+    from haloc.rank_selection import uniform_ranks
+
+    s, space, table = exact_search()
+    train, held = tiny_loaders()
+    s.run_epoch(train, held)
+    res = s.result()
+    assert res.within_budget == {"fakehw": True}
+    assert res.all_ranks == s.supernet.argmax_ranks()
+    batches = [(x, y) for x, y in list(held)[:s.cfg.table_batches]]  # the batches the tables measured
+    exact = s.architecture_blockwise_error(res.all_ranks, batches)
+    assert exact == pytest.approx(s.history[-1]["heldout_ce"], rel=1e-5)
+    uniform = uniform_ranks(s.specs, space.candidates, [table]).ranks
+    assert table.cost_of(uniform, space.candidates) <= table.budget
+    assert exact <= s.architecture_blockwise_error(uniform, batches) + 1e-6
+    g = SupernetSearch(s.original, space, [table], haloc.search_config("blockwise", epochs=1, steps_per_epoch=4))
+    g.run_epoch(train, held)
+    assert exact <= s.architecture_blockwise_error(g.result().all_ranks, batches) + 1e-6
+    # the history reads like a gradient search's: expected cost of the answer, a decided alpha
+    assert s.history[-1]["expected_fakehw"] == pytest.approx(res.predicted_cost["fakehw"], rel=1e-6)
+    assert s.history[-1]["alpha_entropy"] < 1e-6
+
+
+def test_exact_solver_tables_join_a_blocks_layers():
+    """A residual block's two convs are measured together (every pair of candidates), fc alone."""
+    s, space, _table = exact_search()
+    groups = dict((tuple(m), b) for b, m in s.error_groups())
+    assert ("layer1.0.conv1", "layer1.0.conv2") in groups and ("fc",) in groups
+    s.measure_error_tables(torch.randn(8, 3, 32, 32))
+    tables = s.error_tables()
+    pair = tables[("layer3.0.conv1", "layer3.0.conv2")]
+    c1, c2 = space.candidates["layer3.0.conv1"], space.candidates["layer3.0.conv2"]
+    assert pair.shape == (len(c1), len(c2))
+    assert float(pair[-1, -1]) < float(pair[0, -1]) and float(pair[-1, -1]) < float(pair[-1, 0])
+    assert float(pair[0, 0]) > float(pair[-1, -1])
+
+
+def test_exact_search_resumes_from_its_checkpoint_with_its_tables():
+    train, held = tiny_loaders()
+    a, space, table = exact_search(epochs=2)
+    a.run_epoch(train, held)
+    b = SupernetSearch(a.original, space, [table], a.cfg)  # the same model: its blocks are the tables' source
+    b.load_state_dict(a.state_dict())
+    assert b._table_count == a._table_count == a.cfg.table_batches  # batches measured
+    for s in (a, b):
+        s.seed_loaders(train, held, epoch=1)
+        s.run_epoch(train, held)
+    assert a.result().all_ranks == b.result().all_ranks
+    assert a._table_count == b._table_count == 2 * a.cfg.table_batches
+
+
+def test_exact_solver_needs_the_blockwise_objective_without_weight_training():
+    with pytest.raises(haloc.BadInputError, match="arch_solver 'exact' needs"):
+        SearchConfig(arch_solver="exact")  # the CE objective, weights trained
+    with pytest.raises(haloc.BadInputError, match="arch_solver 'exact' needs"):
+        SearchConfig(arch_solver="exact", arch_objective="blockwise", train_weights=True)
+    with pytest.raises(haloc.BadInputError, match="unknown"):
+        SearchConfig(arch_solver="annealing")

@@ -807,10 +807,15 @@ def project_to_budget(choice: dict[str, int], probs: dict[str, list[float]], can
 # "blockwise": only alpha moves, on the supernet as the HOSVD of the original left it, driven by each
 #   block's output error against the original's (each block fed the original's input) under the
 #   cost penalty; costs under one fine-tune epoch on ResNet-20 (BENCHMARKS.md section 9).
+# "blockwise-exact": the same objective measured as tables (every block at every combination of its
+#   layers' candidates) and minimised exactly under the budgets; deterministic, no alpha steps. On
+#   the digits it beat "blockwise" at the looser budgets and lost at the tightest (BENCHMARKS.md).
 SEARCH_MODES: dict[str, dict] = {
     "supernet": {},
     "blockwise": dict(train_weights=False, warmup_epochs=0, arch_objective="blockwise", arch_lr=0.3,
                       readout_samples=0, fill_tolerance=0.0),
+    "blockwise-exact": dict(train_weights=False, warmup_epochs=0, arch_objective="blockwise", arch_solver="exact",
+                            readout_samples=0, fill_tolerance=0.0),
 }
 
 

@@ -16,7 +16,7 @@ from haloc.errors import BadInputError
 BUDGET_METRICS = ("latency", "flops")
 RANK_MODES = ("latency", "step")
 FINETUNE_INITS = ("supernet", "hosvd")
-SEARCH_MODES = ("supernet", "blockwise")  # haloc.SEARCH_MODES (a test keeps them equal; no torch import here)
+SEARCH_MODES = ("supernet", "blockwise", "blockwise-exact")  # haloc.SEARCH_MODES (a test keeps them equal; no torch import here)
 # Keys a resumed run may change without becoming a different run.
 RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from",
                "py_modules")
@@ -84,7 +84,7 @@ class RunSpec:
     rank_step: int = 16  # profiling grid step and the constant-step candidates
     calibration_samples: int = 10
     # search
-    search_mode: str = "supernet"  # "blockwise": alpha-only search on the HOSVD supernet (docs/method.md)
+    search_mode: str = "supernet"  # "blockwise" / "blockwise-exact": no weight training (docs/method.md)
     search_epochs: int = 10
     search_warmup_epochs: int = 1
     search_steps_per_epoch: int | None = None

@@ -64,7 +64,8 @@ class SearchSpec:
     penalty: str = "additive"
     lam: float = 2.0
     beta: float = 0.6
-    mode: str = "supernet"  # haloc.SEARCH_MODES: "supernet" (the paper's) or "blockwise" (alpha only)
+    mode: str = "supernet"  # haloc.SEARCH_MODES: "supernet" (the paper's), "blockwise" (alpha only) or
+    #                         "blockwise-exact" (the blockwise error's tables, minimised exactly)
     arch_lr: float | None = None  # None: the mode's own (SearchConfig's 0.05; blockwise 0.3)
     weight_lr: float = 0.01
     # --- data: the TRAINING set (haloc.data.DataConfig fields), split into weight and held-out (alpha) parts

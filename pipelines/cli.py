@@ -110,10 +110,11 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
                    help=f"candidate ranks from LUT curves or a constant step {d('rank_mode')}")
     p.add_argument("--rank-step", type=int,
                    help=f"the profiling grid's step and the constant-step candidates {d('rank_step')}")
-    p.add_argument("--search-mode", choices=("supernet", "blockwise"),
+    p.add_argument("--search-mode", choices=("supernet", "blockwise", "blockwise-exact"),
                    help="supernet: the paper's search (weight and alpha steps); blockwise: only alpha moves, "
                         "on the HOSVD of the original, by each block's output error (about one training epoch "
-                        f"in all) {d('search_mode')}")
+                        "in all); blockwise-exact: that error measured for every candidate and minimised "
+                        f"exactly under the budget (seconds, deterministic) {d('search_mode')}")
     p.add_argument("--search-epochs", type=int, help=f"epochs of each supernet search {d('search_epochs')}")
     p.add_argument("--search-steps-per-epoch", type=int,
                    help=f"cap on steps per search epoch; none: the whole split {d('search_steps_per_epoch')}")

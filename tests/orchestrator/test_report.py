@@ -271,7 +271,7 @@ def test_search_evidence_kxk_rank1_aimed_fraction_and_the_seeds_agreement():
 
 def test_the_search_section_says_which_search_mode_ran():
     v = validation("cpu-b0.5", ["cpu"], 0.5, 41_000_000, 2.5, 0.25, 3.0, 0.88)
-    for mode in ("blockwise", "supernet"):
+    for mode in ("blockwise", "supernet", "blockwise-exact"):
         rep = build_report("r", "resnet20", "demo", ["cpu"], BASELINE, [v], extra={"search_mode": mode})
         assert rep["search_mode"] == mode
         assert f"Search mode: {mode}" in render_html(rep)

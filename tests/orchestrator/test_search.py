@@ -228,16 +228,20 @@ def test_blockwise_mode_gives_trials_an_alpha_only_config_and_refuses_train_once
     assert (cfg.train_weights, cfg.arch_objective, cfg.arch_lr, cfg.seed) == (False, "blockwise", 0.3, 3)
     assert _trial_config(type("Ctx", (), {"base": TINY.search_config_fields(), "shared_supernet": None})(),
                          {"seed": 0}).train_weights
+    exact = replace(TINY, mode="blockwise-exact").search_config_fields()
+    cfg = _trial_config(type("Ctx", (), {"base": exact, "shared_supernet": None})(), {"seed": 1})
+    assert (cfg.train_weights, cfg.arch_objective, cfg.arch_solver) == (False, "blockwise", "exact")
     with pytest.raises(BadInputError, match="train_once"):
         replace(TINY, mode="blockwise", train_once=True)
     with pytest.raises(BadInputError, match="mode 'fast'"):
         replace(TINY, mode="fast")
 
 
-def test_blockwise_trials_on_ray_select_within_budget_with_their_evidence(ray_cluster, tmp_path):
-    """The blockwise mode end to end on the real Ray: no weight training, ranks within budget, and
+@pytest.mark.parametrize("mode", ["blockwise", "blockwise-exact"])
+def test_blockwise_trials_on_ray_select_within_budget_with_their_evidence(ray_cluster, tmp_path, mode):
+    """The blockwise modes end to end on the real Ray: no weight training, ranks within budget, and
     each epoch's held-out accuracy (of the argmax architecture) in the trial's curve."""
-    spec = replace(TINY, budgets=(0.6,), seeds=(0,), mode="blockwise")
+    spec = replace(TINY, budgets=(0.6,), seeds=(0,), mode=mode)
     records = run_search(str(tmp_path / "store"), "blockwise", spec)
     assert len(records) == 1 and records[0]["status"] == "done", records
     r = records[0]

@@ -131,6 +131,7 @@ def test_search_mode_reaches_the_search_spec_and_a_change_redoes_the_search_onwa
         assert defaults.preset("paper").get("search_mode", RunSpec.search_mode) == "supernet"
         assert defaults.preset("quick")["search_mode"] == "blockwise"
     assert spec("--search-mode", "supernet").search_mode == "supernet"
+    assert spec("--search-mode", "blockwise-exact").search_mode == "blockwise-exact"
     assert stages_to_redo(["search_mode"])[0] == "search"
     err = one_line_exit_2(capsys, ["--config", write(tmp_path, {"search_mode": "greedy"})])
-    assert "--search-mode 'greedy': use one of ('supernet', 'blockwise')" in err, err
+    assert "--search-mode 'greedy': use one of ('supernet', 'blockwise', 'blockwise-exact')" in err, err

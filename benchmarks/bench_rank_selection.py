@@ -299,6 +299,7 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
 
     cfg = search_cfg(plan, overrides, seed=seed, device="cpu")
     search = SupernetSearch(base, target.space, [table], cfg, specs=specs)
+    forwards = table_forwards_of(base, specs, target.space.candidates)
     ckpt = cell_dir / f"search-{_tag(overrides)}.pt"
     if ckpt.exists():
         search.load_state_dict(torch.load(ckpt, weights_only=True))  # plain tensors and numbers: no pickled code
@@ -318,7 +319,7 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
               "argmax_cost": res.argmax_cost[table.name], "within_budget": res.within_budget[table.name],
               "search_seconds": seconds, "config": asdict(cfg), "history": res.history,
               "probabilities": res.probabilities, "top1_search": top1_search, "readout": res.readout,
-              "search_epoch_equivalent": search_epoch_equivalent(cfg, loaders)}
+              "search_epoch_equivalent": search_epoch_equivalent(cfg, loaders, forwards)}
     out = {}
     if "hosvd" in starts:
         out["haloc"] = {**common, **score(plan, base, haloc.decompose(base, res.ranks), loaders, seed)}
@@ -327,7 +328,7 @@ def run_haloc(plan, base, specs, target, table, loaders, seed, cell_dir: Path, o
     if "long" in starts:
         # HALOC's ranks trained exactly as long as the "-long" baselines' (not compute-matched: the
         # search comes on top), so that the ranks' own quality is told apart from the search's cost
-        long_epochs = finetune_epochs_of("haloc-long", plan, overrides, loaders)
+        long_epochs = finetune_epochs_of("haloc-long", plan, overrides, loaders, forwards)
         out["haloc-long"] = {**common, "finetune_epochs": long_epochs,
                              **score(plan, base, haloc.decompose(base, res.ranks), loaders, seed, long_epochs)}
     return out
@@ -343,17 +344,24 @@ def search_cfg(plan: ModelPlan, overrides: dict, **fields):
 
 
 def finetune_epochs_of(method: str, plan: ModelPlan, overrides: dict | None = None,
-                       loaders: Loaders | None = None) -> float:
+                       loaders: Loaders | None = None, table_forwards: float | None = None) -> float:
     """The common fine-tune, plus this run's search cost in epochs for a compute-matched "<method>-long"
     (a fraction for an alpha-only search: `fine_tune_schedule` matches it in steps)."""
 
     if not method.endswith("-long"):
         return plan.finetune_epochs
     cfg = search_cfg(plan, overrides or {})
-    return plan.finetune_epochs + search_epoch_equivalent(cfg, loaders)
+    return plan.finetune_epochs + search_epoch_equivalent(cfg, loaders, table_forwards)
 
 
-def search_epoch_equivalent(cfg, loaders: Loaders | None) -> float:
+def table_forwards_of(base, specs: dict, candidates: dict) -> float:
+    """`haloc.search_loop.exact_table_forwards` of this model and rank space (the exact solver's work)."""
+    from haloc.search_loop import exact_table_forwards
+
+    return exact_table_forwards(base, specs, candidates)
+
+
+def search_epoch_equivalent(cfg, loaders: Loaders | None, table_forwards: float | None = None) -> float:
     """A search's weight training in fine-tune epochs, as the compute-matched baselines are given it.
 
     A search that trains weights counts one epoch per search epoch (a search epoch really costs
@@ -364,6 +372,12 @@ def search_epoch_equivalent(cfg, loaders: Loaders | None) -> float:
     prints the measured seconds of both, so that the match can be checked."""
     if cfg.train_weights:
         return float(cfg.epochs)
+    if cfg.arch_solver == "exact":
+        # the tables' forwards (`exact_table_forwards` per batch) as fine-tune steps of 3 forwards each
+        # (a forward and its backward; the fine-tune's teacher forward is not counted: favours the baselines)
+        if loaders is None or table_forwards is None:
+            raise ValueError("the exact solver's cost needs the loaders and its tables' forwards per batch")
+        return cfg.epochs * cfg.table_batches * table_forwards / 3 / len(loaders.train)
     if loaders is None:
         raise ValueError("an alpha-only search's cost needs the loaders (steps per epoch and batch size)")
     steps = len(loaders.search_train) if cfg.steps_per_epoch is None else min(cfg.steps_per_epoch,
@@ -387,7 +401,8 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed, overri
                "budget": table.budget, "within_budget": sel.within_budget, "setting": sel.setting}
         if not sel.within_budget:
             return {method: out}  # reported as unreachable, not fine-tuned
-        epochs = finetune_epochs_of(method, plan, overrides, loaders)
+        epochs = finetune_epochs_of(method, plan, overrides, loaders,
+                                    table_forwards_of(base, specs, target.space.candidates))
         student = haloc.decompose(base, sel.compressed(specs))
         return {method: {**out, "finetune_epochs": epochs, **score(plan, base, student, loaders, seed, epochs)}}
     draws = []

@@ -39,6 +39,7 @@ WEIGHT_MIXES = ("gumbel", "sample")
 ARCH_OBJECTIVES = ("ce", "blockwise")
 ARCH_MIXES = ("gumbel", "softmax")
 ARCH_SOLVERS = ("gradient", "exact")
+BLOCK_ERRORS = ("output", "branch")
 JOINT_OPTIONS = 1_024  # arch_solver "exact": a block's layers are measured jointly up to this many combinations
 
 
@@ -72,6 +73,10 @@ class SearchConfig:
     #   error at every candidate on `table_batches` held-out batches, and the result is the allocation
     #   with the least summed error under the budgets, solved exactly (`haloc.allocation`)
     table_batches: int = 2  # arch_solver "exact": held-out batches the error tables take per epoch
+    block_error: str = "output"  # the blockwise objective's scale per block: "output" (the block's output
+    #   power) or "branch" (the power of what the block's searched layers add to it: its output less its
+    #   output with them silenced, e.g. a residual block's shortcut alone), so that a residual block whose
+    #   branch is small beside its shortcut is not cheap to cut
     weight_mix: str = "gumbel"  # weight steps: "gumbel" (the relaxed mixture alpha steps use) or "sample"
     #                            (one architecture drawn from softmax(alpha) per step, trained as itself)
     steps_per_epoch: int | None = None  # cap on batches per epoch (None: the whole train loader)
@@ -122,6 +127,8 @@ class SearchConfig:
             raise BadInputError("arch_solver 'exact' needs arch_objective='blockwise' and train_weights=False "
                                 "(its per-layer error tables are of the untrained supernet); use the "
                                 "'blockwise' search mode, or arch_solver='gradient'")
+        if self.block_error not in BLOCK_ERRORS:
+            raise BadInputError(f"block_error {self.block_error!r} unknown; use one of {BLOCK_ERRORS}")
         if self.table_batches < 1:
             raise BadInputError(f"table_batches={self.table_batches} must be >= 1")
         if self.arch_every < 1:
@@ -174,6 +181,41 @@ class FeatureMatcher:
     def remove(self) -> None:
         for h in self.hooks:
             h.remove()
+
+
+def error_groups(model: nn.Module, candidates: dict[str, tuple[int, ...]]) -> list[tuple[str, list[str]]]:
+    """[(block, the searched layers the exact solver measures together)], blocks as `feature_modules`:
+    a block's layers jointly (every combination of their candidates: cutting both convs of a residual
+    block loses its branch once, not twice) where that is at most `JOINT_OPTIONS` combinations, else
+    each alone with the others at their largest candidate, their errors then taken to add up."""
+    out = []
+    for block in feature_modules(model, list(candidates)):
+        members = [m for m in candidates if m == block or m.startswith(block + ".")]
+        if math.prod(len(candidates[n]) for n in members) <= JOINT_OPTIONS:
+            out.append((block, members))
+        else:
+            out.extend((block, [n]) for n in members)
+    return out
+
+
+def exact_table_forwards(model: nn.Module, specs: dict[str, LayerSpec], candidates: dict[str, tuple[int, ...]]
+                         ) -> float:
+    """The work of one batch of the exact solver's tables, in forwards of the original model: the
+    original's forward, each group's block once per combination of candidates, counted at the
+    block's original multiply-adds (an upper bound: truncated layers cost less) over the model's,
+    and the chosen architecture's blockwise error (the original's forward again and the blocks')."""
+    from .hardware_loss import layer_flops
+
+    whole = {n: layer_flops(specs[n], specs[n].max_rank) for n in candidates}
+    total = max(sum(whole.values()), 1)
+    groups = error_groups(model, candidates)
+    by_block: dict[str, list[str]] = {}
+    for block, members in groups:
+        by_block.setdefault(block, []).extend(members)
+    work = 3.0
+    for block, members in groups:
+        work += math.prod(len(candidates[n]) for n in members) * sum(whole[n] for n in by_block[block]) / total
+    return work
 
 
 def feature_modules(model: nn.Module, layer_names: list[str]) -> list[str]:
@@ -387,9 +429,9 @@ class SupernetSearch:
         seen = self._block_io(x)
         terms = []
         for n, _t, student in self._block_list():
-            args, kwargs, target = seen[n]
+            args, kwargs, target, scale = seen[n]
             out = student(*args, **kwargs)  # the original's input to this block (a block called twice: its last call)
-            terms.append(F.mse_loss(out, target) / target.pow(2).mean().clamp_min(1e-8))
+            terms.append(F.mse_loss(out, target) / scale)
         return torch.stack(terms).mean()
 
     def _block_list(self) -> list:
@@ -404,7 +446,8 @@ class SupernetSearch:
 
     @torch.no_grad()
     def _block_io(self, x: torch.Tensor) -> dict[str, tuple]:
-        """{block: (args, kwargs, output)} of every block in one forward of the original on `x`."""
+        """{block: (args, kwargs, output, scale)} of every block in one forward of the original on `x`;
+        scale: the mean square the block's error is divided by (cfg.block_error)."""
         blocks = self._block_list()
         seen: dict[str, tuple] = {}
 
@@ -426,23 +469,26 @@ class SupernetSearch:
             if not isinstance(seen[n][2], torch.Tensor):
                 raise BadInputError(f"block {n!r} returns {type(seen[n][2]).__name__}, not a tensor, so the "
                                     "blockwise search cannot compare it; use the supernet search mode for this model")
-        return seen
+        out = {}
+        for n, original, _s, members in self._blocks:
+            args, kwargs, target = seen[n]
+            power = target
+            if self.cfg.block_error == "branch":  # what the searched layers add: the block less its output without them
+                modules = dict(original.named_modules())
+                silence = [modules[m[len(n) + 1:] if m != n else ""].register_forward_hook(
+                    lambda _m, _a, o: torch.zeros_like(o)) for m in members]
+                try:
+                    power = target - original(*args, **kwargs)
+                finally:
+                    for h in silence:
+                        h.remove()
+            out[n] = (args, kwargs, target, power.pow(2).mean().clamp_min(1e-8))
+        return out
 
     # --- arch_solver "exact" -------------------------------------------------------------------
     def error_groups(self) -> list[tuple[str, list[str]]]:
-        """[(block, the searched layers whose errors are measured together)]: a block's layers jointly
-        (every combination of their candidates: cutting both convs of a residual block loses its
-        branch once, not twice) where that is at most `JOINT_OPTIONS` combinations, else each alone
-        with the others at their largest candidate, their errors then taken to add up."""
-        cands = self.rank_space.candidates
-        self._block_list()
-        out = []
-        for block, _t, _s, members in self._blocks:
-            if math.prod(len(cands[n]) for n in members) <= JOINT_OPTIONS:
-                out.append((block, members))
-            else:
-                out.extend((block, [n]) for n in members)
-        return out
+        """`error_groups` of this search's model and rank space."""
+        return error_groups(self.original, self.rank_space.candidates)
 
     @torch.no_grad()
     def measure_error_tables(self, x: torch.Tensor) -> None:
@@ -454,8 +500,7 @@ class SupernetSearch:
         students = {n: s for n, _t, s in self._block_list()}
         with _discrete(self.supernet, {n: l.candidates[-1] for n, l in layers.items()}):
             for block, members in self.error_groups():
-                args, kwargs, target = seen[block]
-                scale = target.pow(2).mean().clamp_min(1e-8)
+                args, kwargs, target, scale = seen[block]
                 shape = tuple(len(layers[n].candidates) for n in members)
                 errors = torch.zeros(shape, dtype=torch.float64)
                 for index in itertools.product(*(range(k) for k in shape)):

@@ -91,3 +91,26 @@ def test_an_alpha_only_search_is_counted_by_its_alpha_steps():
     assert bench.finetune_epochs_of("alds-long", plan, alpha_only, loaders) == pytest.approx(4 + 18 / 23)
     assert bench.finetune_epochs_of("alds", plan, alpha_only, loaders) == 4
     assert bench.finetune_epochs_of("alds-long", plan, {"epochs": 2}, loaders) == 6  # weights trained: whole epochs
+    # the exact solver: its tables' forwards per batch over 3 forwards a fine-tune step
+    exact = {"mode": "blockwise-exact", "epochs": 1, "table_batches": 2}
+    assert bench.search_epoch_equivalent(bench.search_cfg(plan, exact), loaders, 34.5) == pytest.approx(2 * 34.5 / 3 / 23)
+    with pytest.raises(ValueError, match="forwards"):
+        bench.search_epoch_equivalent(bench.search_cfg(plan, exact), loaders)
+
+
+def test_the_exact_solvers_work_counts_each_block_once_per_combination():
+    """exact_table_forwards: ResNet-20's residual blocks are measured jointly, so a block of two convs
+    with 3 candidates each costs 9 of its block forwards; more candidates cost more, never less."""
+    import torch
+
+    import haloc
+    from haloc.search_loop import error_groups, exact_table_forwards
+
+    model = haloc.models.create("resnet20")
+    specs = haloc.decomposable_layers(model, torch.zeros(1, 3, 32, 32))
+    few = {n: (1, s.max_rank) for n, s in specs.items()}
+    many = {n: (1, 2, s.max_rank) for n, s in specs.items()}
+    groups = dict((b, m) for b, m in error_groups(model, many))
+    assert groups["layer1.0"] == ["layer1.0.conv1", "layer1.0.conv2"] and groups["fc"] == ["fc"]
+    assert exact_table_forwards(model, specs, few) == pytest.approx(3 + 4, abs=0.01)  # 2x2 per block (fc: 2, tiny)
+    assert exact_table_forwards(model, specs, many) > exact_table_forwards(model, specs, few) * 2

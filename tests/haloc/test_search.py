@@ -527,3 +527,20 @@ def test_exact_solver_needs_the_blockwise_objective_without_weight_training():
         SearchConfig(arch_solver="exact", arch_objective="blockwise", train_weights=True)
     with pytest.raises(haloc.BadInputError, match="unknown"):
         SearchConfig(arch_solver="annealing")
+
+
+def test_branch_block_error_divides_by_what_the_blocks_layers_add():
+    """block_error "branch": a residual block's error is scaled by its branch's power (its output less
+    the output with its convs silenced), smaller than the whole output's, so the same truncation
+    weighs more; a block that is one layer (fc) is scaled by its whole output either way."""
+    model, specs, space, table = resnet20_setup(0.6)
+    x = torch.randn(8, 3, 32, 32)
+    scales = {}
+    for kind in ("output", "branch"):
+        s = SupernetSearch(model, space, [table], haloc.search_config("blockwise", block_error=kind))
+        scales[kind] = {n: float(v[3]) for n, v in s._block_io(x).items()}
+    assert scales["branch"]["fc"] == pytest.approx(scales["output"]["fc"])
+    residual = [n for n in scales["output"] if n.startswith("layer")]
+    assert all(scales["branch"][n] < scales["output"][n] for n in residual)
+    with pytest.raises(haloc.BadInputError, match="block_error"):
+        SearchConfig(block_error="layer")

@@ -25,6 +25,21 @@ def test_discrimination_compares_the_spread_of_means_with_the_seeds_spread(gap, 
         assert verdict["best"] == "haloc"
 
 
+def test_every_haloc_variant_gets_its_own_verdict_against_the_best_baseline():
+    """Two HALOC variants in a cell: each is judged on its own (the best of several would win by
+    selection alone), the better one first."""
+    specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
+    spread = (0, .01, -.01)
+    stats = {m: bench.method_stats([rec(m, top + d, s) for s, d in enumerate(spread)], specs, {})
+             for m, top in (("haloc-a", 0.95), ("haloc-b", 0.80), ("uniform", 0.90), ("energy", 0.85))}
+    verdict = bench.protocol_verdicts(stats)["equal fine-tune"]
+    variants = verdict["halo_variants"]
+    assert list(variants) == ["haloc-a", "haloc-b"]
+    assert variants["haloc-a"]["verdict"] == "better beyond" and variants["haloc-b"]["verdict"] == "worse beyond"
+    assert "haloc-a +5.00 points against uniform" in verdict["halo_text"]
+    assert "haloc-b -10.00 points against uniform" in verdict["halo_text"]
+
+
 def test_a_method_that_cannot_reach_the_budget_is_reported_as_such():
     specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
     st = bench.method_stats([rec("uniform", 0.0, 0, cost=1.3, within=False)], specs, {})

@@ -275,7 +275,7 @@ def plot_search(report: dict, hw: str, styles: dict) -> str | None:
                                 fontsize=7, color=st.color, fontweight="bold", va="center")
     cost.axhline(1.0, color=MISSED, ls="--", lw=1)
     cost.text(0.01, 1.0, "budget", color=MISSED, fontsize=7, va="bottom", transform=cost.get_yaxis_transform())
-    acc.set_title(f"{hw_label(report, hw)}: supernet held-out accuracy per search epoch")
+    acc.set_title(f"{hw_label(report, hw)}: held-out accuracy per search epoch")
     cost.set_title(f"{hw_label(report, hw)}: expected cost / budget per epoch")
     ent.set_title(f"{hw_label(report, hw)}: alpha entropy per epoch (0 = decided)")
     for ax in (acc, cost, ent):

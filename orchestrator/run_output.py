@@ -247,7 +247,7 @@ def progress_line(ev: dict) -> str | None:
         return (f"{ev.get('stage', 'train')} {ev.get('job')}: epoch {ev.get('epoch')}/{ev.get('epochs')}, "
                 f"loss {_num(ev.get('train_loss'), '.4f')}, train top-1 {_num(ev.get('train_top1'))}{val}")
     if kind == "search_epoch":
-        return (f"search {trial_name(ev)}: epoch {ev.get('epoch')}/{ev.get('epochs')}, supernet held-out acc "
+        return (f"search {trial_name(ev)}: epoch {ev.get('epoch')}/{ev.get('epochs')}, held-out acc "
                 f"{_num(ev.get('heldout_acc'))}, expected cost / budget {_costs(ev)}")
     if kind == "search_trial_done":
         status = ev.get("status", "done")
@@ -283,7 +283,7 @@ class SearchTable:
         from rich.table import Table
 
         t = Table(title="search trials", expand=False)
-        for col in ("hardware", "budget", "seed", "epoch", "supernet held-out acc", "expected cost / budget"):
+        for col in ("hardware", "budget", "seed", "epoch", "held-out acc", "expected cost / budget"):
             t.add_column(col, no_wrap=True)
         for ev in self.rows.values():
             t.add_row(str(ev.get("targets")), _num(ev.get("budget"), "g"), str(ev.get("seed")),

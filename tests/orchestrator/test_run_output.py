@@ -95,11 +95,11 @@ def test_plain_progress_lines_are_complete_and_bounded():
 def test_progress_lines_name_the_whole_trial():
     ev = {"kind": "search_epoch", "targets": "cpu+asic", "budget": 0.5, "seed": 2, "epoch": 3, "epochs": 10,
           "heldout_acc": 0.4321, "cost_over_budget": {"cpu": 1.04, "asic": 0.97}}
-    assert progress_line(ev) == ("search cpu+asic budget 0.5 seed 2: epoch 3/10, supernet held-out acc 0.432, "
+    assert progress_line(ev) == ("search cpu+asic budget 0.5 seed 2: epoch 3/10, held-out acc 0.432, "
                                  "expected cost / budget cpu 1.04, asic 0.97")
     assert progress_line({"kind": "search_epoch", "targets": "cpu", "budget": 0.9, "seed": 0, "epoch": 1,
                           "epochs": 2, "heldout_acc": None, "cost_over_budget": {}}).endswith(
-        "supernet held-out acc -, expected cost / budget -")
+        "held-out acc -, expected cost / budget -")
     assert progress_line({"kind": "unknown"}) is None
 
 

@@ -77,7 +77,7 @@ def check_terminal_output(shown: str, run: Path, report: dict) -> None:
     assert "search: 2 trial(s), 2 epoch(s) each" in shown
     for r in report["results"]:
         cid = r["config_id"]
-        assert f"search {r['hardware']} budget {r['budget']:g} seed 0: epoch 2/2, supernet held-out acc " in shown
+        assert f"search {r['hardware']} budget {r['budget']:g} seed 0: epoch 2/2, held-out acc " in shown
         assert f"fine-tune {cid}: epoch 2/2, loss " in shown and f"validate {cid}: top-1 " in shown
     assert "validate cpu: 3 models timed" in shown and "validate asic: 3 models simulated" in shown
     assert re.search(r"\ndone in [0-9].*: report at ", shown) and "\nverdicts: " in shown

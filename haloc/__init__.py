@@ -40,6 +40,7 @@ _LAZY = {
     "SupernetSearch": ("haloc.search_loop", "SupernetSearch"),
     "SearchResult": ("haloc.search_loop", "SearchResult"),
     "search": ("haloc.search_loop", "search"),
+    "min_error_ranks": ("haloc.allocation", "min_error_ranks"),
     "DataConfig": ("haloc.data", "DataConfig"),
     "build_datasets": ("haloc.data", "build_datasets"),
     "demo_dataset": ("haloc.data", "demo_dataset"),

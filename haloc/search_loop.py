@@ -28,7 +28,7 @@ from .decomposition import LayerSpec, decomposable_layers, to_ranks_json
 from .errors import BadInputError
 from .hardware_loss import PENALTIES, CostTable, budget_prior, expected_cost, hardware_loss
 from .rank_space import RankSpace
-from .supernet import Supernet
+from .supernet import Supernet, _discrete_layer
 from .train import kd_loss
 
 
@@ -267,6 +267,7 @@ class SupernetSearch:
         self._table_sums: dict[tuple, torch.Tensor] = {}
         self._table_count = 0
         self._solution: dict[str, int] | None = None
+        self._candidates: dict[str, list[nn.Module]] | None = None  # measure_error_tables' layers per candidate
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     @torch.no_grad()
@@ -498,17 +499,28 @@ class SupernetSearch:
         seen = self._block_io(x)
         layers = self.supernet.layers()
         students = {n: s for n, _t, s in self._block_list()}
+        if self._candidates is None:  # nothing trains the factors here: each candidate's own layer, built once
+            self._candidates = {n: [_discrete_layer(l, r) for r in l.candidates] for n, l in layers.items()}
         with _discrete(self.supernet, {n: l.candidates[-1] for n, l in layers.items()}):
             for block, members in self.error_groups():
                 args, kwargs, target, scale = seen[block]
+                student = students[block]
                 shape = tuple(len(layers[n].candidates) for n in members)
                 errors = torch.zeros(shape, dtype=torch.float64)
-                for index in itertools.product(*(range(k) for k in shape)):
-                    for name, i in zip(members, index):
-                        layers[name].fixed_index = i
-                    errors[index] = float(F.mse_loss(students[block](*args, **kwargs), target) / scale)
-                for name in members:
-                    layers[name].fixed_index = len(layers[name].candidates) - 1
+                try:
+                    for index in itertools.product(*(range(k) for k in shape)):
+                        # each layer as its candidate's factors (not the supernet's masked dense
+                        # weight): a low rank runs as cheaply as it will in the compressed model
+                        for name, i in zip(members, index):
+                            if name == block:
+                                student = self._candidates[name][i]
+                            else:
+                                students[block].set_submodule(name[len(block) + 1:], self._candidates[name][i])
+                        errors[index] = float(F.mse_loss(student(*args, **kwargs), target) / scale)
+                finally:
+                    for name in members:
+                        if name != block:
+                            students[block].set_submodule(name[len(block) + 1:], layers[name])
                 key = tuple(members)
                 self._table_sums[key] = self._table_sums.get(key, 0) + errors
         self._table_count += 1

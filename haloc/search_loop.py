@@ -358,11 +358,16 @@ class SupernetSearch:
             "heldout_acc": sums["correct"] / sums["seen"] if sums["seen"] else None,
             "alpha_entropy": self.alpha_entropy(),
         }
-        if cfg.heldout_eval:
+        seconds["teacher"] = self._teacher_seconds  # inside the weight steps
+        return self._end_epoch(metrics, seconds, heldout_loader, epoch_start)
+
+    def _end_epoch(self, metrics: dict, seconds: dict, heldout_loader: Iterable, epoch_start: float) -> dict:
+        """The epoch's held-out accuracy of its argmax (cfg.heldout_eval), times, expected costs and
+        budgets into `metrics`, appended to the history."""
+        if self.cfg.heldout_eval:
             t0 = time.perf_counter()
             metrics["heldout_acc_argmax"] = self.argmax_accuracy(heldout_loader)
             seconds["eval"] = time.perf_counter() - t0
-        seconds["teacher"] = self._teacher_seconds  # inside the weight steps
         seconds["total"] = time.perf_counter() - epoch_start
         metrics["seconds"] = seconds
         metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
@@ -551,16 +556,7 @@ class SupernetSearch:
         metrics = {"epoch": self.epoch, "tau": self.tau(), "train_ce": 0.0, "fm_mse": 0.0, "heldout_ce": objective,
                    "heldout_acc": None, "alpha_entropy": self.alpha_entropy()}
         seconds = {"weight": 0.0, "teacher": 0.0, "arch": arch_seconds, "eval": 0.0}
-        if self.cfg.heldout_eval:
-            t0 = time.perf_counter()
-            metrics["heldout_acc_argmax"] = self.argmax_accuracy(heldout_loader)
-            seconds["eval"] = time.perf_counter() - t0
-        seconds["total"] = time.perf_counter() - epoch_start
-        metrics["seconds"] = seconds
-        metrics.update({f"expected_{t.name}": c for t, c in zip(self.tables, self.expected_costs())})
-        metrics.update({f"budget_{t.name}": t.must_meet for t in self.tables})
-        self.history.append(metrics)
-        return metrics
+        return self._end_epoch(metrics, seconds, heldout_loader, epoch_start)
 
     @torch.no_grad()
     def _peak_alpha(self, ranks: dict[str, int], gap: float = 30.0) -> None:

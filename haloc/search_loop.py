@@ -183,14 +183,19 @@ class FeatureMatcher:
             h.remove()
 
 
+def block_members(model: nn.Module, candidates: dict[str, tuple[int, ...]]) -> list[tuple[str, list[str]]]:
+    """[(block, its searched layers)], blocks as `feature_modules`."""
+    return [(block, [m for m in candidates if m == block or m.startswith(block + ".")])
+            for block in feature_modules(model, list(candidates))]
+
+
 def error_groups(model: nn.Module, candidates: dict[str, tuple[int, ...]]) -> list[tuple[str, list[str]]]:
-    """[(block, the searched layers the exact solver measures together)], blocks as `feature_modules`:
+    """[(block, the searched layers the exact solver measures together)], blocks as `block_members`:
     a block's layers jointly (every combination of their candidates: cutting both convs of a residual
     block loses its branch once, not twice) where that is at most `JOINT_OPTIONS` combinations, else
     each alone with the others at their largest candidate, their errors then taken to add up."""
     out = []
-    for block in feature_modules(model, list(candidates)):
-        members = [m for m in candidates if m == block or m.startswith(block + ".")]
+    for block, members in block_members(model, candidates):
         if math.prod(len(candidates[n]) for n in members) <= JOINT_OPTIONS:
             out.append((block, members))
         else:
@@ -208,13 +213,10 @@ def exact_table_forwards(model: nn.Module, specs: dict[str, LayerSpec], candidat
 
     whole = {n: layer_flops(specs[n], specs[n].max_rank) for n in candidates}
     total = max(sum(whole.values()), 1)
-    groups = error_groups(model, candidates)
-    by_block: dict[str, list[str]] = {}
-    for block, members in groups:
-        by_block.setdefault(block, []).extend(members)
+    share = {block: sum(whole[n] for n in members) / total for block, members in block_members(model, candidates)}
     work = 3.0
-    for block, members in groups:
-        work += math.prod(len(candidates[n]) for n in members) * sum(whole[n] for n in by_block[block]) / total
+    for block, members in error_groups(model, candidates):
+        work += math.prod(len(candidates[n]) for n in members) * share[block]
     return work
 
 
@@ -260,7 +262,7 @@ class SupernetSearch:
         self.step = 0
         self.history: list[dict] = []
         self._teacher_seconds = 0.0
-        self._heldout: Iterable | None = None
+        self._heldout: Iterable | None = None  # the latest epoch's held-out loader (the read-out's data)
         self._blocks: list | None = None  # (name, original's block, supernet's block, its searched layers)
         # arch_solver "exact": summed blockwise error per group of layers (`error_groups`) and joint
         # candidate, over `_table_count` batches
@@ -443,11 +445,9 @@ class SupernetSearch:
     def _block_list(self) -> list:
         """[(name, original's block, supernet's block, its searched layers)]: found once, not per step."""
         if self._blocks is None:
-            names = feature_modules(self.original, list(self.rank_space.candidates))
             t_mods, s_mods = dict(self.original.named_modules()), dict(self.supernet.net.named_modules())
-            layers = list(self.rank_space.candidates)
-            self._blocks = [(n, t_mods[n], s_mods[n], [m for m in layers if m == n or m.startswith(n + ".")])
-                            for n in names]
+            self._blocks = [(n, t_mods[n], s_mods[n], members)
+                            for n, members in block_members(self.original, self.rank_space.candidates)]
         return [b[:3] for b in self._blocks]
 
     @torch.no_grad()

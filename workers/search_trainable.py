@@ -116,46 +116,6 @@ class _Timer:
         self.seconds += time.perf_counter() - self._t
 
 
-# ---- evaluation of the selected architecture ------------------------------------------------------
-
-def evaluate_choice(search, choice: dict[str, int], loader, max_batches: int | None = None) -> tuple[float, float]:
-    """(accuracy, CE) of the discrete architecture `choice` inside the supernet, on `loader`.
-
-    alpha is set one-hot on `choice` for the evaluation and put back afterwards (the supernet holds
-    non-leaf tensors, so it cannot be deep-copied).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from haloc.modes import eval_mode
-
-    net = search.supernet
-    layers = net.layers()
-    saved = {n: (l.alpha.detach().clone(), l.mode) for n, l in layers.items()}
-    correct = seen = 0
-    ce = 0.0
-    try:
-        with eval_mode(net), torch.no_grad():
-            for name, layer in layers.items():
-                layer.alpha.zero_()
-                layer.alpha[layer.candidates.index(choice[name])] = 1.0
-            net.set_mix("argmax")
-            for i, (x, y) in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                x, y = x.to(search.device), y.to(search.device)
-                logits = net(x)  # (N, classes)
-                ce += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-    finally:
-        with torch.no_grad():
-            for name, layer in layers.items():
-                layer.alpha.copy_(saved[name][0])
-                layer.mode = saved[name][1]
-    return correct / max(seen, 1), ce / max(seen, 1)
-
-
 # ---- the trainable -----------------------------------------------------------------------------------
 
 def _trial_config(ctx: SearchContext, config: dict):
@@ -216,7 +176,9 @@ def search_trainable(config: dict, context: SearchContext) -> None:
             if final:
                 with inner:
                     result = search.result()
-                    acc, ce = evaluate_choice(search, result.all_ranks, held)
+                    # the same measure as each epoch's argmax line (BatchNorm on batch statistics): the
+                    # running statistics are the relaxed supernet's and put any discrete choice near chance
+                    acc, ce = search.architecture_accuracy(result.all_ranks, held)
                 summary = _final_summary(result, acc, ce, config, inner.seconds, time.perf_counter() - wall_start)
                 try:
                     torch.save(searched_state(search, result.all_ranks, train), Path(d) / SEARCHED_FILE)

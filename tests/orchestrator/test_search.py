@@ -237,16 +237,38 @@ def test_blockwise_mode_gives_trials_an_alpha_only_config_and_refuses_train_once
         replace(TINY, mode="fast")
 
 
+def _trained_original(store_root: Path, run_id: str) -> str:
+    """A ResNet-20 trained a few epochs on TINY's data (BatchNorm statistics that fit the original,
+    not its truncations), saved where a spec's `weights` finds it."""
+    from haloc.data import DataConfig, build_datasets, make_loader
+    from haloc.train import TrainConfig, finetune
+
+    model = haloc.models.create("resnet20", num_classes=10)
+    train, _ = build_datasets(DataConfig(**TINY.data))
+    finetune(model, None, make_loader(train, 32, shuffle=True, seed=0), None,
+             TrainConfig(epochs=4, lr=0.05, kd_weight=0.0, device="cpu", log_every=0))
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    Store.open(str(store_root)).write_bytes(f"{run_id}/original.pt", buf.getvalue())
+    return "original.pt"
+
+
 @pytest.mark.parametrize("mode", ["blockwise", "blockwise-exact"])
 def test_blockwise_trials_on_ray_select_within_budget_with_their_evidence(ray_cluster, tmp_path, mode):
     """The blockwise modes end to end on the real Ray: no weight training, ranks within budget, and
-    each epoch's held-out accuracy (of the argmax architecture) in the trial's curve."""
-    spec = replace(TINY, budgets=(0.6,), seeds=(0,), mode=mode)
+    each epoch's held-out accuracy (of the argmax architecture) in the trial's curve. The selected
+    ranks' held-out accuracy is the same measure (batch statistics in BatchNorm: the running ones fit
+    the original, not its truncation, and read near chance); batch 32 puts the held-out part (26
+    images) in one batch, so that measure does not depend on the batches' order."""
+    weights = _trained_original(tmp_path / "store", "blockwise")
+    spec = replace(TINY, budgets=(0.6,), seeds=(0,), mode=mode, batch_size=32, weights=weights)
     records = run_search(str(tmp_path / "store"), "blockwise", spec)
     assert len(records) == 1 and records[0]["status"] == "done", records
     r = records[0]
     assert r["within_budget"] == {"flops": True} and r["epochs"] == 2
     assert all(0.0 <= h["heldout_acc"] <= 1.0 for h in r["history"]) and len(r["history"]) == 2
+    if mode == "blockwise-exact":  # the exact answer is the last epoch's argmax: one measure, one number
+        assert r["selected_heldout_acc"] == r["history"][-1]["heldout_acc"]
     # the kept weights (no weight training: the HOSVD truncation of the original) load at the selected ranks
     state = RunLayout(str(tmp_path / "store"), "blockwise").store.read_bytes(f"blockwise/{r['searched_state']}")
     student = haloc.rebuild("resnet20", r["ranks"], torch.load(io.BytesIO(state), weights_only=True))

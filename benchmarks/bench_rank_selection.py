@@ -9,6 +9,10 @@
 Data: scikit-learn's real handwritten digits (1,797 images, `haloc.digits_datasets`: 32x32x3,
 1437/360 stratified split by seed 0), or a CIFAR-10 folder with `--data`. The search trains its
 weights on 80% of the training split and its alpha on the other 20% (never the test split).
+`--splits 1 2 ...` runs the same cells on other stratified splits of the digits, each with its own
+original model (`base-split<N>.pt`) and cells (`<target>-b<budget>-split<N>s<seed>`): 360 test
+images tell methods apart to one image in 360, and the summary pools every split's runs and pairs
+them (the difference per run between two methods, `paired_difference`).
 
 Per model: the original is trained once (cached), LUTs are built in-process (torch timing of the
 `cpu` profile at `--threads`, and the `asic` ZigZag simulation), each calibrated end to end as the
@@ -103,19 +107,21 @@ class Loaders:
     name: str
 
 
-def build_loaders(data: str | None, batch: int, seed: int = 0, _cache: dict = {}) -> Loaders:  # noqa: B006
+def build_loaders(data: str | None, batch: int, seed: int = 0, split: int = 0,
+                  _cache: dict = {}) -> Loaders:  # noqa: B006
     """Loaders over fixed splits whose batch orders follow `seed` (the seed of a fine-tune or search:
-    a loader's order comes from its own seed, `seed_epoch` only moves it to the next epoch)."""
+    a loader's order comes from its own seed, `seed_epoch` only moves it to the next epoch). `split`
+    picks the digits' train/test split (another 360 test images, another original model)."""
     import haloc
     from haloc.data import DataConfig, build_datasets, make_loader, split_train_heldout
 
-    if data not in _cache:
+    if (data, split) not in _cache:
         if data:
             train, test = build_datasets(DataConfig(kind="cifar10", root=data))
         else:
-            train, test = haloc.digits_datasets(seed=0)
-        _cache[data] = (train, test, *split_train_heldout(train, 0.2, seed=0))
-    train, test, weights_part, held = _cache[data]
+            train, test = haloc.digits_datasets(seed=split)
+        _cache[data, split] = (train, test, *split_train_heldout(train, 0.2, seed=0))
+    train, test, weights_part, held = _cache[data, split]
     return Loaders(make_loader(train, batch, shuffle=True, seed=seed),
                    make_loader(weights_part, batch, shuffle=True, seed=seed, drop_last=True),
                    make_loader(held, batch, shuffle=True, seed=seed + 7_777),
@@ -125,13 +131,14 @@ def build_loaders(data: str | None, batch: int, seed: int = 0, _cache: dict = {}
 
 # ---- the original model ----------------------------------------------------------------------------
 
-def base_model(plan: ModelPlan, loaders: Loaders, folder: Path):
+def base_model(plan: ModelPlan, loaders: Loaders, folder: Path, split: int = 0):
     import torch
 
     import haloc
     from haloc.train import TrainConfig, evaluate, finetune
 
-    path, meta_path = folder / "base.pt", folder / "base.json"
+    tag = f"-split{split}" if split else ""
+    path, meta_path = folder / f"base{tag}.pt", folder / f"base{tag}.json"
     model = haloc.models.create(plan.model)
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
@@ -139,7 +146,7 @@ def base_model(plan: ModelPlan, loaders: Loaders, folder: Path):
     start = time.perf_counter()
     cfg = TrainConfig(epochs=plan.base_epochs, lr=plan.base_lr, kd_weight=0.0, device="cpu", seed=0, log_every=0)
     finetune(model, None, loaders.train, None, cfg)
-    meta = {"top1": evaluate(model, loaders.test)["top1"], "epochs": plan.base_epochs,
+    meta = {"top1": evaluate(model, loaders.test)["top1"], "epochs": plan.base_epochs, "split": split,
             "seconds": time.perf_counter() - start, "data": loaders.name}
     _atomic_save(path, model.state_dict())
     _write_json(meta_path, meta)
@@ -424,8 +431,15 @@ def run_baseline(method, plan, base, specs, target, table, loaders, seed, overri
 
 # ---- the run -----------------------------------------------------------------------------------------
 
+def cell_name(target: str, budget: float, seed: int, split: int = 0) -> str:
+    """A cell's folder: target, budget and run; a run is a seed, on a digits split other than 0 also
+    the split (`flops-b0.28-s3`, `flops-b0.28-split2s3`)."""
+    return f"{target}-b{budget:g}-" + (f"split{split}s{seed}" if split else f"s{seed}")
+
+
 def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overrides: dict, only: set | None,
-              methods: tuple, variant: str | None = None, starts: tuple = HALOC_STARTS) -> None:
+              methods: tuple, variant: str | None = None, starts: tuple = HALOC_STARTS,
+              splits: tuple = (0,)) -> None:
     import torch
 
     import haloc
@@ -433,22 +447,32 @@ def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overri
     folder = out / plan.model
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HALOC_ZIGZAG_CACHE", str(out / "zigzag.sqlite"))
-    loaders = build_loaders(data, plan.batch_size)
-    base, meta = base_model(plan, loaders, folder)
-    log(f"{plan.model}: original top-1 {meta['top1']:.4f} on {loaders.name}")
-    specs = haloc.decomposable_layers(base, torch.zeros(1, *haloc.models.input_size(plan.model)))
-    targets = build_targets(plan, base, specs, folder, threads, only)
-    known = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").exists() else {}
-    _write_json(folder / "targets.json", {**known, **{k: {"meta": t.meta, "candidates": t.space.candidates}
-                                                      for k, t in targets.items()}})
+    targets = None
+    for split in splits:
+        loaders = build_loaders(data, plan.batch_size, split=split)
+        base, meta = base_model(plan, loaders, folder, split)
+        log(f"{plan.model}: original top-1 {meta['top1']:.4f} on {loaders.name}")
+        specs = haloc.decomposable_layers(base, torch.zeros(1, *haloc.models.input_size(plan.model)))
+        if targets is None:  # the tables price shapes, not weights: one set serves every split
+            targets = build_targets(plan, base, specs, folder, threads, only)
+            known = json.loads((folder / "targets.json").read_text()) if (folder / "targets.json").exists() else {}
+            _write_json(folder / "targets.json", {**known, **{k: {"meta": t.meta, "candidates": t.space.candidates}
+                                                              for k, t in targets.items()}})
+        run_cells(plan, folder, data, base, specs, targets, overrides, only, methods, variant, starts, split)
+
+
+def run_cells(plan: ModelPlan, folder: Path, data: str | None, base, specs: dict, targets: dict, overrides: dict,
+              only: set | None, methods: tuple, variant: str | None, starts: tuple, split: int) -> None:
+    import torch
+
     for target_name, budgets in plan.targets.items():
         if only and target_name not in only:
             continue
         target = targets[target_name]
         for budget in budgets:
             for seed in plan.seeds:
-                loaders = build_loaders(data, plan.batch_size, seed)
-                cell = f"{target_name}-b{budget:g}-s{seed}"
+                loaders = build_loaders(data, plan.batch_size, seed, split)
+                cell = cell_name(target_name, budget, seed, split)
                 cell_dir = folder / "cells" / cell
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 try:
@@ -613,7 +637,7 @@ def summarize(out: Path, models: list[str]) -> dict:
             protocols = protocol_verdicts(stats)
             summary[f"{model}/{target}/{budget:g}"] = {"methods": stats, "verdict": verdict, "protocols": protocols}
             lines += [f"#### {model}, {target} budget {budget:g} ({verdict['text']})", "",
-                      "| method | seeds | cost / budget | top-1 decomposed | top-1 after search | top-1 fine-tuned |"
+                      "| method | runs | cost / budget | top-1 decomposed | top-1 after search | top-1 fine-tuned |"
                       " whole layers | min rank | KxK at rank <= 2 | cpu measured | asic measured |",
                       "|---|---|---|---|---|---|---|---|---|---|---|"]
             for method, st in stats.items():
@@ -660,6 +684,7 @@ def method_stats(recs: list[dict], specs: dict, latency: dict) -> dict:
             "searched": _mean_std([r["top1_search"] for r in reached if "top1_search" in r], digits=1),
             "finetuned": _mean_std([r["top1_finetuned"] for r in reached]),
             "finetuned_values": [r["top1_finetuned"] for r in reached],
+            "finetuned_by_run": {r["cell"]: r["top1_finetuned"] for r in reached},
             "whole_layers": fmt([r["whole_layers"] for r in reached], 1),
             "min_rank": min((r["min_rank"] for r in reached if r["min_rank"] is not None), default="-"),
             "kxk_le2": fmt([r["kxk_rank_le2"] for r in reached], 1),
@@ -707,15 +732,31 @@ def protocol_verdicts(stats: dict) -> dict:
             stds = [statistics.stdev(stats[m]["finetuned_values"]) for m in (h, b) if len(stats[m]["finetuned_values"]) > 1]
             gap, noise = means[h] - means[b], max(stds, default=0.0)
             word = ("better beyond" if gap > noise else "worse beyond" if -gap > noise else "within")
-            per_variant[h] = {"gap": gap, "noise": noise, "verdict": word,
+            paired = paired_difference(stats[h], stats[b])
+            per_variant[h] = {"gap": gap, "noise": noise, "verdict": word, "paired": paired,
                               "text": f"{h} {gap * 100:+.2f} points against {b}, {word} the larger seed std "
-                                      f"{noise * 100:.2f}"}
+                                      f"{noise * 100:.2f}" + (f" ({paired['text']})" if paired else "")}
         if per_variant:
             best = next(iter(per_variant.values()))
             v["halo_text"] = "; ".join(p["text"] for p in per_variant.values())
             v["halo_gap"], v["halo_noise"], v["halo_variants"] = best["gap"], best["noise"], per_variant
         out[name] = v
     return out
+
+
+def paired_difference(a: dict, b: dict) -> dict | None:
+    """Method a less method b over the runs (split, seed) both have: each run shares its split's
+    original and test images and its seed's batch order, so the difference per run cancels what the
+    two share; its mean +- standard error, and whether it is beyond twice the standard error."""
+    runs = sorted(set(a.get("finetuned_by_run", {})) & set(b.get("finetuned_by_run", {})))
+    if len(runs) < 2:
+        return None
+    diffs = [a["finetuned_by_run"][r] - b["finetuned_by_run"][r] for r in runs]
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    beyond = abs(mean) > 2 * se
+    return {"mean": mean, "se": se, "runs": len(runs), "beyond_2se": beyond,
+            "text": f"paired over {len(runs)} runs {mean * 100:+.2f} +- {se * 100:.2f} (standard error), "
+                    + ("beyond" if beyond else "within") + " twice its standard error"}
 
 
 def search_evidence(by_method: dict) -> dict:
@@ -839,6 +880,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="*", default=["haloc", *BASELINES],
                    help="methods to run (none: only the original model, LUTs and calibrations)")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--splits", nargs="+", type=int, default=[0],
+                   help="digits train/test splits to run (each its own original model and 360 test images; "
+                        "the summary pools every split's runs); 0 is the default split")
     p.add_argument("--budgets", nargs="+", type=float, default=None, help="replace every target's budgets")
     p.add_argument("--search", nargs="*", default=[], metavar="KEY=VALUE",
                    help="SearchConfig overrides for a HALOC variant (stored as haloc@KEY=VALUE,...)")
@@ -855,6 +899,10 @@ def main(argv=None) -> int:
     out = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
     overrides = parse_overrides(args.search)
     plans = [quick_plan()] if args.quick else [PLANS[m] for m in args.models]
+    if args.data and args.splits != [0]:
+        print(f"--splits {' '.join(map(str, args.splits))}: splits are the digits' own; a --data folder "
+              "brings its own train/test split (drop --splits)", file=sys.stderr)
+        return 2
     for plan in plans:
         if args.seeds:
             plan.seeds = tuple(args.seeds)
@@ -865,7 +913,7 @@ def main(argv=None) -> int:
         log(f"{plan.model}: {asdict(plan)}; search overrides {overrides}; uptime load {os.getloadavg()}")
         if args.phase in ("cells", "all"):
             run_model(plan, out, args.data, args.threads, overrides, set(args.targets) if args.targets else None,
-                      tuple(args.methods), args.variant, tuple(args.haloc_starts))
+                      tuple(args.methods), args.variant, tuple(args.haloc_starts), tuple(args.splits))
         if args.phase in ("latency", "all"):
             measure_latencies(plan, out, args.threads, rounds=1 if args.quick else 3)  # --quick: a check it runs
         if args.phase == "cost":

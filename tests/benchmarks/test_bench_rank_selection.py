@@ -40,6 +40,29 @@ def test_every_haloc_variant_gets_its_own_verdict_against_the_best_baseline():
     assert "haloc-b -10.00 points against uniform" in verdict["halo_text"]
 
 
+def test_paired_difference_pairs_runs_by_cell_and_judges_against_twice_its_standard_error():
+    """Two methods over 4 runs on 2 splits: the per-run difference cancels what a run shares (here a
+    split's +-3 points), so a steady +1 point is beyond noise paired though not beyond the seeds' std."""
+    specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
+    cells = [bench.cell_name("flops", 0.2, seed, split) for split in (0, 1) for seed in (0, 1)]
+    assert cells == ["flops-b0.2-s0", "flops-b0.2-s1", "flops-b0.2-split1s0", "flops-b0.2-split1s1"]
+    shared = [0.93, 0.92, 0.87, 0.88]
+    stats = {m: bench.method_stats([dict(rec(m, top + d, i), cell=c) for i, (c, top) in enumerate(zip(cells, shared))],
+                                   specs, {}) for m, d in (("haloc", 0.01 + 0.001), ("uniform", 0.0))}
+    stats["haloc"]["finetuned_by_run"][cells[1]] -= 0.002  # not exactly constant: a standard error > 0
+    paired = bench.paired_difference(stats["haloc"], stats["uniform"])
+    assert paired["runs"] == 4 and paired["beyond_2se"] and paired["mean"] == pytest.approx(0.0105)
+    variant = bench.protocol_verdicts(stats)["equal fine-tune"]["halo_variants"]["haloc"]
+    assert variant["verdict"] == "within" and "paired over 4 runs +1.05" in variant["text"]
+    # runs only one method has are not paired; fewer than two pairs: no paired verdict
+    one = dict(stats["uniform"], finetuned_by_run={cells[0]: 0.9, "flops-b0.2-split9s0": 0.9})
+    assert bench.paired_difference(stats["haloc"], one) is None
+
+
+def test_splits_are_the_digits_own():
+    assert bench.main(["--data", "/nonexistent", "--splits", "1", "--phase", "summary"]) == 2
+
+
 def test_a_method_that_cannot_reach_the_budget_is_reported_as_such():
     specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
     st = bench.method_stats([rec("uniform", 0.0, 0, cost=1.3, within=False)], specs, {})

@@ -536,8 +536,9 @@ SEARCH_MODE_TEXT = {
     "blockwise": "Search mode: blockwise: only alpha moved, on the HOSVD of the original (no weight training), "
                  "driven by each block's output error against the original's; held-out accuracy is of each "
                  "epoch's argmax architecture before any fine-tune, so it is low where the budget is tight.",
-    "blockwise-exact": "Search mode: blockwise-exact: each block's output error against the original's measured "
-                       "at every combination of its layers' ranks (no weight training), and the ranks with the "
+    "blockwise-exact": "Search mode: blockwise-exact: each block's output error against the original's (relative "
+                       "to what the block's searched layers add) measured at every combination of its layers' "
+                       "ranks (no weight training), and the ranks with the "
                        "least summed error under the budget found exactly; held-out accuracy is of the chosen "
                        "architecture before any fine-tune, so it is low where the budget is tight.",
 }

@@ -113,7 +113,8 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
     p.add_argument("--search-mode", choices=("supernet", "blockwise", "blockwise-exact"),
                    help="supernet: the paper's search (weight and alpha steps); blockwise: only alpha moves, "
                         "on the HOSVD of the original, by each block's output error (about one training epoch "
-                        "in all); blockwise-exact: that error measured for every candidate and minimised "
+                        "in all); blockwise-exact: that error (relative to what each block's searched layers "
+                        "add) measured for every candidate and minimised "
                         f"exactly under the budget (seconds, deterministic) {d('search_mode')}")
     p.add_argument("--search-epochs", type=int, help=f"epochs of each supernet search {d('search_epochs')}")
     p.add_argument("--search-steps-per-epoch", type=int,

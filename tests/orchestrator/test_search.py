@@ -230,7 +230,8 @@ def test_blockwise_mode_gives_trials_an_alpha_only_config_and_refuses_train_once
                          {"seed": 0}).train_weights
     exact = replace(TINY, mode="blockwise-exact").search_config_fields()
     cfg = _trial_config(type("Ctx", (), {"base": exact, "shared_supernet": None})(), {"seed": 1})
-    assert (cfg.train_weights, cfg.arch_objective, cfg.arch_solver) == (False, "blockwise", "exact")
+    assert (cfg.train_weights, cfg.arch_objective, cfg.arch_solver, cfg.block_error) == (
+        False, "blockwise", "exact", "branch")
     with pytest.raises(BadInputError, match="train_once"):
         replace(TINY, mode="blockwise", train_once=True)
     with pytest.raises(BadInputError, match="mode 'fast'"):

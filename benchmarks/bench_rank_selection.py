@@ -615,6 +615,7 @@ def summarize(out: Path, models: list[str]) -> dict:
             continue
         specs = haloc.decomposable_layers(haloc.models.create(model), torch.zeros(1, *haloc.models.input_size(model)))
         base = json.loads((folder / "base.json").read_text())
+        others = [json.loads(f.read_text())["top1"] for f in sorted(folder.glob("base-split*.json"))]
         latency = json.loads((folder / "latency.json").read_text()) if (folder / "latency.json").exists() else {}
         groups: dict = {}
         for f in sorted((folder / "cells").glob("*/*.json")):
@@ -623,7 +624,9 @@ def summarize(out: Path, models: list[str]) -> dict:
                 continue
             target, budget, _ = rec["cell"].rsplit("-", 2)
             groups.setdefault((target, float(budget[1:])), {}).setdefault(rec["method"], []).append(rec)
-        lines += [f"### {model} (original top-1 {base['top1'] * 100:.2f}%, {base['epochs']} epochs)", ""]
+        splits = (f"; the other {len(others)} splits' originals {min(others) * 100:.2f}-{max(others) * 100:.2f}%"
+                  if others else "")
+        lines += [f"### {model} (original top-1 {base['top1'] * 100:.2f}%, {base['epochs']} epochs{splits})", ""]
         for (target, budget), by_method in sorted(groups.items(), key=lambda kv: (kv[0][0] != FLOPS, kv[0])):
             rows, stats = [], {}
             order = sorted(by_method, key=lambda m: (METHOD_ORDER.index(m.split("@")[0]) if m.split("@")[0]

@@ -624,8 +624,10 @@ def summarize(out: Path, models: list[str]) -> dict:
                 continue
             target, budget, _ = rec["cell"].rsplit("-", 2)
             groups.setdefault((target, float(budget[1:])), {}).setdefault(rec["method"], []).append(rec)
-        splits = (f"; the other {len(others)} splits' originals {min(others) * 100:.2f}-{max(others) * 100:.2f}%"
-                  if others else "")
+        splits = ""
+        if others:
+            span = f"{min(others) * 100:.2f}" + (f"-{max(others) * 100:.2f}" if max(others) > min(others) else "")
+            splits = f"; the originals of {len(others)} other split(s): {span}%"
         lines += [f"### {model} (original top-1 {base['top1'] * 100:.2f}%, {base['epochs']} epochs{splits})", ""]
         for (target, budget), by_method in sorted(groups.items(), key=lambda kv: (kv[0][0] != FLOPS, kv[0])):
             rows, stats = [], {}

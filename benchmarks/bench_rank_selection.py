@@ -77,6 +77,7 @@ class ModelPlan:
     random_n: int = 6
     calibration_samples: int = 12
     search: dict = field(default_factory=dict)  # SearchConfig overrides (none: the defaults ship)
+    digits_distortion: float = 0.0  # > 0: the harder, distorted digits (`haloc.data.distort_digits`)
 
 
 PLANS = {
@@ -107,21 +108,22 @@ class Loaders:
     name: str
 
 
-def build_loaders(data: str | None, batch: int, seed: int = 0, split: int = 0,
+def build_loaders(data: str | None, batch: int, seed: int = 0, split: int = 0, distortion: float = 0.0,
                   _cache: dict = {}) -> Loaders:  # noqa: B006
     """Loaders over fixed splits whose batch orders follow `seed` (the seed of a fine-tune or search:
     a loader's order comes from its own seed, `seed_epoch` only moves it to the next epoch). `split`
-    picks the digits' train/test split (another 360 test images, another original model)."""
+    picks the digits' train/test split (another 360 test images, another original model);
+    `distortion` the digits' difficulty (`haloc.data.distort_digits`)."""
     import haloc
     from haloc.data import DataConfig, build_datasets, make_loader, split_train_heldout
 
-    if (data, split) not in _cache:
+    if (data, split, distortion) not in _cache:
         if data:
             train, test = build_datasets(DataConfig(kind="cifar10", root=data))
         else:
-            train, test = haloc.digits_datasets(seed=split)
-        _cache[data, split] = (train, test, *split_train_heldout(train, 0.2, seed=0))
-    train, test, weights_part, held = _cache[data, split]
+            train, test = haloc.digits_datasets(seed=split, distortion=distortion)
+        _cache[data, split, distortion] = (train, test, *split_train_heldout(train, 0.2, seed=0))
+    train, test, weights_part, held = _cache[data, split, distortion]
     return Loaders(make_loader(train, batch, shuffle=True, seed=seed),
                    make_loader(weights_part, batch, shuffle=True, seed=seed, drop_last=True),
                    make_loader(held, batch, shuffle=True, seed=seed + 7_777),
@@ -141,8 +143,13 @@ def base_model(plan: ModelPlan, loaders: Loaders, folder: Path, split: int = 0):
     path, meta_path = folder / f"base{tag}.pt", folder / f"base{tag}.json"
     model = haloc.models.create(plan.model)
     if path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("data") != loaders.name:  # the cells beside it were run on other data: never mix them
+            print(f"{folder}: its original was trained on {meta.get('data')!r}, not {loaders.name!r}; give this "
+                  "data its own --out folder", file=sys.stderr)
+            raise SystemExit(2)
         model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval(), json.loads(meta_path.read_text())
+        return model.eval(), meta
     start = time.perf_counter()
     cfg = TrainConfig(epochs=plan.base_epochs, lr=plan.base_lr, kd_weight=0.0, device="cpu", seed=0, log_every=0)
     finetune(model, None, loaders.train, None, cfg)
@@ -449,7 +456,7 @@ def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overri
     os.environ.setdefault("HALOC_ZIGZAG_CACHE", str(out / "zigzag.sqlite"))
     targets = None
     for split in splits:
-        loaders = build_loaders(data, plan.batch_size, split=split)
+        loaders = build_loaders(data, plan.batch_size, split=split, distortion=plan.digits_distortion)
         base, meta = base_model(plan, loaders, folder, split)
         log(f"{plan.model}: original top-1 {meta['top1']:.4f} on {loaders.name}")
         specs = haloc.decomposable_layers(base, torch.zeros(1, *haloc.models.input_size(plan.model)))
@@ -471,7 +478,7 @@ def run_cells(plan: ModelPlan, folder: Path, data: str | None, base, specs: dict
         target = targets[target_name]
         for budget in budgets:
             for seed in plan.seeds:
-                loaders = build_loaders(data, plan.batch_size, seed, split)
+                loaders = build_loaders(data, plan.batch_size, seed, split, plan.digits_distortion)
                 cell = cell_name(target_name, budget, seed, split)
                 cell_dir = folder / "cells" / cell
                 cell_dir.mkdir(parents=True, exist_ok=True)
@@ -559,7 +566,7 @@ def search_cost(plan: ModelPlan, out: Path, data: str | None, overrides: dict, r
     import haloc
     from haloc.search_loop import SupernetSearch
 
-    loaders = build_loaders(data, plan.batch_size)
+    loaders = build_loaders(data, plan.batch_size, distortion=plan.digits_distortion)
     folder = out / plan.model
     base, _ = base_model(plan, loaders, folder)
     specs = haloc.decomposable_layers(base, torch.zeros(1, *haloc.models.input_size(plan.model)))
@@ -628,7 +635,8 @@ def summarize(out: Path, models: list[str]) -> dict:
         if others:
             span = f"{min(others) * 100:.2f}" + (f"-{max(others) * 100:.2f}" if max(others) > min(others) else "")
             splits = f"; the originals of {len(others)} other split(s): {span}%"
-        lines += [f"### {model} (original top-1 {base['top1'] * 100:.2f}%, {base['epochs']} epochs{splits})", ""]
+        data = f" on {base['data'].replace(' train ', ' ')}" if base.get("data") else ""
+        lines += [f"### {model} (original top-1 {base['top1'] * 100:.2f}%{data}, {base['epochs']} epochs{splits})", ""]
         for (target, budget), by_method in sorted(groups.items(), key=lambda kv: (kv[0][0] != FLOPS, kv[0])):
             rows, stats = [], {}
             order = sorted(by_method, key=lambda m: (METHOD_ORDER.index(m.split("@")[0]) if m.split("@")[0]
@@ -888,6 +896,9 @@ def main(argv=None) -> int:
     p.add_argument("--splits", nargs="+", type=int, default=[0],
                    help="digits train/test splits to run (each its own original model and 360 test images; "
                         "the summary pools every split's runs); 0 is the default split")
+    p.add_argument("--digits-distortion", type=float, default=0.0, metavar="S",
+                   help="distort the digits (a fixed random warp and noise per image, strength S, 1 = rotation up "
+                        "to 30 degrees): a harder task; give it its own --out")
     p.add_argument("--budgets", nargs="+", type=float, default=None, help="replace every target's budgets")
     p.add_argument("--search", nargs="*", default=[], metavar="KEY=VALUE",
                    help="SearchConfig overrides for a HALOC variant (stored as haloc@KEY=VALUE,...)")
@@ -904,6 +915,10 @@ def main(argv=None) -> int:
     out = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
     overrides = parse_overrides(args.search)
     plans = [quick_plan()] if args.quick else [PLANS[m] for m in args.models]
+    if args.data and args.digits_distortion:
+        print(f"--digits-distortion {args.digits_distortion:g} distorts the digits; a --data folder is used as it "
+              "is (drop one of them)", file=sys.stderr)
+        return 2
     if args.data and args.splits != [0]:
         print(f"--splits {' '.join(map(str, args.splits))}: splits are the digits' own; a --data folder "
               "brings its own train/test split (drop --splits)", file=sys.stderr)
@@ -915,6 +930,7 @@ def main(argv=None) -> int:
             plan.targets = {k: list(args.budgets) for k in plan.targets}
         if args.finetune_epochs:
             plan.finetune_epochs = args.finetune_epochs
+        plan.digits_distortion = args.digits_distortion
         log(f"{plan.model}: {asdict(plan)}; search overrides {overrides}; uptime load {os.getloadavg()}")
         if args.phase in ("cells", "all"):
             run_model(plan, out, args.data, args.threads, overrides, set(args.targets) if args.targets else None,

@@ -354,11 +354,12 @@ class DigitsDataset(Dataset):
 
 
 def digits_datasets(seed: int = 0, augment: bool = False, image_size: int = 32,
-                    test_size: int = DIGITS_TEST_SIZE) -> tuple[Dataset, Dataset]:
+                    test_size: int = DIGITS_TEST_SIZE, distortion: float = 0.0) -> tuple[Dataset, Dataset]:
     """(train, test) of scikit-learn's bundled digits: 1,797 real images, split stratified by `seed`.
 
     No download: the images ship inside scikit-learn (`pip install scikit-learn`, in the test extras).
-    Pixels are normalised with the training split's mean and std.
+    Pixels are normalised with the training split's mean and std. `distortion` > 0 makes the task
+    harder (`distort_digits`): the digits alone are too easy to tell rank choices apart.
     """
     try:
         from sklearn.datasets import load_digits
@@ -372,14 +373,43 @@ def digits_datasets(seed: int = 0, augment: bool = False, image_size: int = 32,
     images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # [N, 1, 8, 8] in [0, 1]
     images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     images = images.expand(-1, 3, -1, -1).contiguous()  # [N, 3, S, S]
+    if distortion:
+        images = distort_digits(images, distortion)
     labels = torch.as_tensor(digits.target, dtype=torch.int64)  # [N]
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_size, random_state=seed,
                                            stratify=digits.target)
     train_idx, test_idx = torch.as_tensor(np.sort(train_idx)), torch.as_tensor(np.sort(test_idx))
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = (images - mean) / std
-    return (DigitsDataset(images[train_idx], labels[train_idx], f"digits train (scikit-learn, seed {seed})", augment),
-            DigitsDataset(images[test_idx], labels[test_idx], f"digits test (scikit-learn, seed {seed})"))
+    kind = f"digits, distortion {distortion:g}" if distortion else "digits"
+    return (DigitsDataset(images[train_idx], labels[train_idx], f"{kind} train (scikit-learn, seed {seed})", augment),
+            DigitsDataset(images[test_idx], labels[test_idx], f"{kind} test (scikit-learn, seed {seed})"))
+
+
+def distort_digits(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """A fixed random affine warp and pixel noise per image ([N, C, S, S] in [0, 1], blank = 0).
+
+    At strength 1: rotation up to 30 degrees, scale 0.75-1.1, shear up to 0.3, shift up to 12% of
+    the image, Gaussian noise of std 0.2. The draw depends on the image's index alone (generator
+    seeded 0), so every split and every run sees the same distorted image.
+    """
+    import math
+
+    import torch.nn.functional as F
+
+    n = len(images)
+    g = torch.Generator().manual_seed(0)
+    u = torch.rand(n, 6, generator=g) * 2 - 1  # [N, 6] in [-1, 1]
+    angle = u[:, 0] * math.radians(30) * strength
+    scale = 1 + strength * (0.175 * u[:, 1] - 0.075)  # 0.75-1.1 at strength 1
+    shear, shift = u[:, 2] * 0.3 * strength, u[:, 3:5] * 0.24 * strength  # shift: grid units (2 = width)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin + shear, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # [N, 2, 3], output -> input coords
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    noise = torch.randn(warped.shape[0], 1, *warped.shape[2:], generator=g) * 0.2 * strength
+    return (warped + noise).clamp(0, 1)  # the same noise on the 3 (repeated) channels
 
 
 # ---------------------------------------------------------------------------------------------- ImageNet

@@ -63,6 +63,18 @@ def test_splits_are_the_digits_own():
     assert bench.main(["--data", "/nonexistent", "--splits", "1", "--phase", "summary"]) == 2
 
 
+def test_distortion_is_the_digits_own_and_never_mixes_with_another_datas_results(tmp_path, capsys):
+    assert bench.main(["--data", "/nonexistent", "--digits-distortion", "1", "--phase", "summary"]) == 2
+    # an original trained on the plain digits: a distorted run in the same folder is refused, not mixed
+    folder = tmp_path / "resnet20"
+    folder.mkdir()
+    (folder / "base.pt").write_bytes(b"")
+    (folder / "base.json").write_text(json.dumps({"top1": 0.99, "data": "digits train (scikit-learn, seed 0)"}))
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--out", str(tmp_path), "--digits-distortion", "1", "--phase", "cells", "--methods"])
+    assert e.value.code == 2 and "its own --out folder" in capsys.readouterr().err
+
+
 def test_a_method_that_cannot_reach_the_budget_is_reported_as_such():
     specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
     st = bench.method_stats([rec("uniform", 0.0, 0, cost=1.3, within=False)], specs, {})

@@ -261,6 +261,26 @@ def test_digits_split_is_stratified_fixed_by_seed_and_disjoint():
     assert sum(tuple(x.flatten()[::17].tolist()) in flat_train for x in test.images) <= 2  # duplicates in the scans
 
 
+def test_distorted_digits_are_fixed_per_image_and_differ_from_the_plain_ones():
+    from haloc.data import digits_datasets, distort_digits
+
+    plain, _ = digits_datasets(seed=0)
+    hard, hard_test = digits_datasets(seed=0, distortion=1.0)
+    assert torch.equal(hard.targets, plain.targets) and len(hard_test) == 360  # the same split, other pixels
+    assert "distortion 1" in hard.name
+    again, _ = digits_datasets(seed=0, distortion=1.0)
+    torch.testing.assert_close(again.images, hard.images)  # a fixed data set, not an augmentation
+    # each image moved: far from its plain version, farther than the noise alone would put it
+    moved = (hard.images - plain.images).flatten(1).norm(dim=1) / plain.images.flatten(1).norm(dim=1)
+    assert moved.median() > 0.3
+    x = torch.zeros(4, 1, 32, 32)
+    x[:, :, 12:20, 12:20] = 1.0
+    assert torch.equal(distort_digits(x, 0.0), x)  # strength 0: no warp, no noise
+    warped = distort_digits(x, 1.0)
+    assert warped.shape == x.shape and warped.min() >= 0 and warped.max() <= 1
+    assert not torch.equal(warped[0], warped[1])  # a draw per image
+
+
 def test_digits_through_build_datasets_with_and_without_augmentation():
     plain, _ = build_datasets(DataConfig(kind="digits", augment=False))
     shifted, _ = build_datasets(DataConfig(kind="digits", augment=True))

@@ -91,6 +91,11 @@ def test_search_evidence_reads_the_history_and_the_seeds_agreement():
     assert list(ev) == ["haloc"]
     assert [round(p["cost_over_budget"], 6) for p in ev["haloc"]["per_epoch"]] == [1.2, 1.1, 1.0]
     assert ev["haloc"]["rank_agreement"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    # another split's run has another original: it is not paired with split 0's seeds
+    other = dict(recs[0], cell="flops-b0.2-split3s0", ranks={"a": 16, "b": 16})
+    ev = bench.search_evidence({"haloc": [*recs, other]})
+    assert ev["haloc"]["rank_agreement"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert bench.search_evidence({"haloc": [recs[0], other]})["haloc"]["rank_agreement"] is None
 
 
 @pytest.mark.slow

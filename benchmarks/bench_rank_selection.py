@@ -12,7 +12,9 @@ weights on 80% of the training split and its alpha on the other 20% (never the t
 `--splits 1 2 ...` runs the same cells on other stratified splits of the digits, each with its own
 original model (`base-split<N>.pt`) and cells (`<target>-b<budget>-split<N>s<seed>`): 360 test
 images tell methods apart to one image in 360, and the summary pools every split's runs and pairs
-them (the difference per run between two methods, `paired_difference`).
+them (the difference per run between two methods, `paired_difference`). `--digits-distortion 1`
+warps and noises every digit once (`haloc.data.distort_digits`): a harder task (originals at 95-98%
+instead of 99-100%) on which rank choices differ by more than a test image or two.
 
 Per model: the original is trained once (cached), LUTs are built in-process (torch timing of the
 `cpu` profile at `--threads`, and the `asic` ZigZag simulation), each calibrated end to end as the

@@ -146,7 +146,7 @@ def base_model(plan: ModelPlan, loaders: Loaders, folder: Path, split: int = 0):
     model = haloc.models.create(plan.model)
     if path.exists():
         meta = json.loads(meta_path.read_text())
-        if meta.get("data") != loaders.name:  # the cells beside it were run on other data: never mix them
+        if meta.get("data", loaders.name) != loaders.name:  # its cells were run on other data: never mix them
             print(f"{folder}: its original was trained on {meta.get('data')!r}, not {loaders.name!r}; give this "
                   "data its own --out folder", file=sys.stderr)
             raise SystemExit(2)
@@ -924,6 +924,10 @@ def main(argv=None) -> int:
     out = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
     overrides = parse_overrides(args.search)
     plans = [quick_plan()] if args.quick else [PLANS[m] for m in args.models]
+    if not 0 <= args.digits_distortion <= 2:
+        print(f"--digits-distortion {args.digits_distortion:g}: give a strength from 0 (none) to 2 (1: rotation up to "
+              "30 degrees)", file=sys.stderr)
+        return 2
     if args.data and args.digits_distortion:
         print(f"--digits-distortion {args.digits_distortion:g} distorts the digits; a --data folder is used as it "
               "is (drop one of them)", file=sys.stderr)

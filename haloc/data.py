@@ -373,6 +373,8 @@ def digits_datasets(seed: int = 0, augment: bool = False, image_size: int = 32,
     images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # [N, 1, 8, 8] in [0, 1]
     images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     images = images.expand(-1, 3, -1, -1).contiguous()  # [N, 3, S, S]
+    if not 0 <= distortion <= 2:
+        raise BadInputError(f"digits distortion {distortion:g}: give a strength from 0 (none) to 2")
     if distortion:
         images = distort_digits(images, distortion)
     labels = torch.as_tensor(digits.target, dtype=torch.int64)  # [N]

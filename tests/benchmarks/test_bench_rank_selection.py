@@ -65,6 +65,7 @@ def test_splits_are_the_digits_own():
 
 def test_distortion_is_the_digits_own_and_never_mixes_with_another_datas_results(tmp_path, capsys):
     assert bench.main(["--data", "/nonexistent", "--digits-distortion", "1", "--phase", "summary"]) == 2
+    assert bench.main(["--digits-distortion", "-1", "--phase", "summary"]) == 2
     # an original trained on the plain digits: a distorted run in the same folder is refused, not mixed
     folder = tmp_path / "resnet20"
     folder.mkdir()

@@ -279,6 +279,8 @@ def test_distorted_digits_are_fixed_per_image_and_differ_from_the_plain_ones():
     warped = distort_digits(x, 1.0)
     assert warped.shape == x.shape and warped.min() >= 0 and warped.max() <= 1
     assert not torch.equal(warped[0], warped[1])  # a draw per image
+    with pytest.raises(BadInputError, match="distortion"):
+        digits_datasets(seed=0, distortion=-1.0)
 
 
 def test_digits_through_build_datasets_with_and_without_augmentation():

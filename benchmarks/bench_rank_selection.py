@@ -856,7 +856,7 @@ def _suffix(overrides: dict) -> str:
 
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # two bench processes may share --out
     tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
     os.replace(tmp, path)
 
@@ -865,7 +865,7 @@ def _atomic_save(path: Path, obj) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 

@@ -855,19 +855,17 @@ def _suffix(overrides: dict) -> str:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")  # two bench processes may share --out
-    tmp.write_text(json.dumps(obj, indent=1, default=float) + "\n")
-    os.replace(tmp, path)
+    from haloc.files import atomic_write  # a temp name of its own: bench processes may share --out
+
+    atomic_write(path, json.dumps(obj, indent=1, default=float) + "\n")
 
 
 def _atomic_save(path: Path, obj) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from haloc.files import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def log(msg: str) -> None:

@@ -922,9 +922,11 @@ def main(argv=None) -> int:
     out = Path(args.out or (DEFAULT_OUT + ("-quick" if args.quick else "")))
     overrides = parse_overrides(args.search)
     plans = [quick_plan()] if args.quick else [PLANS[m] for m in args.models]
-    if not 0 <= args.digits_distortion <= 2:
-        print(f"--digits-distortion {args.digits_distortion:g}: give a strength from 0 (none) to 2 (1: rotation up to "
-              "30 degrees)", file=sys.stderr)
+    from haloc.data import DIGITS_MAX_DISTORTION
+
+    if not 0 <= args.digits_distortion <= DIGITS_MAX_DISTORTION:  # refused before any work, as haloc.data would
+        print(f"--digits-distortion {args.digits_distortion:g}: give a strength from 0 (none) to "
+              f"{DIGITS_MAX_DISTORTION:g} (1: rotation up to 30 degrees)", file=sys.stderr)
         return 2
     if args.data and args.digits_distortion:
         print(f"--digits-distortion {args.digits_distortion:g} distorts the digits; a --data folder is used as it "

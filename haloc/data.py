@@ -39,6 +39,7 @@ PICKLED_FILE = "datasets.pkl"  # a (train, val) pair that pipelines.api.compress
 # ("pickled:<folder>"), never because a folder happens to hold a datasets.pkl.
 PICKLED_PREFIX = "pickled:"
 DIGITS_TEST_SIZE = 360  # of 1,797 images: the 1437/360 split of ENVIRONMENT.md
+DIGITS_MAX_DISTORTION = 2.0  # `distort_digits` strengths beyond it warp digits past recognition
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,9 @@ def digits_datasets(seed: int = 0, augment: bool = False, image_size: int = 32,
     Pixels are normalised with the training split's mean and std. `distortion` > 0 makes the task
     harder (`distort_digits`): the digits alone are too easy to tell rank choices apart.
     """
+    if not 0 <= distortion <= DIGITS_MAX_DISTORTION:
+        raise BadInputError(f"digits distortion {distortion:g}: give a strength from 0 (none) to "
+                            f"{DIGITS_MAX_DISTORTION:g}")
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -373,8 +377,6 @@ def digits_datasets(seed: int = 0, augment: bool = False, image_size: int = 32,
     images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0  # [N, 1, 8, 8] in [0, 1]
     images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     images = images.expand(-1, 3, -1, -1).contiguous()  # [N, 3, S, S]
-    if not 0 <= distortion <= 2:
-        raise BadInputError(f"digits distortion {distortion:g}: give a strength from 0 (none) to 2")
     if distortion:
         images = distort_digits(images, distortion)
     labels = torch.as_tensor(digits.target, dtype=torch.int64)  # [N]

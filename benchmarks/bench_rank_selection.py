@@ -514,22 +514,30 @@ def run_cells(plan: ModelPlan, folder: Path, data: str | None, base, specs: dict
 
 # ---- measured latency of every final model ------------------------------------------------------------
 
-def measure_latencies(plan: ModelPlan, out: Path, threads: int, rounds: int = 3) -> None:
+def haloc_specs(model: str) -> dict:
+    """The decomposable layers of a registered model, as the cells' ranks name them."""
+    import haloc
+    import torch
+
+    return haloc.decomposable_layers(haloc.models.create(model), torch.zeros(1, *haloc.models.input_size(model)))
+
+
+def measure_latencies(plan: ModelPlan, out: Path, threads: int, rounds: int = 3, only: set | None = None) -> None:
     """cpu: each model timed interleaved with the original (A, B, A, B...), medians over `rounds`;
-    asic: simulated (deterministic). Cached per rank vector in latency.json."""
+    asic: simulated (deterministic). Cached per rank vector in latency.json. `only`: the final models
+    of these targets' cells alone (`--targets cpu`: the latency budgets' models, without every FLOPs run)."""
     from hw_profiles.measure import measure_model_ms
 
     folder = out / plan.model
     path = folder / "latency.json"
     cache = json.loads(path.read_text()) if path.exists() else {}
     os.environ.setdefault("HALOC_ZIGZAG_CACHE", str(out / "zigzag.sqlite"))
-    import haloc
-    import torch
 
-    specs = haloc.decomposable_layers(haloc.models.create(plan.model),
-                                      torch.zeros(1, *haloc.models.input_size(plan.model)))
+    specs = haloc_specs(plan.model)
     vectors = {}
     for f in sorted((folder / "cells").glob("*/*.json")):
+        if only and f.parent.name.split("-b")[0] not in only:
+            continue
         rec = json.loads(f.read_text())
         if "ranks" in rec:
             ranks = {n: r for n, r in rec["ranks"].items() if r < specs[n].max_rank}
@@ -613,8 +621,6 @@ METHOD_ORDER = ("haloc", "haloc-sn", "haloc-long", "haloc-paper", "haloc-paper-s
 
 
 def summarize(out: Path, models: list[str]) -> dict:
-    import haloc
-    import torch
 
     summary = {}
     lines = []
@@ -622,7 +628,7 @@ def summarize(out: Path, models: list[str]) -> dict:
         folder = out / model
         if not (folder / "cells").exists():
             continue
-        specs = haloc.decomposable_layers(haloc.models.create(model), torch.zeros(1, *haloc.models.input_size(model)))
+        specs = haloc_specs(model)
         base = json.loads((folder / "base.json").read_text())
         others = [json.loads(f.read_text())["top1"] for f in sorted(folder.glob("base-split*.json"))]
         latency = json.loads((folder / "latency.json").read_text()) if (folder / "latency.json").exists() else {}
@@ -949,7 +955,8 @@ def main(argv=None) -> int:
             run_model(plan, out, args.data, args.threads, overrides, set(args.targets) if args.targets else None,
                       tuple(args.methods), args.variant, tuple(args.haloc_starts), tuple(args.splits))
         if args.phase in ("latency", "all"):
-            measure_latencies(plan, out, args.threads, rounds=1 if args.quick else 3)  # --quick: a check it runs
+            measure_latencies(plan, out, args.threads, rounds=1 if args.quick else 3,  # --quick: a check it runs
+                              only=set(args.targets) if args.targets else None)
         if args.phase == "cost":
             search_cost(plan, out, args.data, overrides)
     if args.phase in ("summary", "all"):

@@ -113,7 +113,16 @@ def test_quick_run_writes_every_method_and_a_summary(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "resnet20/flops/0.3" in summary
     assert "haloc" in summary["resnet20/flops/0.3"]["evidence"]
-    assert (tmp_path / "resnet20" / "latency.json").exists()
+    latency = tmp_path / "resnet20" / "latency.json"
+    every = set(json.loads(latency.read_text())) - {"original", "load"}
+    # --targets asic measures the asic cells' final models alone, not the FLOPs cells' as well
+    asic_vectors = {bench._ranks_key({n: r for n, r in json.loads(f.read_text())["ranks"].items()
+                                      if r < bench.haloc_specs("resnet20")[n].max_rank})
+                    for f in (cells / "asic-b0.92-s0").glob("*.json")}
+    latency.unlink()
+    assert bench.main(["--quick", "--out", str(tmp_path), "--phase", "latency", "--targets", "asic"]) == 0
+    measured = set(json.loads(latency.read_text())) - {"original", "load"}
+    assert measured == asic_vectors and measured < every
 
 
 def test_long_baselines_train_as_many_more_epochs_as_this_runs_search():

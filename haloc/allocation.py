@@ -65,28 +65,6 @@ def min_error_ranks(tables_by_group: dict[Group, np.ndarray], candidates: dict[s
     return _ranks(groups, best if best is not None else [g.cheapest() for g in groups])
 
 
-OUT_OF_SPAN = 1e6  # the error `anchored_tables` gives an option outside the span: finite, so the knapsack
-#                   still answers, and far above any relative error (about 1 at most)
-
-
-def anchored_tables(tables_by_group: dict[Group, np.ndarray], candidates: dict[str, tuple[int, ...]],
-                    anchor: dict[str, int], span: float) -> dict[Group, np.ndarray]:
-    """The error tables with every option that puts a layer's rank outside [anchor / span, anchor x span]
-    priced out (`OUT_OF_SPAN` added): `min_error_ranks` then moves rank between layers only within
-    that span of `anchor`, which is itself always allowed."""
-    out = {}
-    for names, errors in tables_by_group.items():
-        outside = np.zeros(np.shape(errors), dtype=bool)
-        for axis, n in enumerate(names):
-            ranks = np.asarray(candidates[n], dtype=float)
-            far = (ranks < anchor[n] / span - 1e-9) | (ranks > anchor[n] * span + 1e-9)
-            view = [1] * len(names)
-            view[axis] = len(ranks)
-            outside = outside | far.reshape(view)
-        out[names] = np.asarray(errors, dtype=float) + OUT_OF_SPAN * outside
-    return out
-
-
 class _Group:
     """One group's options, flattened: errors (n_options,), costs per cost table (n_options,) each."""
 

@@ -73,9 +73,6 @@ class SearchConfig:
     #   error at every candidate on `table_batches` held-out batches, and the result is the allocation
     #   with the least summed error under the budgets, solved exactly (`haloc.allocation`)
     table_batches: int = 2  # arch_solver "exact": held-out batches the error tables take per epoch
-    anchor_span: float = 0.0  # arch_solver "exact", > 1: every layer's rank stays within this factor of the
-    #   uniform-fraction allocation that fits the budgets (`haloc.rank_selection.uniform_ranks`); the error
-    #   tables move rank between layers, but cannot starve one (0: no anchor)
     block_error: str = "output"  # the blockwise objective's scale per block: "output" (the block's output
     #   power) or "branch" (the power of what the block's searched layers add to it: its output less its
     #   output with them silenced, e.g. a residual block's shortcut alone), so that a residual block whose
@@ -134,9 +131,6 @@ class SearchConfig:
             raise BadInputError(f"block_error {self.block_error!r} unknown; use one of {BLOCK_ERRORS}")
         if self.table_batches < 1:
             raise BadInputError(f"table_batches={self.table_batches} must be >= 1")
-        if self.anchor_span and (self.anchor_span <= 1 or self.arch_solver != "exact"):
-            raise BadInputError(f"anchor_span={self.anchor_span} needs arch_solver='exact' and a factor > 1 "
-                                "(2: every rank within half and twice the uniform allocation's), or 0 for none")
         if self.arch_every < 1:
             raise BadInputError(f"arch_every={self.arch_every} must be >= 1 (1: an alpha step per weight step)")
 
@@ -552,12 +546,6 @@ class SupernetSearch:
         for x in batches:
             self.measure_error_tables(x)
         tables = {k: v.numpy() for k, v in self.error_tables().items()}
-        if self.cfg.anchor_span:
-            from .allocation import anchored_tables
-            from .rank_selection import uniform_ranks
-
-            anchor = uniform_ranks(self.specs, self.rank_space.candidates, self.tables).ranks
-            tables = anchored_tables(tables, self.rank_space.candidates, anchor, self.cfg.anchor_span)
         self._solution = min_error_ranks(tables, self.rank_space.candidates, self.tables)
         self._peak_alpha(self._solution)
         arch_seconds = time.perf_counter() - epoch_start

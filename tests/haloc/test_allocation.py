@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from haloc.allocation import anchored_tables, min_error_ranks
+from haloc.allocation import min_error_ranks
 from haloc.errors import BadInputError
 from haloc.hardware_loss import CostTable
 
@@ -108,34 +108,3 @@ def test_bad_tables_are_refused():
         min_error_ranks({("a",): np.array([np.nan, 0.0])}, cands, [table])
     with pytest.raises(BadInputError, match="at least one cost table"):
         min_error_ranks({("a",): np.zeros(2)}, cands, [])
-
-
-def test_anchored_tables_keep_every_rank_within_the_span_and_otherwise_the_least_error():
-    """Anchored, the answer is the least-error allocation among those within the span of the anchor
-    (checked by brute force over that restricted space), and it never leaves the span."""
-    rng = random.Random(7)
-    for _ in range(60):
-        cands, errors, tables = random_problem(rng, 1)
-        anchor = {n: rng.choice(c) for n, c in cands.items()}
-        tables = [CostTable(t.name, t.layer_costs, t.fixed_cost,
-                            max(t.budget, t.cost_of(anchor, cands) * 1.01)) for t in tables]  # the anchor fits
-        span = rng.choice([1.5, 2.0, 3.0])
-        ranks = min_error_ranks(anchored_tables(errors, cands, anchor, span), cands, tables)
-        assert all(anchor[n] / span - 1e-9 <= r <= anchor[n] * span + 1e-9 for n, r in ranks.items())
-        assert fits(ranks, cands, tables)
-        inside = {n: tuple(c for c in cs if anchor[n] / span - 1e-9 <= c <= anchor[n] * span + 1e-9)
-                  for n, cs in cands.items()}
-        best = min(total_error(errors, cands, dict(zip(inside, combo)))
-                   for combo in itertools.product(*inside.values())
-                   if fits(dict(zip(inside, combo)), cands, tables))
-        assert total_error(errors, cands, ranks) <= best + 1e-6
-
-
-def test_a_wide_span_is_no_anchor():
-    cands = {"a": (1, 2, 4, 8), "b": (1, 2, 4, 8)}
-    errors = {("a",): np.array([0.9, 0.5, 0.2, 0.0]), ("b",): np.array([0.1, 0.05, 0.02, 0.0])}
-    table = CostTable("t", {"a": (1, 2, 4, 8), "b": (1, 2, 4, 8)}, 0.0, 9.5)
-    free = min_error_ranks(errors, cands, [table])
-    assert free == {"a": 8, "b": 1}  # all the budget where the error is
-    assert min_error_ranks(anchored_tables(errors, cands, {"a": 4, "b": 4}, 100.0), cands, [table]) == free
-    assert min_error_ranks(anchored_tables(errors, cands, {"a": 4, "b": 4}, 2.0), cands, [table]) == {"a": 4, "b": 4}  # b not at 1

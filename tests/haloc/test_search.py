@@ -506,26 +506,6 @@ def test_exact_solver_tables_join_a_blocks_layers():
     assert float(pair[0, 0]) > float(pair[-1, -1])
 
 
-def test_anchored_exact_search_stays_within_its_span_of_uniform_ranks():
-    """anchor_span: every rank within that factor of the uniform allocation fitting the budget, the
-    budget met, and the blockwise error no worse than the uniform allocation's (which is in the span)."""
-    from haloc.rank_selection import uniform_ranks
-
-    s, space, table = exact_search(anchor_span=2.0)
-    train, held = tiny_loaders()
-    s.run_epoch(train, held)
-    res = s.result()
-    assert res.within_budget == {"fakehw": True}
-    uniform = uniform_ranks(s.specs, space.candidates, [table]).ranks
-    assert all(uniform[n] / 2 <= r <= uniform[n] * 2 for n, r in res.all_ranks.items())
-    batches = [(x, y) for x, y in list(held)[:s.cfg.table_batches]]
-    assert (s.architecture_blockwise_error(res.all_ranks, batches)
-            <= s.architecture_blockwise_error(uniform, batches) + 1e-6)
-    free, _space, _table = exact_search()
-    free.run_epoch(train, held)
-    assert free.result().all_ranks != res.all_ranks  # here the free search leaves the span
-
-
 def test_exact_search_resumes_from_its_checkpoint_with_its_tables():
     train, held = tiny_loaders()
     a, space, table = exact_search(epochs=2)
@@ -547,10 +527,6 @@ def test_exact_solver_needs_the_blockwise_objective_without_weight_training():
         SearchConfig(arch_solver="exact", arch_objective="blockwise", train_weights=True)
     with pytest.raises(haloc.BadInputError, match="unknown"):
         SearchConfig(arch_solver="annealing")
-    with pytest.raises(haloc.BadInputError, match="anchor_span"):
-        SearchConfig(anchor_span=2.0)  # the gradient solver has no anchor
-    with pytest.raises(haloc.BadInputError, match="anchor_span"):
-        haloc.search_config("blockwise-exact", anchor_span=0.5)
 
 
 def test_branch_block_error_divides_by_what_the_blocks_layers_add():

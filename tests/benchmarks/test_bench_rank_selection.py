@@ -59,6 +59,18 @@ def test_paired_difference_pairs_runs_by_cell_and_judges_against_twice_its_stand
     assert bench.paired_difference(stats["haloc"], one) is None
 
 
+def test_targets_and_budgets_can_add_a_target_the_plan_lacks(capsys):
+    vgg = bench.PLANS["vgg16"]
+    assert bench.plan_targets(vgg, [0.5], ["asic"]) == {"asic": [0.5]}
+    assert bench.plan_targets(vgg, [0.2], None) == {"flops": [0.2]}  # every target of the plan
+    assert bench.plan_targets(vgg, None, ["flops"]) == vgg.targets
+    with pytest.raises(ValueError, match="vgg16 has no budgets for asic"):
+        bench.plan_targets(vgg, None, ["asic"])
+    assert bench.main(["--models", "vgg16", "--targets", "asic", "--phase", "summary", "--out", "/nonexistent"]) == 2
+    assert "give them with --budgets" in capsys.readouterr().err
+    assert "asic" not in bench.PLANS["vgg16"].targets  # a run never changes the shipped plans
+
+
 def test_splits_are_the_digits_own():
     assert bench.main(["--data", "/nonexistent", "--splits", "1", "--phase", "summary"]) == 2
 

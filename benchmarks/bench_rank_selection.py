@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.bench_rank_selection --quick                 # a few minutes
     .venv/bin/python -m benchmarks.bench_rank_selection --models resnet20       # the full comparison
     .venv/bin/python -m benchmarks.bench_rank_selection --models vgg16
+    .venv/bin/python -m benchmarks.bench_rank_selection --models vgg16 --targets asic --budgets 0.3  # any target
     .venv/bin/python -m benchmarks.bench_rank_selection --models resnet20 --phase latency   # then
     .venv/bin/python -m benchmarks.bench_rank_selection --models resnet20 vgg16 --phase summary
 

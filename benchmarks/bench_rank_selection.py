@@ -635,7 +635,6 @@ METHOD_ORDER = ("haloc", "haloc-sn", "haloc-long", "haloc-paper", "haloc-paper-s
 
 
 def summarize(out: Path, models: list[str]) -> dict:
-
     summary = {}
     lines = []
     for model in models:
@@ -961,12 +960,12 @@ def main(argv=None) -> int:
     for plan in plans:
         if args.seeds:
             plan.seeds = tuple(args.seeds)
-        try:  # only the cells phase runs budgets: the latency and summary phases read the cells there are
-            if args.phase in ("cells", "all"):
+        if args.phase in ("cells", "all"):  # only cells run budgets: latency and summary read the cells there are
+            try:
                 plan.targets = plan_targets(plan, args.budgets, args.targets)
-        except ValueError as e:
-            print(e, file=sys.stderr)
-            return 2
+            except ValueError as e:
+                print(e, file=sys.stderr)
+                return 2
         if args.finetune_epochs:
             plan.finetune_epochs = args.finetune_epochs
         plan.digits_distortion = args.digits_distortion

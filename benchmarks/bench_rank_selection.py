@@ -460,6 +460,12 @@ def cell_name(target: str, budget: float, seed: int, split: int = 0) -> str:
     return f"{target}-b{budget:g}-" + (f"split{split}s{seed}" if split else f"s{seed}")
 
 
+def parse_cell(name: str) -> tuple[str, float, str]:
+    """The inverse of `cell_name`: (target, budget, run), e.g. ("flops", 0.28, "split2s3")."""
+    target, budget, run = name.rsplit("-", 2)
+    return target, float(budget[1:]), run
+
+
 def run_model(plan: ModelPlan, out: Path, data: str | None, threads: int, overrides: dict, only: set | None,
               methods: tuple, variant: str | None = None, starts: tuple = HALOC_STARTS,
               splits: tuple = (0,)) -> None:
@@ -550,7 +556,7 @@ def measure_latencies(plan: ModelPlan, out: Path, threads: int, rounds: int = 3,
     specs = haloc_specs(plan.model)
     vectors = {}
     for f in sorted((folder / "cells").glob("*/*.json")):
-        if only and f.parent.name.split("-b")[0] not in only:
+        if only and parse_cell(f.parent.name)[0] not in only:
             continue
         rec = json.loads(f.read_text())
         if "ranks" in rec:
@@ -650,8 +656,8 @@ def summarize(out: Path, models: list[str]) -> dict:
             rec = json.loads(f.read_text())
             if "method" not in rec:
                 continue
-            target, budget, _ = rec["cell"].rsplit("-", 2)
-            groups.setdefault((target, float(budget[1:])), {}).setdefault(rec["method"], []).append(rec)
+            target, budget, _ = parse_cell(rec["cell"])
+            groups.setdefault((target, budget), {}).setdefault(rec["method"], []).append(rec)
         splits = ""
         if others:
             span = f"{min(others) * 100:.2f}" + (f"-{max(others) * 100:.2f}" if max(others) > min(others) else "")
@@ -795,7 +801,7 @@ def paired_difference(a: dict, b: dict) -> dict | None:
 
 def _split_of(rec: dict) -> str:
     """The digits split of a result, from its cell's run ("split2s0" -> "split2", "s0" -> "")."""
-    return rec.get("cell", "").rsplit("-", 1)[-1].rsplit("s", 1)[0]
+    return parse_cell(rec["cell"])[2].rsplit("s", 1)[0] if "cell" in rec else ""
 
 
 def search_evidence(by_method: dict) -> dict:

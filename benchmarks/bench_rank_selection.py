@@ -8,7 +8,8 @@
     .venv/bin/python -m benchmarks.bench_rank_selection --models resnet20 vgg16 --phase summary
 
 Data: scikit-learn's real handwritten digits (1,797 images, `haloc.digits_datasets`: 32x32x3,
-1437/360 stratified split by seed 0), or a CIFAR-10 folder with `--data`. The search trains its
+1437/360 stratified split by seed 0), or `--data`: CIFAR-10 python batches or an
+ImageFolder tree of your own (train/ and val/, a folder per class, read at 32x32). The search trains its
 weights on 80% of the training split and its alpha on the other 20% (never the test split).
 `--splits 1 2 ...` runs the same cells on other stratified splits of the digits, each with its own
 original model (`base-split<N>.pt`) and cells (`<target>-b<budget>-split<N>s<seed>`): 360 test
@@ -81,6 +82,7 @@ class ModelPlan:
     calibration_samples: int = 12
     search: dict = field(default_factory=dict)  # SearchConfig overrides (none: the defaults ship)
     digits_distortion: float = 0.0  # > 0: the harder, distorted digits (`haloc.data.distort_digits`)
+    num_classes: int | None = None  # None: the model's 10 (the digits, CIFAR-10); an ImageFolder's own count
 
 
 PLANS = {
@@ -131,11 +133,11 @@ def build_loaders(data: str | None, batch: int, seed: int = 0, split: int = 0, d
     picks the digits' train/test split (another 360 test images, another original model);
     `distortion` the digits' difficulty (`haloc.data.distort_digits`)."""
     import haloc
-    from haloc.data import DataConfig, build_datasets, make_loader, split_train_heldout
+    from haloc.data import DataConfig, build_datasets, detect_data_kind, make_loader, split_train_heldout
 
     if (data, split, distortion) not in _cache:
-        if data:
-            train, test = build_datasets(DataConfig(kind="cifar10", root=data))
+        if data:  # CIFAR-10 batches or an ImageFolder tree, the latter at the plans' models' 32x32
+            train, test = build_datasets(DataConfig(kind=detect_data_kind(data), root=data, image_size=32))
         else:
             train, test = haloc.digits_datasets(seed=split, distortion=distortion)
         _cache[data, split, distortion] = (train, test, *split_train_heldout(train, 0.2, seed=0))
@@ -152,12 +154,11 @@ def build_loaders(data: str | None, batch: int, seed: int = 0, split: int = 0, d
 def base_model(plan: ModelPlan, loaders: Loaders, folder: Path, split: int = 0):
     import torch
 
-    import haloc
     from haloc.train import TrainConfig, evaluate, finetune
 
     tag = f"-split{split}" if split else ""
     path, meta_path = folder / f"base{tag}.pt", folder / f"base{tag}.json"
-    model = haloc.models.create(plan.model)
+    model = model_spec(plan).create()
     if path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("data", loaders.name) != loaders.name:  # its cells were run on other data: never mix them
@@ -170,7 +171,7 @@ def base_model(plan: ModelPlan, loaders: Loaders, folder: Path, split: int = 0):
     cfg = TrainConfig(epochs=plan.base_epochs, lr=plan.base_lr, kd_weight=0.0, device="cpu", seed=0, log_every=0)
     finetune(model, None, loaders.train, None, cfg)
     meta = {"top1": evaluate(model, loaders.test)["top1"], "epochs": plan.base_epochs, "split": split,
-            "seconds": time.perf_counter() - start, "data": loaders.name}
+            "seconds": time.perf_counter() - start, "data": loaders.name, "num_classes": plan.num_classes}
     _atomic_save(path, model.state_dict())
     _write_json(meta_path, meta)
     return model.eval(), meta
@@ -231,7 +232,7 @@ def calibrate(profile, plan: ModelPlan, lut, specs: dict, path: Path):
             grid = [r for r in profiling_ranks(s, plan.lut_rank_step) if 0 < r < s.max_rank]
             cfg[n] = rng.choice(grid)
         configs.append(cfg)
-    measured = [measure_model_ms(profile, plan.model, c, profile.batch_size) for c in configs]
+    measured = [measure_model_ms(profile, model_spec(plan), c, profile.batch_size) for c in configs]
     sums = [lut.predict(specs, c, profile.batch_size) for c in configs]
     cal = fit_calibration(profile.name, sums, measured)
     _write_json(path, cal.to_dict())
@@ -534,12 +535,33 @@ def run_cells(plan: ModelPlan, folder: Path, data: str | None, base, specs: dict
 
 # ---- measured latency of every final model ------------------------------------------------------------
 
-def haloc_specs(model: str) -> dict:
+def model_spec(plan: ModelPlan):
+    """The plan's model with its data's class count (what every phase builds and times)."""
+    from haloc.models import ModelSpec
+
+    return ModelSpec(plan.model, plan.num_classes)
+
+
+def recorded_classes(folder: Path) -> int | None:
+    """The class count a model folder's original was trained for (None: the model's own 10)."""
+    meta = folder / "base.json"
+    return json.loads(meta.read_text()).get("num_classes") if meta.exists() else None
+
+
+def data_classes(data: str) -> int | None:
+    """--data's class count: an ImageFolder's class folders; None for CIFAR-10 (the models' 10)."""
+    from haloc.data import check_imagefolder_layout, detect_data_kind
+
+    return len(check_imagefolder_layout(data)) if detect_data_kind(data) == "imagenet" else None
+
+
+def haloc_specs(model: str, num_classes: int | None = None) -> dict:
     """The decomposable layers of a registered model, as the cells' ranks name them."""
     import haloc
     import torch
 
-    return haloc.decomposable_layers(haloc.models.create(model), torch.zeros(1, *haloc.models.input_size(model)))
+    return haloc.decomposable_layers(haloc.models.create(model, num_classes),
+                                     torch.zeros(1, *haloc.models.input_size(model)))
 
 
 def measure_latencies(plan: ModelPlan, out: Path, threads: int, rounds: int = 3, only: set | None = None) -> None:
@@ -553,7 +575,7 @@ def measure_latencies(plan: ModelPlan, out: Path, threads: int, rounds: int = 3,
     cache = json.loads(path.read_text()) if path.exists() else {}
     os.environ.setdefault("HALOC_ZIGZAG_CACHE", str(out / "zigzag.sqlite"))
 
-    specs = haloc_specs(plan.model)
+    specs = haloc_specs(plan.model, plan.num_classes)
     vectors = {}
     for f in sorted((folder / "cells").glob("*/*.json")):
         if only and parse_cell(f.parent.name)[0] not in only:
@@ -564,17 +586,17 @@ def measure_latencies(plan: ModelPlan, out: Path, threads: int, rounds: int = 3,
             vectors[_ranks_key(ranks)] = ranks
     hw = profiles(threads)
     if "original" not in cache:
-        cache["original"] = {"asic": measure_model_ms(hw["asic"], plan.model, {}, 1)}
+        cache["original"] = {"asic": measure_model_ms(hw["asic"], model_spec(plan), {}, 1)}
     for key, ranks in vectors.items():
         if key in cache:
             continue
         ratios, ms = [], []
         for _ in range(rounds):
-            o = measure_model_ms(hw["cpu"], plan.model, {}, 1)
-            m = measure_model_ms(hw["cpu"], plan.model, ranks, 1)
+            o = measure_model_ms(hw["cpu"], model_spec(plan), {}, 1)
+            m = measure_model_ms(hw["cpu"], model_spec(plan), ranks, 1)
             ratios.append(m / o)
             ms.append(m)
-        asic = measure_model_ms(hw["asic"], plan.model, ranks, 1)
+        asic = measure_model_ms(hw["asic"], model_spec(plan), ranks, 1)
         cache[key] = {"cpu_ratio": statistics.median(ratios), "cpu_ms": statistics.median(ms),
                       "asic_ratio": asic / cache["original"]["asic"], "asic_ms": asic}
         _write_json(path, cache)
@@ -647,7 +669,7 @@ def summarize(out: Path, models: list[str]) -> dict:
         folder = out / model
         if not (folder / "cells").exists():
             continue
-        specs = haloc_specs(model)
+        specs = haloc_specs(model, recorded_classes(out / model))
         base = json.loads((folder / "base.json").read_text())
         others = [json.loads(f.read_text())["top1"] for f in sorted(folder.glob("base-split*.json"))]
         latency = json.loads((folder / "latency.json").read_text()) if (folder / "latency.json").exists() else {}
@@ -918,7 +940,8 @@ def main(argv=None) -> int:
                                                         "tiny epochs: a check that everything runs")
     p.add_argument("--models", nargs="+", default=["resnet20"], choices=sorted(PLANS))
     p.add_argument("--out", default=None, help=f"results folder (default {DEFAULT_OUT}[-quick])")
-    p.add_argument("--data", default=None, help="a CIFAR-10 python-batch folder instead of the digits")
+    p.add_argument("--data", default=None, help="instead of the digits: CIFAR-10's python batches, or an "
+                   "ImageFolder tree (train/ and val/, a folder per class; images at 32x32)")
     p.add_argument("--phase", choices=("cells", "latency", "summary", "cost", "all"), default="all",
                    help="cost: a search epoch against a plain training epoch (run it on a quiet machine)")
     p.add_argument("--targets", nargs="+", default=None, choices=(FLOPS, "cpu", "asic"),
@@ -963,7 +986,17 @@ def main(argv=None) -> int:
         print(f"--splits {' '.join(map(str, args.splits))}: splits are the digits' own; a --data folder "
               "brings its own train/test split (drop --splits)", file=sys.stderr)
         return 2
+    classes = None
+    if args.data:
+        from haloc.errors import BadInputError
+
+        try:
+            classes = data_classes(args.data)
+        except BadInputError as e:
+            print(e, file=sys.stderr)
+            return 2
     for plan in plans:
+        plan.num_classes = classes if args.data else recorded_classes(out / plan.model)
         if args.seeds:
             plan.seeds = tuple(args.seeds)
         if args.phase in ("cells", "all"):  # only cells run budgets: latency and summary read the cells there are

@@ -454,6 +454,20 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def detect_data_kind(root: str | Path, shown_as: str | None = None) -> str:
+    """"imagenet" for an ImageFolder tree (train/ and val/), "cifar10" for CIFAR-10 python batches (a
+    missing batch is named); anything else is BadInputError naming `shown_as` (default the path)."""
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return "imagenet"
+    if root.is_dir() and any((c / CIFAR10_TEST_FILE).is_file() for c in (root, root / CIFAR10_SUBDIR)):
+        _cifar_dir(root)
+        return "cifar10"
+    raise BadInputError(f"--data {shown_as or str(root)!r} is neither an ImageFolder tree (train/ and val/ with "
+                        "a folder per class) nor CIFAR-10 python batches (data_batch_1..5, test_batch, "
+                        "batches.meta); give one of those, or package.module:factory")
+
+
 def check_imagefolder_layout(root: str | Path) -> list[str]:
     """The class names of an ImageNet-style folder; BadInputError naming the path if the layout is wrong."""
     root = Path(root)

@@ -88,14 +88,7 @@ def detect_data_kind(data: str) -> str:
     except OSError as e:
         raise BadInputError(f"--data {data.split('?', 1)[0]!r} cannot be read ({e}); check the path, "
                             "the endpoint and the credentials") from None
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        return "imagenet"
-    if root.is_dir() and any((c / hdata.CIFAR10_TEST_FILE).is_file() for c in (root, root / hdata.CIFAR10_SUBDIR)):
-        hdata._cifar_dir(root)  # CIFAR-10 it is: a missing batch is named
-        return "cifar10"
-    raise BadInputError(f"--data {data.split('?', 1)[0]!r} is neither an ImageFolder tree (train/ and val/ with "
-                            "a folder per class) nor CIFAR-10 python batches (data_batch_1..5, test_batch, "
-                            "batches.meta); give one of those, or package.module:factory")
+    return hdata.detect_data_kind(root, shown_as=data.split("?", 1)[0])
 
 
 def check_data(spec: RunSpec, console) -> None:

@@ -90,6 +90,37 @@ def test_distortion_is_the_digits_own_and_never_mixes_with_another_datas_results
     assert e.value.code == 2 and "its own --out folder" in capsys.readouterr().err
 
 
+def test_data_is_cifar10_batches_or_an_imagefolder_of_its_own_classes(tmp_path, capsys):
+    """--data: CIFAR-10 keeps the models' 10 classes; an ImageFolder brings its own count, which the
+    original is built for, records, and the phases that take no --data read back."""
+    from dataclasses import replace
+
+    import torch
+
+    from tests.fixtures.fake_data import write_fake_cifar10, write_fake_imagefolder
+
+    cifar = write_fake_cifar10(tmp_path / "cifar", n_train=40, n_test=10)
+    birds = write_fake_imagefolder(tmp_path / "birds", classes=3, per_class=5, size=40)
+    assert bench.data_classes(str(cifar)) is None and bench.data_classes(str(birds)) == 3
+    for data, n_train, n_test in ((cifar, 40, 10), (birds, 15, 15)):
+        loaders = bench.build_loaders(str(data), 4)
+        x, _ = next(iter(loaders.train))
+        assert tuple(x.shape[1:]) == (3, 32, 32), data
+        assert len(loaders.train.dataset) == n_train and len(loaders.test.dataset) == n_test
+        # the search's alpha data is a held-out part of the training split, never the test split
+        assert len(loaders.search_train.dataset) + len(loaders.heldout.dataset) == n_train
+    folder = tmp_path / "out" / "resnet20"
+    plan = replace(bench.PLANS["resnet20"], base_epochs=1, num_classes=3)
+    base, meta = bench.base_model(plan, loaders, folder)
+    assert base(torch.zeros(2, 3, 32, 32)).shape == (2, 3) and meta["num_classes"] == 3
+    assert bench.recorded_classes(folder) == 3 and bench.recorded_classes(tmp_path / "none") is None
+    assert bench.haloc_specs("resnet20", 3)["fc"].max_rank == 3 < bench.haloc_specs("resnet20")["fc"].max_rank
+    (tmp_path / "odd").mkdir()
+    assert bench.main(["--data", str(tmp_path / "odd"), "--phase", "summary", "--out", str(tmp_path / "o")]) == 2
+    assert "is neither an ImageFolder tree" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_method_that_cannot_reach_the_budget_is_reported_as_such():
     specs = {"a": type("S", (), {"max_rank": 16, "kind": "tucker2"})()}
     st = bench.method_stats([rec("uniform", 0.0, 0, cost=1.3, within=False)], specs, {})

@@ -214,24 +214,12 @@ def build_lut(profile, specs: dict, rank_step: int, path: Path):
 
 def calibrate(profile, plan: ModelPlan, lut, specs: dict, path: Path):
     """measured ~ a + b x LUT sum over the original and random configurations (cached JSON)."""
-    import random
-
-    from hw_profiles.calibration import Calibration, fit_calibration
+    from hw_profiles.calibration import Calibration, fit_calibration, random_configs
     from hw_profiles.measure import measure_model_ms
-    from hw_profiles.signature import profiling_ranks
 
     if path.exists():
         return Calibration.from_dict(json.loads(path.read_text()))
-    rng = random.Random(0)
-    configs = [{}]
-    for _ in range(plan.calibration_samples - 1):
-        cfg = {}
-        for n, s in specs.items():
-            if rng.random() < 0.2:
-                continue
-            grid = [r for r in profiling_ranks(s, plan.lut_rank_step) if 0 < r < s.max_rank]
-            cfg[n] = rng.choice(grid)
-        configs.append(cfg)
+    configs = [{}] + random_configs(specs, plan.calibration_samples - 1, seed=0, rank_step=plan.lut_rank_step)
     measured = [measure_model_ms(profile, model_spec(plan), c, profile.batch_size) for c in configs]
     sums = [lut.predict(specs, c, profile.batch_size) for c in configs]
     cal = fit_calibration(profile.name, sums, measured)

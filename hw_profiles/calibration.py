@@ -8,10 +8,13 @@ and each point keeps its own (`loo_error`), so the configurations the LUT mispre
 """
 from __future__ import annotations
 
+import random
 import statistics
 from dataclasses import asdict, dataclass, field
 
 from haloc.errors import BadInputError
+
+from .signature import profiling_ranks
 
 
 @dataclass(frozen=True)
@@ -79,3 +82,25 @@ def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float],
     share = sum(e <= 0.10 for e in errors) / len(errors)
     return Calibration(hardware, a, b, len(lut_sums), share, statistics.median(errors), points, gate=gate,
                        passed=share >= gate - 1e-12)
+
+
+def random_configs(specs: dict, samples: int, seed: int = 0, keep_share: float = 0.2,
+                   rank_step: int | None = None) -> list[dict]:
+    """Random {layer: rank} configs: each layer kept whole with probability `keep_share`, else a rank
+    drawn uniformly in 1..max_rank-1 (a rank at max_rank would cost the original layer anyway), or,
+    with `rank_step`, from the profiling grid: the ranks a search picks from, whose layer shapes the
+    profiling stage has already simulated (ZigZag's disk cache then serves them)."""
+    rng = random.Random(seed)
+    configs = []
+    for _ in range(samples):
+        config = {}
+        for n, s in specs.items():
+            if s.max_rank <= 1 or rng.random() < keep_share:
+                continue
+            if rank_step:
+                grid = [r for r in profiling_ranks(s, rank_step) if 0 < r < s.max_rank]
+                config[n] = rng.choice(grid) if grid else rng.randint(1, s.max_rank - 1)
+            else:
+                config[n] = rng.randint(1, s.max_rank - 1)
+        configs.append(config)
+    return configs

@@ -21,7 +21,6 @@ times at most). Still below: NoisyLutError, unless `accept_noisy` (the calibrati
 """
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 import haloc
 
 from haloc.errors import BadInputError
-from hw_profiles.calibration import Calibration, fit_calibration
+from hw_profiles.calibration import Calibration, fit_calibration, random_configs
 from hw_profiles.lut import existing_keys, merge, rows_to_table
 from hw_profiles.profile import HardwareProfile, get_profile
 from hw_profiles.signature import LayerSignature, profiling_ranks
@@ -255,28 +254,6 @@ def profile_model(store, model, profiles, batch: int | None = None, run_id: str 
 
 
 # ---- end-to-end calibration --------------------------------------------------------------------------
-
-def random_configs(specs: dict, samples: int, seed: int = 0, keep_share: float = 0.2,
-                   rank_step: int | None = None) -> list[dict]:
-    """Random {layer: rank} configs: each layer kept whole with probability `keep_share`, else a rank
-    drawn uniformly in 1..max_rank-1 (a rank at max_rank would cost the original layer anyway), or,
-    with `rank_step`, from the profiling grid: the ranks a search picks from, whose layer shapes the
-    profiling stage has already simulated (ZigZag's disk cache then serves them)."""
-    rng = random.Random(seed)
-    configs = []
-    for _ in range(samples):
-        config = {}
-        for n, s in specs.items():
-            if s.max_rank <= 1 or rng.random() < keep_share:
-                continue
-            if rank_step:
-                grid = [r for r in profiling_ranks(s, rank_step) if 0 < r < s.max_rank]
-                config[n] = rng.choice(grid) if grid else rng.randint(1, s.max_rank - 1)
-            else:
-                config[n] = rng.randint(1, s.max_rank - 1)
-        configs.append(config)
-    return configs
-
 
 def lut_fingerprint(table) -> str:
     """A digest of a LUT's keys and latencies: a calibration made on other rows is out of date."""

@@ -82,7 +82,7 @@ class ModelPlan:
     calibration_samples: int = 12
     search: dict = field(default_factory=dict)  # SearchConfig overrides (none: the defaults ship)
     digits_distortion: float = 0.0  # > 0: the harder, distorted digits (`haloc.data.distort_digits`)
-    num_classes: int | None = None  # None: the model's 10 (the digits, CIFAR-10); an ImageFolder's own count
+    num_classes: int | None = None  # None: the model's 10 (the digits); --data's own count
 
 
 PLANS = {
@@ -536,11 +536,11 @@ def recorded_classes(folder: Path) -> int | None:
     return json.loads(meta.read_text()).get("num_classes") if meta.exists() else None
 
 
-def data_classes(data: str) -> int | None:
-    """--data's class count: an ImageFolder's class folders; None for CIFAR-10 (the models' 10)."""
-    from haloc.data import check_imagefolder_layout, detect_data_kind
+def data_classes(data: str) -> int:
+    """--data's class count (its CIFAR batches' meta, or an ImageFolder's class folders), layout checked."""
+    from haloc.data import data_facts, detect_data_kind
 
-    return len(check_imagefolder_layout(data)) if detect_data_kind(data) == "imagenet" else None
+    return data_facts(detect_data_kind(data), data).num_classes
 
 
 def haloc_specs(model: str, num_classes: int | None = None) -> dict:
@@ -572,19 +572,19 @@ def measure_latencies(plan: ModelPlan, out: Path, threads: int, rounds: int = 3,
         if "ranks" in rec:
             ranks = {n: r for n, r in rec["ranks"].items() if r < specs[n].max_rank}
             vectors[_ranks_key(ranks)] = ranks
-    hw = profiles(threads)
+    hw, model = profiles(threads), model_spec(plan)
     if "original" not in cache:
-        cache["original"] = {"asic": measure_model_ms(hw["asic"], model_spec(plan), {}, 1)}
+        cache["original"] = {"asic": measure_model_ms(hw["asic"], model, {}, 1)}
     for key, ranks in vectors.items():
         if key in cache:
             continue
         ratios, ms = [], []
         for _ in range(rounds):
-            o = measure_model_ms(hw["cpu"], model_spec(plan), {}, 1)
-            m = measure_model_ms(hw["cpu"], model_spec(plan), ranks, 1)
+            o = measure_model_ms(hw["cpu"], model, {}, 1)
+            m = measure_model_ms(hw["cpu"], model, ranks, 1)
             ratios.append(m / o)
             ms.append(m)
-        asic = measure_model_ms(hw["asic"], model_spec(plan), ranks, 1)
+        asic = measure_model_ms(hw["asic"], model, ranks, 1)
         cache[key] = {"cpu_ratio": statistics.median(ratios), "cpu_ms": statistics.median(ms),
                       "asic_ratio": asic / cache["original"]["asic"], "asic_ms": asic}
         _write_json(path, cache)

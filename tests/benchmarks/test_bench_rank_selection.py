@@ -91,8 +91,8 @@ def test_distortion_is_the_digits_own_and_never_mixes_with_another_datas_results
 
 
 def test_data_is_cifar10_batches_or_an_imagefolder_of_its_own_classes(tmp_path, capsys):
-    """--data: CIFAR-10 keeps the models' 10 classes; an ImageFolder brings its own count, which the
-    original is built for, records, and the phases that take no --data read back."""
+    """--data: CIFAR-10's batches (10 classes) or an ImageFolder of its own count, which the original is
+    built for, records, and the phases that take no --data read back."""
     from dataclasses import replace
 
     import torch
@@ -101,7 +101,7 @@ def test_data_is_cifar10_batches_or_an_imagefolder_of_its_own_classes(tmp_path, 
 
     cifar = write_fake_cifar10(tmp_path / "cifar", n_train=40, n_test=10)
     birds = write_fake_imagefolder(tmp_path / "birds", classes=3, per_class=5, size=40)
-    assert bench.data_classes(str(cifar)) is None and bench.data_classes(str(birds)) == 3
+    assert bench.data_classes(str(cifar)) == 10 and bench.data_classes(str(birds)) == 3
     for data, n_train, n_test in ((cifar, 40, 10), (birds, 15, 15)):
         loaders = bench.build_loaders(str(data), 4)
         x, _ = next(iter(loaders.train))

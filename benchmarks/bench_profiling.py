@@ -98,7 +98,7 @@ def bench_accuracy(args, cpu, asic) -> dict:
         with tempfile.TemporaryDirectory() as store:
             for profile, samples in todo:
                 t0 = time.monotonic()
-                profile_model(store, model, [profile], run_id="b", progress=False, accept_noisy=True)
+                profile_model(store, model, [profile], run_id="b", progress=False)
                 profile_s = time.monotonic() - t0
                 t0 = time.monotonic()
                 cal = calibrate(store, model, [profile], run_id="b", samples=samples, accept_noisy=True)[profile.name]

@@ -26,8 +26,8 @@ from haloc.files import atomic_write
 
 from .signature import LayerSignature
 
-LUT_SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+LUT_SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _META_KEY = b"haloc_lut_schema_version"
 
 _i32, _f64, _str = pa.int32(), pa.float64(), pa.string()
@@ -50,9 +50,12 @@ LUT_SCHEMA = pa.schema([
     ("latency_p10_ms", _f64),
     ("remeasured", _i32),  # measured again (interleaved with the reference) this many times
     ("slowdown", _f64),  # the reference workload's time then / its fastest (1.0: quiet); null: simulated
-    ("noisy", pa.bool_()),  # still over the profile's spread after every re-measurement, accepted anyway
+    ("noisy", pa.bool_()),  # still over the profile's spread after every re-measurement, kept with its spread
+    # --- version 3
+    ("protocol", _str),  # HardwareProfile.protocol_key of the profile that measured it; null: unknown (older file)
 ], metadata={_META_KEY: str(LUT_SCHEMA_VERSION).encode()})
 _V2_COLUMNS = ("latency_p10_ms", "remeasured", "slowdown", "noisy")
+_V3_COLUMNS = ("protocol",)
 
 KEY_COLUMNS = ("hardware", "signature", "rank")
 
@@ -75,6 +78,7 @@ class LutRow:
     remeasured: int = 0
     slowdown: float | None = None
     noisy: bool = False
+    protocol: str | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -92,7 +96,7 @@ class LutRow:
             "latency_p90_ms": self.latency_p90_ms, "latency_std_ms": self.latency_std_ms,
             "repeats": self.repeats, "energy_pj": self.energy_pj, "timestamp": self.timestamp, "host": self.host,
             "software": self.software, "latency_p10_ms": self.latency_p10_ms, "remeasured": self.remeasured,
-            "slowdown": self.slowdown, "noisy": self.noisy,
+            "slowdown": self.slowdown, "noisy": self.noisy, "protocol": self.protocol,
         }
 
 
@@ -111,11 +115,13 @@ def empty_table() -> pa.Table:
     return LUT_SCHEMA.empty_table()
 
 
-def _upgrade_v1(table: pa.Table) -> pa.Table:
-    """A version-1 table in this version's schema: the version-2 columns are unknown (null / 0)."""
+def _upgrade(table: pa.Table, version: str) -> pa.Table:
+    """An older table in this version's schema: the columns it lacks are unknown (null / 0 / False)."""
     n = len(table)
-    extra = {"latency_p10_ms": pa.nulls(n, _f64), "remeasured": pa.array([0] * n, _i32),
-             "slowdown": pa.nulls(n, _f64), "noisy": pa.array([False] * n, pa.bool_())}
+    extra = {"protocol": pa.nulls(n, _str)}
+    if version == "1":
+        extra.update({"latency_p10_ms": pa.nulls(n, _f64), "remeasured": pa.array([0] * n, _i32),
+                      "slowdown": pa.nulls(n, _f64), "noisy": pa.array([False] * n, pa.bool_())})
     columns = {name: table.column(name) for name in table.schema.names if name != "schema_version"}
     columns["schema_version"] = pa.array([LUT_SCHEMA_VERSION] * n, _i32)
     columns.update(extra)
@@ -131,11 +137,13 @@ def check_table(table: pa.Table, source: str) -> pa.Table:
     if version not in [str(v) for v in READABLE_VERSIONS]:
         raise BadInputError(f"LUT {source}: schema version {version}, this code reads versions "
                             f"{list(READABLE_VERSIONS)}; {fix}")
-    if version == "1":
-        v1_names = [n for n in LUT_SCHEMA.names if n not in _V2_COLUMNS]
-        if table.schema.names != v1_names:
-            raise BadInputError(f"LUT {source}: columns {table.schema.names} do not match the version 1 schema; {fix}")
-        table = _upgrade_v1(table)
+    if version in ("1", "2"):
+        absent = _V3_COLUMNS + (_V2_COLUMNS if version == "1" else ())
+        old_names = [n for n in LUT_SCHEMA.names if n not in absent]
+        if table.schema.names != old_names:
+            raise BadInputError(f"LUT {source}: columns {table.schema.names} do not match the version {version} "
+                                f"schema; {fix}")
+        table = _upgrade(table, version)
     if not table.schema.remove_metadata().equals(LUT_SCHEMA.remove_metadata()):
         raise BadInputError(f"LUT {source}: columns {table.schema.names} do not match the version "
                             f"{LUT_SCHEMA_VERSION} schema {LUT_SCHEMA.names}; {fix}")
@@ -181,8 +189,24 @@ def merge(existing: pa.Table, new: pa.Table) -> pa.Table:
     return merged.filter(pa.array(unique, pa.bool_())).replace_schema_metadata(LUT_SCHEMA.metadata)
 
 
-def existing_keys(table: pa.Table) -> set[tuple[str, str, int]]:
-    return set(zip(*(table.column(c).to_pylist() for c in KEY_COLUMNS)))
+def existing_keys(table: pa.Table, protocol: str | None = None) -> set[tuple[str, str, int]]:
+    """Keys of the table's rows; with `protocol`, only of the rows measured under it (the others are
+    another protocol's measurements, to be taken again)."""
+    keys = zip(*(table.column(c).to_pylist() for c in KEY_COLUMNS))
+    if protocol is None:
+        return set(keys)
+    return {k for k, p in zip(keys, table.column("protocol").to_pylist()) if p == protocol}
+
+
+def noisy_rows(table: pa.Table) -> list[dict]:
+    """The rows kept noisy, each {"signature", "rank", "median_ms", "spread"} ((p90 - p10) / median)."""
+    out = []
+    for r in table.filter(pc.equal(table.column("noisy"), True)).to_pylist():
+        p10 = r["latency_p10_ms"] if r["latency_p10_ms"] is not None else r["latency_median_ms"]
+        spread = (r["latency_p90_ms"] - p10) / r["latency_median_ms"] if r["latency_median_ms"] else 0.0
+        out.append({"signature": r["signature"], "rank": r["rank"], "median_ms": r["latency_median_ms"],
+                    "spread": spread})
+    return out
 
 
 @dataclass

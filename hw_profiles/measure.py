@@ -81,7 +81,7 @@ def _row(profile, sig, rank, stats: TimingStats, host, software, energy=None, re
          noisy=False) -> LutRow:
     return LutRow(profile.name, sig, rank, stats.mean_ms, stats.median_ms, stats.p90_ms, stats.std_ms, stats.repeats,
                   _now(), host, software, energy, latency_p10_ms=stats.p10_ms, remeasured=remeasured,
-                  slowdown=slowdown, noisy=noisy)
+                  slowdown=slowdown, noisy=noisy, protocol=profile.protocol_key)
 
 
 def _measure_torch(profile: HardwareProfile, sig: LayerSignature, rank: int, clock: ReferenceClock,

@@ -7,6 +7,7 @@ dtype, threads, warm-ups, repeats, rank grid step). Users add a profile by addin
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,14 @@ from haloc.errors import BadInputError
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 BACKENDS = ("torch", "zigzag", "onnxruntime")
+# The version of the measuring code a LUT row was taken with: bumped when a change to the timing loop,
+# its noise correction or the simulator's pipeline makes old rows incomparable with new ones (they are
+# then measured again). 3: rows record their protocol (earlier rows have none and are measured again).
+TIMING_PROTOCOL_VERSION = 3
+# What each backend fixes beyond the profile's fields (hw_profiles.timing, .ort_backend, .zigzag_backend).
+BACKEND_OPTIONS = {"torch": "inference_mode; torch.utils.benchmark blocked timer",
+                   "onnxruntime": "CPU provider; inter_op 1; sequential; graph opt all; no spinning",
+                   "zigzag": "lean stage pipeline"}
 DEVICES = ("cpu", "cuda")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
 ZIGZAG_DTYPES = ("int8",)  # a label only: the operand precision lives in the accelerator model
@@ -75,6 +84,20 @@ class HardwareProfile:
         if median_rel_error is None:
             return 0.05
         return min(0.10, max(0.02, 2 * median_rel_error))
+
+    def protocol(self) -> dict:
+        """How this profile takes a LUT row: two rows are comparable only under equal protocols. The
+        batch and dtype are in each row's signature; the noise limits (max_spread, the gate) decide
+        which rows are kept, not how they are timed, so they are not part of it."""
+        keys = ("backend", "device", "dtype", "threads", "warmup", "repeats", "min_run_time_s", "accelerator",
+                "clock_hz")
+        return {"version": TIMING_PROTOCOL_VERSION, **{k: getattr(self, k) for k in keys},
+                "options": BACKEND_OPTIONS[self.backend]}
+
+    @property
+    def protocol_key(self) -> str:
+        """`protocol()` as canonical JSON: the value of a LUT row's `protocol` column."""
+        return json.dumps(self.protocol(), sort_keys=True, separators=(",", ":"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -209,6 +232,12 @@ def _profile_files(extra_dirs) -> dict[str, Path]:
 def list_profiles(extra_dirs=()) -> list[str]:
     """Names of the shipped profiles plus those of registered folders and of `extra_dirs`."""
     return sorted(_profile_files(extra_dirs))
+
+
+def profile_file(name: str, extra_dirs=()) -> str | None:
+    """The file profile `name` is read from (None: no such file, e.g. a profile made in code)."""
+    path = _profile_files(extra_dirs).get(name)
+    return str(path) if path is not None else None
 
 
 def get_profile(name: str | HardwareProfile, extra_dirs=()) -> HardwareProfile:

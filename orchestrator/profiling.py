@@ -10,14 +10,18 @@ hardware's whole LUT is merged and rewritten with one atomic store write, so a c
 the batches in flight and never leaves a half-written file. A batch whose actor died past its
 restarts is sent to another actor of the same hardware. All hardware runs at once.
 
-Noise: a row the actor could not measure steadily (hw_profiles.measure: `noisy`) is not written;
-it is measured again after the others (NOISY_ROUNDS times at most). Still noisy: the stage fails
-with NoisyLutError naming the hardware and the choices, unless `accept_noisy` writes it flagged.
+Protocol: every row records the timing protocol of the profile that measured it
+(`HardwareProfile.protocol_key`); a row of another protocol (other threads, repeats, backend
+options, an older measuring code) is measured again, never kept on resume.
 
-The gate: the calibration's held-out share within 10% must reach the profile's `gate`. Below it, the
-rows of the configurations the LUT mispredicts are measured again interleaved with the reference
-workload, every configuration is measured again, and the fit is redone (the profile's `gate_rounds`
-times at most). Still below: NoisyLutError, unless `accept_noisy` (the calibration says so).
+Noise: a row the actor could not measure steadily (hw_profiles.measure: `noisy`) is measured again
+after the others (NOISY_ROUNDS times at most). Still noisy, it is written flagged, with its spread:
+one noisy row says little about a LUT, the calibration says much. The gate judges the LUT: the
+calibration's held-out share within 10% must reach the profile's `gate`. Below it, the rows of the
+configurations the LUT mispredicts are measured again interleaved with the reference workload,
+every configuration is measured again, and the fit is redone (the profile's `gate_rounds` times at
+most). Still below: NoisyLutError naming the figures and the noisy rows, unless `accept_noisy`
+(the calibration says so).
 """
 from __future__ import annotations
 
@@ -28,9 +32,9 @@ from dataclasses import dataclass, field
 import haloc
 
 from haloc.errors import BadInputError
-from hw_profiles.calibration import Calibration, fit_calibration, random_configs
-from hw_profiles.lut import existing_keys, merge, rows_to_table
-from hw_profiles.profile import HardwareProfile, get_profile
+from hw_profiles.calibration import Calibration, cheapest_config, fit_calibration, random_configs
+from hw_profiles.lut import existing_keys, merge, noisy_rows, rows_to_table
+from hw_profiles.profile import HardwareProfile, get_profile, profile_file
 from hw_profiles.signature import LayerSignature, profiling_ranks
 
 from .cluster import connect, measurement_waves
@@ -49,9 +53,10 @@ class ProfilingResult:
     path: str  # relative to the store root
     total_rows: int  # rows the model needs on this hardware
     reused_rows: int  # already in the store
-    measured_rows: int = 0  # written by this call (noisy ones accepted included)
-    noisy_rows: int = 0  # still noisy after every round, written flagged (accept_noisy)
+    measured_rows: int = 0  # written by this call (noisy ones kept included)
+    noisy_rows: int = 0  # still noisy after every round, written flagged with their spread
     remeasured_rows: int = 0  # measured again after being noisy
+    stale_rows: int = 0  # in the store under another timing protocol: measured again
     seconds: float = 0.0
     actor_nodes: list = field(default_factory=list)  # node id of each actor used
 
@@ -189,12 +194,13 @@ def _batches(items: list, rows_per_batch: int) -> deque:
 def profile_model(store, model, profiles, batch: int | None = None, run_id: str | None = None,
                   rank_step: int | None = None, extra_profile_dirs=(), rows_per_batch: int = 8,
                   sim_actors_per_node: int = 2, progress: bool = True, address: str | None = None,
-                  accept_noisy: bool = False, console=None, say=None) -> dict[str, ProfilingResult]:
+                  console=None, say=None) -> dict[str, ProfilingResult]:
     """Measure every missing LUT row of `model` on each profile; returns a result per hardware.
 
     `batch` and `rank_step` default to each profile's own. Connects to Ray (`address`, or the
-    running/embedded one) and checks every profile's resource first. Rows that stay noisy raise
-    NoisyLutError after every steady row was written, unless `accept_noisy` writes them flagged.
+    running/embedded one) and checks every profile's resource first. A row missing, or measured
+    under another protocol, is measured; rows that stay noisy are written flagged, with their
+    spread, for the calibration's gate to judge (`calibrate`).
     """
     if rows_per_batch < 1:
         raise BadInputError(f"rows_per_batch {rows_per_batch!r} must be an integer >= 1")
@@ -207,18 +213,23 @@ def profile_model(store, model, profiles, batch: int | None = None, run_id: str 
         for wave in waves:
             results.update(profile_model(layout.store, model, wave, batch, run_id, rank_step,
                                          extra_profile_dirs, rows_per_batch, sim_actors_per_node, progress, address,
-                                         accept_noisy, console, say))
+                                         console, say))
         return results
     specs = haloc.models.layer_specs(model)
 
     tables, queues, results = {}, {}, {}
     for p in profiles:
         tables[p.name] = layout.read_lut(p.name)
-        have = existing_keys(tables[p.name])
+        have = existing_keys(tables[p.name], p.protocol_key)
+        anywhere = existing_keys(tables[p.name])
         items = needed_items(specs, p, batch or p.batch_size, rank_step or p.rank_step)
         todo = [(sig, r) for sig, r in items if (p.name, sig.key, r) not in have]
         queues[p.name] = _batches(todo, rows_per_batch)
         results[p.name] = ProfilingResult(p.name, layout.lut(p.name), len(items), len(items) - len(todo))
+        results[p.name].stale_rows = sum((p.name, sig.key, r) in anywhere for sig, r in todo)
+        if results[p.name].stale_rows and say is not None:
+            say({"kind": "message", "text": f"profile {p.name}: {results[p.name].stale_rows} row(s) in the store were "
+                                            "measured under another timing protocol; measuring them again"})
     busy = [p for p in profiles if queues[p.name]]
     if not busy:
         return results
@@ -244,8 +255,7 @@ def profile_model(store, model, profiles, batch: int | None = None, run_id: str 
     for name, rows in noisy.items():
         if not rows:
             continue
-        if not accept_noisy:
-            raise NoisyLutError(gate_message(name, None, noisy_rows=len(rows)))
+        # kept with their spread: the calibration's held-out gate decides whether the LUT is good
         tables[name] = merge(tables[name], rows_to_table(rows))
         layout.write_lut(name, tables[name])
         results[name].noisy_rows = len(rows)
@@ -268,7 +278,8 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
               samples: int = 20, seed: int = 0, extra_profile_dirs=(), sim_actors_per_node: int = 2,
               address: str | None = None, rank_step: int | None = None, accept_noisy: bool = False,
               reuse: bool = True, say=None) -> dict[str, Calibration]:
-    """Measure the whole model for `samples` random rank configs on each hardware, fit
+    """Measure the whole model for `samples` rank configs on each hardware (the original, the cheapest
+    the LUT prices, and random ones spread over the cost range between: `random_configs`), fit
     measured ~ a + b * sum(LUT), hold it against the profile's gate (re-measuring the rows behind
     the errors), write `<hardware>.calibration.json` beside the LUT, and return the fits.
 
@@ -288,15 +299,19 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
                                   sim_actors_per_node, address, rank_step, accept_noisy, reuse, say))
         return cals
     specs = haloc.models.layer_specs(model)
-    # The original model is always one point: budgets are fractions of its cost, so the fit must hold there.
-    configs = [{}] + random_configs(specs, max(1, samples - 1), seed, rank_step=rank_step)
     tables = {p.name: layout.read_lut(p.name) for p in profiles}
-    calibrations, todo = {}, []
+    calibrations, todo, configs_of = {}, [], {}
     for p in profiles:
-        missing = layout.latency_table(p.name).missing_layers(specs, batch or p.batch_size)
+        lut = layout.latency_table(p.name)
+        missing = lut.missing_layers(specs, batch or p.batch_size)
         if missing:
             raise BadInputError(f"LUT of {p.name!r} lacks layers {missing[:4]} of {model!r}; "
                                 f"run profile_model first")
+        # The original model is always one point (budgets are fractions of its cost, so the fit must hold
+        # there), and the cheapest model the LUT prices (the floor of every budget); the rest spread between.
+        configs = [{}, cheapest_config(specs, lut, batch or p.batch_size)]
+        configs_of[p.name] = configs + random_configs(specs, max(0, samples - 2), seed, rank_step=rank_step)
+        configs = configs_of[p.name]
         old = layout.read_calibration(p.name)
         if reuse and old is not None and old.lut_fingerprint == lut_fingerprint(tables[p.name]) \
                 and old.samples == len(configs) and (old.passed or accept_noisy):
@@ -310,16 +325,18 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
         for p in todo:
             if say is not None:
                 how = "simulating" if p.is_simulator else "timing, interleaved,"
-                say({"kind": "message", "text": f"profile {p.name}: calibrating the LUT: {how} {len(configs)} whole "
-                                                "models (the original and random rank choices)"})
-            calibrations[p.name] = _calibrate_one(layout, pool, p, model, specs, configs, batch or p.batch_size,
-                                                  tables)
+                say({"kind": "message", "text": f"profile {p.name}: calibrating the LUT: {how} {len(configs_of[p.name])} "
+                                                "whole models (the original, the cheapest the LUT prices and rank "
+                                                "choices spread between)"})
+            calibrations[p.name] = _calibrate_one(layout, pool, p, model, specs, configs_of[p.name],
+                                                  batch or p.batch_size, tables)
     finally:
         pool.stop()
     for p in todo:
         cal = calibrations[p.name]
         if not cal.passed and not accept_noisy:
-            raise NoisyLutError(gate_message(p.name, cal, simulated=p.is_simulator))
+            raise NoisyLutError(gate_message(p.name, cal, noisy_rows(tables[p.name]), p.is_simulator, p.max_spread,
+                                             profile_file(p.name, extra_profile_dirs)))
     return calibrations
 
 

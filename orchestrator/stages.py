@@ -53,13 +53,14 @@ class WeightsStage(Stage):
 
     def spec(self, ctx: RunContext):
         from .train_jobs import Workers
-        from .weights import WeightsSpec
+        from .weights import DEMO_TARGET_TOP1, WeightsSpec
 
         s = ctx.spec
         train = dict(epochs=s.pretrain_epochs, lr=s.pretrain_lr, batch_size=s.pretrain_batch_size,
                      max_steps_per_epoch=s.pretrain_steps_per_epoch, log_every=0)
+        target = DEMO_TARGET_TOP1 if s.dataset == "demo" else None  # the demo's data: a real baseline reaches it
         return WeightsSpec(model=s.model_spec, weights=s.weights, num_classes=s.num_classes, data=ctx.data_config(),
-                           train=train, workers=Workers(num_workers=s.finetune_workers))
+                           train=train, workers=Workers(num_workers=s.finetune_workers), target_top1=target)
 
     def run(self, ctx: RunContext) -> dict:
         from .weights import run_weights
@@ -72,15 +73,16 @@ class ProfileStage(Stage):
     inputs = ("hardware", "profile_dirs", "profile_batch", "rank_step", "calibration_samples")
 
     def run(self, ctx: RunContext) -> dict:
+        from hw_profiles.lut import noisy_rows
+
+        from .cost_tables import reachable_floors
         from .profiling import calibrate, profile_model
+        from .verdicts import gate_message, noisy_rows_text
 
         s, profiles = ctx.spec, list(ctx.profiles.values())
-        from .cost_tables import reachable_floors
-        from .verdicts import gate_message
 
         results = profile_model(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
-                                rank_step=s.rank_step, progress=ctx.live, accept_noisy=s.accept_noisy_lut,
-                                console=ctx.console, say=ctx.say)
+                                rank_step=s.rank_step, progress=ctx.live, console=ctx.console, say=ctx.say)
         cals = calibrate(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
                          samples=s.calibration_samples, rank_step=s.rank_step, accept_noisy=s.accept_noisy_lut,
                          say=ctx.say)
@@ -88,11 +90,15 @@ class ProfileStage(Stage):
             verdict = "[green]passed[/]" if cal.passed else "[bold red]FAILED, accepted (--accept-noisy-lut)[/]"
             ctx.console.print(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, {cal.within_10pct:.0%} of "
                               f"held-out configurations within 10% (gate {cal.gate:.0%}: {verdict})")
+            low, high = cal.cost_span
+            ctx.console.print(f"{hw}: the calibration's models measured {low:.2f}-{high:.2f} of the original")
+            noisy = noisy_rows(ctx.layout.read_lut(hw))
+            p = ctx.profiles[hw]
             if not cal.passed:
-                ctx.console.print(f"[bold red]warning[/]: {gate_message(hw, cal, simulated=ctx.profiles[hw].is_simulator)}")
-        for hw, r in results.items():
-            if r.noisy_rows:
-                ctx.console.print(f"[bold red]warning[/]: {hw}: {r.noisy_rows} LUT row(s) accepted noisy")
+                ctx.console.print(f"[bold red]warning[/]: {gate_message(hw, cal, noisy, p.is_simulator, p.max_spread)}")
+            elif noisy:
+                ctx.console.print(f"[yellow]warning[/]: {hw}: {noisy_rows_text(noisy, p.max_spread)}; kept with their "
+                                  "spread, since the calibrated LUT passed its held-out gate")
         floors = reachable_floors(ctx.layout.store, s.run_id, s.model_spec, list(s.hardware), s.budget_metric,
                                   s.rank_mode if s.budget_metric == "latency" else "step", s.rank_step)
         for target, floor in floors.items():
@@ -106,6 +112,8 @@ class ProfileStage(Stage):
                 "measured": {hw: r.measured_rows for hw, r in results.items()},
                 "remeasured": {hw: r.remeasured_rows for hw, r in results.items()},
                 "noisy_rows": {hw: r.noisy_rows for hw, r in results.items()},
+                "stale_rows": {hw: r.stale_rows for hw, r in results.items()},
+                "calibration_cost_span": {hw: list(c.cost_span) for hw, c in cals.items()},
                 "calibration_within_10pct": {hw: c.within_10pct for hw, c in cals.items()},
                 "gate_passed": {hw: c.passed for hw, c in cals.items()},
                 "reachable_floor": floors,

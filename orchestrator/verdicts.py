@@ -14,30 +14,51 @@ EXIT_OK, EXIT_VERDICT = 0, 3  # 3: done, but a budget was missed on measurement 
 
 class NoisyLutError(RuntimeError):
     """A LUT failed its quality gate (the calibrated prediction misses too many held-out whole-model
-    measurements, or rows stayed noisy): the timing node was too busy to measure. Not bad input."""
+    measurements): the timing node was too busy to measure. Not bad input."""
 
 
 def lut_quality(calibration, noisy_rows: int = 0, accepted: bool = False) -> dict:
-    """The report's `lut_quality` entry of one hardware, from its Calibration."""
+    """The report's `lut_quality` entry of one hardware, from its Calibration. Noisy rows kept in a
+    LUT whose calibration passed are counted (`noisy_rows`) but not a failure: the gate judges the
+    LUT. `accepted_noisy`: the LUT failed its gate and the run went on (--accept-noisy-lut)."""
     return {"within_10pct": calibration.within_10pct, "median_abs_error": calibration.median_rel_error,
             "gate": calibration.gate, "passed": calibration.passed, "remeasured_rows": calibration.remeasured_rows,
-            "noisy_rows": noisy_rows, "accepted_noisy": accepted and (not calibration.passed or noisy_rows > 0),
+            "noisy_rows": noisy_rows, "accepted_noisy": accepted and not calibration.passed,
             "samples": calibration.samples, "rounds": calibration.rounds}
 
 
-def gate_message(hardware: str, calibration, noisy_rows: int = 0, simulated: bool = False) -> str:
-    """One line: what failed, the figures, and the ways on."""
-    what = (f"{noisy_rows} LUT row(s) stayed noisy after every re-measurement" if noisy_rows else
-            f"{calibration.within_10pct:.0%} of held-out configurations within 10% of the measured latency "
+def noisy_rows_text(noisy: list[dict], max_spread: float | None, shown: int = 3) -> str:
+    """'2 LUT row(s) stayed noisy (spread (p90 - p10) / median against the profile's limit 0.5: ...)'."""
+    if not noisy:
+        return ""
+    limit = f" against the profile's limit {max_spread:g}" if max_spread is not None else ""
+    listed = "; ".join(f"{r['signature']} rank {r['rank']}: {r['spread']:.2f}" for r in noisy[:shown])
+    more = f"; and {len(noisy) - shown} more" if len(noisy) > shown else ""
+    return (f"{len(noisy)} LUT row(s) stayed noisy after every re-measurement (spread (p90 - p10) / median"
+            f"{limit}: {listed}{more})")
+
+
+def gate_message(hardware: str, calibration, noisy: list[dict] = (), simulated: bool = False,
+                 max_spread: float | None = None, profile_file: str | None = None) -> str:
+    """What failed (the calibrated LUT's held-out figures, and the rows that stayed noisy), and the
+    ways on, with a copy-paste recipe for a profile that times with more repeats."""
+    what = (f"{calibration.within_10pct:.0%} of held-out configurations within 10% of the measured latency "
             f"(gate {calibration.gate:.0%}, median error {calibration.median_rel_error:.1%}, "
             f"{calibration.remeasured_rows} rows measured again in {calibration.rounds} round(s))")
+    rows = noisy_rows_text(list(noisy), max_spread)
+    if rows:
+        what += f"; {rows}"
     if simulated:
         return (f"the LUT of simulated hardware {hardware!r} failed its quality gate: {what}; the layers' sum does "
                 "not predict the simulated whole model. Pass --accept-noisy-lut to go on with it, and report it")
-    return (f"the LUT of hardware {hardware!r} failed its quality gate: {what}; the node was probably busy "
-            "while it measured. Fix: rerun on a quiet node (the same command resumes), raise `repeats` in a copy "
-            "of its hardware profile, or pass --accept-noisy-lut to go on with it (the report then says so and "
-            "the run exits 3)")
+    source = profile_file or f"hw_profiles/profiles/{hardware}.yaml"
+    recipe = (f"mkdir -p my_profiles && cp {source} my_profiles/{hardware}.yaml && "
+              f"sed -i 's/^repeats: .*/repeats: 60/' my_profiles/{hardware}.yaml")
+    return (f"the LUT of hardware {hardware!r} failed its quality gate: {what}; the node was probably busy while "
+            "it measured. Fix: rerun on a quiet node (the same command resumes and keeps every steady row); or "
+            f"time with more repeats in your own copy of the profile: `{recipe}`, then rerun the same command with "
+            "`--profile-dir my_profiles` added (its rows are measured again under the new protocol); or pass "
+            "--accept-noisy-lut to go on with this LUT (the report then says so and the run exits 3)")
 
 
 def _quantile(values: list[float], q: float) -> float:

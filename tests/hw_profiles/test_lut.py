@@ -109,7 +109,8 @@ def test_schema_version_column():
 
 def test_a_version_1_file_is_still_read_with_its_new_columns_unknown(tmp_path):
     """LUTs written before the spread was recorded (schema version 1) keep working."""
-    v1_columns = [f for f in LUT_SCHEMA if f.name not in ("latency_p10_ms", "remeasured", "slowdown", "noisy")]
+    v1_columns = [f for f in LUT_SCHEMA if f.name not in ("latency_p10_ms", "remeasured", "slowdown", "noisy",
+                                                          "protocol")]
     v1_schema = pa.schema(v1_columns, metadata={b"haloc_lut_schema_version": b"1"})
     current = rows_to_table([row(0, 2.0), row(8, 1.0)])
     old = pa.table({f.name: current.column(f.name) for f in v1_columns}, schema=v1_schema)
@@ -130,3 +131,37 @@ def test_spread_columns_round_trip(tmp_path):
     write_lut(tmp_path / "cpu.parquet", rows_to_table([r]))
     back = read_lut(tmp_path / "cpu.parquet").to_pylist()[0]
     assert (back["latency_p10_ms"], back["remeasured"], back["slowdown"], back["noisy"]) == (0.9, 2, 1.4, True)
+
+
+def test_a_version_2_file_is_read_with_no_protocol_so_its_rows_count_as_another_protocols(tmp_path):
+    """Rows written before the protocol was recorded are read, but profiling measures them again."""
+    v2_columns = [f for f in LUT_SCHEMA if f.name != "protocol"]
+    current = rows_to_table([row(0, 2.0), row(8, 1.0)])
+    old = pa.table({f.name: current.column(f.name) for f in v2_columns},
+                   schema=pa.schema(v2_columns, metadata={b"haloc_lut_schema_version": b"2"}))
+    old = old.set_column(0, "schema_version", pa.array([2, 2], pa.int32()))
+    path = tmp_path / "cpu.parquet"
+    pq.write_table(old, path)
+    back = read_lut(path)
+    assert back.column("protocol").to_pylist() == [None, None]
+    assert len(existing_keys(back)) == 2
+    assert existing_keys(back, protocol='{"version":3}') == set()
+
+
+def test_existing_keys_of_a_protocol_leave_out_another_protocols_rows():
+    from dataclasses import replace
+
+    a, b = replace(row(0, 2.0), protocol="threads=1"), replace(row(8, 1.0), protocol="threads=2")
+    table = rows_to_table([a, b])
+    assert existing_keys(table, "threads=1") == {a.key}
+    assert existing_keys(table, "threads=2") == {b.key}
+    assert existing_keys(table) == {a.key, b.key}
+
+
+def test_noisy_rows_give_their_spread():
+    from hw_profiles.lut import noisy_rows
+
+    r = LutRow("cpu", SIG, 4, 1.0, 2.0, 3.0, 0.1, 30, NOW, "h", "{}", latency_p10_ms=1.0, noisy=True)
+    steady = LutRow("cpu", SIG, 8, 1.0, 2.0, 2.1, 0.1, 30, NOW, "h", "{}", latency_p10_ms=1.9)
+    rows = noisy_rows(rows_to_table([r, steady]))
+    assert rows == [{"signature": SIG.key, "rank": 4, "median_ms": 2.0, "spread": 1.0}]

@@ -28,7 +28,7 @@ def expected_keys(profile):
 @pytest.fixture(scope="module")
 def profiled(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    results = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False, accept_noisy=True)
+    results = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
     return root, results
 
 
@@ -54,7 +54,7 @@ def test_actors_land_on_the_nodes_offering_their_resource(profiled, ray_cluster)
 def test_second_run_measures_nothing_new(profiled):
     root, _ = profiled
     before = (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns
-    again = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False, accept_noisy=True)
+    again = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
     assert all(r.measured_rows == 0 and r.reused_rows == r.total_rows and not r.actor_nodes for r in again.values())
     assert (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns == before
 
@@ -112,7 +112,7 @@ def test_killed_actor_work_completes_with_no_row_lost_or_doubled(ray_cluster, tm
 
     def run():
         try:
-            result.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="f", rows_per_batch=2, accept_noisy=True,
+            result.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="f", rows_per_batch=2,
                                         progress=False))
         except Exception as e:  # noqa: BLE001  (re-raised in the test thread)
             errors.append(e)
@@ -140,3 +140,18 @@ def test_corrupt_lut_in_the_store_names_the_file(tmp_path):
     (tmp_path / "r9" / "luts" / "cpu.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(BadInputError, match="r9/luts/cpu.parquet.*delete it"):
         RunLayout(str(tmp_path), "r9").read_lut("cpu")
+
+
+def test_rows_of_another_timing_protocol_are_measured_again_on_resume(ray_cluster, tmp_path):
+    """A resumed run whose profile now times with other threads does not keep the old rows: they are
+    another protocol's measurements. The rows it measures record the new protocol."""
+    coarse = replace(CPU, rank_step=64, repeats=2)
+    first = profile_model(str(tmp_path), "resnet20", [coarse], run_id="p", progress=False)["cpu"]
+    other = replace(coarse, threads=2)
+    assert other.protocol_key != coarse.protocol_key
+    again = profile_model(str(tmp_path), "resnet20", [other], run_id="p", progress=False)["cpu"]
+    assert again.reused_rows == 0 and again.stale_rows == first.total_rows == again.measured_rows
+    table = RunLayout(str(tmp_path), "p").read_lut("cpu")
+    assert set(table.column("protocol").to_pylist()) == {other.protocol_key} and len(table) == first.total_rows
+    same = profile_model(str(tmp_path), "resnet20", [other], run_id="p", progress=False)["cpu"]
+    assert same.measured_rows == 0 and same.stale_rows == 0 and same.reused_rows == first.total_rows

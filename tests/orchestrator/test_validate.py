@@ -40,8 +40,7 @@ def validated(ray_cluster, tmp_path_factory):
     run = finetuned_run(tmp_path_factory.mktemp("finetune"))
     store, run_id = run["store"], run["run_id"]
     # A coarse real LUT (+ calibration) for `cpu` only: `asic` has none, so it gets no prediction.
-    profile_model(store, "resnet20", ["cpu"], run_id=run_id, rank_step=64, progress=False,
-                  accept_noisy=True)  # timing noise is not what this tests
+    profile_model(store, "resnet20", ["cpu"], run_id=run_id, rank_step=64, progress=False)
     # A hand-made calibration (measured = 0.5 ms + 1.0 x LUT sum): the prediction must apply it.
     RunLayout(store, run_id).write_calibration(fit_calibration("cpu", [1.0, 2.0], [1.5, 2.5]))
     spec = ValidateSpec(model="resnet20", hardware=("cpu", "asic"), data=run["spec"].data, weights="pretrained.pt",

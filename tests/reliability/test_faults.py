@@ -63,8 +63,7 @@ def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_
 
     def run():
         try:
-            out.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="n", rows_per_batch=2, progress=False,
-                                      accept_noisy=True))
+            out.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="n", rows_per_batch=2, progress=False))
         except Exception as e:  # noqa: BLE001  (checked in the test thread)
             errors.append(e)
 
@@ -85,7 +84,7 @@ def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_
     if errors:  # allowed: a clear error, then a rerun completes
         assert "profil" in str(errors[0]).lower(), errors
     before = len(RunLayout(str(tmp_path), "n").read_lut("cpu"))
-    again = profile_model(str(tmp_path), "resnet20", [slow], run_id="n", progress=False, accept_noisy=True)["cpu"]
+    again = profile_model(str(tmp_path), "resnet20", [slow], run_id="n", progress=False)["cpu"]
     table = RunLayout(str(tmp_path), "n").read_lut("cpu")
     expected = _expected_keys(slow)
     assert existing_keys(table) == expected and len(table) == len(expected)  # none lost, none doubled

@@ -1,7 +1,20 @@
-"""Shared fixtures live in tests/fixtures/ (a real moto S3 server, a real local Ray cluster)."""
+"""Shared fixtures live in tests/fixtures/ (a real moto S3 server, a real local Ray cluster).
+
+Tiers (scripts/test.sh --fast runs the first; the README's Tests section gives their times):
+- fast: everything that needs no Ray cluster, no subprocess pipeline and no S3 server;
+- the markers below say what each other test needs. They are given here from what a test uses (its
+  fixtures, its folder), so that a new test is sorted without anyone remembering to mark it:
+  `ray` (the session's two-node Ray), `s3` (the moto S3 server), `cluster_box` (network-namespace
+  hosts), `pipeline` (a whole pipeline run in a subprocess, marked by its module), `slow` (long).
+
+The timing guard: a test outside those markers whose call takes more than `fast_test_limit_s`
+(pyproject.toml) fails, naming the marker to give it. The fast tier stays fast only if it is guarded.
+"""
 import os
 
 import tempfile
+
+import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # The ZigZag disk cache of this test session (inherited by the Ray nodes the fixtures start): tests
@@ -10,3 +23,35 @@ os.environ.setdefault("HALOC_DATA_CACHE", tempfile.mkdtemp(prefix="haloc-data-")
 os.environ.setdefault("HALOC_ZIGZAG_CACHE", os.path.join(tempfile.mkdtemp(prefix="haloc-zz-"), "zigzag.sqlite"))
 
 pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray_cluster"]
+
+TIER_MARKERS = ("slow", "ray", "s3", "cluster_box", "pipeline")
+_FIXTURE_MARKERS = {"ray_cluster": "ray", "s3_server": "s3", "s3_store_uri": "s3", "s3_auth_server": "s3"}
+
+
+def pytest_addoption(parser):
+    parser.addini("fast_test_limit_s", "seconds a test outside the tier markers may take", default="10")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(marker)
+        if "cluster_box" in item.path.parts:
+            item.add_marker("cluster_box")
+
+
+def in_fast_tier(item) -> bool:
+    return not any(item.get_closest_marker(m) for m in TIER_MARKERS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    limit = float(item.config.getini("fast_test_limit_s"))
+    if call.when == "call" and report.passed and in_fast_tier(item) and call.duration > limit:
+        report.outcome = "failed"
+        report.longrepr = (f"timing guard: {item.nodeid} took {call.duration:.1f} s, over the fast tier's {limit:g} s "
+                           "(tests/conftest.py): make it smaller, or mark it with what it needs "
+                           f"({', '.join(TIER_MARKERS)}) so that it leaves the fast tier")

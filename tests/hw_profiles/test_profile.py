@@ -63,3 +63,28 @@ def test_search_margin_follows_the_calibrated_error_on_timed_hardware_and_is_zer
     assert asic.search_margin(0.03) == 0.0
     (tmp_path / "mine.yaml").write_text(GOOD.format(name="mine") + "budget_margin: 0\n")
     assert get_profile("mine", [tmp_path]).search_margin(0.2) == 0.0  # the profile's own word wins
+
+
+def test_the_timing_protocol_changes_with_how_rows_are_timed_not_with_the_noise_limits():
+    from dataclasses import replace
+
+    from hw_profiles.profile import TIMING_PROTOCOL_VERSION, get_profile
+
+    cpu = get_profile("cpu")
+    assert cpu.protocol()["version"] == TIMING_PROTOCOL_VERSION and cpu.protocol()["threads"] == cpu.threads
+    for change in ({"threads": (cpu.threads or 1) + 1}, {"repeats": cpu.repeats + 1}, {"warmup": cpu.warmup + 1},
+                   {"backend": "onnxruntime"}, {"min_run_time_s": 0.5}):
+        assert replace(cpu, **change).protocol_key != cpu.protocol_key, change
+    for change in ({"max_spread": 0.1}, {"calibration_gate": 0.5}, {"rank_step": 4}, {"gate_rounds": 0}):
+        assert replace(cpu, **change).protocol_key == cpu.protocol_key, change
+    assert get_profile("asic").protocol()["accelerator"] == "tpu_like"
+
+
+def test_measured_rows_record_their_protocol():
+    from hw_profiles.measure import measure_rows
+    from hw_profiles.profile import get_profile
+    from hw_profiles.signature import LayerSignature
+
+    asic = get_profile("asic")
+    (row,) = measure_rows(asic, [(LayerSignature("conv2d", 16, 16, (3, 3), (1, 1), (1, 1), (1, 1), (8, 8), 1, "int8"), 8)])
+    assert row.protocol == asic.protocol_key

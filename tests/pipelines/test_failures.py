@@ -293,5 +293,7 @@ def test_pretraining_checkpoints_every_epoch_and_resumes_after_an_interrupt(ray_
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     info = json.loads((store / "pre" / "manifest.json").read_text())["stages"]["weights"]["info"]
-    assert info["source"] == "trained here for 4 epochs"
+    training = info["original_training"]  # rounds of 4 epochs until its validation top-1 settles
+    assert training["epochs"] % 4 == 0 and training["epochs"] == len(training["history"]) >= 4
+    assert info["source"] == f"trained here for {training['epochs']} epochs"
     assert info["resumed_at_epoch"] >= 1  # from the checkpoint the interrupted attempt left, not from scratch

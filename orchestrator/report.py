@@ -89,7 +89,7 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
     accs = [s["heldout_acc"] for s in per_seed if s["heldout_acc"] is not None]
     held = {"best": _finite(validation.get("heldout_acc")),
             "mean": statistics.fmean(accs) if accs else _finite(validation.get("heldout_acc_mean")),
-            "std": ((statistics.pstdev(accs) if len(accs) > 1 else 0.0) if accs
+            "std": ((statistics.pstdev(accs) if len(accs) > 1 else None) if accs
                     else _finite(validation.get("heldout_acc_std")))}
     return {
         "config_id": validation.get("config_id"), "hardware": key, "targets": list(targets),

@@ -438,8 +438,10 @@ def results_tables(report: dict, styles: dict) -> str:
             f"<td>{b['params'] / 1e6:,.2f} M</td><td>-</td></tr>"]
     for r in report["results"]:
         held = r.get("heldout_acc") or {}
-        seeds = (f"{_fmt(held.get('mean'))} &plusmn; {_fmt(held.get('std'))} <span class='dim'>n={len(r['seeds'])}"
-                 "</span>" if held.get("mean") is not None else "-")
+        spread = (f" &plusmn; {_fmt(held['std'])}" if held.get("std") is not None
+                  else " <span class='dim' title='one search trial: nothing varied to give a spread'>(one run)</span>")
+        seeds = (f"{_fmt(held.get('mean'))}{spread} <span class='dim'>n={len(r['seeds'])}</span>"
+                 if held.get("mean") is not None else "-")
         lut = {True: "within", False: "<span class='bad'>over</span>", None: "-"}[r.get("within_budget")]
         missed = any(not c.get("met") for c in r["budget_check"].values())
         arts = " ".join(_link(report, k, p) for k, p in r["artifacts"].items())

@@ -13,16 +13,19 @@ Layout in the store (orchestrator.run_layout):
 Callbacks (`workers.search_trainable.TrialCallback`) run inside every trial: at its start, before
 and after each epoch (the tests inject failures and tracing this way).
 
-Trials: target groups x budgets x seeds as a grid. A target group is one hardware (one trial per
-hardware), all hardware at once (`joint=True`: one trial, a budget on each), or `("flops",)` with
-`budget_metric="flops"`. With `optuna_samples > 0`, OptunaSearch samples lam (additive penalty) or
-beta (multiplicative) and the seed; Optuna cannot take grid parameters, so each (targets, budget)
-gets its own Tuner. ASHA (`asha=True`) stops trials early on the reported `objective`.
+Trials: target groups x budgets x seeds as a grid (`grid_axes`). A target group is one hardware (one
+trial per hardware), all hardware at once (`joint=True`: one trial, a budget on each), or `("flops",)`
+with `budget_metric="flops"`. A deterministic mode (`blockwise-exact`) runs one trial per (targets,
+budget), with the first seed only (`SearchSpec.trial_seeds`). With `optuna_samples > 0`, OptunaSearch
+samples lam (additive penalty) or beta (multiplicative) and the seed; Optuna cannot take grid
+parameters, so each (targets, budget) gets its own Tuner. ASHA (`asha=True`) stops trials early on
+the reported `objective`.
 
 Resume: a rerun with the same run id restores every experiment already in the store with
 `Tuner.restore(resume_unfinished=True, resume_errored=True)`; finished trials are not rerun, errored
 and interrupted ones continue from their last checkpoint, searcher state comes back with the
-experiment. Everything that can be checked (hardware names, budgets against the smallest reachable
+experiment. A restored experiment keeps the grid it was made with: a blockwise-exact run searched
+before it ran once per (targets, budget) finishes its per-seed trials, and `select` reads them all. Everything that can be checked (hardware names, budgets against the smallest reachable
 cost, LUTs covering the model) is checked before Ray is touched: bad input raises BadInputError.
 """
 from __future__ import annotations
@@ -38,7 +41,7 @@ from haloc.errors import BadInputError
 
 from .artifacts import targets_key
 from .run_layout import RunLayout
-from .run_spec import SEARCH_MODES
+from .run_spec import DETERMINISTIC_SEARCH_MODES, SEARCH_MODES
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,10 @@ class SearchSpec:
             raise BadInputError("search spec: optuna_samples, max_failures must be >= 0 and asha_grace >= 1")
         if self.mode not in SEARCH_MODES:
             raise BadInputError(f"search spec: mode {self.mode!r}; use one of {SEARCH_MODES}")
+        if self.optuna_samples and self.deterministic:
+            raise BadInputError(f"search spec: optuna_samples samples lam/beta and the seed, which the deterministic "
+                                f"{self.mode!r} search does not read (it runs once per targets and budget); drop "
+                                "optuna_samples, or use mode 'supernet' or 'blockwise'")
         if self.train_once and self.mode != "supernet":
             raise BadInputError(f"search spec: train_once trains shared supernet weights, which the {self.mode!r} "
                                 "search never uses; use mode 'supernet' with train_once, or drop train_once")
@@ -123,6 +130,20 @@ class SearchSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "SearchSpec":
         return from_dict_strict(cls, data, "search spec")
+
+    @property
+    def deterministic(self) -> bool:
+        """The mode gives the same ranks for the same inputs and seed, with nothing random to sample."""
+        return self.mode in DETERMINISTIC_SEARCH_MODES
+
+    def trial_seeds(self) -> tuple[int, ...]:
+        """The seeds that get a trial. A deterministic search runs once: the seed only draws the
+        held-out batches its error tables are measured on (their order and composition, which the
+        batch statistics in BatchNorm see, and their augmentations on real data) and the batches that
+        re-estimate the kept weights' BatchNorm, so more seeds would measure the same search on other
+        batches, not search again. The first seed is the one: the same seeds give the same result, an
+        older run's per-seed grid always holds that trial, and `--seeds S` draws other batches."""
+        return self.seeds[:1] if self.deterministic else self.seeds
 
     def target_groups(self) -> list[tuple[str, ...]]:
         """The cost targets of each kind of trial."""
@@ -216,16 +237,22 @@ def _resources(spec: SearchSpec) -> dict:
     return {"cpu": 1, "gpu": gpus} if gpus else {"cpu": 1}
 
 
+def grid_axes(spec: SearchSpec, groups) -> dict[str, list]:
+    """The grid search's axes, {"targets": keys, "budget": budgets, "seed": seeds}, one trial per
+    combination: what `_experiments` hands Tune, kept pure (no Ray) so that a test can count it."""
+    return {"targets": [targets_key(g) for g in groups], "budget": [float(b) for b in spec.budgets],
+            "seed": [int(s) for s in spec.trial_seeds()]}
+
+
 def _experiments(spec: SearchSpec, groups) -> list[tuple[str, dict, int, object]]:
     """(name, param_space, num_samples, search_alg) of every Tune experiment of the run."""
     from ray import tune
 
+    if spec.optuna_samples == 0:
+        space = {axis: tune.grid_search(values) for axis, values in grid_axes(spec, groups).items()}
+        return [(GRID_NAME, space, 1, None)]
     keys = [targets_key(g) for g in groups]
     budgets = [float(b) for b in spec.budgets]
-    if spec.optuna_samples == 0:
-        space = {"targets": tune.grid_search(keys), "budget": tune.grid_search(budgets),
-                 "seed": tune.grid_search(list(spec.seeds))}
-        return [(GRID_NAME, space, 1, None)]
     from ray.tune.search.optuna import OptunaSearch
 
     out = []
@@ -233,7 +260,7 @@ def _experiments(spec: SearchSpec, groups) -> list[tuple[str, dict, int, object]
         for budget in budgets:
             # Optuna samples only; constants go in as one-choice categoricals.
             space = {"targets": tune.choice([key]), "budget": tune.choice([budget]),
-                     "seed": tune.choice(list(spec.seeds))}
+                     "seed": tune.choice(list(spec.trial_seeds()))}
             if spec.penalty == "additive":
                 space["lam"] = tune.loguniform(*spec.lam_range)
             else:

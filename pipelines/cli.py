@@ -46,119 +46,162 @@ def _default(defaults: PipelineDefaults, *fields: str) -> str:
     return "(default: " + "; ".join(f"{', '.join(names)}: {v}" for v, names in by_value.items()) + ")"
 
 
+# --help's groups, one per stage of a run (and one for the run itself), in the order a run meets them
+GROUPS = {
+    "run": "run and cluster",
+    "data": "data and model (and, without --weights, training the original first)",
+    "profile": "profile: each hardware's layer latencies (LUTs) and their calibration",
+    "search": "search: ranks per hardware and budget",
+    "finetune": "fine-tune the selected models",
+    "verdict": "validate and report",
+}
+
+
 def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argparse.ArgumentParser:
-    d = functools.partial(_default, defaults)
     p = argparse.ArgumentParser(
         prog=prog or f"python -m pipelines.{defaults.pipeline}",
-        description=f"HALOC on Ray: profile, search, select, fine-tune, validate and report {defaults.model}.",
+        description="HALOC on Ray: profile, search, select, fine-tune, validate and report "
+                    f"{defaults.model or 'the model that --model names'}.",
         epilog="Defaults that depend on --preset are given per preset. Exit codes: 0 every budget met on "
                "measurement, 3 a budget missed or a noisy LUT accepted, 2 bad input, 4 store unavailable, "
                "5 a LUT failed its quality gate, 130 interrupted, 1 anything else.")
+    groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
+    d = functools.partial(_default, defaults)
+    _run_flags(groups["run"])
+    _data_flags(groups["data"], defaults, d)
+    _profile_flags(groups["profile"], d)
+    _search_flags(groups["search"], d)
+    _finetune_flags(groups["finetune"], d)
+    _verdict_flags(groups["verdict"])
+    return p
+
+
+def _run_flags(g) -> None:
     # --preset and --store default to None here, so that a value from --config is told apart from a flag
     # given; spec_from_args resolves them to DEFAULT_PRESET and DEFAULT_STORE
-    p.add_argument("--config", metavar="RUN_YAML",
+    g.add_argument("--config", metavar="RUN_YAML",
                    help="a YAML file of RunSpec fields (e.g. a run's own <store>/<run>/config.yaml): its values "
                         "replace the preset's, the flags given replace its (default: none)")
-    p.add_argument("--preset", choices=PRESETS,
+    g.add_argument("--preset", choices=PRESETS,
                    help="demo: every stage on generated data in minutes; quick: the demo's short settings on your "
                         f"--data; paper: the paper's setup (needs --data) (default: {DEFAULT_PRESET})")
-    p.add_argument("--data", help=f"{defaults.dataset or 'the'} data: a local folder or s3:// URI (ImageFolder "
-                                  "train/ and val/, or CIFAR-10 python batches), or package.module:factory "
-                                  "returning (train, val) torch Datasets (default: none, the demo's generated data)")
-    p.add_argument("--store", help="artifact store: a local folder or s3://bucket/prefix "
+    g.add_argument("--store", help="artifact store: a local folder or s3://bucket/prefix "
                                    "(?endpoint_override=host:port&scheme=http for S3-compatible servers) "
                                    f"(default: {DEFAULT_STORE})")
-    p.add_argument("--run-id", help="run id; rerun with the same id to resume "
+    g.add_argument("--run-id", help="run id; rerun with the same id to resume "
                                     "(default: <pipeline>-demo, or <pipeline>-<preset>-<data folder>)")
-    p.add_argument("--model", help=f"the model to compress: a registry name, torchvision:NAME (any torchvision "
+    g.add_argument("--address", help="a running Ray cluster (host:port or auto) (default: an embedded local Ray)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="plain, complete lines instead of live bars and tables (default: off; plain anyway when "
+                        "the output is not a terminal)")
+    g.add_argument("--verbose", action="store_true",
+                   help="show Ray's, Tune's and Train's own output too (default: off, it goes to "
+                        "<run>/logs/driver.log)")
+
+
+def _data_flags(g, defaults: PipelineDefaults, d) -> None:
+    g.add_argument("--data", help=f"{defaults.dataset or 'the'} data: a local folder or s3:// URI (ImageFolder "
+                                  "train/ and val/, or CIFAR-10 python batches), or package.module:factory "
+                                  "returning (train, val) torch Datasets (default: none, the demo's generated data)")
+    g.add_argument("--model", help="the model to compress: a registry name, torchvision:NAME (any torchvision "
                                    "classification model) or package.module:factory (a callable returning an "
                                    f"nn.Module) (default: {defaults.model or 'none: give one'})")
-    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
-                   help="the model's input (C H W; the data loaders give RGB squares, so C=3 and H=W) "
-                        "(default: the pipeline's, or the data's own side)")
-    p.add_argument("--py-modules", action="append", metavar="DIR",
-                   help="a local package folder that Ray ships to every node (your model or data factory); "
-                        "repeatable (default: none)")
-    p.add_argument("--num-classes", type=int,
+    g.add_argument("--weights", help="pretrained weights: torchvision, a file or s3:// URI; none: the original is "
+                                     f"trained here first {d('weights')}")
+    g.add_argument("--num-classes", type=int,
                    help=f"classes of the model's head (default: read from --data; {defaults.demo.get('num_classes')} "
                         "in the demo)")
-    p.add_argument("--image-size", type=int,
-                   help=f"side of the model's input images (default: the pipeline's {defaults.image_size}, or the "
-                        f"data's own when its images are smaller; {defaults.demo.get('image_size')} in the demo)")
+    g.add_argument("--image-size", type=int, metavar="S",
+                   help="side of the model's input: S x S RGB images, what the data loaders give (default: the "
+                        f"pipeline's {defaults.image_size}, or the data's own side when its images are smaller or "
+                        f"come from your own datasets; {defaults.demo.get('image_size')} in the demo)")
+    # the input's old flag: every loader gives RGB squares, so its C and H=W only restated --image-size;
+    # still taken (spec_from_args says it is deprecated), no longer listed
+    g.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help=argparse.SUPPRESS)
+    g.add_argument("--py-modules", action="append", metavar="DIR",
+                   help="a local package folder that Ray ships to every node (your model or data factory); "
+                        "repeatable (default: none)")
+    g.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"),
+                   help=f"demo data: samples per split {d('demo_train', 'demo_val')}")
+    g.add_argument("--pretrain-epochs", type=int,
+                   help=f"without --weights: epochs of training the original first {d('pretrain_epochs')}")
+    g.add_argument("--pretrain-steps-per-epoch", type=int,
+                   help=f"without --weights: cap on steps per training epoch {d('pretrain_steps_per_epoch')}")
+    g.add_argument("--pretrain-batch-size", type=int,
+                   help=f"without --weights: batch size of training the original {d('pretrain_batch_size')}")
+    g.add_argument("--pretrain-lr", type=float,
+                   help=f"without --weights: peak learning rate of training the original {d('pretrain_lr')}")
+
+
+def _profile_flags(g, d) -> None:
     from hw_profiles.profile import list_profiles
 
-    p.add_argument("--hardware", nargs="+",
+    g.add_argument("--hardware", nargs="+",
                    help=f"hardware profiles to target: {', '.join(list_profiles())}, or one of yours from --profile-dir "
                         f"(`haloc env --profile-dir DIR` lists them) {d('hardware')}")
-    p.add_argument("--profile-dir", action="append", metavar="DIR",
+    g.add_argument("--profile-dir", action="append", metavar="DIR",
                    help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable "
                         "(default: none)")
-    p.add_argument("--budgets", nargs="+", type=float,
+    g.add_argument("--rank-step", type=int,
+                   help=f"the profiling grid's step and the constant-step candidates {d('rank_step')}")
+    g.add_argument("--calibration-samples", type=int,
+                   help=f"whole-model measurements that calibrate each LUT {d('calibration_samples')}")
+    g.add_argument("--reprofile", nargs="*", metavar="HW",
+                   help="measure the LUTs of this run again (all hardware, or the named) and redo every later stage "
+                        "(default: off)")
+    g.add_argument("--luts-from", metavar="RUN_ID",
+                   help="start from another run's LUTs (same model, input size and hardware profiles) (default: none)")
+    g.add_argument("--accept-noisy-lut", action="store_true",
+                   help="go on with a LUT that failed its quality gate (the report marks it; exit 3) (default: off)")
+
+
+def _search_flags(g, d) -> None:
+    g.add_argument("--budgets", nargs="+", type=float,
                    help=f"budgets as fractions of the original cost, e.g. 0.5 0.7 {d('budgets')}")
-    p.add_argument("--budget-metric", choices=("latency", "flops"),
+    g.add_argument("--budget-metric", choices=("latency", "flops"),
                    help=f"what a budget is a fraction of: measured latency, or FLOPs {d('budget_metric')}")
-    p.add_argument("--budget-margin", type=float, metavar="M",
+    g.add_argument("--budget-margin", type=float, metavar="M",
                    help="aim the search this fraction below each latency budget, so that models the LUT puts "
                         "just under it still meet it when measured (default: each hardware profile's: twice its "
                         "calibrated LUT's median error, 0.02-0.10; 0 on simulators)")
-    p.add_argument("--seeds", nargs="+", type=int,
-                   help=f"search seeds; the best per budget is selected {d('seeds')}")
-    p.add_argument("--address", help="a running Ray cluster (host:port or auto) (default: an embedded local Ray)")
-    p.add_argument("--weights", help="pretrained weights: torchvision, a file or s3:// URI; none: the original is "
-                                     f"trained here first {d('weights')}")
-    p.add_argument("--rank-mode", choices=("latency", "step"),
-                   help=f"candidate ranks from LUT curves or a constant step {d('rank_mode')}")
-    p.add_argument("--rank-step", type=int,
-                   help=f"the profiling grid's step and the constant-step candidates {d('rank_step')}")
-    p.add_argument("--search-mode", choices=("supernet", "blockwise", "blockwise-exact"),
+    g.add_argument("--seeds", nargs="+", type=int,
+                   help="search seeds: a trial per seed, the best per budget is selected; blockwise-exact is "
+                        "deterministic and runs once per hardware and budget, with the first seed (it draws the "
+                        f"held-out batches it measures on) {d('seeds')}")
+    g.add_argument("--search-mode", choices=("supernet", "blockwise", "blockwise-exact"),
                    help="supernet: the paper's search (weight and alpha steps); blockwise: only alpha moves, "
                         "on the HOSVD of the original, by each block's output error (about one training epoch "
                         "in all); blockwise-exact: that error (relative to what each block's searched layers "
-                        "add) measured for every candidate and minimised "
-                        f"exactly under the budget (seconds, deterministic) {d('search_mode')}")
-    p.add_argument("--search-epochs", type=int, help=f"epochs of each supernet search {d('search_epochs')}")
-    p.add_argument("--search-steps-per-epoch", type=int,
-                   help=f"cap on steps per search epoch; none: the whole split {d('search_steps_per_epoch')}")
-    p.add_argument("--finetune-epochs", type=int,
+                        "add) measured for every candidate and minimised exactly under the budget "
+                        f"(deterministic: one trial per hardware and budget) {d('search_mode')}")
+    g.add_argument("--rank-mode", choices=("latency", "step"),
+                   help=f"candidate ranks from LUT curves or a constant step {d('rank_mode')}")
+    g.add_argument("--search-epochs", type=int,
+                   help="epochs of each search trial (blockwise-exact: each adds held-out batches to its error "
+                        f"tables) {d('search_epochs')}")
+    g.add_argument("--search-steps-per-epoch", type=int,
+                   help="cap on training steps per search epoch; none: the whole split (blockwise-exact takes no "
+                        f"training steps) {d('search_steps_per_epoch')}")
+    g.add_argument("--multi-target", action="store_true",
+                   help="one search with a budget on every hardware at once (default: off, one search per hardware)")
+
+
+def _finetune_flags(g, d) -> None:
+    g.add_argument("--finetune-epochs", type=int,
                    help=f"epochs of fine-tuning each selected model {d('finetune_epochs')}")
-    p.add_argument("--finetune-steps-per-epoch", type=int,
+    g.add_argument("--finetune-steps-per-epoch", type=int,
                    help=f"cap on steps per fine-tune epoch; none: the whole split {d('finetune_steps_per_epoch')}")
-    p.add_argument("--finetune-init", choices=("supernet", "hosvd"),
+    g.add_argument("--finetune-init", choices=("supernet", "hosvd"),
                    help="what each selected model's fine-tune starts from: the search's own factors for its "
                         f"ranks, or a fresh HOSVD of the original's weights {d('finetune_init')}")
-    p.add_argument("--finetune-workers", type=int,
+    g.add_argument("--finetune-workers", type=int,
                    help=f"Ray Train workers per fine-tune (data parallel) {d('finetune_workers')}")
-    p.add_argument("--pretrain-epochs", type=int,
-                   help=f"without --weights: epochs of training the original first {d('pretrain_epochs')}")
-    p.add_argument("--pretrain-steps-per-epoch", type=int,
-                   help=f"without --weights: cap on steps per training epoch {d('pretrain_steps_per_epoch')}")
-    p.add_argument("--pretrain-batch-size", type=int,
-                   help=f"without --weights: batch size of training the original {d('pretrain_batch_size')}")
-    p.add_argument("--pretrain-lr", type=float,
-                   help=f"without --weights: peak learning rate of training the original {d('pretrain_lr')}")
-    p.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"),
-                   help=f"demo data: samples per split {d('demo_train', 'demo_val')}")
-    p.add_argument("--calibration-samples", type=int,
-                   help=f"whole-model measurements that calibrate each LUT {d('calibration_samples')}")
-    p.add_argument("--multi-target", action="store_true",
-                   help="one search with a budget on every hardware at once (default: off, one search per hardware)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="plain, complete lines instead of live bars and tables (default: off; plain anyway when "
-                        "the output is not a terminal)")
-    p.add_argument("--verbose", action="store_true",
-                   help="show Ray's, Tune's and Train's own output too (default: off, it goes to "
-                        "<run>/logs/driver.log)")
-    p.add_argument("--accept-noisy-lut", action="store_true",
-                   help="go on with a LUT that failed its quality gate (the report marks it; exit 3) (default: off)")
-    p.add_argument("--allow-miss", action="store_true",
+
+
+def _verdict_flags(g) -> None:
+    g.add_argument("--allow-miss", action="store_true",
                    help="exit 0 even when a model missed its budget on measurement (the report still says so) "
                         "(default: off)")
-    p.add_argument("--reprofile", nargs="*", metavar="HW",
-                   help="measure the LUTs of this run again (all hardware, or the named) and redo every later stage "
-                        "(default: off)")
-    p.add_argument("--luts-from", metavar="RUN_ID",
-                   help="start from another run's LUTs (same model, input size and hardware profiles) (default: none)")
-    return p
 
 
 def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
@@ -166,6 +209,7 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
 
     from . import run_config
 
+    args.image_size = _image_size(args)  # before the merge: a flag given beats the file's image_size
     config = run_config.load_config(args.config) if getattr(args, "config", None) else {}
     args, from_file = run_config.merge(args, config, defaults.pipeline)
     args.preset = args.preset or DEFAULT_PRESET
@@ -176,14 +220,6 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     if args.preset != "demo" and not args.data:
         raise BadInputError(f"--preset {args.preset} needs --data (the {defaults.dataset or 'data'} folder, an s3:// "
                             "URI or package.module:factory); pass --data, or run --preset demo on generated data")
-    if args.input_size is not None:
-        c, h, w = args.input_size
-        if c != 3 or h != w or h < 8:
-            raise BadInputError(f"--input-size {c} {h} {w}: the data loaders give RGB squares; pass 3 S S with S >= 8 "
-                                "(e.g. 3 32 32)")
-        if args.image_size is not None and args.image_size != h:
-            raise BadInputError(f"--input-size {c} {h} {w} and --image-size {args.image_size} disagree; give one")
-        args.image_size = h
     values = dict(pipeline=defaults.pipeline, model=defaults.model, dataset=defaults.dataset,
                   num_classes=defaults.num_classes, image_size=defaults.image_size, preset=args.preset,
                   data=args.data, store=args.store, address=args.address)
@@ -238,6 +274,23 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
 
         values["profile_dirs"] = tuple(str(Path(d).expanduser().resolve()) for d in args.profile_dir)
     return RunSpec(**values)
+
+
+def _image_size(args) -> int | None:
+    """--image-size, or the side S of the deprecated --input-size 3 S S (taken, with a warning naming
+    the flag that replaces it, so that an older command line still runs)."""
+    if getattr(args, "input_size", None) is None:
+        return args.image_size
+    c, h, w = args.input_size
+    if c != 3 or h != w or h < 8:
+        raise BadInputError(f"--input-size {c} {h} {w}: the data loaders give RGB squares; pass --image-size S "
+                            "with S >= 8 (e.g. --image-size 32), which replaces --input-size")
+    if args.image_size is not None and args.image_size != h:
+        raise BadInputError(f"--input-size {c} {h} {w} and --image-size {args.image_size} disagree; give "
+                            "--image-size alone (it replaces --input-size)")
+    print(f"warning: --input-size is deprecated and will be removed; pass --image-size {h} (the same "
+          f"{c} x {h} x {w} input)", file=sys.stderr)
+    return h
 
 
 def _from_the_data(args, defaults: PipelineDefaults) -> dict:

@@ -89,7 +89,7 @@ def _register_external(name: str) -> None:
             raise BadInputError(f"model {name!r}: the factory returned a {type(model).__name__}, not an nn.Module")
         return model
 
-    size = getattr(fn, "input_size", None)  # a factory may say its input size (C, H, W); else --input-size
+    size = getattr(fn, "input_size", None)  # a factory may say its input size (C, H, W); else --image-size
     classes = getattr(fn, "num_classes", None)
     if classes is None:
         classes = _head_size(factory())
@@ -124,8 +124,8 @@ def input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) of one input sample of model `name`."""
     _check(name)
     if name not in _INPUT_SIZE:
-        raise BadInputError(f"model {name!r} does not say its input size; pass --input-size C H W (e.g. 3 32 32), "
-                            "or give the factory an `input_size` attribute")
+        raise BadInputError(f"model {name!r} does not say its input size; pass --image-size S (an S x S RGB "
+                            "input, e.g. --image-size 32), or give the factory an `input_size` attribute (C, H, W)")
     return _INPUT_SIZE[name]
 
 

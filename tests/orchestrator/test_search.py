@@ -274,3 +274,19 @@ def test_blockwise_trials_on_ray_select_within_budget_with_their_evidence(ray_cl
     state = RunLayout(str(tmp_path / "store"), "blockwise").store.read_bytes(f"blockwise/{r['searched_state']}")
     student = haloc.rebuild("resnet20", r["ranks"], torch.load(io.BytesIO(state), weights_only=True))
     assert sum(p.numel() for p in student.parameters()) < haloc.params(haloc.models.create("resnet20"))
+
+
+def test_blockwise_exact_searches_once_per_targets_and_budget_with_the_first_seed():
+    """blockwise-exact has nothing random to sample: its grid has one seed (the first), the other
+    modes one trial per seed; Optuna, which samples lam/beta and the seed, is refused for it."""
+    from orchestrator.search import grid_axes
+
+    groups = [("cpu",), ("asic",)]
+    seeds = replace(TINY, seeds=(4, 1, 2), budgets=(0.5, 0.7))
+    exact = replace(seeds, mode="blockwise-exact")
+    assert exact.deterministic and not seeds.deterministic
+    assert grid_axes(exact, groups) == {"targets": ["cpu", "asic"], "budget": [0.5, 0.7], "seed": [4]}
+    assert grid_axes(seeds, groups)["seed"] == [4, 1, 2]
+    assert grid_axes(replace(seeds, mode="blockwise"), groups)["seed"] == [4, 1, 2]
+    with pytest.raises(BadInputError, match="optuna_samples .*deterministic"):
+        replace(exact, optuna_samples=4)

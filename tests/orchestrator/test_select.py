@@ -44,7 +44,7 @@ def test_best_seed_by_heldout_accuracy_with_seed_statistics():
     assert c["predicted_cost_over_seeds"]["cpu"]["mean"] == pytest.approx(1.9)
     assert c["rank_agreement"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
     assert c["ranks"] == {"l1": 16, "l2": 48} and c["within_budget"] is True
-    assert configs[1]["rank_agreement"] == 1.0 and configs[1]["ranks"] == {}
+    assert configs[1]["rank_agreement"] is None and configs[1]["ranks"] == {}  # one trial: nothing to agree
 
 
 def test_a_trial_over_budget_loses_to_one_within_it():
@@ -73,3 +73,17 @@ def test_write_selected_is_json_in_the_run_folder(tmp_path):
     data = json.loads((tmp_path / "r1" / "selected.json").read_text())
     assert data["run_id"] == "r1" and data["configs"][0]["trial_id"] == "t"
     assert [p.name for p in (tmp_path / "r1").iterdir()] == ["selected.json"]  # no temp file left
+
+
+def test_a_one_trial_cell_has_no_spread_and_says_how_it_was_searched():
+    """One trial measures no spread: its standard deviations and rank agreement are None, not a
+    measured 0 and 1; a deterministic mode's one trial is marked so, a supernet cell of one seed not."""
+    exact = select_configs([trial("t0", 3, 0.8, 1.5, {"l1": 16})], model="resnet20", mode="blockwise-exact")[0]
+    assert exact["heldout_acc_std"] is None and exact["rank_agreement"] is None
+    assert exact["predicted_cost_over_seeds"]["cpu"] == {"mean": 1.5, "std": None}
+    assert exact["search"] == {"mode": "blockwise-exact", "deterministic": True} and exact["seeds"] == [3]
+    one_seed = select_configs([trial("t0", 3, 0.8, 1.5, {"l1": 16})], model="resnet20")[0]
+    assert one_seed["search"] == {"mode": "supernet", "deterministic": False}
+    restored = select_configs([trial("t0", 0, 0.8, 1.5, {"l1": 16}), trial("t1", 1, 0.7, 1.6, {"l1": 16})],
+                              model="resnet20", mode="blockwise-exact")[0]
+    assert restored["search"]["deterministic"] is False and restored["heldout_acc_std"] == pytest.approx(0.05)

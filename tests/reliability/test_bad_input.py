@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import sys
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -324,19 +325,17 @@ def _env_for(case: Case, request) -> dict:
     return env
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_exits_2_with_one_message_and_writes_nothing(case, tmp_path, request):
-    env = _env_for(case, request)
-    args = case.setup(tmp_path, env)
-    if "store" in case.extra:
-        args[args.index("--store") + 1] = case.extra["store"]
-    before = all_files(tmp_path / "store") if (tmp_path / "store").is_dir() else set()
-    clean_env = {k: v for k, v in env.items() if not k.startswith("_")}
-    # Fail fast: a bad input found before Ray starts within a minute; one found inside a stage after
-    # the stages before it ran (training the original, profiling), within five.
-    proc = run_cli(args, module=case.module, env=clean_env, timeout=300 if case.manifest else 60)
-    err = proc.stderr
-    assert proc.returncode == 2, f"rc {proc.returncode}\n{err[-3000:]}"
+def _marks(case: Case) -> list:
+    """The tier markers of a case (tests/conftest.py cannot see fixtures asked for at run time). Every
+    case runs the CLI in a subprocess as a user does (`pipeline`); one found inside a stage runs the
+    stages before it on the session's Ray (`ray`); an S3 case needs the moto server (`s3`)."""
+    return [pytest.mark.pipeline] + ([pytest.mark.ray] if case.ray else []) + ([pytest.mark.s3] if case.s3 else [])
+
+
+def _check_refusal(case: Case, tmp_path: Path, args: list[str], rc: int, err: str, before: set[str]) -> None:
+    """Exit 2, one `error:` line printed last that names the input and the fix, no traceback, and
+    nothing half-written in the store."""
+    assert rc == 2, f"rc {rc}\n{err[-3000:]}"
     assert "Traceback" not in err, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err[-3000:]
@@ -355,6 +354,54 @@ def test_bad_input_exits_2_with_one_message_and_writes_nothing(case, tmp_path, r
         else set()
     assert new <= allowed, new
     assert not (tmp_path / "pwned").exists(), "a pickled payload ran"
+
+
+def _prepare(case: Case, tmp_path: Path, env: dict) -> tuple[list[str], set[str]]:
+    args = case.setup(tmp_path, env)
+    if "store" in case.extra:
+        args[args.index("--store") + 1] = case.extra["store"]
+    return args, (all_files(tmp_path / "store") if (tmp_path / "store").is_dir() else set())
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c)) for c in CASES])
+def test_bad_input_exits_2_with_one_message_and_writes_nothing(case, tmp_path, request):
+    env = _env_for(case, request)
+    args, before = _prepare(case, tmp_path, env)
+    clean_env = {k: v for k, v in env.items() if not k.startswith("_")}
+    # Fail fast: a bad input found before Ray starts within a minute; one found inside a stage after
+    # the stages before it ran (training the original, profiling), within five.
+    proc = run_cli(args, module=case.module, env=clean_env, timeout=300 if case.manifest else 60)
+    _check_refusal(case, tmp_path, args, proc.returncode, proc.stderr, before)
+
+
+BEFORE_RAY = [c for c in CASES if not (c.ray or c.s3 or c.manifest)]
+
+
+@pytest.mark.parametrize("case", BEFORE_RAY, ids=[c.id for c in BEFORE_RAY])
+def test_bad_input_is_refused_before_any_stage_in_process(case, tmp_path, request, capfd, monkeypatch):
+    """The fast tier's view of the cases found before Ray starts: the same CLI entry (`main`) in this
+    process, so that no interpreter starts per case; the subprocess test above proves the same of
+    `python -m` itself. That no case gets as far as Ray is part of what it checks."""
+    import importlib
+    import signal
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # the run installs its own
+    env = _env_for(case, request)
+    args, before = _prepare(case, tmp_path, env)
+    monkeypatch.setenv("HALOC_DATA_CACHE", env["HALOC_DATA_CACHE"])
+    from pipelines.cli import main
+
+    defaults = next(v for v in vars(importlib.import_module("pipelines.presets")).values()
+                    if getattr(v, "pipeline", None) == case.module.rsplit(".", 1)[1])
+    try:
+        rc = main(defaults, args)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    err = capfd.readouterr().err
+    _check_refusal(case, tmp_path, args, rc, err, before)
+    ray = sys.modules.get("ray")
+    assert ray is None or not ray.is_initialized(), "a bad input found before any stage must not start Ray"
 
 
 # ---- the public Python API, where it is the entry point ----------------------------------------------

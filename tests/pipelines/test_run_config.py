@@ -136,3 +136,12 @@ def test_search_mode_reaches_the_search_spec_and_a_change_redoes_the_search_onwa
     assert stages_to_redo(["search_mode"])[0] == "search"
     err = one_line_exit_2(capsys, ["--config", write(tmp_path, {"search_mode": "greedy"})])
     assert "--search-mode 'greedy': use one of ('supernet', 'blockwise', 'blockwise-exact')" in err, err
+
+
+def test_help_says_nothing_untrue_for_the_generic_entry():
+    """`haloc run compress --help` (no model of its own): no "None" default printed, no timing claim."""
+    from pipelines.presets import COMPRESS
+
+    text = " ".join(build_parser(COMPRESS).format_help().split())
+    assert "None" not in text and "(seconds" not in text, text
+    assert "--input-size" not in text and "--image-size S" in text

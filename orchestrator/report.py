@@ -15,8 +15,11 @@ trial's held-out accuracy, predicted cost and per-epoch search curve), the fine-
 The report adds `recommendations` (per hardware and budget: the most accurate config that met it on
 measurement, or none and the closest miss), `pareto` ({hw: configs on the accuracy / measured latency
 front}), `calibration` ({hw: the LUT's fit, its calibration points and the validated models as held-out
-points}) and `stages` (the manifest's stage times). A report on generated data says so in `dataset`, in
-`demo: true`, and at the top of the HTML. The page itself: orchestrator/report_page.py.
+points}) and `stages` (the manifest's stage times). The decision: `baseline.training` (how the original
+was made), per result `top1_change` (against the original, with the validation set's noise),
+`beats_original` (why it may, beyond that noise), `uncertain` (met only within the measurement's
+noise) and `dominated_by`; `decision_lines` says them in the terminal. A report on generated data says
+so in `dataset`, in `demo: true`, and at the top of the HTML. The page itself: orchestrator/report_page.py.
 """
 from __future__ import annotations
 
@@ -111,7 +114,10 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
         "measured_latency_p10_ms": dict(validation.get("measured_latency_p10_ms") or {}),
         "measured_latency_p90_ms": dict(validation.get("measured_latency_p90_ms") or {}),
         "lut_sum_ms": {h: _finite(v) for h, v in (validation.get("lut_sum_ms") or {}).items()},
-        "top1": validation["top1"], "top5": validation["top5"], "heldout_acc": held, "per_seed": per_seed,
+        "top1": validation["top1"], "top5": validation["top5"], "n_val": _count(validation.get("n_val")),
+        "heldout_acc": held, "per_seed": per_seed,
+        # how it was searched: {"mode", "deterministic"} (selected.json); a deterministic search ran once
+        "search": dict(validation.get("search") or {}),
         "finetune": _history(finetune), "onnx_max_abs_diff": _finite(validation.get("onnx_max_abs_diff")),
         "artifacts": {k: validation["artifacts"][k] for k in ("model", "ranks", "onnx")},
     }
@@ -136,7 +142,7 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
                  max_ranks: dict | None = None, budget_metric: str = "latency", store_uri: str | None = None,
                  extra: dict | None = None, lut_quality: dict | None = None, simulated: list[str] = (),
                  calibrations: dict | None = None, stages: dict | None = None,
-                 kxk_layers: list[str] | None = None) -> dict:
+                 kxk_layers: list[str] | None = None, weights_info: dict | None = None) -> dict:
     """The report dict (docs/design.md section 4, plus the extras listed in the module docstring).
 
     `validations`: validate records (a list, or {config_id: record}); `baseline`: the original model's
@@ -144,7 +150,8 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
     {config_id: fine-tune record}; `max_ranks`: {layer: max rank}, for the ranks plot; `lut_quality`:
     {hw: orchestrator.verdicts.lut_quality}; `simulated`: hardware whose "measured" latency is simulated;
     `calibrations`: {hw: Calibration or its dict}; `stages`: the manifest's {stage: record};
-    `kxk_layers`: the KxK convs (Tucker-2 layers), whose rank 1 each result names in `kxk_rank1`.
+    `kxk_layers`: the KxK convs (Tucker-2 layers), whose rank 1 each result names in `kxk_rank1`;
+    `weights_info`: the weights stage's info (where the original came from, how it trained).
     """
     records = list(validations.values()) if isinstance(validations, dict) else list(validations)
     missing = [k for k in BASELINE_KEYS if k not in baseline]
@@ -158,7 +165,9 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
             "top5": baseline["top5"], "latency_ms": {h: _finite(v) for h, v in baseline["latency_ms"].items()},
             "predicted_latency_ms": {h: _finite(v) for h, v in (baseline.get("predicted_latency_ms") or {}).items()},
             "lut_sum_ms": {h: _finite(v) for h, v in (baseline.get("lut_sum_ms") or {}).items()},
-            "latency_batch": dict(baseline.get("latency_batch") or {})}
+            "latency_batch": dict(baseline.get("latency_batch") or {}), "n_val": _count(baseline.get("n_val")),
+            "training": original_training(weights_info)}
+    base["top1_se"] = top1_se(base["top1"], base["n_val"])
     layers = list(max_ranks or {})  # the model's layer order, where known
     layers += sorted({n for r in results for n in r["ranks"]} - set(layers))
     report = {"run_id": run_id, "model": model, "dataset": label, "demo": demo, "hardware": list(hardware),
@@ -169,7 +178,15 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
     for r in results:
         r["rank_fraction"], r["kept_whole"] = rank_fractions(r["ranks"], layers, report["layers"]["max_ranks"])
         r["kxk_rank1"] = [n for n in (kxk_layers or []) if 1 in _as_list(r["ranks"].get(n))]
+    for r in results:
+        r["top1_change"] = top1_change(r, base)
+        r["beats_original"] = beats_original(r, base)
+        # met on its own budget check, but the measured interval straddles the budget (as recommend judges it)
+        r["uncertain"] = [h for h in r["budget_check"] if (f := _fits(r, h, r["budget"], base)) is not None
+                          and f["met"] and f["within_noise"]]
     report["pareto"] = {h: pareto_front(report, h) for h in hardware}
+    for r in results:
+        r["dominated_by"] = dominated_by(report, r)
     report["recommendations"] = recommend(report)
     report["calibration"] = {h: calibration_view(c, results, base, h) for h, c in (calibrations or {}).items()
                              if c is not None}
@@ -206,6 +223,103 @@ def rank_fractions(ranks: dict, layers: list[str], max_ranks: dict) -> tuple[dic
 
 def _label(r: dict) -> str:
     return r.get("config_id") or r["hardware"]
+
+
+def _count(n):
+    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and n > 0 else None
+
+
+NOISE_SE = 2.0  # "beyond noise": a top-1 difference over 2 standard errors (~95% for a normal difference)
+
+
+def top1_se(p, n) -> float | None:
+    """The binomial standard error of a top-1 `p` measured on `n` images, sqrt(p(1-p)/n), with p
+    taken as (k+2)/(n+4) (Agresti-Coull): a top-1 of exactly 1.0 or 0.0 on a small set is not exact,
+    and the plain formula would say its noise is 0. None: n unknown."""
+    p, n = _finite(p), _count(n)
+    if p is None or n is None:
+        return None
+    q = (p * n + 2) / (n + 4)
+    return math.sqrt(q * (1 - q) / (n + 4))
+
+
+def top1_change(r: dict, base: dict) -> dict:
+    """The result's top-1 against the original's: the delta, its noise (NOISE_SE x the combined standard
+    error of the two top-1s, taken as independent: both were measured on the same images, so this errs
+    wide) and whether the delta is beyond it (None: the noise is unknown)."""
+    delta = r["top1"] - base["top1"] if _finite(r["top1"]) is not None and _finite(base["top1"]) is not None else None
+    se_r, se_b = top1_se(r["top1"], r.get("n_val") or base.get("n_val")), base.get("top1_se")
+    se = math.hypot(se_r, se_b) if se_r is not None and se_b is not None else None
+    return {"delta": delta, "se": se, "noise": NOISE_SE * se if se is not None else None,
+            "n_val": r.get("n_val") or base.get("n_val"),
+            "beyond_noise": abs(delta) > NOISE_SE * se if delta is not None and se is not None else None}
+
+
+def original_training(info: dict | None) -> dict:
+    """How the original was made, from the weights stage's info: {"how": "trained" | "pretrained" |
+    "unknown", "source", the training's figures when trained here, and "text", one line for the page
+    and the terminal}."""
+    info = info or {}
+    source = info.get("source")
+    t = info.get("original_training")
+    if t:
+        rounds = t.get("rounds") or 1
+        out = {"how": "trained", "source": source, **{k: t.get(k) for k in ("epochs", "rounds", "val_top1",
+                                                                            "target_top1", "stable", "history")}}
+        target = f" (target {t['target_top1']:g})" if _finite(t.get("target_top1")) is not None else ""
+        state = "stable" if t.get("stable") else "NOT stable or below its target: a weak baseline"
+        out["text"] = (f"trained here, {t.get('epochs')} epochs in {rounds} round{'s' if rounds != 1 else ''}, "
+                       f"val top-1 {_fmt(t.get('val_top1'))}, {state}{target}")
+        return out
+    if not source:
+        return {"how": "unknown", "source": None, "text": "weights of unrecorded origin"}
+    if source == "store":
+        return {"how": "unknown", "source": source, "text": "weights already in the run's store (how they were made "
+                                                            "is not recorded)"}
+    if source.startswith("trained here"):  # a run made before the training's record
+        return {"how": "trained", "source": source, "stable": None, "text": f"{source} (its stability not recorded)"}
+    return {"how": "pretrained", "source": source, "text": f"pretrained weights {source}"}
+
+
+def beats_original(r: dict, base: dict) -> dict | None:
+    """Why a result may beat its original by more than the validation set's noise (None: it does not):
+    an original that did not settle or trained few epochs here, and the fine-tune's extra epochs."""
+    change = r["top1_change"]
+    if not change["beyond_noise"] or change["delta"] <= 0:
+        return None
+    why = []
+    t = base.get("training") or {}
+    if t.get("how") == "trained":
+        epochs = f"{t['epochs']} epochs here" if t.get("epochs") else "trained here"
+        why.append(f"the original may be under-trained ({epochs}"
+                   + (", its top-1 not stable" if t.get("stable") is False else "") + ")")
+    tuned = (r.get("finetune") or {}).get("completed") or (r.get("finetune") or {}).get("epochs")
+    if tuned:
+        why.append(f"the fine-tune trained it {tuned} more epoch{'s' if tuned != 1 else ''} on the same training data")
+    if not why:
+        why.append("nothing recorded explains it: check the validation set and rerun")
+    return {"delta": change["delta"], "noise": change["noise"], "why": why,
+            "text": f"{_label(r)}: top-1 {r['top1']:.3f} beats the original's {base['top1']:.3f} by "
+                    f"{100 * change['delta']:+.1f} points, beyond the validation set's noise "
+                    f"(+-{100 * change['noise']:.1f} "
+                    f"points on {change['n_val']} images); it may be because " + " and ".join(why)}
+
+
+def dominated_by(report: dict, r: dict) -> dict:
+    """{hw: [the configs (or "original") that dominate `r` there]}: at least its top-1 and at most its
+    measured latency on hw, one of them strictly. A hardware where nothing dominates it is left out."""
+    me, b, out = _label(r), report["baseline"], {}
+    for hw in report["hardware"]:
+        ms = r["measured_latency_ms"].get(hw)
+        if ms is None or _finite(r["top1"]) is None:
+            continue
+        others = [(_label(q), q["measured_latency_ms"].get(hw), q["top1"]) for q in report["results"]
+                  if _label(q) != me] + [("original", b["latency_ms"].get(hw), b["top1"])]
+        by = [c for c, x, y in others if x is not None and _finite(y) is not None and x <= ms and y >= r["top1"]
+              and (x < ms or y > r["top1"])]
+        if by:
+            out[hw] = by
+    return out
 
 
 def pareto_front(report: dict, hw: str) -> list[str]:
@@ -256,14 +370,17 @@ def recommend(report: dict) -> list[dict]:
             rec = {"hardware": hw, "budget": budget, "config_id": None, "top1": None, "measured_ms": None,
                    "budget_ms": next((f["budget_ms"] for _, f in fits if f["basis"] == "budget check"), None),
                    "basis": None, "within_noise": False, "met_by": [_label(r) for r, _ in met],
-                   "candidates": len(fits), "closest": None}
+                   "candidates": len(fits), "closest": None, "top1_change": None, "dominated_by": []}
             if met:
                 r, f = max(met, key=lambda rf: (rf[0]["top1"], -(rf[1]["measured_ms"] or 0)))
                 rec.update(config_id=_label(r), top1=r["top1"], measured_ms=f["measured_ms"], basis=f["basis"],
-                           within_noise=f["within_noise"], budget_ms=f["budget_ms"])
+                           within_noise=f["within_noise"], budget_ms=f["budget_ms"], top1_change=r["top1_change"],
+                           dominated_by=r["dominated_by"].get(hw, []))
             elif fits:
                 r, f = min(fits, key=lambda rf: rf[1]["ratio"])
                 rec["closest"] = {"config_id": _label(r), "ratio": f["ratio"], "measured_ms": f["measured_ms"]}
+            # met, but the measured interval straddles the budget: a rerun may decide otherwise
+            rec["uncertain"] = bool(rec["config_id"] and rec["within_noise"])
             out.append(rec)
     return out
 
@@ -314,7 +431,12 @@ def _warnings(report: dict) -> list[str]:
     from .verdicts import misses
 
     out = list(misses(report))
+    training = report["baseline"].get("training") or {}
+    if training.get("how") == "trained" and training.get("stable") is False:
+        out.append(f"the original: {training['text']}; compare the compressed models with care")
     for r in report["results"]:
+        if r.get("beats_original"):
+            out.append(r["beats_original"]["text"])
         for hw, check in r["budget_check"].items():
             if check.get("met") and check.get("within_noise"):
                 out.append(f"{r['config_id']}: met its budget on {hw} only within the measurement's noise "
@@ -377,7 +499,9 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
     absent = [layout.store.uri_of(layout.record(c)) for c in ids if layout.read_record(c) is None]
     if absent:
         raise BadInputError(f"report: validate records {absent} do not exist; run the validate stage first")
-    validations = [layout.read_record(c) for c in ids]
+    # a record written before validate kept the selection's `search` takes it from selected.json
+    validations = [dict(rec, search=rec.get("search") or c.search)
+                   for c, rec in zip(as_selected(configs, model), (layout.read_record(i) for i in ids))]
     trials = (layout.read_trials_doc() or {}).get("trials", [])
     finetunes = {c: info for c in ids if (info := layout.read_final_info(c)) is not None}
     try:
@@ -392,7 +516,8 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
                         simulated=[h for h in hardware if get_profile(h).is_simulator],
                         calibrations={h: layout.read_calibration(h) for h in hardware},
                         stages=manifest.get("stages") or {},
-                        kxk_layers=[n for n, s in specs.items() if s.kind == "tucker2"])
+                        kxk_layers=[n for n, s in specs.items() if s.kind == "tucker2"],
+                        weights_info=(manifest.get("stages", {}).get("weights") or {}).get("info"))
 
 
 def rerender(store, run_id: str) -> dict:
@@ -448,46 +573,93 @@ def _fmt(x, spec: str = ".3f", none: str = "-") -> str:
     return none if _finite(x) is None else format(x, spec)
 
 
+def delta_text(change: dict | None, unit: str = " pts") -> str:
+    """"+1.2 +-3.0 pts": a result's top-1 change against the original, in points, with its noise."""
+    change = change or {}
+    if _finite(change.get("delta")) is None:
+        return "-"
+    noise = f" +-{100 * change['noise']:.1f}" if _finite(change.get("noise")) is not None else " (noise unknown)"
+    return f"{100 * change['delta']:+.1f}{noise}{unit}"
+
+
+def decision_lines(report: dict) -> list[str]:
+    """The decision in a few plain lines (the terminal's last): how the original was made, per hardware
+    and budget the model to ship with its top-1 change against the original ("uncertain" where it met
+    the budget only within the measurement's noise), every result another dominates on its own
+    targets, and why a result may beat the original beyond noise."""
+    b = report["baseline"]
+    training = (b.get("training") or {}).get("text") or "weights of unrecorded origin"
+    se = b.get("top1_se")
+    noise = (f"; {b['n_val']} validation images (a top-1 is +-{100 * 2 * se:.1f} points, 2 standard errors)"
+             if b.get("n_val") and se is not None else "")
+    out = [f"original: {training}{noise}"]
+    for x in report.get("recommendations", []):
+        where = f"ship on {x['hardware']} @{x['budget']:g}"
+        if not x.get("config_id"):
+            close = x.get("closest")
+            out.append(f"{where}: none met" + (f" (closest: {close['config_id']} at {close['ratio']:.3f} of the "
+                                                 "original)" if close else ""))
+            continue
+        notes = [f"top-1 {delta_text(x.get('top1_change'))} vs the original"]
+        if x.get("uncertain"):
+            notes.append("UNCERTAIN: met only within the measurement's noise")
+        if x.get("basis") and x["basis"] != "budget check":
+            notes.append("searched for other hardware")
+        out.append(f"{where}: {x['config_id']}, " + ", ".join(notes))
+    for r in report["results"]:
+        own = {h: by for h, by in (r.get("dominated_by") or {}).items() if h in r.get("targets", [])}
+        for h, by in own.items():
+            out.append(f"{_label(r)}: dominated by {', '.join(by)} on {h} (as accurate or more, and faster or as fast)")
+        if r.get("beats_original"):
+            out.append(r["beats_original"]["text"])
+    return out
+
+
 def render_table(report: dict):
-    """A rich Table: one row per result; per hardware one cell "ms (speedup, LUT error)"."""
+    """A rich renderable: a Table, one row per result (per hardware one cell "ms (speedup, LUT error)"),
+    then the decision_lines."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     hw = report["hardware"]
     title = f"{report['model']} on {report['dataset']} — run {report['run_id']}"
     table = Table(title=title, caption="per hardware: measured ms (speedup over the original, LUT prediction "
-                                       "error); ideal: the FLOPs ratio")
-    for col in ("config", "budget", "verdict (measured)", "top-1", "top-5", "FLOPs red.", "ideal"):
+                                       "error); ideal: the FLOPs ratio; vs orig.: top-1 change in points, +- its "
+                                       "noise")
+    for col in ("config", "budget", "verdict (measured)", "top-1", "vs orig.", "top-5", "FLOPs red.", "ideal"):
         table.add_column(col, justify="left" if col in ("config", "verdict (measured)") else "right")
     for h in hw:
         table.add_column(h, justify="right")
     b = report["baseline"]
-    row = ["original", "-", "-", _fmt(b["top1"]), _fmt(b["top5"]), "-", "1.00x"]
+    row = ["original", "-", "-", _fmt(b["top1"]), "-", _fmt(b["top5"]), "-", "1.00x"]
     row += [f"{_fmt(b['latency_ms'].get(h), '.3f')}" for h in hw]
     table.add_row(*row, style="dim")
     for r in report["results"]:
         missed = any(not c.get("met") for c in r["budget_check"].values())
         verdict = f"[bold red]{verdict_text(r)}[/]" if missed else f"[green]{verdict_text(r)}[/]"
         row = [r.get("config_id") or r["hardware"], f"{r['budget']:g} {r.get('budget_metric', '')}".strip(), verdict,
-               _fmt(r["top1"]), _fmt(r["top5"]), f"{100 * r['flops_reduction']:.1f}%",
-               _fmt(r.get("ideal_speedup"), ".2f") + "x"]
+               _fmt(r["top1"]), delta_text(r.get("top1_change"), ""), _fmt(r["top5"]),
+               f"{100 * r['flops_reduction']:.1f}%", _fmt(r.get("ideal_speedup"), ".2f") + "x"]
         for h in hw:
             err = (r.get("lut_error") or {}).get(h)
             err_s = "-" if err is None else f"{100 * err:+.1f}%"
             row.append(f"{_fmt(r['measured_latency_ms'].get(h), '.3f')} "
                        f"({_fmt(r['speedup'].get(h), '.2f')}x, {err_s})")
         table.add_row(*row)
-    return table
+    return Group(table, *(Text(line) for line in decision_lines(report)))
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------
 
 def verdict_text(result: dict) -> str:
-    """"met on cpu" / "MISSED on cpu (1.04 of the original against 0.9)" per target, measured."""
+    """"met on cpu" / "met on cpu, uncertain (within noise)" / "MISSED on cpu (1.04 of the original
+    against 0.9)" per target, measured."""
     parts = []
     for hw, check in result.get("budget_check", {}).items():
         noise = ", within noise" if check.get("within_noise") else ""
-        if check.get("met"):
-            parts.append(f"met on {hw}{noise}")
+        if check.get("met"):  # met within noise: a rerun may miss it
+            parts.append(f"met on {hw}" + (", uncertain (within noise)" if noise else ""))
         else:
             parts.append(f"MISSED on {hw} ({check.get('ratio', float('nan')):.3f} of the original against "
                          f"{result['budget']:g}{noise})")

@@ -16,7 +16,7 @@ import io
 import json
 from dataclasses import dataclass
 
-from .report import _finite, _fmt, _label, verdict_text
+from .report import _finite, _fmt, _label, delta_text, top1_se, verdict_text
 
 # tab10 without its red and grey (red means "missed" on this page, grey is the calibration's), then tab20's light
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -55,9 +55,35 @@ def _figure(width: float, height: float, ncols: int = 1):
     return fig, list(axes[0])
 
 
+def _declutter(fig) -> None:
+    """Move each number tag (`_tag`) off the tags placed before it, just past the one it sits on
+    (downwards in the axes' upper half, upwards in its lower half: into the plot, not over the axis):
+    configs with close points (a calibration's diamonds, curves ending at one value) keep readable
+    numbers."""
+    tags = [a for ax in fig.axes for a in ax.__dict__.get("_haloc_tags", [])]
+    if len(tags) < 2:
+        return
+    for ax in fig.axes:  # the limits are computed lazily: a tag outside stale ones would measure as clipped
+        ax.get_xlim(), ax.get_ylim()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for a in tags:
+        up = a.axes.transAxes.inverted().transform(a.axes.transData.transform(a.xy))[1] < 0.5
+        for _ in range(len(tags) + 1):
+            box = a.get_window_extent(renderer)
+            hit = next((p for p in placed if box.overlaps(p)), None)
+            if hit is None:
+                break
+            x, y = a.xyann
+            step = (hit.y1 - box.y0) if up else -(box.y1 - hit.y0)
+            a.xyann = (x, y + step * 72 / fig.dpi + (0.5 if up else -0.5))  # pixels to points, and a hair more
+        placed.append(a.get_window_extent(renderer))
+
+
 def _svg(fig) -> str:
     import matplotlib.pyplot as plt
 
+    _declutter(fig)
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
@@ -71,9 +97,12 @@ def _no_data(ax, what: str) -> None:
     ax.set_yticks([])
 
 
-def _tag(ax, x, y, style: Style) -> None:
-    ax.annotate(str(style.number), (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8,
-                color=style.color, fontweight="bold")
+def _tag(ax, x, y, style: Style, offset=(5, 4), **kw) -> None:
+    """The config's number beside a point; _declutter moves it off other tags when the SVG is written."""
+    kw = {"fontsize": 8, **kw}
+    ax.__dict__.setdefault("_haloc_tags", []).append(ax.annotate(
+        str(style.number), (x, y), xytext=offset, textcoords="offset points", color=style.color,
+        fontweight="bold", **kw))
 
 
 def _integer_ticks(ax) -> None:
@@ -89,9 +118,18 @@ def _spread(r: dict, hw: str) -> tuple:
     return _finite(lo), _finite(hi)
 
 
+def _top1_bar(ax, x, top1, se, color) -> None:
+    """A top-1's noise, +- 2 standard errors, clipped to [0, 1] (a top-1 of 1.0 has no room above)."""
+    if not se or _finite(top1) is None:
+        return
+    lo, hi = min(2 * se, top1), min(2 * se, 1 - top1)
+    ax.errorbar([x], [top1], yerr=[[lo], [hi]], fmt="none", ecolor=color, alpha=0.35, lw=1)
+
+
 def plot_accuracy_latency(report: dict, hw: str, styles: dict) -> str:
-    """Top-1 against measured latency on `hw`: each config (filled: searched for `hw`), the original
-    (star), the Pareto front (staircase) and each budget searched for `hw` (dashed, in ms)."""
+    """Top-1 against measured latency on `hw`: each config (filled: searched for `hw`; bars: latency
+    p10-p90 and top-1 +- 2 standard errors), the original (star), the Pareto front (staircase) and each
+    budget searched for `hw` (dashed, in ms; named in a legend under the axes, never over the points)."""
     fig, (ax,) = _figure(5.2, 3.7)
     b, xy = report["baseline"], {}
     for r in report["results"]:
@@ -103,6 +141,7 @@ def plot_accuracy_latency(report: dict, hw: str, styles: dict) -> str:
         if lo is not None and hi is not None:
             ax.errorbar([x], [r["top1"]], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]], fmt="none", ecolor=st.color,
                         alpha=0.6, lw=1, capsize=3)
+        _top1_bar(ax, x, r["top1"], top1_se(r["top1"], (r.get("top1_change") or {}).get("n_val")), st.color)
         own = hw in r.get("targets", [])
         ax.scatter([x], [r["top1"]], s=55, zorder=3, color=st.color if own else "white", edgecolors=st.color,
                    linewidths=1.6)
@@ -110,20 +149,24 @@ def plot_accuracy_latency(report: dict, hw: str, styles: dict) -> str:
     if b["latency_ms"].get(hw) is not None:
         xy["original"] = (b["latency_ms"][hw], b["top1"])
         ax.scatter([b["latency_ms"][hw]], [b["top1"]], marker="*", s=190, color="black", zorder=4)
+        _top1_bar(ax, b["latency_ms"][hw], b["top1"], b.get("top1_se"), "black")
         ax.annotate("original", xy["original"], xytext=(6, -10), textcoords="offset points", fontsize=8)
     front = [xy[c] for c in report.get("pareto", {}).get(hw, []) if c in xy]
     if len(front) > 1:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#555", lw=1.2, alpha=0.6, zorder=2)
+    budgets = []
     for rec in report.get("recommendations", []):
         if rec["hardware"] == hw and rec.get("budget_ms") is not None:
-            ax.axvline(rec["budget_ms"], ls="--", color=MISSED, lw=1, alpha=0.8)
-            ax.text(rec["budget_ms"], 0.98, f" budget {rec['budget']:g} = {rec['budget_ms']:.3g} ms", rotation=90,
-                    va="top", ha="right", fontsize=7, color=MISSED, transform=ax.get_xaxis_transform())
+            budgets.append(ax.axvline(rec["budget_ms"], ls="--", color=MISSED, lw=1, alpha=0.8,
+                                      label=f"budget {rec['budget']:g} = {rec['budget_ms']:.3g} ms"))
+    if budgets:  # under the x label: a label inside the axes sat over the points at the top
+        ax.legend(handles=budgets, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(len(budgets), 3),
+                  fontsize=7, frameon=False, labelcolor=MISSED)
     if not xy:
         _no_data(ax, f"no latency measured on {hw}")
     ax.set_title(f"{hw_label(report, hw)}: top-1 vs measured latency")
     ax.set_xlabel(("simulated" if hw in report.get("simulated", []) else "measured") + " latency (ms), median, p10-p90")
-    ax.set_ylabel("top-1 accuracy")
+    ax.set_ylabel("top-1 accuracy (\u00b1 2 SE)")
     return _svg(fig)
 
 
@@ -204,7 +247,8 @@ def plot_ranks(report: dict, styles: dict) -> str:
 
     names, results = report["layers"]["names"], report["results"]
     k = max(len(results), 1)
-    fig, (ax,) = _figure(7.5, max(2.5, len(names) * (0.075 * k + 0.13) + 0.9))
+    # each bar at least as tall as its rank's text (5 pt with 5+ configs): the numbers never touch
+    fig, (ax,) = _figure(7.5, max(2.5, len(names) * (0.095 * k + 0.13) + 0.9))
     if not names or not results:
         _no_data(ax, "no ranks")
         return _svg(fig)
@@ -252,39 +296,57 @@ def _over_budget(h: dict, hw: str):
     return _finite(next(iter(over.values()))) if len(over) == 1 else None
 
 
-def plot_search(report: dict, hw: str, styles: dict) -> str | None:
-    """The search of every config searched for `hw`, per epoch and seed (line style): held-out accuracy,
-    and the expected cost over the budget (1 = at the budget). None when no trial kept its curve."""
+ENTROPY_FLAT = 1e-6  # nats: a mean alpha entropy that moves less than this over the search did not move
+
+
+def _entropy_absent(own: list[dict]) -> str | None:
+    """Why the alpha-entropy panel is left out for these configs, or None to draw it: a deterministic
+    search (blockwise-exact) has no alpha to settle, and a flat curve shows nothing."""
+    if all((r.get("search") or {}).get("deterministic") for r in own):
+        modes = sorted({(r.get("search") or {}).get("mode") or "deterministic" for r in own})
+        return (f"No alpha-entropy panel: {', '.join(modes)} is a deterministic search (one run per hardware and "
+                "budget, its ranks found exactly), so no architecture distribution settles over epochs.")
+    values = [[v for h in hist if (v := _finite(h.get("alpha_entropy"))) is not None]
+              for r in own for _, _, hist in _seed_curves(r)]
+    if not any(v and max(v) - min(v) > ENTROPY_FLAT for v in values):
+        return "No alpha-entropy panel: the alpha entropy did not change over any search's epochs (a flat line)."
+    return None
+
+
+def plot_search(report: dict, hw: str, styles: dict) -> dict | None:
+    """The search of every config searched for `hw`, per epoch and seed (line style), one SVG per panel
+    (they wrap on a narrow page): held-out accuracy, the expected cost over the budget (1 = at the
+    budget) and the alpha entropy, where it says something (`_entropy_absent`). Returns {"panels":
+    [svg], "note": why a panel is absent, or None}; None when no trial kept its curve."""
     own = [r for r in report["results"] if hw in r.get("targets", []) and any(True for _ in _seed_curves(r))]
     if not own:
         return None
-    fig, (acc, cost, ent) = _figure(12.5, 3.3, ncols=3)
-    for r in own:
-        st = styles[_label(r)]
-        for k, (ls, s, hist) in enumerate(_seed_curves(r)):
-            ep = [h.get("epoch") for h in hist]
-            ya = [_finite(h.get("heldout_acc")) for h in hist]
-            yc = [_over_budget(h, hw) for h in hist]
-            ye = [_finite(h.get("alpha_entropy")) for h in hist]
-            acc.plot(ep, [float("nan") if v is None else v for v in ya], ls=ls, color=st.color, marker=".", lw=1.3)
-            cost.plot(ep, [float("nan") if v is None else v for v in yc], ls=ls, color=st.color, marker=".", lw=1.3)
-            ent.plot(ep, [float("nan") if v is None else v for v in ye], ls=ls, color=st.color, marker=".", lw=1.3)
-            for ax, ys in ((acc, ya), (cost, yc)) if k == 0 else ():  # one number per config
-                if ep and ys[-1] is not None:
-                    ax.annotate(f"{st.number}", (ep[-1], ys[-1]), xytext=(4, 0), textcoords="offset points",
-                                fontsize=7, color=st.color, fontweight="bold", va="center")
-    cost.axhline(1.0, color=MISSED, ls="--", lw=1)
-    cost.text(0.01, 1.0, "budget", color=MISSED, fontsize=7, va="bottom", transform=cost.get_yaxis_transform())
-    acc.set_title(f"{hw_label(report, hw)}: held-out accuracy per search epoch")
-    cost.set_title(f"{hw_label(report, hw)}: expected cost / budget per epoch")
-    ent.set_title(f"{hw_label(report, hw)}: alpha entropy per epoch (0 = decided)")
-    for ax in (acc, cost, ent):
+    note = _entropy_absent(own)
+    name = hw_label(report, hw)
+    panels = [("heldout_acc", f"{name}: held-out accuracy", "held-out accuracy"),
+              ("over_budget", f"{name}: expected cost / budget", "expected cost / budget")]
+    if note is None:
+        panels.append(("alpha_entropy", f"{name}: alpha entropy (0 = decided)", "mean alpha entropy (nats)"))
+    out = []
+    for key, title, ylabel in panels:
+        fig, (ax,) = _figure(4.2, 3.0)
+        for r in own:
+            st = styles[_label(r)]
+            for k, (ls, s, hist) in enumerate(_seed_curves(r)):
+                ep = [h.get("epoch") for h in hist]
+                ys = [_over_budget(h, hw) if key == "over_budget" else _finite(h.get(key)) for h in hist]
+                ax.plot(ep, [float("nan") if v is None else v for v in ys], ls=ls, color=st.color, marker=".", lw=1.3)
+                if k == 0 and key != "alpha_entropy" and ep and ys[-1] is not None:  # one number per config
+                    _tag(ax, ep[-1], ys[-1], st, offset=(4, 0), fontsize=7, va="center")
+        if key == "over_budget":
+            ax.axhline(1.0, color=MISSED, ls="--", lw=1)
+            ax.text(0.01, 1.0, "budget", color=MISSED, fontsize=7, va="bottom", transform=ax.get_yaxis_transform())
+        ax.set_title(title)
         ax.set_xlabel("search epoch")
+        ax.set_ylabel(ylabel)
         _integer_ticks(ax)
-    acc.set_ylabel("held-out accuracy (supernet)")
-    cost.set_ylabel("expected cost / budget")
-    ent.set_ylabel("mean alpha entropy (nats)")
-    return _svg(fig)
+        out.append(_svg(fig))
+    return {"panels": out, "note": note}
 
 
 def plot_finetune(report: dict, styles: dict) -> str | None:
@@ -301,8 +363,7 @@ def plot_finetune(report: dict, styles: dict) -> str | None:
             ys = [float("nan") if _finite(h.get(key)) is None else h[key] for h in hist]
             ax.plot(ep, ys, color=st.color, marker="o", ms=4, lw=1.3)
             if ep:
-                ax.annotate(f"{st.number}", (ep[-1], ys[-1]), xytext=(5, 0), textcoords="offset points", fontsize=7,
-                            color=st.color, fontweight="bold", va="center")
+                _tag(ax, ep[-1], ys[-1], st, offset=(5, 0), fontsize=7, va="center")
     acc.set_title("fine-tune: validation top-1 per epoch")
     loss.set_title("fine-tune: training loss per epoch")
     for ax in (acc, loss):
@@ -335,8 +396,9 @@ def _check_badge(r: dict, hw: str) -> str:
     check = (r.get("budget_check") or {}).get(hw)
     if not check:
         return "<span class='dim'>&middot;</span>"
-    noise = "<br><span class='noise' title='the budget lies inside the measured spread: a rerun may decide otherwise'>" \
-            "within noise</span>" if check.get("within_noise") else ""
+    tip = "the budget lies inside the measured p10-p90 spread: a rerun may decide otherwise"
+    noise = (f"<br><span class='noise' title='{tip}'>" + ("uncertain: " if check.get("met") else "")
+             + "within noise</span>") if check.get("within_noise") else ""
     ratio = _finite(check.get("ratio"))
     figs = f" {ratio:.3f} / {r['budget']:g}" if ratio is not None else ""
     if check.get("met"):
@@ -352,40 +414,86 @@ def _verdict_cell(r: dict) -> str:
     return f"<span title='{e(verdict_text(r))}'>" + ("<br>".join(parts) or "not measured") + "</span>"
 
 
+def _delta_cell(change: dict | None) -> str:
+    """The top-1 change against the original in points with its noise; beyond the noise: coloured."""
+    text = e(delta_text(change, "").replace("+-", "\u00b1"))
+    if not change or not change.get("beyond_noise"):
+        return f"<span title='top-1 change against the original, +- 2 standard errors'>{text}</span>"
+    cls = "ok" if change["delta"] > 0 else "bad"
+    return f"<span class='{cls}' title='beyond the validation set&#39;s noise'>{text}</span>"
+
+
+def _dominated(styles: dict, by: list[str], hw: str | None = None) -> str:
+    where = f" on {e(hw)}" if hw else ""
+    return (f"<span class='bad' title='another model is at least as accurate and at least as fast here'>dominated"
+            f"</span>{where} by " + ", ".join(_cfg(styles, c) for c in by))
+
+
+def original_line(report: dict) -> str:
+    """How the original was made and the validation set's noise: what every delta is measured against."""
+    b = report["baseline"]
+    t = b.get("training") or {}
+    weak = t.get("how") == "trained" and t.get("stable") is False
+    text = e(t.get("text") or "weights of unrecorded origin")
+    se = b.get("top1_se")
+    noise = (f" · {b['n_val']} validation images: top-1 &plusmn; {100 * 2 * se:.1f} points (2 standard errors)"
+             if b.get("n_val") and se is not None else "")
+    return (f"<p class='orig'>{_chip(None)}<b>Original</b> (top-1 {_fmt(b['top1'])}): "
+            + (f"<span class='bad'>{text}</span>" if weak else text) + f"<span class='dim'>{noise}</span></p>")
+
+
 def verdict_section(report: dict, styles: dict) -> str:
     recs = report.get("recommendations", [])
     met = [x for x in recs if x["config_id"]]
     lead = (f"<p class='lead'>{len(met)} of {len(recs)} hardware budgets have a model that met them on measurement."
             "</p>" if recs else "<p class='lead'>No budget was searched for; nothing to recommend.</p>")
+    lead += original_line(report)
     rows = []
     for x in recs:
         hw = f"{e(hw_label(report, x['hardware']))}"
-        budget = f"{x['budget']:g}" + (f" <span class='dim'>= {x['budget_ms']:.3g} ms</span>"
+        budget = f"{x['budget']:g}" + (f"<br><span class='dim'>= {x['budget_ms']:.3g} ms</span>"
                                        if x.get("budget_ms") is not None else "")
         if x["config_id"]:
-            note = [f"measured {x['measured_ms']:.3g} ms" if x.get("measured_ms") is not None else "",
+            note = ["<span class='noise' title='met, but the measured p10-p90 straddles the budget: a rerun may "
+                    "miss it'>uncertain: met within noise</span>" if x.get("uncertain") else "",
+                    _dominated(styles, x["dominated_by"]) if x.get("dominated_by") else "",
+                    f"measured {x['measured_ms']:.3g} ms" if x.get("measured_ms") is not None else "",
                     "" if x["basis"] == "budget check" else "measured there, searched for other hardware",
-                    "<span class='noise'>within noise</span>" if x["within_noise"] else "",
                     f"{len(x['met_by'])} of {x['candidates']} configs fit" if x["candidates"] > 1 else ""]
             rows.append(f"<tr class='met'><td>{hw}</td><td>{budget}</td><td>{_cfg(styles, x['config_id'])}</td>"
-                        f"<td>{_fmt(x['top1'])}</td><td class='notes'>{' · '.join(n for n in note if n)}</td></tr>")
+                        f"<td>{_fmt(x['top1'])}</td><td>{_delta_cell(x.get('top1_change'))}</td>"
+                        f"<td class='notes'>{' · '.join(n for n in note if n)}</td></tr>")
         else:
             close = x.get("closest")
             note = (f"closest: {_cfg(styles, close['config_id'])} at {close['ratio']:.3f} of the original"
                     if close else "no config was measured here")
             rows.append(f"<tr class='missed'><td>{hw}</td><td>{budget}</td><td><span class='bad'>none met</span></td>"
-                        f"<td>-</td><td class='notes'>{note}</td></tr>")
-    ship = _table(["hardware", "budget (of the original)", "ship", "top-1", "notes"], rows, "ship") if rows else ""
+                        f"<td>-</td><td>-</td><td class='notes'>{note}</td></tr>")
+    ship = _table(["hardware", "budget<br><span class='dim'>of the original</span>", "ship", "top-1",
+                   "vs original<br><span class='dim'>points</span>", "notes"], rows, "ship") if rows else ""
     targets = [h for h in report["hardware"] if any(h in (r.get("budget_check") or {}) for r in report["results"])]
     targets += sorted({h for r in report["results"] for h in (r.get("budget_check") or {})} - set(targets))
-    matrix_rows = [f"<tr><td>{_cfg(styles, _label(r))}</td><td>{r['budget']:g}</td><td>{_fmt(r['top1'])}</td>"
-                   + "".join(f"<td>{_check_badge(r, h)}</td>" for h in targets) + "</tr>" for r in report["results"]]
-    matrix = _table(["config", "budget", "top-1"] + [e(hw_label(report, h)) for h in targets], matrix_rows,
-                    "matrix") if matrix_rows else ""
+    matrix_rows = []
+    for r in report["results"]:
+        groups: dict[tuple, list[str]] = {}  # the same dominators on several hardware: one line
+        for h, by in (r.get("dominated_by") or {}).items():
+            groups.setdefault(tuple(by), []).append(h)
+        dom = "<br>".join(_dominated(styles, list(by), ", ".join(hs)) for by, hs in groups.items())
+        matrix_rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td><td>{r['budget']:g}</td><td>{_fmt(r['top1'])}"
+                           f"<br>{_delta_cell(r.get('top1_change'))}</td>"
+                           + "".join(f"<td>{_check_badge(r, h)}</td>" for h in targets)
+                           + f"<td class='notes dom'>{dom or '<span class=dim>not dominated</span>'}</td></tr>")
+    matrix = _table(["config", "budget", "top-1<br><span class='dim'>vs original</span>"]
+                    + [e(hw_label(report, h)) for h in targets] + ["dominated"], matrix_rows, "matrix") \
+        if matrix_rows else ""
     return (f"<section id='verdict'><h2>Which model to ship</h2>{lead}{ship}"
             "<p class='hint'>Per hardware and budget: the most accurate config that met the budget on measurement "
             "(its own paired budget check, or its measured median against the original's for a config searched "
-            "for other hardware).</p>"
+            "for other hardware). vs original: the top-1 change in points &plusmn; 2 standard errors of the "
+            "difference (binomial, on the validation set's size); coloured where it is beyond that noise. "
+            "Uncertain: the budget lies inside the measured p10-p90, so a rerun may miss it. Dominated: another "
+            "model (or the original) is at least as accurate and at least as fast on that hardware, one of "
+            "them strictly.</p>"
             f"<h3>Budget verdicts, measured (ratio to the original / budget)</h3>{matrix}</section>")
 
 
@@ -431,17 +539,20 @@ def _link(report: dict, kind: str, path: str) -> str:
 def results_tables(report: dict, styles: dict) -> str:
     b = report["baseline"]
     head = ["config", "target", f"budget <span class='dim'>{e(report.get('budget_metric', ''))}</span>",
-            "verdict (measured)", "LUT's view", "top-1 / top-5", "held-out (seeds)", "FLOPs cut (ideal)", "params",
+            "verdict (measured)", "LUT's view", "top-1 / top-5<br><span class='dim'>vs original</span>",
+            "held-out (seeds)", "FLOPs cut (ideal)", "params",
             "artifacts"]
     rows = [f"<tr class='base'><td>{_cfg(styles, 'original')}</td><td>-</td><td>-</td><td>-</td><td>-</td>"
             f"<td>{_fmt(b['top1'])} / {_fmt(b['top5'])}</td><td>-</td><td>{b['flops'] / 1e6:,.1f} MFLOPs</td>"
             f"<td>{b['params'] / 1e6:,.2f} M</td><td>-</td></tr>"]
     for r in report["results"]:
         held = r.get("heldout_acc") or {}
-        spread = (f" &plusmn; {_fmt(held['std'])}" if held.get("std") is not None
-                  else " <span class='dim' title='one search trial: nothing varied to give a spread'>(one run)</span>")
-        seeds = (f"{_fmt(held.get('mean'))}{spread} <span class='dim'>n={len(r['seeds'])}</span>"
-                 if held.get("mean") is not None else "-")
+        deterministic = (r.get("search") or {}).get("deterministic")
+        spread = (f" &plusmn; {_fmt(held['std'])}" if held.get("std") is not None and not deterministic
+                  else " <span class='dim' title='one search trial: nothing varied to give a spread'>(one run"
+                  + (", deterministic search" if deterministic else "") + ")</span>")
+        count = "" if deterministic else f" <span class='dim'>n={len(r['seeds'])}</span>"
+        seeds = f"{_fmt(held.get('mean'))}{spread}{count}" if held.get("mean") is not None else "-"
         lut = {True: "within", False: "<span class='bad'>over</span>", None: "-"}[r.get("within_budget")]
         missed = any(not c.get("met") for c in r["budget_check"].values())
         arts = " ".join(_link(report, k, p) for k, p in r["artifacts"].items())
@@ -450,7 +561,8 @@ def results_tables(report: dict, styles: dict) -> str:
                                        f"budget'>aimed {e(', '.join(aimed))}</span>" if aimed else "")
         rows.append(f"<tr class='{'missed' if missed else 'met'}'><td>{_cfg(styles, _label(r))}</td>"
                     f"<td>{e(r['hardware'])}</td><td>{budget}</td><td>{_verdict_cell(r)}</td><td>{lut}</td>"
-                    f"<td><b>{_fmt(r['top1'])}</b> / {_fmt(r['top5'])}</td><td>{seeds}</td>"
+                    f"<td><b>{_fmt(r['top1'])}</b> / {_fmt(r['top5'])}<br>{_delta_cell(r.get('top1_change'))}</td>"
+                    f"<td>{seeds}</td>"
                     f"<td>{100 * r['flops_reduction']:.1f}% <span class='dim'>({_fmt(r.get('ideal_speedup'), '.2f')}x)"
                     f"</span></td><td>{r['params'] / 1e6:,.2f} M</td><td class='arts'>{arts}</td></tr>")
     main = _table(head, rows, "results")
@@ -497,9 +609,9 @@ def calibration_section(report: dict, styles: dict) -> str:
                     + f"</td><td>{_fmt(cal.get('median_rel_error'), '.1%')}</td>"
                     f"<td>{_fmt(held, '.0%')} <span class='dim'>of {len(cal['heldout'])}</span></td>"
                     f"<td>{q.get('remeasured_rows', cal.get('remeasured_rows')) or 0} rows, {cal.get('rounds') or 0} "
-                    f"round(s); {q.get('noisy_rows', 0)} noisy</td></tr>")
-    table = _table(["hardware", "calibration points", "within 10% (leave-one-out)", "gate", "median error",
-                    "validated models within 10%", "re-measured"], rows, "cal")
+                    f"round(s)<br><span class='dim'>{q.get('noisy_rows', 0)} noisy</span></td></tr>")
+    table = _table(["hardware", "points", "within 10%<br><span class='dim'>leave-one-out</span>", "gate",
+                    "median error", "validated<br><span class='dim'>within 10%</span>", "re-measured"], rows, "cal")
     plots = "".join(f"<figure class='plot'>{plot_calibration(report, h, styles)}</figure>" for h in report["hardware"])
     return (f"<section id='calibration'><h2>LUT calibration</h2><p class='hint'>measured ~ a + b x (sum of the "
             "layers' LUT latencies). Each calibration point is predicted from a fit without it (leave-one-out); the "
@@ -507,10 +619,17 @@ def calibration_section(report: dict, styles: dict) -> str:
 
 
 def search_section(report: dict, styles: dict) -> str:
-    plots = [p for h in report["hardware"] if (p := plot_search(report, h, styles))]
-    body = ("<div class='grid wide'>" + "".join(f"<figure class='plot'>{p}</figure>" for p in plots) + "</div>"
-            if plots else "<p class='dim'>No trial of this run kept its per-epoch curve (made before it was "
-            "recorded).</p>")
+    body = ""
+    drawn = {h: p for h in report["hardware"] if (p := plot_search(report, h, styles)) is not None}
+    notes = {p["note"] for p in drawn.values()}
+    for h, plots in drawn.items():
+        note = f"<p class='hint'>{e(plots['note'])}</p>" if plots["note"] and len(notes) > 1 else ""
+        body += (f"<h3>{e(hw_label(report, h))}: per search epoch</h3><div class='grid three'>"
+                 + "".join(f"<figure class='plot'>{p}</figure>" for p in plots["panels"]) + f"</div>{note}")
+    if len(notes) == 1 and None not in notes:  # the same reason on every hardware: said once
+        body += f"<p class='hint'>{e(notes.pop())}</p>"
+    body = body or ("<p class='dim'>No trial of this run kept its per-epoch curve (made before it was "
+                    "recorded).</p>")
     rows = []
     for r in report["results"]:
         for s in r.get("per_seed") or []:
@@ -588,7 +707,7 @@ nav { font-size: 0.85em; margin: 0.3em 0 0.8em; } nav a { margin-right: 0.9em; c
 .meta { color: var(--dim); margin: 0; } .meta b { color: var(--fg); } code { word-break: break-all; }
 .lead { font-size: 1.05em; } .hint { color: var(--dim); font-size: 0.85em; margin: 0.3em 0; }
 .dim { color: var(--dim); } .ok { color: #2e7d32; font-weight: 600; } .bad { color: #b02a37; font-weight: 600; }
-.noise { color: #8a5300; font-size: 0.85em; }
+.noise { color: #8a5300; font-size: 0.85em; } .orig { margin: 0.2em 0 0.6em; }
 .demo { background: #fff3cd; border: 2px solid #d39e00; padding: 0.7em 1em; font-weight: 600; margin: 0.6em 0; }
 .alarm { background: #f8d7da; border: 1px solid #b02a37; color: #58151c; padding: 0.5em 1em; margin-bottom: 0.6em; }
 .note { background: #eef2fb; border: 1px solid #a9b8dc; padding: 0.5em 1em; }
@@ -597,7 +716,8 @@ nav { font-size: 0.85em; margin: 0.3em 0 0.8em; } nav a { margin-right: 0.9em; c
 table { border-collapse: collapse; font-size: 0.84em; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 9px; text-align: left; vertical-align: top; }
 th { background: var(--bg2); font-weight: 600; }
-td { white-space: nowrap; } td.notes { white-space: normal; min-width: 16em; } tr.base td { color: #555; background: #fafafa; }
+td { white-space: nowrap; } td.notes { white-space: normal; min-width: 12em; } td.dom { min-width: 9em; }
+tr.base td { color: #555; background: #fafafa; }
 tr.missed td:first-child, td.cmiss { box-shadow: inset 3px 0 0 #b02a37; }
 tr.met td:first-child, td.cmet { box-shadow: inset 3px 0 0 #2e7d32; }
 table.ship td { font-size: 1.05em; padding: 6px 12px; }
@@ -613,6 +733,8 @@ td.arts a, td.arts code { margin-right: 0.5em; }
 .ln.step { border-top: 2px solid #777; } .ln.dash { border-top: 2px dashed #b02a37; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 480px), 1fr)); gap: 0.8em 1.4em; }
 .grid.wide { grid-template-columns: repeat(auto-fill, minmax(min(100%, 760px), 1fr)); }
+.grid.three { grid-template-columns: repeat(auto-fill, minmax(min(100%, 330px), 1fr)); }
+.grid.three svg { max-width: 560px; }
 figure.plot { margin: 0; min-width: 0; } .plot svg { width: 100%; height: auto; display: block; }
 .plot.ranks svg { max-width: 860px; } .plot.wide1 svg, .grid.wide svg { max-width: 1000px; }
 td.barcell { width: 40%; min-width: 120px; } .bar { height: 0.8em; background: #5b8dd6; border-radius: 2px; margin-top: 0.3em; }

@@ -258,6 +258,7 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
                                       if config.budget_abs.get(t)},
             "heldout_acc": config.heldout_acc, "heldout_acc_mean": config.heldout_acc_mean,
             "heldout_acc_std": config.heldout_acc_std, "rank_agreement": config.rank_agreement,
+            "search": dict(config.search),  # {"mode", "deterministic"}: the report shows no spread of one run
             "artifacts": paths, "onnx_max_abs_diff": onnx_diff,
         }
         layout.write_record(cid, record)  # last: its presence means "validated"

@@ -377,12 +377,26 @@ def run_and_exit(defaults: PipelineDefaults) -> None:
 
 
 def verdict_summary(report: dict) -> str:
-    """One line: how many results met their budget on measurement, on every target they name."""
+    """One line: how many results met their budget on measurement, on every target they name, how many
+    of those only within the measurement's noise (uncertain), which are dominated on a target of theirs,
+    and how the original was made."""
     results = report.get("results", [])
     met = [r for r in results if r.get("budget_check") and all(c.get("met") for c in r["budget_check"].values())]
+    uncertain = [r.get("config_id") for r in met if r.get("uncertain")]
+    dominated = []
+    for r in results:  # on its own targets: another model is as accurate or more and as fast or faster there
+        by = sorted({c for h, cs in (r.get("dominated_by") or {}).items() if h in r.get("targets", []) for c in cs})
+        if by:
+            dominated.append(f"{r.get('config_id')} (by {', '.join(by)})")
+    beats = [r.get("config_id") for r in results if r.get("beats_original")]
     noisy = [hw for hw, q in (report.get("lut_quality") or {}).items() if not q.get("passed", True)]
-    tail = f"; LUT(s) that failed the quality gate, accepted: {', '.join(noisy)}" if noisy else ""
-    return f"verdicts: {len(met)} of {len(results)} result(s) met their budget on measurement{tail}"
+    line = f"verdicts: {len(met)} of {len(results)} result(s) met their budget on measurement"
+    line += f", {len(uncertain)} uncertain (met within noise: {', '.join(uncertain)})" if uncertain else ""
+    line += f"; dominated: {', '.join(dominated)}" if dominated else ""
+    line += f"; beats the original beyond noise: {', '.join(beats)} (the report says why it may)" if beats else ""
+    training = ((report.get("baseline") or {}).get("training") or {}).get("text")
+    line += f"; original: {training}" if training else ""
+    return line + (f"; LUT(s) that failed the quality gate, accepted: {', '.join(noisy)}" if noisy else "")
 
 
 def classify(e: BaseException) -> tuple[int | None, str]:

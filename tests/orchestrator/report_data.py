@@ -28,7 +28,7 @@ def _calibration(rng: random.Random, hw: str, n: int = 10) -> dict:
 def big_report(hardware=HARDWARE, budgets=(0.5, 0.7), seeds=(0, 1, 2), seed: int = 0) -> dict:
     rng = random.Random(seed)
     flops0 = 1_800_000_000
-    baseline = {"flops": flops0, "params": 11_700_000, "top1": 0.71, "top5": 0.90,
+    baseline = {"flops": flops0, "params": 11_700_000, "top1": 0.71, "top5": 0.90, "n_val": 50_000,
                 "latency_ms": {h: ORIGINAL_MS[h] for h in hardware},
                 "predicted_latency_ms": {h: ORIGINAL_MS[h] * 1.03 for h in hardware}}
     validations, trials, finetunes = [], [], {}
@@ -54,7 +54,7 @@ def big_report(hardware=HARDWARE, budgets=(0.5, 0.7), seeds=(0, 1, 2), seed: int
                 "config_id": cid, "targets": [hw], "hardware": hw, "budget": budget, "budget_metric": "latency",
                 "seeds": list(seeds), "best_seed": seeds[0], "ranks": ranks, "flops": flops, "params": 6_000_000,
                 "flops_reduction": 1 - flops / flops0, "ideal_speedup": flops0 / flops,
-                "top1": 0.71 - (1 - budget) * rng.uniform(0.05, 0.2), "top5": 0.88,
+                "top1": 0.71 - (1 - budget) * rng.uniform(0.05, 0.2), "top5": 0.88, "n_val": 50_000,
                 "measured_latency_ms": measured, "predicted_latency_ms": predicted,
                 "speedup": {h: ORIGINAL_MS[h] / m for h, m in measured.items()},
                 "budget_check": {hw: check}, "within_budget": True, "heldout_acc": 0.6, "onnx_max_abs_diff": 1e-6,
@@ -79,4 +79,4 @@ def big_report(hardware=HARDWARE, budgets=(0.5, 0.7), seeds=(0, 1, 2), seed: int
     return build_report("runs-big", "resnet18", "imagenet val (50000 images)", list(hardware), baseline,
                         validations, trials=trials, finetunes=finetunes, max_ranks=LAYERS,
                         simulated=[h for h in hardware if h == "asic"], calibrations=calibrations, stages=stages,
-                        store_uri="/data/runs")
+                        store_uri="/data/runs", weights_info={"source": "torchvision"})

@@ -1,6 +1,7 @@
 """The report on hand-made numbers: contract keys and types, derived figures, HTML plots and demo label,
 the rich table, and the atomic writes into a store."""
 import json
+import math
 import re
 
 import pytest
@@ -266,7 +267,7 @@ def test_search_evidence_kxk_rank1_aimed_fraction_and_the_seeds_agreement():
     assert r["rank_agreement"] == 0.75 and r["search_aimed_fraction"] == {"cpu": 0.47}
     assert any("2 KxK conv(s) at rank 1" in w for w in rep["warnings"])
     page = render_html(rep)
-    assert "alpha entropy per epoch" in page and "agreement on ranks" in page and "aimed cpu 0.47" in page
+    assert "alpha entropy (0 = decided)" in page and "agreement on ranks" in page and "aimed cpu 0.47" in page
 
 
 def test_the_search_section_says_which_search_mode_ran():
@@ -275,3 +276,168 @@ def test_the_search_section_says_which_search_mode_ran():
         rep = build_report("r", "resnet20", "demo", ["cpu"], BASELINE, [v], extra={"search_mode": mode})
         assert rep["search_mode"] == mode
         assert f"Search mode: {mode}" in render_html(rep)
+
+
+# ---- the decision: accuracy against the original, uncertain, dominated (issue 28 items 4-6) ---------
+
+def terminal(rep) -> str:
+    console = Console(width=400, record=True)
+    console.print(render_table(rep))
+    return console.export_text()
+
+
+def with_n(base: dict, n: int, top1: float | None = None) -> dict:
+    return dict(base, n_val=n, **({} if top1 is None else {"top1": top1}))
+
+
+def test_top1_change_against_the_original_with_its_binomial_noise():
+    v = validation("cpu-b0.5", ["cpu"], 0.5, 41_000_000, 2.5, 0.25, 3.0, 0.88)
+    v["n_val"] = 1000
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu"], with_n(BASELINE, 1000), [v])
+    (r,) = rep["results"]
+    change = r["top1_change"]
+    assert change["delta"] == pytest.approx(-0.03)
+    # Agresti-Coull binomial standard errors of 0.88 and 0.91 on 1000 images, combined as independent
+    se = lambda p: math.sqrt(((p * 1000 + 2) / 1004) * (1 - (p * 1000 + 2) / 1004) / 1004)  # noqa: E731
+    assert change["se"] == pytest.approx(math.hypot(se(0.88), se(0.91)))
+    assert change["noise"] == pytest.approx(2 * change["se"]) and change["noise"] == pytest.approx(0.0275, abs=1e-4)
+    assert change["beyond_noise"] is True  # 3.0 points against a noise of 2.75
+    assert r["beats_original"] is None  # beyond noise, but worse: nothing to explain
+    assert "-3.0 ±2.8" in render_html(rep)
+    assert "ship on cpu @0.5: cpu-b0.5, top-1 -3.0 +-2.8 pts vs the original" in terminal(rep)
+    # on 100 images the same 3 points are within the noise; with no size recorded the noise is unknown
+    v["n_val"] = 100
+    assert build_report("r", "m", "d", ["cpu"], with_n(BASELINE, 100), [v])["results"][0]["top1_change"][
+        "beyond_noise"] is False
+    del v["n_val"]
+    unknown = build_report("r", "m", "d", ["cpu"], BASELINE, [v])["results"][0]["top1_change"]
+    assert unknown["noise"] is None and unknown["beyond_noise"] is None and unknown["delta"] == pytest.approx(-0.03)
+
+
+def test_a_top1_of_one_still_has_noise():
+    """1.0 on 128 images (the demo's) is not exact: the plain sqrt(p(1-p)/n) would print +-0.0."""
+    from orchestrator.report import top1_se
+
+    assert top1_se(1.0, 128) == pytest.approx(0.0106, abs=1e-4)
+    assert top1_se(0.9, None) is None and top1_se(None, 10) is None
+
+
+def test_dominated_models_are_marked_per_hardware_and_trade_offs_are_not():
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu", "asic"], BASELINE, shipping_validations())
+    dom = {r["config_id"]: r["dominated_by"] for r in rep["results"]}
+    # cpu: cpu-b0.5 (2.5 ms, 0.80) loses to asic-b0.5 (2.45 ms, 0.84); cpu-b0.7 (3.4 ms, 0.86) is slower but
+    # more accurate than both: a trade-off, not dominated
+    assert dom["cpu-b0.5"]["cpu"] == ["asic-b0.5"]
+    assert "cpu" not in dom["cpu-b0.7"] and "cpu" not in dom["asic-b0.5"]
+    # asic (original 0.2 ms, 0.91): cpu-b0.7 at 0.3 ms and 0.86 loses to the original; asic-b0.5 at 0.15 ms
+    # and 0.84 is faster than the original: a trade-off; cpu-b0.5 (0.3 ms, 0.80) ties cpu-b0.7's latency
+    # and has less top-1, so cpu-b0.7 dominates it too
+    assert dom["cpu-b0.7"]["asic"] == ["original"]
+    assert sorted(dom["cpu-b0.5"]["asic"]) == ["asic-b0.5", "cpu-b0.7", "original"]
+    assert dom["asic-b0.5"] == {}
+    # dominance agrees with the Pareto front
+    for hw in ("cpu", "asic"):
+        front = set(rep["pareto"][hw])
+        assert {r["config_id"] for r in rep["results"] if hw not in r["dominated_by"]} == front - {"original"}
+    page = render_html(rep)
+    verdicts = page[page.index("<h2>Which model to ship</h2>"):page.index("<h2>Warnings</h2>")]
+    assert verdicts.count(">dominated</span> on ") == 3  # cpu-b0.5: cpu and asic differ in who; cpu-b0.7: asic
+    text = terminal(rep)
+    assert "cpu-b0.5: dominated by asic-b0.5 on cpu" in text  # on its own target only
+    assert "cpu-b0.7: dominated" not in text  # dominated on asic, which it was not searched for
+
+
+def test_met_within_noise_is_uncertain():
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu", "asic"], BASELINE, shipping_validations())
+    recs = {(x["hardware"], x["budget"]): x for x in rep["recommendations"]}
+    # cpu-b0.7: 3.4 ms against 3.5, its paired ratio 0.66-0.70 straddles the budget 0.7
+    assert recs["cpu", 0.7]["config_id"] == "cpu-b0.7" and recs["cpu", 0.7]["uncertain"] is True
+    # asic-b0.5 on cpu at 0.5: no measured spread recorded, so nothing straddles: certain
+    assert recs["cpu", 0.5]["uncertain"] is False
+    assert recs["asic", 0.5]["uncertain"] is False  # none met: nothing to be uncertain about
+    by_id = {r["config_id"]: r for r in rep["results"]}
+    assert by_id["cpu-b0.7"]["uncertain"] == ["cpu"] and by_id["cpu-b0.5"]["uncertain"] == []
+    page = render_html(rep)
+    ship = page[page.index("<h2>Which model to ship</h2>"):page.index("<h3>Budget verdicts")]
+    assert ship.count("uncertain: met within noise") == 1
+    text = terminal(rep)
+    assert "ship on cpu @0.7: cpu-b0.7" in text and "UNCERTAIN: met only within the measurement's noise" in text
+    assert "met on cpu, uncertain (within noise)" in text
+
+
+def test_original_training_in_the_report_the_page_and_the_terminal():
+    info = {"source": "trained here for 6 epochs", "original_training": {
+        "epochs": 6, "val_top1": 0.95, "target_top1": 0.9, "stable": True, "history": [0.5, 0.9, 0.95], "rounds": 2}}
+    rep = build_report("r", "resnet20", "demo", ["cpu"], with_n(BASELINE, 128), VALIDATIONS[:1], weights_info=info)
+    training = json.loads(json.dumps(rep))["baseline"]["training"]
+    assert training["how"] == "trained" and training["epochs"] == 6 and training["stable"] is True
+    assert training["history"] == [0.5, 0.9, 0.95] and training["rounds"] == 2
+    line = "trained here, 6 epochs in 2 rounds, val top-1 0.950, stable (target 0.9)"
+    assert training["text"] == line
+    assert line in render_html(rep) and f"original: {line}; 128 validation images" in terminal(rep)
+    assert not any("weak baseline" in w for w in rep["warnings"])
+    info["original_training"].update(stable=False, val_top1=0.7, rounds=3)
+    weak = build_report("r", "resnet20", "demo", ["cpu"], BASELINE, VALIDATIONS[:1], weights_info=info)
+    assert any("NOT stable or below its target: a weak baseline" in w for w in weak["warnings"])
+    given = build_report("r", "resnet20", "imagenet", ["cpu"], BASELINE, VALIDATIONS[:1],
+                         weights_info={"source": "torchvision"})
+    assert given["baseline"]["training"] == {"how": "pretrained", "source": "torchvision",
+                                             "text": "pretrained weights torchvision"}
+    assert "original: pretrained weights torchvision" in terminal(given)
+
+
+def test_beating_the_original_beyond_noise_says_why_it_may():
+    info = {"source": "trained here for 4 epochs", "original_training": {
+        "epochs": 4, "val_top1": 0.80, "target_top1": 0.9, "stable": False, "history": [0.6, 0.8], "rounds": 1}}
+    better = validation("cpu-b0.5", ["cpu"], 0.5, 41_000_000, 2.5, 0.25, 3.0, 0.90)
+    close = validation("asic-b0.7", ["asic"], 0.7, 20_500_000, 4.0, 0.1, 4.0, 0.81)
+    for v in (better, close):
+        v["n_val"] = 500
+    rep = build_report("r", "resnet20", "demo", ["cpu", "asic"], with_n(BASELINE, 500, top1=0.80), [better, close],
+                       finetunes=FINETUNES, weights_info=info)
+    by_id = {r["config_id"]: r for r in rep["results"]}
+    beats = by_id["cpu-b0.5"]["beats_original"]
+    assert beats["why"] == ["the original may be under-trained (4 epochs here, its top-1 not stable)",
+                            "the fine-tune trained it 2 more epochs on the same training data"]
+    assert beats["text"].startswith("cpu-b0.5: top-1 0.900 beats the original's 0.800 by +10.0 points, beyond")
+    assert by_id["asic-b0.7"]["beats_original"] is None  # +1 point on 500 images: within the noise
+    assert beats["text"] in rep["warnings"]
+    assert "it may be because the original may be under-trained" in render_html(rep)
+    text = terminal(rep)
+    assert "cpu-b0.5: top-1 0.900 beats the original's 0.800" in text and "asic-b0.7: top-1" not in text
+
+
+def test_a_deterministic_search_shows_no_spread_and_no_entropy_panel():
+    v = validation("cpu-b0.5", ["cpu"], 0.5, 41_000_000, 2.5, 0.25, 3.0, 0.88)
+    v.update(seeds=[0], best_seed=0, search={"mode": "blockwise-exact", "deterministic": True})
+    history = [{"epoch": e, "heldout_acc": 0.7, "alpha_entropy": 1.6e-11, "expected_over_budget": {"cpu": 0.9}}
+               for e in (1, 2, 3)]
+    trials = [{"targets": "cpu", "budget": 0.5, "seed": 0, "status": "done", "selected_heldout_acc": 0.7,
+               "predicted_cost": {"cpu": 2.4}, "within_budget": {"cpu": True}, "history": history}]
+    rep = build_report("r", "resnet20", "demo", ["cpu"], BASELINE, [v], trials=trials,
+                       extra={"search_mode": "blockwise-exact"})
+    assert rep["results"][0]["search"] == {"mode": "blockwise-exact", "deterministic": True}
+    page = render_html(rep)
+    search = page[page.index("<h2>Search</h2>"):page.index("<h2>Fine-tune</h2>")]
+    assert "cpu: held-out accuracy" in search and "cpu: expected cost / budget" in search
+    assert "alpha entropy (0 = decided)" not in search
+    assert "No alpha-entropy panel: blockwise-exact is a deterministic search" in search
+    assert search.count("<svg") == 2
+    results = page[page.index("<h2>Results</h2>"):page.index("<h3>Latency per hardware")]
+    assert "&plusmn; 0.000" not in results and "n=" not in results and "deterministic search" in results
+    # a search whose entropy never moved draws no flat panel either, and says so
+    del v["search"]
+    flat = render_html(build_report("r", "resnet20", "demo", ["cpu"], BASELINE, [v], trials=trials))
+    assert "alpha entropy (0 = decided)" not in flat and "did not change over any search" in flat
+
+
+def test_the_budget_is_named_under_the_trade_off_plot_not_over_its_points():
+    rep = build_report("r", "resnet20", "cifar10 test", ["cpu", "asic"], BASELINE, shipping_validations())
+    from orchestrator.report_page import config_styles, plot_accuracy_latency
+
+    svg = plot_accuracy_latency(rep, "cpu", config_styles(rep))
+    assert "budget 0.5 = 2.5 ms" in svg and "budget 0.7 = 3.5 ms" in svg
+    # the legend under the axes: its text lies below the x axis label (SVG y grows downwards)
+    ys = {t: float(y) for y, t in re.findall(r'<text[^>]*\by="([\d.]+)"[^>]*>([^<]+)</text>', svg)}
+    label = next(y for t, y in ys.items() if t.startswith("measured latency (ms)"))
+    assert ys["budget 0.5 = 2.5 ms"] > label

@@ -87,8 +87,24 @@ def test_report_reads_in_a_browser(browser, page, width):
     assert wraps and set(wraps) == {"auto"}
     svgs = browser.find_elements("css selector", "figure.plot svg")
     hw = len(report["hardware"])
-    assert len(svgs) == 4 * hw + 2  # per hardware: accuracy, calibration, speedup, search; ranks; fine-tune
+    # per hardware: accuracy, calibration, speedup and three search panels; then ranks and fine-tune
+    assert len(svgs) == 6 * hw + 2
     assert all(s.size["width"] > 100 and s.size["height"] > 100 for s in svgs)  # drawn, not collapsed
+    # no two texts of a plot on each other (a budget label over the points, titles of side-by-side panels)
+    overlaps = browser.execute_script("""
+        const out = [];
+        for (const svg of document.querySelectorAll('figure.plot svg')) {
+            const boxes = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
+                .map(t => [t.textContent, t.getBoundingClientRect()]);
+            for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+                const [ta, a] = boxes[i], [tb, b] = boxes[j];
+                const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+                const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+                if (w > 2 && h > 2) out.push(ta + ' / ' + tb);
+            }
+        }
+        return out;""")
+    assert overlaps == [], f"overlapping plot texts at {width} px: {overlaps[:10]}"
     texts = browser.execute_script("return [...document.querySelectorAll('svg text')].map(t => t.textContent)")
     for label in ("cpu: top-1 vs measured latency", "asic (simulated): top-1 vs measured latency",
                   "top-1 accuracy", "sum of the layers' LUT latencies (ms)", "jetson: LUT calibration",

@@ -52,6 +52,7 @@ def validated(ray_cluster, tmp_path_factory):
 def test_accuracy_cost_and_latency_of_the_compressed_model(validated):
     rec = validated["records"][config_id(validated["config"])]
     assert 0.0 <= rec["top1"] <= rec["top5"] <= 1.0 and rec["n_val"] == 64
+    assert rec["search"] == {}  # the selection's own {"mode", "deterministic"}: this hand-made config has none
     base = load_baseline(validated["store"], validated["run_id"])
     assert 0.0 <= base["top1"] <= 1.0
     assert 0 < rec["flops"] < base["flops"] and 0 < rec["params"] < base["params"]
@@ -120,5 +121,7 @@ def test_report_from_the_validated_run(validated):
     assert result["finetune"]["completed"] == 2 and len(result["finetune"]["history"]) == 2
     assert report["layers"]["names"][0] == "layer1.0.conv1"  # the model's layer order
     assert result["lut_error"]["cpu"] is not None and "asic" not in result["lut_error"]
+    # the delta against the original has its noise: both top-1s were measured on the 64 validation images
+    assert result["top1_change"]["n_val"] == 64 and result["top1_change"]["noise"] > 0
     paths = write_report(store, run_id, report)
     assert DEMO_LABEL in store.read_text(paths["html"])

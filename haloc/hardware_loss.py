@@ -50,13 +50,26 @@ class CostTable:
         return self.fixed_cost + sum(c[-1] for c in self.layer_costs.values())
 
     @property
+    def reference_cost(self) -> float:
+        """The original's cost that budget fractions are of: as measured where a budget was set from a
+        measurement (`with_budget_fraction(reference=...)`), else the table's own `original_cost`."""
+        return float(self.meta.get("reference_cost", self.original_cost))
+
+    @property
     def min_cost(self) -> float:
         return self.fixed_cost + sum(min(c) for c in self.layer_costs.values())
 
-    def with_budget_fraction(self, fraction: float, clamp: bool = False, margin: float = 0.0) -> "CostTable":
-        """The same table with budget = fraction x original cost; refuses budgets nothing can meet, or,
-        with `clamp` (costs known to be unreliable), aims at the smallest reachable cost instead and
+    def with_budget_fraction(self, fraction: float, clamp: bool = False, margin: float = 0.0,
+                             reference: float | None = None) -> "CostTable":
+        """The same table with budget = fraction x the original's cost; refuses budgets nothing can meet,
+        or, with `clamp` (costs known to be unreliable), aims at the smallest reachable cost instead and
         records the asked fraction in meta["clamped_from"].
+
+        `reference`: the original's cost as measured, where it was (timed hardware: the calibration's
+        own measurement of the original), else the table's `original_cost`. A budget is judged against
+        the measured original, and a LUT can price the original itself several percent off (seen: 6%
+        over on the demo's cpu, which let a search "within" 0.6 measure 0.63), so the budget starts
+        from what was measured, not from the LUT's view of it.
 
         `margin` > 0: the search aims at fraction x (1 - margin) (never below the smallest reachable
         cost) while `limit` keeps the asked budget, so that a model the LUT puts just under the budget
@@ -65,19 +78,23 @@ class CostTable:
             raise BadInputError(f"budget {fraction} must be a positive fraction of the original cost")
         if not 0 <= margin < 1:
             raise BadInputError(f"budget margin {margin} must be a fraction in [0, 1)")
-        budget = fraction * self.original_cost
+        original = self.original_cost if reference is None else float(reference)
+        if not original > 0:
+            raise BadInputError(f"cost table {self.name!r}: the original's cost {original!r} must be positive")
+        budget = fraction * original
         if budget < self.min_cost and clamp:
             meta = dict(self.meta, clamped_from=fraction)
             return CostTable(self.name, self.layer_costs, self.fixed_cost, self.min_cost * (1 + 1e-9), self.unit, meta)
         if budget < self.min_cost:
             raise BadInputError(
                 f"budget {fraction:g} of {self.name} ({budget:.4g} {self.unit}) is below the smallest reachable "
-                f"cost {self.min_cost:.4g} {self.unit} (fraction {self.min_cost / self.original_cost:.3f}); "
+                f"cost {self.min_cost:.4g} {self.unit} (fraction {self.min_cost / original:.3f}); "
                 "raise the budget or add smaller candidate ranks")
+        base_meta = self.meta if reference is None else dict(self.meta, reference_cost=original)
         if not margin:
-            return CostTable(self.name, self.layer_costs, self.fixed_cost, budget, self.unit, self.meta)
+            return CostTable(self.name, self.layer_costs, self.fixed_cost, budget, self.unit, base_meta)
         target = max(budget * (1 - margin), min(budget, self.min_cost * (1 + 1e-9)))
-        meta = dict(self.meta, margin=margin, aimed_fraction=target / self.original_cost)
+        meta = dict(base_meta, margin=margin, aimed_fraction=target / original)
         return CostTable(self.name, self.layer_costs, self.fixed_cost, target, self.unit, meta, limit=budget)
 
     def cost_of(self, choice: dict[str, int], candidates: dict[str, tuple[int, ...]]) -> float:

@@ -42,6 +42,19 @@ class Calibration:
         original = next((p["measured_ms"] for p in self.points if p.get("ranks") == {}), max(measured))
         return (min(measured) / original, max(measured) / original) if original > 0 else (1.0, 1.0)
 
+    @property
+    def original_ms(self) -> float | None:
+        """The original's own measurement (the point without ranks), None when it was not measured."""
+        return next((p["measured_ms"] for p in self.points if p.get("ranks") == {}), None)
+
+    @property
+    def worst_under(self) -> float:
+        """The largest held-out relative error among the points the fit prices below their measurement
+        (0.0 when it prices none below): how far under a measured model the LUT has been seen to aim."""
+        under = [p["loo_error"] for p in self.points
+                 if p.get("loo_error") is not None and p["measured_ms"] > self.predict(p["lut_sum_ms"])]
+        return max(under, default=0.0)
+
     def predict(self, lut_sum_ms: float) -> float:
         return self.a_ms + self.b * lut_sum_ms
 

@@ -100,10 +100,14 @@ def latency_table(store, run_id: str | None, hardware: str, specs: dict, candida
             "no calibration: fixed cost 0, budget is a fraction of the decomposable layers' LUT sum"}
     table = CostTable(hardware, costs, fixed_cost=a, budget=1.0, unit="ms", meta=meta)
     if margin is None:
-        margin = get_profile(hardware).search_margin(cal.median_rel_error if cal else None)
+        margin = get_profile(hardware).search_margin(cal.median_rel_error, cal.worst_under) if cal else \
+            get_profile(hardware).search_margin(None)
     # A LUT that failed its gate and was accepted (--accept-noisy-lut) prices the floor with noise too:
     # the search aims at the floor it sees, and validation's measured verdict says whether the budget held.
-    return table.with_budget_fraction(budget, clamp=cal is not None and not cal.passed, margin=margin)
+    # The budget is a fraction of the original as measured (validation judges it so), not as the LUT
+    # prices it: the calibrated fit can be several percent off at the original itself.
+    return table.with_budget_fraction(budget, clamp=cal is not None and not cal.passed, margin=margin,
+                                      reference=cal.original_ms if cal else None)
 
 
 def flops_table(model, specs: dict, candidates: dict, budget: float):
@@ -142,5 +146,5 @@ def reachable_floors(store, run_id: str | None, model, hardware: list[str], metr
     out = {}
     for hw in hardware:
         table = latency_table(store, run_id, hw, specs, space.candidates, 1.0)
-        out[hw] = table.min_cost / table.original_cost
+        out[hw] = table.min_cost / table.reference_cost
     return out

@@ -200,7 +200,7 @@ def prepare(layout: RunLayout, spec: SearchSpec, callbacks=()) -> Prepared:
                              spec.budget_margin)
             tables[(targets_key(group), float(budget))] = ts
             meta[f"{targets_key(group)}@{float(budget):g}"] = {
-                t.name: {"budget": t.budget, "original": t.original_cost, "min": t.min_cost, "unit": t.unit,
+                t.name: {"budget": t.budget, "original": t.reference_cost, "min": t.min_cost, "unit": t.unit,
                          **t.meta} for t in ts}
     model_state = _load_weights(layout, spec.weights) if spec.weights else None
     ctx = SearchContext(model=model, specs=specs, rank_space=space, tables=tables,

@@ -162,8 +162,9 @@ def _search_flags(g, d) -> None:
                    help=f"what a budget is a fraction of: measured latency, or FLOPs {d('budget_metric')}")
     g.add_argument("--budget-margin", type=float, metavar="M",
                    help="aim the search this fraction below each latency budget, so that models the LUT puts "
-                        "just under it still meet it when measured (default: each hardware profile's: twice its "
-                        "calibrated LUT's median error, 0.02-0.10; 0 on simulators)")
+                        "just under it still meet it when measured (default: each hardware profile's: the larger of "
+                        "twice its calibrated LUT's median error and its worst under-prediction + 0.01, 0.03-0.10; "
+                        "0 on simulators)")
     g.add_argument("--seeds", nargs="+", type=int,
                    help="search seeds: a trial per seed, the best per budget is selected; blockwise-exact is "
                         "deterministic and runs once per hardware and budget, with the first seed (it draws the "

@@ -59,7 +59,10 @@ def test_search_margin_follows_the_calibrated_error_on_timed_hardware_and_is_zer
     cpu, asic = get_profile("cpu"), get_profile("asic")
     assert cpu.search_margin(None) == 0.05  # before a calibration
     assert cpu.search_margin(0.03) == pytest.approx(0.06)
-    assert cpu.search_margin(0.0) == 0.02 and cpu.search_margin(0.4) == 0.10
+    assert cpu.search_margin(0.0) == 0.03 and cpu.search_margin(0.4) == 0.10
+    # a LUT seen pricing a model 4% under its measurement aims that far below, plus the timing noise
+    assert cpu.search_margin(0.01, worst_under=0.04) == pytest.approx(0.05)
+    assert cpu.search_margin(0.03, worst_under=0.02) == pytest.approx(0.06)  # the two-sided term is larger
     assert asic.search_margin(0.03) == 0.0
     (tmp_path / "mine.yaml").write_text(GOOD.format(name="mine") + "budget_margin: 0\n")
     assert get_profile("mine", [tmp_path]).search_margin(0.2) == 0.0  # the profile's own word wins
@@ -90,3 +93,14 @@ def test_measured_rows_record_their_protocol():
     cpu = replace(get_profile("cpu"), warmup=1, repeats=2, min_run_time_s=0.0)
     (row,) = measure_rows(cpu, [(LayerSignature("conv2d", 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), (8, 8)), 4)])
     assert row.protocol == cpu.protocol_key
+
+
+def test_worst_under_is_the_largest_held_out_error_of_the_points_priced_below_their_measurement():
+    from hw_profiles.calibration import Calibration
+
+    points = [{"lut_sum_ms": 10.0, "measured_ms": 10.5, "loo_error": 0.06},  # priced 10.0 < 10.5: under
+              {"lut_sum_ms": 5.0, "measured_ms": 5.1, "loo_error": 0.03},   # under
+              {"lut_sum_ms": 8.0, "measured_ms": 7.0, "loo_error": 0.2}]    # priced above: safe side
+    cal = Calibration("cpu", a_ms=0.0, b=1.0, samples=3, within_10pct=1.0, median_rel_error=0.06, points=points)
+    assert cal.worst_under == pytest.approx(0.06)
+    assert Calibration("cpu", 0.0, 1.0, 1, 1.0, 0.0, points=points[2:]).worst_under == 0.0

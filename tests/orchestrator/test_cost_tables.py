@@ -69,7 +69,7 @@ def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, spe
 
 
 def test_the_search_aims_a_measured_margin_below_a_timed_budget_and_none_below_a_simulated_one(tmp_path, specs):
-    """The margin is twice the calibrated LUT's held-out median error (within 2-10%): a model the LUT
+    """The margin is twice the calibrated LUT's held-out median error (within 3-10%): a model the LUT
     puts just under the budget would otherwise miss it on the hardware about half the time. The budget
     that must hold (`must_meet`) stays the asked one; FLOPs and simulators are exact: no margin."""
     from dataclasses import replace
@@ -79,7 +79,7 @@ def test_the_search_aims_a_measured_margin_below_a_timed_budget_and_none_below_a
     write_lut(store, "asic", specs, staircase(8))
     space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
     cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])
-    for error, margin in ((0.03, 0.06), (0.001, 0.02), (0.2, 0.10)):
+    for error, margin in ((0.03, 0.06), (0.001, 0.03), (0.2, 0.10)):
         RunLayout(store, RUN).write_calibration(replace(cal, median_rel_error=error))
         (table,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7)
         assert table.must_meet == pytest.approx(0.7 * table.original_cost)
@@ -92,6 +92,18 @@ def test_the_search_aims_a_measured_margin_below_a_timed_budget_and_none_below_a
     assert asic.budget == asic.must_meet and "margin" not in asic.meta
     (flops,) = cost_tables(store, RUN, "resnet20", specs, space, (), 0.7, metric="flops")
     assert flops.budget == flops.must_meet
+    # the calibration measured the original: the budget is a fraction of that measurement, not of the
+    # LUT's price of it (the demo's cpu LUT priced its original 6% over, and a search "within" 0.6
+    # measured 0.63); the floor is a fraction of the same measurement
+    orig_ms = 0.94 * table.original_cost  # measured 6% under the LUT's price of it
+    measured = replace(cal, median_rel_error=0.01, points=[{"lut_sum_ms": 1.0, "measured_ms": orig_ms,
+                                                             "loo_error": 0.0, "ranks": {}}])
+    RunLayout(store, RUN).write_calibration(measured)
+    (ref,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7)
+    assert ref.reference_cost == orig_ms and ref.reference_cost != pytest.approx(ref.original_cost)
+    assert ref.must_meet == pytest.approx(0.7 * orig_ms) and ref.budget == pytest.approx(0.7 * orig_ms * (1 - 0.03))
+    assert ref.meta["aimed_fraction"] == pytest.approx(0.7 * (1 - 0.03))
+    RunLayout(store, RUN).write_calibration(replace(cal, median_rel_error=0.001))
     # a budget just above the floor: the margin never aims below what the rank space can reach
     floor = table.min_cost / table.original_cost
     (tight,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), floor * 1.01)

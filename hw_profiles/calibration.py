@@ -39,7 +39,7 @@ class Calibration:
         if not self.points:
             return (1.0, 1.0)
         measured = [p["measured_ms"] for p in self.points]
-        original = next((p["measured_ms"] for p in self.points if p.get("ranks") == {}), max(measured))
+        original = self.original_ms or max(measured)
         return (min(measured) / original, max(measured) / original) if original > 0 else (1.0, 1.0)
 
     @property

@@ -100,8 +100,8 @@ def latency_table(store, run_id: str | None, hardware: str, specs: dict, candida
             "no calibration: fixed cost 0, budget is a fraction of the decomposable layers' LUT sum"}
     table = CostTable(hardware, costs, fixed_cost=a, budget=1.0, unit="ms", meta=meta)
     if margin is None:
-        margin = get_profile(hardware).search_margin(cal.median_rel_error, cal.worst_under) if cal else \
-            get_profile(hardware).search_margin(None)
+        profile = get_profile(hardware)
+        margin = profile.search_margin(cal.median_rel_error, cal.worst_under) if cal else profile.search_margin(None)
     # A LUT that failed its gate and was accepted (--accept-noisy-lut) prices the floor with noise too:
     # the search aims at the floor it sees, and validation's measured verdict says whether the budget held.
     # The budget is a fraction of the original as measured (validation judges it so), not as the LUT

@@ -341,8 +341,10 @@ def _fits(r: dict, hw: str, budget: float, base: dict) -> dict | None:
     if check and _finite(check.get("budget_ms")) and r["budget"]:
         limit = budget * check["budget_ms"] / r["budget"]  # the original's median of the same paired session
         lo, hi = _finite(check.get("ratio_p10")), _finite(check.get("ratio_p90"))
-        return {"met": bool(check["measured_ms"] <= limit * (1 + 1e-9)), "measured_ms": check["measured_ms"],
-                "budget_ms": limit, "basis": "budget check", "ratio": check["measured_ms"] * budget / limit,
+        ratio = _finite(check.get("ratio"))  # the check's own verdict ratio (paired rounds): one number per verdict
+        ratio = check["measured_ms"] * budget / limit if ratio is None else ratio
+        return {"met": bool(ratio <= budget * (1 + 1e-9)), "measured_ms": check["measured_ms"],
+                "budget_ms": limit, "basis": "budget check", "ratio": ratio,
                 "within_noise": lo is not None and hi is not None and lo != hi and lo <= budget <= hi}
     if check and "budget_flops" in check:
         limit = budget * check["budget_flops"] / r["budget"]

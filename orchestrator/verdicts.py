@@ -72,9 +72,12 @@ def budget_check(budget: float, original: dict, compressed: dict) -> dict:
     """The measured verdict of one model on one hardware against `budget` x the original's latency.
 
     `original` and `compressed` are measure_models results of one interleaved session (median_ms,
-    p10_ms, p90_ms, samples_ms). met: the compressed median is within budget_ms. within_noise: the
-    budget lies inside the spread of the paired per-round ratios (compressed / original in the same
-    round), so a rerun could decide the other way.
+    p10_ms, p90_ms, samples_ms). The verdict is one number, `ratio`: the median of the paired
+    per-round ratios (compressed / original timed in the same round, so a slow moment of the node
+    slows both and cancels), or the ratio of the medians where there are no pairs (one sample each).
+    met: ratio <= budget; every text and the report's "which model to ship" read this same ratio.
+    within_noise: the budget lies inside the spread (p10-p90) of the paired ratios, so a rerun could
+    decide the other way. budget_ms / measured_ms are the same session's medians, for the plots.
     """
     budget_ms = budget * original["median_ms"]
     measured = compressed["median_ms"]
@@ -83,8 +86,8 @@ def budget_check(budget: float, original: dict, compressed: dict) -> dict:
     ratio_p10 = _quantile(pairs, 0.1) if pairs else ratio
     ratio_p90 = _quantile(pairs, 0.9) if pairs else ratio
     return {"budget_ms": budget_ms, "measured_ms": measured, "measured_p10_ms": compressed["p10_ms"],
-            "measured_p90_ms": compressed["p90_ms"], "met": bool(measured <= budget_ms * (1 + 1e-9)),
-            "ratio": ratio, "ratio_p10": ratio_p10, "ratio_p90": ratio_p90,
+            "measured_p90_ms": compressed["p90_ms"], "met": bool(ratio <= budget * (1 + 1e-9)),
+            "ratio": ratio, "paired_rounds": len(pairs), "ratio_p10": ratio_p10, "ratio_p90": ratio_p90,
             "within_noise": bool(ratio_p10 <= budget <= ratio_p90) and ratio_p10 != ratio_p90}
 
 
@@ -104,8 +107,10 @@ def misses(report: dict) -> list[str]:
                 got = check.get("measured_ms", check.get("measured_flops"))
                 want = check.get("budget_ms", check.get("budget_flops"))
                 unit = "ms" if "budget_ms" in check else "FLOPs"
-                out.append(f"{r.get('config_id')}: missed its budget on {target}: measured {_num(got)} {unit} "
-                           f"against {_num(want)} {unit} ({r['budget']:g} of the original)"
+                paired = f", median of {check['paired_rounds']} paired rounds" if check.get("paired_rounds") else ""
+                ratio = check.get("ratio", got * r["budget"] / want if got is not None and want else float("nan"))
+                out.append(f"{r.get('config_id')}: missed its budget on {target}: {ratio:.3f} of the original "
+                           f"against {r['budget']:g} (measured {_num(got)} {unit} against {_num(want)} {unit}{paired})"
                            + (", within the measurement's noise" if check.get("within_noise") else ""))
     for hw, q in (report.get("lut_quality") or {}).items():
         if q.get("accepted_noisy"):

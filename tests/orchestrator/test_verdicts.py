@@ -38,6 +38,27 @@ def test_paired_ratios_follow_the_machine_not_the_medians():
     assert check["ratio"] == pytest.approx(0.5) and check["ratio_p10"] == check["ratio_p90"]
 
 
+def test_the_verdict_is_the_paired_ratio_that_every_text_shows():
+    # the medians come from different rounds (0.61 of the original) while every round's pair says 0.59:
+    # the verdict, the terminal's cell, the miss line and "which model to ship" must all read 0.59
+    from orchestrator.report import _fits, verdict_text
+
+    original = _m([9.0, 11.0, 10.0, 9.0, 11.0, 9.0, 11.0])
+    compressed = _m([5.3, 6.5, 6.5, 5.3, 6.5, 5.3, 6.5])  # per round 0.59, 0.59, 0.65, 0.59, ...
+    check = budget_check(0.6, original, compressed)
+    assert check["measured_ms"] / original["median_ms"] > 0.6  # the ratio of the medians would miss
+    assert check["ratio"] < 0.6 and check["met"] is True and check["paired_rounds"] == 7
+    result = {"config_id": "cpu-b0.6", "budget": 0.6, "budget_check": {"cpu": check}}
+    assert verdict_text(result).startswith("met on cpu")  # (uncertain: 0.6 is inside the pairs' spread)
+    assert misses({"results": [result]}) == []
+    assert _fits(result, "cpu", 0.6, {})["met"] is True
+    slow = _m([6.8] * 7)
+    check = budget_check(0.6, original, slow)
+    result = {"config_id": "cpu-b0.6", "budget": 0.6, "budget_check": {"cpu": check}}
+    shown = f"{check['ratio']:.3f}"
+    assert not check["met"] and shown in verdict_text(result) and shown in misses({"results": [result]})[0]
+
+
 def test_flops_are_exact():
     assert flops_check(0.5, 1000, 500)["met"] is True
     assert flops_check(0.5, 1000, 501)["met"] is False
@@ -50,7 +71,8 @@ def test_misses_and_exit_codes():
          "budget_check": {"asic": {"met": False, "measured_ms": 3.0, "budget_ms": 2.5}}}],
         "lut_quality": {"cpu": {"accepted_noisy": False, "within_10pct": 1.0, "gate": 0.9}}}
     lines = misses(report)
-    assert len(lines) == 1 and "asic-b0.5: missed its budget on asic: measured 3 ms against 2.5 ms" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("asic-b0.5: missed its budget on asic: 0.600 of the original against 0.5")
+    assert "measured 3 ms against 2.5 ms" in lines[0]
     assert exit_code(report) == 3 and exit_code(report, allow_miss=True) == 0
     report["results"].pop()
     assert exit_code(report) == 0

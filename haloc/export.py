@@ -10,7 +10,7 @@ ranks.json: `{"model": "resnet18", "ranks": {"layer1.0.conv1": 32, "layer2.0.con
 
 Your own model (not in the registry) works the same way: `save_compressed(small, "my-net", ranks, folder)`
 records the ranks under your label, and `load_compressed(folder, model=MyNet())` decomposes your fresh
-instance with them and loads the weights (README, "Your own model").
+instance with them and loads the weights (docs/guide.md, "Using the core library without Ray").
 """
 from __future__ import annotations
 

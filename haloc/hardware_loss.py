@@ -29,6 +29,8 @@ PENALTIES = ("multiplicative", "additive")
 
 @dataclass(frozen=True)
 class CostTable:
+    """One cost target of a search (a hardware's measured latency, or FLOPs): each searched layer's cost
+    per candidate rank, the cost of everything not searched, and the budget the ranks must fit."""
     name: str  # hardware target ("cpu", "asic", ...) or "flops"
     layer_costs: dict[str, tuple[float, ...]]  # aligned with the rank space's candidates; last = original layer
     fixed_cost: float  # layers that are not searched, plus any measured overhead

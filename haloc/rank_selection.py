@@ -33,6 +33,8 @@ METHODS = ("uniform", "energy", "alds", "random")
 
 @dataclass
 class RankSelection:
+    """Ranks chosen by a simple rule (uniform, energy, ALDS, random) under the same cost tables as the
+    search, with their costs: the baselines the search is measured against."""
     method: str
     ranks: dict[str, int]  # every searched layer; max_rank = left whole
     costs: dict[str, float]  # per cost table (its unit)

@@ -45,6 +45,8 @@ JOINT_OPTIONS = 1_024  # arch_solver "exact": a block's layers are measured join
 
 @dataclass(frozen=True)
 class SearchConfig:
+    """The knobs of one rank search (`haloc.search`): schedule, penalty, projection, read-out and the
+    weight steps; `haloc.search_config(mode)` gives each search mode's settings."""
     epochs: int = 10
     warmup_epochs: int = 1  # weight steps only, before alpha starts to move
     train_weights: bool = True  # False: "train once, search many" - only alpha moves
@@ -137,6 +139,8 @@ class SearchConfig:
 
 @dataclass
 class SearchResult:
+    """What a search selected: the ranks (the ranks JSON), their predicted cost per table, whether they
+    fit each budget, and the search's history."""
     ranks: dict[str, int]  # the ranks JSON: only layers that are decomposed
     all_ranks: dict[str, int]  # every searched layer, max_rank = not decomposed
     predicted_cost: dict[str, float]  # per cost table, of `all_ranks`

@@ -29,6 +29,8 @@ log = logging.getLogger("haloc.train")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The settings of one fine-tune or training run (`haloc.finetune`): epochs, learning-rate schedule,
+    optimizer and knowledge distillation from a teacher."""
     epochs: int = 10
     lr: float = 0.05  # peak learning rate; cosine decay to 0 over all steps
     momentum: float = 0.9

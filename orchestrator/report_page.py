@@ -50,7 +50,7 @@ def _figure(width: float, height: float, ncols: int = 1):
 
     plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
                          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
-                         "font.family": "DejaVu Sans"})
+                         "font.family": ["DejaVu Sans", "Verdana", "Bitstream Vera Sans", "sans-serif"]})
     fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
     return fig, list(axes[0])
 
@@ -743,6 +743,42 @@ details pre { overflow-x: auto; background: var(--bg2); padding: 0.8em; font-siz
 """
 
 
+def plot_font_css(body: str) -> str:
+    """@font-face rules that carry the plots' own font inside the page: DejaVu Sans (regular and bold,
+    the files matplotlib ships and lays its texts out with), cut down to the characters the plots'
+    texts use. The SVG texts stay text (searchable, selectable), and every browser draws them with the
+    widths matplotlib placed them by; without it a machine lacking DejaVu Sans draws them in a wider
+    fallback, and tick labels run into axis labels (CI's browser did)."""
+    import base64
+    import html
+    import io
+    import re
+
+    from fontTools import subset
+    from fontTools.ttLib import TTFont
+    from matplotlib import font_manager
+
+    used = {ch for text in re.findall(r"<text\b[^>]*>(.*?)</text>", body, flags=re.S) for ch in html.unescape(text)}
+    used |= {chr(c) for c in range(0x20, 0x7F)}  # printable ASCII: any later label draws the same
+    rules = []
+    for weight in ("normal", "bold"):
+        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight=weight),
+                                     fallback_to_default=False)
+        font = TTFont(path)
+        options = subset.Options()
+        options.flavor, options.layout_features, options.name_IDs = "woff", ["kern", "liga"], ["*"]
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(text="".join(sorted(used)))
+        subsetter.subset(font)
+        out = io.BytesIO()
+        font.flavor = "woff"
+        font.save(out)
+        data = base64.b64encode(out.getvalue()).decode("ascii")
+        rules.append(f"@font-face {{ font-family: 'DejaVu Sans'; font-weight: {weight}; font-style: normal; "
+                     f"src: url(data:font/woff;base64,{data}) format('woff'); }}")
+    return "\n".join(rules)
+
+
 def render_page(report: dict) -> str:
     styles = config_styles(report)
     banner = (f"<div class='demo'>DATA SET: {e(report['dataset'])}. The accuracies below say nothing about real "
@@ -777,7 +813,8 @@ def render_page(report: dict) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>HALOC report {e(report['run_id'])}</title>
-<style>{CSS}</style></head><body>
+<style>{plot_font_css(body)}
+{CSS}</style></head><body>
 {body}
 </body></html>
 """

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_ray_job_submit_runs_a_project_entry_point(ray_cluster):
     from orchestrator.ray_compat import dashboard_url
 

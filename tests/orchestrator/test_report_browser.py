@@ -29,6 +29,23 @@ def _missing() -> str | None:
     return None
 
 
+def _fontconfig_without_dejavu(folder):
+    """A fontconfig file whose only fonts are matplotlib's STIX serif files (wider than DejaVu Sans)."""
+    from pathlib import Path
+
+    import matplotlib
+
+    ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    fonts = folder / "only"
+    fonts.mkdir()
+    for f in ttf.glob("STIXGeneral*.ttf"):
+        (fonts / f.name).symlink_to(f)
+    conf = folder / "fonts.conf"
+    conf.write_text(f"<?xml version='1.0'?><!DOCTYPE fontconfig SYSTEM 'fonts.dtd'><fontconfig><dir>{fonts}</dir>"
+                    f"<cachedir>{folder / 'cache'}</cachedir></fontconfig>")
+    return conf
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     reason = _missing()
@@ -45,8 +62,11 @@ def browser(tmp_path_factory):
                  "--hide-scrollbars", f"--user-data-dir={profile}"):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # the driver named explicitly: Selenium Manager would try to download one
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    # the driver named explicitly: Selenium Manager would try to download one. The browser sees no
+    # DejaVu Sans of the system's (a fontconfig of one wide serif font): as on a viewer's machine that
+    # lacks it, the plots' texts must still be drawn in the font the page carries.
+    env = dict(os.environ, FONTCONFIG_FILE=str(_fontconfig_without_dejavu(tmp_path_factory.mktemp("fonts"))))
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env=env), options=opts)
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
@@ -69,6 +89,12 @@ def test_report_reads_in_a_browser(browser, page, width):
     browser.get(path.as_uri())
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert severe == []
+    # the plots' font is the page's own (DejaVu Sans carried inside it), not a fallback of the system's
+    fonts = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        document.fonts.ready.then(() => done([...document.fonts].map(f => [f.family, f.weight, f.status])));""")
+    assert ["\"DejaVu Sans\"", "400", "loaded"] in [list(f) for f in fonts] or \
+        ["DejaVu Sans", "400", "loaded"] in [list(f) for f in fonts], fonts
     inner = browser.execute_script("return window.innerWidth")
     scroll = browser.execute_script("return document.documentElement.scrollWidth")
     assert scroll <= inner, f"the page scrolls sideways at {width} px: {scroll} > {inner}"

@@ -53,6 +53,7 @@ def readme_example() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_the_readme_example_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), HALOC_STATE_DIR=str(tmp_path / "state"))
     proc = subprocess.run([sys.executable, "-c", readme_example()], cwd=tmp_path, env=env, capture_output=True,

@@ -18,7 +18,7 @@ import pytest
 
 from .test_pipeline_demo import ROOT, SMALL, run_cli, stage_state
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
 
 def _cli(args: list[str], env: dict | None = None, timeout: float = 900, module: str = "pipelines.cifar_resnet20"):

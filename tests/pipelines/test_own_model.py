@@ -162,6 +162,7 @@ def run_compress(cluster, tmp_path, *extra):
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_a_factory_model_on_factory_data_through_the_cluster(ray_cluster, tmp_path):
     name = f"owndata_{tmp_path.name.replace('-', '_')}"
     pkg = write_user_package(tmp_path / "only_here", name)
@@ -178,6 +179,7 @@ def test_a_factory_model_on_factory_data_through_the_cluster(ray_cluster, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_a_torchvision_model_through_the_cluster(ray_cluster, tmp_path):
     proc = run_compress(ray_cluster, tmp_path, "--preset", "demo", "--model", "torchvision:resnet18",
                         "--demo-size", "64", "32", "--run-id", "tv", "--budgets", "0.5", "--rank-step", "64")

@@ -96,6 +96,7 @@ REACHABLE = ("--budgets", "1")
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_demo_pipeline_end_to_end(ray_cluster, tmp_path):
     store = tmp_path / "store"
     proc = run_cli(ray_cluster, store, "e2e", "--hardware", "cpu", "asic", *TOLERANT, *REACHABLE)
@@ -168,6 +169,7 @@ def kill_when(proc, store, run_id, stage, extra_check=lambda: True, timeout=600)
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_sigkill_in_every_long_stage_then_resume_gives_the_same_report(ray_cluster, tmp_path):
     """The ASIC target is simulated, so its LUT and the searched ranks are deterministic: an undisturbed
     run and a run whose driver is SIGKILLed in weights, profile, search, fine-tune and validate (each

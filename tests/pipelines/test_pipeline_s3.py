@@ -11,6 +11,7 @@ from tests.pipelines.test_pipeline_demo import SMALL, ROOT, check_contract  # no
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_store_and_data_on_s3(ray_cluster, s3_server, tmp_path):
     import subprocess
     import sys

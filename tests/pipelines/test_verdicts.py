@@ -18,7 +18,7 @@ from hw_profiles.profile import get_profile
 
 from .test_pipeline_demo import run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
 # Busy for 30 ms, idle for 30 ms, forever: a neighbour whose load comes and goes, as on a shared node.
 _BUSY = ("import time\nwhile True:\n    t = time.perf_counter()\n    while time.perf_counter() - t < 0.03:\n"

@@ -389,8 +389,22 @@ def test_bad_input_is_refused_before_any_stage_in_process(case, tmp_path, reques
     env = _env_for(case, request)
     args, before = _prepare(case, tmp_path, env)
     monkeypatch.setenv("HALOC_DATA_CACHE", env["HALOC_DATA_CACHE"])
+    from orchestrator import cluster
     from pipelines.cli import main
 
+    # the one door to Ray is orchestrator.cluster.connect: record any call (the session's Ray may be up
+    # already, started by an earlier test in this process, so is_initialized() alone proves nothing)
+    connects = []
+
+    def refuse(*a, **k):
+        connects.append((a, k))
+        raise AssertionError("a bad input found before any stage must not start or join Ray")
+
+    for name, module in list(sys.modules.items()):  # also where a stage module bound it at import
+        if name.startswith("orchestrator") and getattr(module, "connect", None) is cluster.connect:
+            monkeypatch.setattr(module, "connect", refuse)
+    ray = sys.modules.get("ray")
+    ray_was_up = ray is not None and ray.is_initialized()
     defaults = next(v for v in vars(importlib.import_module("pipelines.presets")).values()
                     if getattr(v, "pipeline", None) == case.module.rsplit(".", 1)[1])
     try:
@@ -401,7 +415,8 @@ def test_bad_input_is_refused_before_any_stage_in_process(case, tmp_path, reques
     err = capfd.readouterr().err
     _check_refusal(case, tmp_path, args, rc, err, before)
     ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized(), "a bad input found before any stage must not start Ray"
+    assert connects == [], "a bad input found before any stage must not start or join Ray"
+    assert ray_was_up or ray is None or not ray.is_initialized(), "a bad input found before any stage started Ray"
 
 
 # ---- the public Python API, where it is the entry point ----------------------------------------------

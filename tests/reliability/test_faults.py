@@ -53,6 +53,7 @@ def _wait(cond, timeout: float, what: str, poll: float = 0.2):
 # ---- a Ray node lost mid-profiling -------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_or_doubled(ray_cluster, tmp_path):
     """`cpu` is offered by both nodes: node_b dies while its actor measures; node_a takes its batches
     (or the run fails with a clear error and a rerun measures only what is missing)."""
@@ -109,6 +110,7 @@ def _trial_pids(address: str) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_killed_trial_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path):
     trace = tmp_path / "trace"
     trace.mkdir()
@@ -311,6 +313,7 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.pipeline
 def test_two_runs_share_a_store_untouched_and_the_same_seed_gives_the_same_ranks(ray_cluster, tmp_path):
     """Run `a`: profile the simulated ASIC, then search. Run `b` in the same store: the same LUT (copied),
     the same spec and seed. `a`'s files are byte-identical afterwards, `b` writes only under `b/`, and

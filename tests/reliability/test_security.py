@@ -295,6 +295,7 @@ ray.shutdown()
 _LOOPBACK = ("0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F")
 
 
+@pytest.mark.ray  # starts an embedded Ray in a subprocess (about 10 s): not the fast tier
 def test_embedded_ray_and_its_dashboard_listen_on_loopback_only(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)

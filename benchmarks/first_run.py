@@ -64,7 +64,18 @@ def write_imagefolder(root: Path, classes: int = 3, per_class: int = 24, side: i
     return root
 
 
-def attempt(name: str, timeout: float) -> dict:
+def settle(limit_s: float) -> float:
+    """Wait until the 1-minute load average is under BUSY_LOAD (the attempt before's own processes
+    have left it), at most `limit_s`; returns the seconds waited. Without it each attempt's "load
+    before" would be the previous attempt's tail, not a neighbour's work."""
+    t0 = time.perf_counter()
+    while os.getloadavg()[0] > BUSY_LOAD and time.perf_counter() - t0 < limit_s:
+        time.sleep(5)
+    return time.perf_counter() - t0
+
+
+def attempt(name: str, timeout: float, settle_s: float = 0.0) -> dict:
+    waited = settle(settle_s) if settle_s > 0 else 0.0
     work = Path(tempfile.mkdtemp(prefix=f"first-run-{name}-"))
     cmd = [a.replace("{imagefolder}", str(work / "images")) for a in COMMANDS[name]]
     if name == "compress":
@@ -82,7 +93,7 @@ def attempt(name: str, timeout: float) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     return {"case": name, "command": " ".join([Path(cmd[0]).name, *cmd[1:]]), "exit": rc,
             "seconds": round(seconds, 1), "load_before": [round(x, 2) for x in load],
-            "quiet": load[0] <= BUSY_LOAD, "last_lines": tail}
+            "settled_s": round(waited, 1), "quiet": load[0] <= BUSY_LOAD, "last_lines": tail}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=1800, help="seconds an attempt may take (default: 1800)")
     p.add_argument("--json", type=Path, default=RESULT, help=f"result file (default: {RESULT.relative_to(ROOT)})")
     p.add_argument("--append", action="store_true", help="add these attempts to the result file's")
+    p.add_argument("--settle", type=float, default=150,
+                   help=f"seconds to wait at most, before each attempt, for the 1-minute load to fall under {BUSY_LOAD} "
+                        "(default: 150; 0: do not wait)")
     p.add_argument("--list", action="store_true", help="print the commands and exit")
     args = p.parse_args(argv)
     if args.list:
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = json.loads(args.json.read_text())["attempts"] if args.append and args.json.exists() else []
     for name in args.only or list(COMMANDS):
         for i in range(args.attempts):
-            rec = attempt(name, args.timeout)
+            rec = attempt(name, args.timeout, args.settle)
             runs.append(rec)
             quiet = "" if rec["quiet"] else f" (NOT quiet: load {rec['load_before'][0]} before)"
             print(f"{name} attempt {i + 1}: exit {rec['exit']} in {rec['seconds']:.0f} s{quiet}", flush=True)

@@ -766,12 +766,12 @@ def plot_font_css(body: str) -> str:
                                      fallback_to_default=False)
         font = TTFont(path)
         options = subset.Options()
-        options.flavor, options.layout_features, options.name_IDs = "woff", ["kern", "liga"], ["*"]
+        options.layout_features, options.name_IDs = ["kern", "liga"], ["*"]
         subsetter = subset.Subsetter(options)
         subsetter.populate(text="".join(sorted(used)))
         subsetter.subset(font)
         out = io.BytesIO()
-        font.flavor = "woff"
+        font.flavor = "woff"  # zlib-compressed; woff2 would need brotli
         font.save(out)
         data = base64.b64encode(out.getvalue()).decode("ascii")
         rules.append(f"@font-face {{ font-family: 'DejaVu Sans'; font-weight: {weight}; font-style: normal; "

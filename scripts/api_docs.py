@@ -34,6 +34,10 @@ def _first_paragraph(obj) -> str:
     return doc.split("\n\n", 1)[0].strip()
 
 
+def _is_constant(obj) -> bool:
+    return isinstance(obj, (str, int, float, tuple, frozenset, dict, set))
+
+
 def _signature(name: str, obj) -> str:
     if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj):
         try:
@@ -57,8 +61,7 @@ def public_names() -> list[tuple[str, str, object]]:
 
 def undocumented() -> list[str]:
     return [f"{m}.{n}" for m, n, obj in public_names()
-            if not inspect.ismodule(obj) and not isinstance(obj, (str, int, float, tuple, frozenset, dict, set))
-            and not _first_paragraph(obj)]
+            if not inspect.ismodule(obj) and not _is_constant(obj) and not _first_paragraph(obj)]
 
 
 def render() -> str:
@@ -68,9 +71,7 @@ def render() -> str:
         if module != current:
             parts.append(f"## `{module}`\n")
             current = module
-        if inspect.ismodule(obj):
-            text = _first_paragraph(obj)
-        elif isinstance(obj, (str, int, float, tuple, frozenset, dict, set)):
+        if _is_constant(obj):
             shown = sorted(obj) if isinstance(obj, (dict, set, frozenset)) else obj
             text = f"Constant: `{shown!r}`."
         else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from dataclasses import dataclass
 
 from .report import _finite, _fmt, _label, delta_text, top1_se, verdict_text
@@ -48,9 +49,9 @@ def _figure(width: float, height: float, ncols: int = 1):
     matplotlib.use("Agg")  # no display on cluster nodes and CI
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
                          "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
-                         "font.family": ["DejaVu Sans", "Verdana", "Bitstream Vera Sans", "sans-serif"]})
+                         "font.family": "DejaVu Sans"})  # matplotlib's own font: found on every machine
     fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
     return fig, list(axes[0])
 
@@ -81,14 +82,28 @@ def _declutter(fig) -> None:
 
 
 def _svg(fig) -> str:
+    """The figure as inline SVG whose texts look the same in every viewer: the visible glyphs are outlines
+    (matplotlib's layout, whatever fonts, zoom or minimum font size the viewer has; as <text>, CI's
+    browser drew them twice as large and tick labels ran into axis labels), and the same texts lie over
+    them as transparent <text> (class plot-text), so the page stays searchable, selectable and read out."""
     import matplotlib.pyplot as plt
 
     _declutter(fig)
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    saved = {}
+    for fonttype in ("path", "none"):  # the same layout twice: tight bbox and positions do not depend on it
+        buf = io.StringIO()
+        with plt.rc_context({"svg.fonttype": fonttype}):
+            fig.savefig(buf, format="svg", bbox_inches="tight")
+        saved[fonttype] = buf.getvalue()
     plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
+    drawn, texts = saved["path"], saved["none"]
+    if drawn[drawn.index("<svg"):drawn.index(">", drawn.index("<svg"))] != \
+            texts[texts.index("<svg"):texts.index(">", texts.index("<svg"))]:
+        raise RuntimeError("the two renderings of one plot have different sizes")  # they would not line up
+    overlay = "".join(re.findall(r"<text\b.*?</text>", texts, flags=re.S))
+    drawn = drawn[drawn.index("<svg"):]  # drop the XML prolog and doctype: the SVG sits inside HTML
+    end = drawn.rindex("</svg>")
+    return f"{drawn[:end]}<g class=\"plot-text\" style=\"fill-opacity: 0\">{overlay}</g>\n{drawn[end:]}"
 
 
 def _no_data(ax, what: str) -> None:
@@ -743,42 +758,6 @@ details pre { overflow-x: auto; background: var(--bg2); padding: 0.8em; font-siz
 """
 
 
-def plot_font_css(body: str) -> str:
-    """@font-face rules that carry the plots' own font inside the page: DejaVu Sans (regular and bold,
-    the files matplotlib ships and lays its texts out with), cut down to the characters the plots'
-    texts use. The SVG texts stay text (searchable, selectable), and every browser draws them with the
-    widths matplotlib placed them by; without it a machine lacking DejaVu Sans draws them in a wider
-    fallback, and tick labels run into axis labels (CI's browser did)."""
-    import base64
-    import html
-    import io
-    import re
-
-    from fontTools import subset
-    from fontTools.ttLib import TTFont
-    from matplotlib import font_manager
-
-    used = {ch for text in re.findall(r"<text\b[^>]*>(.*?)</text>", body, flags=re.S) for ch in html.unescape(text)}
-    used |= {chr(c) for c in range(0x20, 0x7F)}  # printable ASCII: any later label draws the same
-    rules = []
-    for weight in ("normal", "bold"):
-        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight=weight),
-                                     fallback_to_default=False)
-        font = TTFont(path)
-        options = subset.Options()
-        options.layout_features, options.name_IDs = ["kern", "liga"], ["*"]
-        subsetter = subset.Subsetter(options)
-        subsetter.populate(text="".join(sorted(used)))
-        subsetter.subset(font)
-        out = io.BytesIO()
-        font.flavor = "woff"  # zlib-compressed; woff2 would need brotli
-        font.save(out)
-        data = base64.b64encode(out.getvalue()).decode("ascii")
-        rules.append(f"@font-face {{ font-family: 'DejaVu Sans'; font-weight: {weight}; font-style: normal; "
-                     f"src: url(data:font/woff;base64,{data}) format('woff'); }}")
-    return "\n".join(rules)
-
-
 def render_page(report: dict) -> str:
     styles = config_styles(report)
     banner = (f"<div class='demo'>DATA SET: {e(report['dataset'])}. The accuracies below say nothing about real "
@@ -813,8 +792,7 @@ def render_page(report: dict) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>HALOC report {e(report['run_id'])}</title>
-<style>{plot_font_css(body)}
-{CSS}</style></head><body>
+<style>{CSS}</style></head><body>
 {body}
 </body></html>
 """

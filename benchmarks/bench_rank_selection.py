@@ -545,8 +545,9 @@ def data_classes(data: str) -> int:
 
 def haloc_specs(model: str, num_classes: int | None = None) -> dict:
     """The decomposable layers of a registered model, as the cells' ranks name them."""
-    import haloc
     import torch
+
+    import haloc
 
     return haloc.decomposable_layers(haloc.models.create(model, num_classes),
                                      torch.zeros(1, *haloc.models.input_size(model)))
@@ -779,7 +780,8 @@ def protocol_verdicts(stats: dict) -> dict:
         for h in sorted((m for m in halo if m in means), key=means.get, reverse=True):
             if not b:
                 break
-            stds = [statistics.stdev(stats[m]["finetuned_values"]) for m in (h, b) if len(stats[m]["finetuned_values"]) > 1]
+            stds = [statistics.stdev(stats[m]["finetuned_values"]) for m in (h, b)
+                    if len(stats[m]["finetuned_values"]) > 1]
             gap, noise = means[h] - means[b], max(stds, default=0.0)
             word = ("better beyond" if gap > noise else "worse beyond" if -gap > noise else "within")
             paired = paired_difference(stats[h], stats[b])
@@ -858,7 +860,8 @@ def evidence_lines(evidence: dict) -> list[str]:
         epochs = "; ".join(f"{p['epoch']}: acc {_fmt(p['heldout_acc_argmax'])}, E/T {p['cost_over_budget']:.2f}, "
                            f"H {p['alpha_entropy']:.2f}" for p in ev["per_epoch"])
         lines.append(f"- {method} evidence (seed means): {epochs}. Argmax before projection "
-                     f"{ev['argmax_over_budget']:.2f} of budget; seeds on one split agree on {agree} of the layers' ranks; "
+                     f"{ev['argmax_over_budget']:.2f} of budget; seeds on one split agree on {agree} "
+                     "of the layers' ranks; "
                      f"search {ev['search_seconds']:.0f} s" + (
                          f" = {ev['search_over_finetune_epoch']:.2f} measured fine-tune epochs (counted as "
                          f"{ev['search_epoch_equivalent']:.2f} for the -long baselines)"
@@ -950,7 +953,8 @@ def main(argv=None) -> int:
     p.add_argument("--variant", default=None, help="name of the HALOC variant's results (default: haloc@overrides)")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--haloc-starts", nargs="+", choices=HALOC_STARTS, default=list(HALOC_STARTS),
-                   help="which fine-tunes of HALOC's result to run: hosvd (haloc), supernet (haloc-sn), long (haloc-long)")
+                   help="which fine-tunes of HALOC's result to run: hosvd (haloc), supernet (haloc-sn), "
+                        "long (haloc-long)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: robust on a shared machine)")
     args = p.parse_args(argv)
 

@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     connect(args.address, num_cpus=None if args.address else 2)
     batch, samples = 32, 640
     base = SearchSpec(model="resnet20", budget_metric="flops", epochs=args.epochs, warmup_epochs=1,
-                      steps_per_epoch=args.steps, batch_size=batch, data={"kind": "demo", "demo_train": samples}, rank_step=16, lam=5.0)
+                      steps_per_epoch=args.steps, batch_size=batch, data={"kind": "demo", "demo_train": samples},
+                      rank_step=16, lam=5.0)
     out: dict = {"args": vars(args), "store": store}
 
     # 1 + 2: budget adherence and Tune overhead over a budget sweep

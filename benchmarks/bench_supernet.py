@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import haloc
-from haloc.layers import Tucker2Conv
 from haloc.hardware_loss import layer_flops
+from haloc.layers import Tucker2Conv
 from haloc.rank_space import build_rank_space, latency_sensitive_candidates
 from haloc.supernet import Supernet, SupernetLayer
 
@@ -118,8 +118,8 @@ def time_model(model, x, repeats):
 
 def layer_curves(specs, batch, step, repeats):
     """CPU latency (ms, median) per layer at rank 0 (original) and every multiple of `step`."""
-    from hw_profiles.timing import time_module
     from haloc.decomposition import KEEP_WHOLE, build_layer
+    from hw_profiles.timing import time_module
 
     curves = {}
     for name, spec in specs.items():
@@ -161,8 +161,8 @@ def bench_resnet18_speedup(batches, target_reduction: float, repeats: int, curve
             kept = {n: r for n, r in ranks.items() if r < specs[n].max_rank}
             models[label] = haloc.decompose(model, kept).eval()
         with torch.inference_mode():  # all three side by side, interleaved, in one run
-            ms = interleaved_medians({"original": lambda: model(x),
-                                      **{k: (lambda m=m: m(x)) for k, m in models.items()}}, repeats, warmup=5)
+            ms = interleaved_medians({"original": lambda x=x: model(x),
+                                      **{k: (lambda m=m, x=x: m(x)) for k, m in models.items()}}, repeats, warmup=5)
         print(f"\nbatch {batch}: original {ms['original']:.1f} ms (medians of {repeats}, interleaved, "
               f"{torch.get_num_threads()} threads)")
         print("| ranks | FLOPs reduction | FLOPs-ideal speedup | measured CPU speedup | share of ideal | ms |")

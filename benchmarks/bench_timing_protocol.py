@@ -121,9 +121,9 @@ def main(argv=None) -> int:
     args.threads = [int(t) for t in args.threads.split(",")]
     if args.smoke_test:
         args.model, args.samples, args.rank_step = "resnet20", 4, 64
-    from benchmarks.provenance import provenance
-
     import os
+
+    from benchmarks.provenance import provenance
 
     started, load_before = time.time(), os.getloadavg()
     results = {c: run_condition(c, args) for c in args.conditions.split(",")}

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from hw_profiles import zigzag_backend as zz
 from benchmarks.zigzag_stock import stock_simulate
+from hw_profiles import zigzag_backend as zz
 from hw_profiles.zigzag_backend import ConvWorkload
 
 LAYERS = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
 
-from benchmarks.provenance import provenance  # noqa: E402
+from benchmarks.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = Path(__file__).parent / "results" / "first_run.json"
@@ -87,7 +87,8 @@ def attempt(name: str, timeout: float, settle_s: float = 0.0) -> dict:
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
         rc, err = proc.returncode, proc.stderr
     except subprocess.TimeoutExpired as e:
-        rc, err = "timeout", (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        rc, err = "timeout", ((e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes)
+                              else (e.stderr or ""))
     seconds = time.perf_counter() - t0
     tail = [line for line in err.splitlines() if line.strip()][-8:]
     shutil.rmtree(work, ignore_errors=True)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULT, help=f"result file (default: {RESULT.relative_to(ROOT)})")
     p.add_argument("--append", action="store_true", help="add these attempts to the result file's")
     p.add_argument("--settle", type=float, default=150,
-                   help=f"seconds to wait at most, before each attempt, for the 1-minute load to fall under {BUSY_LOAD} "
+                   help="seconds to wait at most, before each attempt, "
+                        f"for the 1-minute load to fall under {BUSY_LOAD} "
                         "(default: 150; 0: do not wait)")
     p.add_argument("--list", action="store_true", help="print the commands and exit")
     args = p.parse_args(argv)

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from .errors import BadInputError
 from .config import from_dict_strict
+from .errors import BadInputError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -60,7 +60,7 @@ class DataConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DataConfig":
+    def from_dict(cls, data: dict) -> DataConfig:
         return from_dict_strict(cls, data, "data config")
 
 
@@ -127,7 +127,7 @@ def pickled_datasets(folder: str) -> tuple[Dataset, Dataset]:
                             "wrote, or another kind of data")
     with open(path, "rb") as f:
         try:
-            out = pickle.load(f)  # noqa: S301 - only for data named pickled: (see PICKLED_PREFIX)
+            out = pickle.load(f)
         except Exception as e:  # the classes of the user's datasets must be importable here too
             raise BadInputError(f"{str(path)!r} cannot be unpickled on this node ({type(e).__name__}: {e}); the "
                                 "datasets' classes must be importable on every node (pass py_modules=[folder])") from e
@@ -136,7 +136,7 @@ def pickled_datasets(folder: str) -> tuple[Dataset, Dataset]:
     return out
 
 
-def _factory_facts(path: str, kind: str = "factory") -> "DataFacts":
+def _factory_facts(path: str, kind: str = "factory") -> DataFacts:
     train, val = factory_datasets(path) if kind == "factory" else pickled_datasets(path)
     x, y = train[0]
     if not isinstance(x, torch.Tensor) or x.dim() != 3:

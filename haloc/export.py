@@ -52,7 +52,7 @@ class RanksFile:
         return out
 
     @property
-    def model_spec(self) -> "models.ModelSpec":
+    def model_spec(self) -> models.ModelSpec:
         return models.ModelSpec(self.model, self.num_classes, self.input_size)
 
 

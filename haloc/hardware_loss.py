@@ -62,7 +62,7 @@ class CostTable:
         return self.fixed_cost + sum(min(c) for c in self.layer_costs.values())
 
     def with_budget_fraction(self, fraction: float, clamp: bool = False, margin: float = 0.0,
-                             reference: float | None = None) -> "CostTable":
+                             reference: float | None = None) -> CostTable:
         """The same table with budget = fraction x the original's cost; refuses budgets nothing can meet,
         or, with `clamp` (costs known to be unreliable), aims at the smallest reachable cost instead and
         records the asked fraction in meta["clamped_from"].

@@ -70,7 +70,7 @@ class Tucker2Conv(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_conv(cls, conv: nn.Conv2d, rank: Rank, hooi_iters: int = 0) -> "Tucker2Conv":
+    def from_conv(cls, conv: nn.Conv2d, rank: Rank, hooi_iters: int = 0) -> Tucker2Conv:
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, rank, conv.stride, conv.padding,
                     conv.dilation, bias=conv.bias is not None)
         r_in, r_out = layer.rank
@@ -109,7 +109,7 @@ class SVDLinear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear, rank: int) -> "SVDLinear":
+    def from_linear(cls, linear: nn.Linear, rank: int) -> SVDLinear:
         layer = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
         a, b = _svd_factors(linear.weight, layer.rank)
         layer.first.weight.copy_(a)
@@ -136,7 +136,7 @@ class SVDConv2d(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_conv(cls, conv: nn.Conv2d, rank: int) -> "SVDConv2d":
+    def from_conv(cls, conv: nn.Conv2d, rank: int) -> SVDConv2d:
         layer = cls(conv.in_channels, conv.out_channels, rank, conv.stride, conv.padding, bias=conv.bias is not None)
         a, b = _svd_factors(conv.weight[:, :, 0, 0], layer.rank)
         layer.first.weight.copy_(a[:, :, None, None])

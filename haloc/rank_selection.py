@@ -17,8 +17,8 @@ tables decomposed layers can be slower than the originals, and uniform ranks may
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -16,9 +16,9 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,6 @@ from .hardware_loss import PENALTIES, CostTable, budget_prior, expected_cost, ha
 from .rank_space import RankSpace
 from .supernet import Supernet, _discrete_layer
 from .train import kd_loss
-
 
 PENALTY_COSTS = ("sample", "expected")
 ALPHA_INITS = ("uniform", "budget", "fraction")
@@ -150,7 +149,8 @@ class SearchResult:
     probabilities: dict[str, list[float]]
     history: list[dict] = field(default_factory=list)
     readout: list[dict] = field(default_factory=list)  # candidates the read-out compared: ranks, source, held-out top-1
-    aimed: dict[str, float] = field(default_factory=dict)  # per cost table, the cost the search aimed at (a margin below)
+    # per cost table, the cost the search aimed at (a margin below)
+    aimed: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -422,9 +422,9 @@ class SupernetSearch:
                 teacher_logits = self.original(x)
             data_term = kd_loss(logits, teacher_logits, y, self.cfg.arch_kd_weight, self.cfg.kd_temperature)
         if self.cfg.penalty_cost == "expected":
-            weights = {n: F.softmax(l.alpha, 0) for n, l in self.supernet.layers().items()}
+            weights = {n: F.softmax(layer.alpha, 0) for n, layer in self.supernet.layers().items()}
         else:
-            weights = {n: l.last_weights for n, l in self.supernet.layers().items()}
+            weights = {n: layer.last_weights for n, layer in self.supernet.layers().items()}
         costs = [expected_cost(weights, t) for t in self.tables]
         loss = hardware_loss(data_term, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam,
                              self.cfg.below_budget)
@@ -509,8 +509,8 @@ class SupernetSearch:
         layers = self.supernet.layers()
         students = {n: s for n, _t, s in self._block_list()}
         if self._candidates is None:  # nothing trains the factors here: each candidate's own layer, built once
-            self._candidates = {n: [_discrete_layer(l, r) for r in l.candidates] for n, l in layers.items()}
-        with _discrete(self.supernet, {n: l.candidates[-1] for n, l in layers.items()}):
+            self._candidates = {n: [_discrete_layer(layer, r) for r in layer.candidates] for n, layer in layers.items()}
+        with _discrete(self.supernet, {n: layer.candidates[-1] for n, layer in layers.items()}):
             for block, members in self.error_groups():
                 args, kwargs, target, scale = seen[block]
                 student = students[block]
@@ -573,7 +573,7 @@ class SupernetSearch:
     @torch.no_grad()
     def expected_costs(self) -> list[float]:
         """E[cost] under softmax(alpha) (no Gumbel noise), per table."""
-        weights = {n: F.softmax(l.alpha, 0) for n, l in self.supernet.layers().items()}
+        weights = {n: F.softmax(layer.alpha, 0) for n, layer in self.supernet.layers().items()}
         return [float(expected_cost(weights, t)) for t in self.tables]
 
     @torch.no_grad()
@@ -616,7 +616,7 @@ class SupernetSearch:
     def alpha_entropy(self) -> float:
         """Mean entropy of softmax(alpha) over layers, in nats (log M at start, 0 when decided)."""
         ents = [-(p * p.clamp_min(1e-12).log()).sum() for p in
-                (F.softmax(l.alpha, 0) for l in self.supernet.layers().values())]
+                (F.softmax(layer.alpha, 0) for layer in self.supernet.layers().values())]
         return float(torch.stack(ents).mean())
 
     def result(self, heldout_loader: Iterable | None = None) -> SearchResult:
@@ -711,7 +711,7 @@ def _discrete(supernet: Supernet, ranks: dict[str, int]):
     (each batch's own statistics, the running ones left unchanged); mix modes restored on exit."""
     bns = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     was_training, momenta = supernet.training, [bn.momentum for bn in bns]
-    modes = {n: (l.mode, l.tau, l.fixed_index) for n, l in supernet.layers().items()}
+    modes = {n: (layer.mode, layer.tau, layer.fixed_index) for n, layer in supernet.layers().items()}
     try:
         for bn in bns:
             bn.momentum = 0.0

@@ -169,11 +169,11 @@ class Supernet(nn.Module):
             layer.mode = "fixed"
 
     def probabilities(self) -> dict[str, list[float]]:
-        return {n: F.softmax(l.alpha.detach(), 0).tolist() for n, l in self.layers().items()}
+        return {n: F.softmax(layer.alpha.detach(), 0).tolist() for n, layer in self.layers().items()}
 
     def argmax_ranks(self) -> dict[str, int]:
         """Every layer's most likely candidate (max_rank included: 'not decomposed')."""
-        return {n: l.candidates[int(l.alpha.argmax())] for n, l in self.layers().items()}
+        return {n: layer.candidates[int(layer.alpha.argmax())] for n, layer in self.layers().items()}
 
 
     @torch.no_grad()
@@ -194,7 +194,7 @@ class Supernet(nn.Module):
         if bad:
             n, r = bad[0]
             raise BadInputError(f"layer {n!r}: rank {r} is not a candidate; choose one of {layers[n].candidates}")
-        stash = {n: l.last_weights for n, l in layers.items()}
+        stash = {n: layer.last_weights for n, layer in layers.items()}
         for layer in layers.values():
             layer.last_weights = None  # may be a non-leaf tensor of the last step: not deep-copyable
         try:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import from_dict_strict
 from .data import seed_epoch
 from .errors import BadInputError
 from .files import atomic_write
 from .modes import eval_mode
-from .config import from_dict_strict
 
 log = logging.getLogger("haloc.train")
 
@@ -62,7 +62,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         return from_dict_strict(cls, data, "train config")
 
 
@@ -198,7 +198,7 @@ class TrainState:
     config: dict = field(default_factory=dict)  # asdict(TrainConfig) of the run that made it
 
     @classmethod
-    def capture(cls, model, optimizer, scheduler, epoch: int, history: list, cfg: TrainConfig) -> "TrainState":
+    def capture(cls, model, optimizer, scheduler, epoch: int, history: list, cfg: TrainConfig) -> TrainState:
         return cls(copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
                    copy.deepcopy(scheduler.state_dict()), epoch, copy.deepcopy(history), asdict(cfg))
 
@@ -208,7 +208,7 @@ class TrainState:
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainState":
+    def load(cls, path: str | Path) -> TrainState:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             return cls(**obj)

@@ -42,7 +42,8 @@ def seeds(lpfs: Ordering) -> list[Ordering]:
     base = []
     for perm in itertools.permutations(range(len(_GROUPS))):
         position = {name: k for k, g in enumerate(perm) for name in _GROUPS[g]}
-        key = lambda lpf: (position.get(str(lpf[0]), len(_GROUPS)), _RANK.get(str(lpf[0]), len(_RANK)), lpf[1])  # noqa: E731
+        def key(lpf, position=position):
+            return position.get(str(lpf[0]), len(_GROUPS)), _RANK.get(str(lpf[0]), len(_RANK)), lpf[1]
         base.append(tuple(sorted(lpfs, key=key)))
     moved = [s[:i] + s[i + 1 :] + (s[i],) for s in base for i in range(len(s))]
     return list(dict.fromkeys(base + moved))  # dedupe, keep order

@@ -62,10 +62,10 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibration":
+    def from_dict(cls, d: dict) -> Calibration:
         return cls(**d)  # a calibration written before the gate existed reads with its defaults
 
-    def with_gate(self, gate: float, **changes) -> "Calibration":
+    def with_gate(self, gate: float, **changes) -> Calibration:
         from dataclasses import replace
 
         return replace(self, gate=gate, passed=self.within_10pct >= gate - 1e-12, **changes)

@@ -183,7 +183,7 @@ def merge(existing: pa.Table, new: pa.Table) -> pa.Table:
     keep = [k not in new_keys for k in zip(*(existing.column(c).to_pylist() for c in KEY_COLUMNS))]
     merged = pa.concat_tables([existing.filter(pa.array(keep, pa.bool_())), new]) if len(existing) else new
     seen, unique = set(), []
-    for i, k in enumerate(zip(*(merged.column(c).to_pylist() for c in KEY_COLUMNS))):
+    for k in zip(*(merged.column(c).to_pylist() for c in KEY_COLUMNS)):
         unique.append(k not in seen)  # duplicates inside `new` itself: first wins
         seen.add(k)
     return merged.filter(pa.array(unique, pa.bool_())).replace_schema_metadata(LUT_SCHEMA.metadata)
@@ -233,7 +233,7 @@ class LatencyTable:
             self._curves.setdefault(sig, {})[rank] = ms
 
     @classmethod
-    def from_file(cls, path: str | Path, hardware: str | None = None) -> "LatencyTable":
+    def from_file(cls, path: str | Path, hardware: str | None = None) -> LatencyTable:
         return cls(hardware or Path(path).stem, read_lut(path))
 
     def signature(self, spec: LayerSpec, batch: int) -> LayerSignature:

@@ -22,7 +22,7 @@ import json
 import platform
 import socket
 import statistics
-from functools import lru_cache
+from functools import cache
 
 from .lut import LutRow
 from .profile import HardwareProfile
@@ -34,7 +34,7 @@ from .timing import ReferenceClock, TimingStats, time_interleaved, time_module
 CORRECTED_ROUNDS = 10
 
 
-@lru_cache(maxsize=None)
+@cache
 def software_versions(backend: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -40,7 +40,7 @@ class OrtModule:
         self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
         self.feed = {"x": x.detach().cpu().numpy()}
 
-    def eval(self) -> "OrtModule":
+    def eval(self) -> OrtModule:
         return self
 
     def __call__(self, _x=None):

@@ -145,7 +145,8 @@ def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
         raise _bad(source, "backend", backend, f"one of {list(BACKENDS)}")
     device = data.get("device", "cpu")
     if device not in DEVICES or (backend in ("zigzag", "onnxruntime") and device != "cpu"):
-        raise _bad(source, "device", device, f"'cpu' for {backend}" if backend != "torch" else f"one of {list(DEVICES)}")
+        raise _bad(source, "device", device,
+                   f"'cpu' for {backend}" if backend != "torch" else f"one of {list(DEVICES)}")
     dtypes = {"torch": TORCH_DTYPES, "onnxruntime": ("float32",)}.get(backend, ZIGZAG_DTYPES)
     dtype = data.get("dtype", dtypes[0])
     if dtype not in dtypes:

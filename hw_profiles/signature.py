@@ -50,7 +50,7 @@ class LayerSignature:
                 f"_{self.dtype}_{'bias' if self.bias else 'nobias'}")
 
     @classmethod
-    def from_spec(cls, spec: LayerSpec, batch: int, dtype: str) -> "LayerSignature":
+    def from_spec(cls, spec: LayerSpec, batch: int, dtype: str) -> LayerSignature:
         """Signature of a traced layer spec (`decomposable_layers(model, example_input)`)."""
         if spec.op == "conv2d" and spec.input_hw is None:
             raise BadInputError(f"layer {spec.name!r} has no input size; trace it with "

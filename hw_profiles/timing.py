@@ -37,14 +37,14 @@ class TimingStats:
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
     @classmethod
-    def of(cls, samples_ms: list[float], runs_per_block: int = 1) -> "TimingStats":
+    def of(cls, samples_ms: list[float], runs_per_block: int = 1) -> TimingStats:
         ordered = sorted(samples_ms)
         std = statistics.pstdev(ordered) if len(ordered) > 1 else 0.0
         return cls(statistics.median(ordered), quantile(ordered, 0.1), quantile(ordered, 0.9),
                    statistics.fmean(ordered), std, len(ordered), runs_per_block)
 
     @classmethod
-    def exact(cls, ms: float) -> "TimingStats":
+    def exact(cls, ms: float) -> TimingStats:
         """One deterministic value (a simulator's)."""
         return cls(ms, ms, ms, ms, 0.0, 1, 1)
 

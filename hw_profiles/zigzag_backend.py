@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from haloc.errors import BadInputError
 
@@ -54,7 +55,7 @@ class ConvWorkload:
         )
 
     @classmethod
-    def from_module(cls, module: Any, in_hw: tuple[int, int] = (1, 1), batch: int = 1) -> "ConvWorkload":
+    def from_module(cls, module: Any, in_hw: tuple[int, int] = (1, 1), batch: int = 1) -> ConvWorkload:
         """From a torch Conv2d or Linear (read by attribute, so torch is not imported here)."""
         if hasattr(module, "in_features"):  # Linear: one output pixel
             return cls(module.in_features, module.out_features, batch=batch)

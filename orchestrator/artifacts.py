@@ -91,7 +91,8 @@ class SelectedConfig:
     def __post_init__(self):
         object.__setattr__(self, "targets", parse_targets(self.targets))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if not isinstance(self.budget, (int, float)) or isinstance(self.budget, bool) or not math.isfinite(self.budget) \
+        if not isinstance(self.budget, (int, float)) or isinstance(self.budget, bool) \
+                or not math.isfinite(self.budget) \
                 or self.budget <= 0:
             raise BadInputError(f"selected config {self.key!r}: budget {self.budget!r} must be a positive number")
         if not isinstance(self.ranks, dict):
@@ -120,7 +121,7 @@ class SelectedConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict, model: str | None = None) -> "SelectedConfig":
+    def from_dict(cls, data: dict, model: str | None = None) -> SelectedConfig:
         """From selected.json's entries (or a hand-written dict: `hardware` may stand for `targets`,
         `config_id` for `id`); unknown keys are refused by name."""
         if isinstance(data, SelectedConfig):

@@ -64,7 +64,7 @@ class EmbeddedRay:
     _proc: object = None
 
     @classmethod
-    def start(cls, resources: dict, num_cpus: int | None = None, runtime_env: dict | None = None) -> "EmbeddedRay":
+    def start(cls, resources: dict, num_cpus: int | None = None, runtime_env: dict | None = None) -> EmbeddedRay:
         """Start the cluster, wait until its GCS answers, and connect this driver to it."""
         import ray
 

@@ -64,7 +64,7 @@ class FinetuneSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FinetuneSpec":
+    def from_dict(cls, data: dict) -> FinetuneSpec:
         return from_dict_strict(cls, data, "finetune spec")
 
     def data_config(self):

@@ -107,7 +107,7 @@ class RunManifest:
 
     @classmethod
     def load_or_create(cls, store: Store, run_id: str, spec: Mapping[str, Any], *,
-                       resume_safe: Iterable[str] = ()) -> "RunManifest":
+                       resume_safe: Iterable[str] = ()) -> RunManifest:
         """Load `<run_id>/manifest.json`, or create it; refuse a changed spec unless resume-safe.
 
         A rerun may change only keys listed in `resume_safe` (dotted paths; a key covers its

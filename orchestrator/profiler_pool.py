@@ -24,7 +24,7 @@ class ProfilerPool:
         self.actors: dict[str, list] = {}
         self.nodes: dict[str, list[str]] = {}
 
-    def start(self) -> "ProfilerPool":
+    def start(self) -> ProfilerPool:
         import ray
 
         from workers.profiler import LayerProfiler, actor_options
@@ -46,7 +46,7 @@ class ProfilerPool:
                 ray.kill(actor, no_restart=True)
         self.actors = {}
 
-    def __enter__(self) -> "ProfilerPool":
+    def __enter__(self) -> ProfilerPool:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -30,7 +30,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import haloc
-
 from haloc.errors import BadInputError
 from hw_profiles.calibration import Calibration, cheapest_config, fit_calibration, random_configs
 from hw_profiles.lut import existing_keys, merge, noisy_rows, rows_to_table
@@ -325,7 +324,8 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
         for p in todo:
             if say is not None:
                 how = "simulating" if p.is_simulator else "timing, interleaved,"
-                say({"kind": "message", "text": f"profile {p.name}: calibrating the LUT: {how} {len(configs_of[p.name])} "
+                say({"kind": "message", "text": f"profile {p.name}: calibrating the LUT: {how} "
+                                                f"{len(configs_of[p.name])} "
                                                 "whole models (the original, the cheapest the LUT prices and rank "
                                                 "choices spread between)"})
             calibrations[p.name] = _calibrate_one(layout, pool, p, model, specs, configs_of[p.name],
@@ -356,9 +356,8 @@ def _measure_configs(pool: ProfilerPool, profile: HardwareProfile, model, config
 
 def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfile, model, specs: dict,
                    configs: list[dict], batch: int, tables: dict) -> Calibration:
-    from hw_profiles.lut import LatencyTable
-
     from haloc.decomposition import lut_rank
+    from hw_profiles.lut import LatencyTable
 
     remeasured, rounds = 0, 0
     while True:

@@ -100,7 +100,7 @@ def fit_interruptibly(trainer):
         def handler(signum, _frame):
             try:
                 ray.get(controller.abort.remote(), timeout=30)
-            except Exception:  # noqa: BLE001 - the controller is gone already: nothing left to abort
+            except Exception:
                 pass
             raise_for(signum)
 

@@ -347,7 +347,7 @@ def plot_search(report: dict, hw: str, styles: dict) -> dict | None:
         fig, (ax,) = _figure(4.2, 3.0)
         for r in own:
             st = styles[_label(r)]
-            for k, (ls, s, hist) in enumerate(_seed_curves(r)):
+            for k, (ls, _seed, hist) in enumerate(_seed_curves(r)):
                 ep = [h.get("epoch") for h in hist]
                 ys = [_over_budget(h, hw) if key == "over_budget" else _finite(h.get(key)) for h in hist]
                 ax.plot(ep, [float("nan") if v is None else v for v in ys], ls=ls, color=st.color, marker=".", lw=1.3)
@@ -654,7 +654,8 @@ def search_section(report: dict, styles: dict) -> str:
             rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td><td>{e(str(s.get('seed')))}{best}</td>"
                         f"<td>{_fmt(s.get('heldout_acc'))}</td><td>{e(cost) or '-'}</td><td>{lut}</td>"
                         f"<td>{len(s.get('history') or [])}</td></tr>")
-    seeds = _table(["config", "seed", "held-out accuracy (selected ranks)", "predicted cost (ms)", "LUT's view", "epochs recorded"],
+    seeds = _table(["config", "seed", "held-out accuracy (selected ranks)", "predicted cost (ms)", "LUT's view",
+                    "epochs recorded"],
                    rows, "seeds") if rows else ""
     agree = [f"{_cfg(styles, _label(r))} {_fmt(r['rank_agreement'], '.2f')}" for r in report["results"]
              if r.get("rank_agreement") is not None and len(r.get("seeds") or []) > 1]
@@ -704,7 +705,8 @@ def stages_section(report: dict) -> str:
         state = s.get("state") or "-"
         rows.append(f"<tr><td>{e(name)}</td><td class='st-{e(state)}'>{e(state)}</td><td>{shown}</td>"
                     f"<td class='barcell'><div class='bar' style='width:{width:.1f}%'></div></td>"
-                    f"<td class='dim'>{e(s.get('started') or '-')}</td><td>{e(str(s.get('attempts') or '-'))}</td></tr>")
+                    f"<td class='dim'>{e(s.get('started') or '-')}</td>"
+                    f"<td>{e(str(s.get('attempts') or '-'))}</td></tr>")
     total = sum(s["seconds"] for s in stages.values() if s.get("seconds"))
     return (f"<section id='stages'><h2>Stage timings</h2><p class='hint'>from the run's manifest; "
             f"{total / 60:,.1f} min in all (the report stage is still running as it writes this)</p>"
@@ -752,7 +754,8 @@ td.arts a, td.arts code { margin-right: 0.5em; }
 .grid.three svg { max-width: 560px; }
 figure.plot { margin: 0; min-width: 0; } .plot svg { width: 100%; height: auto; display: block; }
 .plot.ranks svg { max-width: 860px; } .plot.wide1 svg, .grid.wide svg { max-width: 1000px; }
-td.barcell { width: 40%; min-width: 120px; } .bar { height: 0.8em; background: #5b8dd6; border-radius: 2px; margin-top: 0.3em; }
+td.barcell { width: 40%; min-width: 120px; }
+.bar { height: 0.8em; background: #5b8dd6; border-radius: 2px; margin-top: 0.3em; }
 .st-done { color: #2e7d32; } .st-failed { color: #b02a37; } .st-running { color: #8a5300; }
 details pre { overflow-x: auto; background: var(--bg2); padding: 0.8em; font-size: 0.75em; max-height: 40em; }
 """

@@ -183,7 +183,7 @@ class RunLayout:
     def write_calibration(self, calibration) -> None:
         self.store.write_json(self.calibration(calibration.hardware), calibration.to_dict())
 
-    def copy_luts_from(self, other: "RunLayout", hardware: list[str]) -> list[str]:
+    def copy_luts_from(self, other: RunLayout, hardware: list[str]) -> list[str]:
         """Copy `other`'s LUT (and calibration) of each hardware this run lacks; returns the names copied."""
         copied = []
         for hw in hardware:

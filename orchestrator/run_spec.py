@@ -16,7 +16,8 @@ from haloc.errors import BadInputError
 BUDGET_METRICS = ("latency", "flops")
 RANK_MODES = ("latency", "step")
 FINETUNE_INITS = ("supernet", "hosvd")
-SEARCH_MODES = ("supernet", "blockwise", "blockwise-exact")  # haloc.SEARCH_MODES (a test keeps them equal; no torch import here)
+# haloc.SEARCH_MODES (a test keeps them equal; no torch import here)
+SEARCH_MODES = ("supernet", "blockwise", "blockwise-exact")
 # Modes with nothing random in their search itself: the seed only draws the held-out batches they measure
 # their errors on (order, and augmentations on real data), so they run once per (targets, budget), with the
 # first seed (orchestrator.search.SearchSpec.trial_seeds).
@@ -164,7 +165,8 @@ class RunSpec:
     def model_spec(self) -> dict:
         """The model as every stage rebuilds it: its class count and the input size of the data
         (haloc.models.ModelSpec's dict form)."""
-        return {"name": self.model, "num_classes": self.num_classes, "input_size": [3, self.image_size, self.image_size]}
+        return {"name": self.model, "num_classes": self.num_classes,
+                "input_size": [3, self.image_size, self.image_size]}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -174,6 +176,6 @@ class RunSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunSpec":
+    def from_dict(cls, data: dict) -> RunSpec:
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return from_dict_strict(cls, kwargs, "run spec")

@@ -126,7 +126,7 @@ def _upload_log(layout, output) -> str | None:
         return None
     try:
         return layout.upload_log(output.log_path)
-    except Exception as e:  # noqa: BLE001 - the run is done; a log that could not be copied is only said
+    except Exception as e:
         output.console.print(f"note: the run's log stays at {output.log_path} (copying it to the store failed: {e})")
         return None
 
@@ -164,7 +164,8 @@ def _open_manifest(layout, spec: RunSpec, console, reprofile: list[str] | None):
         kept = [s for s in STAGE_NAMES if s not in redo and old.stage_state(s) == "done"]
         console.print(f"rerun of {spec.run_id} ({reason}): keeping {', '.join(kept) or 'nothing'}; "
                       f"redoing {', '.join(redo) or 'nothing'}")
-    return RunManifest.load_or_create(layout.store, spec.run_id, spec.to_dict(), resume_safe=RESUME_SAFE + tuple(changed))
+    return RunManifest.load_or_create(layout.store, spec.run_id, spec.to_dict(),
+                                      resume_safe=RESUME_SAFE + tuple(changed))
 
 
 def signal_name(signum: int) -> str:
@@ -190,10 +191,10 @@ def in_chain(e: BaseException, kind: type) -> BaseException | None:
 
 
 def _connect(spec: RunSpec, profiles: dict, output, layout, redirect: bool) -> None:
+    import tempfile
+
     from .cluster import check_profiles_feasible, connect
     from .ray_compat import dashboard_url
-
-    import tempfile
 
     # Ray's start-up output goes to a log already; it moves into the run once the run exists
     output.begin(Path(tempfile.mkdtemp(prefix="haloc-log-")) / "driver.log", redirect=redirect)

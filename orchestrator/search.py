@@ -25,7 +25,8 @@ Resume: a rerun with the same run id restores every experiment already in the st
 `Tuner.restore(resume_unfinished=True, resume_errored=True)`; finished trials are not rerun, errored
 and interrupted ones continue from their last checkpoint, searcher state comes back with the
 experiment. A restored experiment keeps the grid it was made with: a blockwise-exact run searched
-before it ran once per (targets, budget) finishes its per-seed trials, and `select` reads them all. Everything that can be checked (hardware names, budgets against the smallest reachable
+before it ran once per (targets, budget) finishes its per-seed trials, and `select` reads them all.
+Everything that can be checked (hardware names, budgets against the smallest reachable
 cost, LUTs covering the model) is checked before Ray is touched: bad input raises BadInputError.
 """
 from __future__ import annotations
@@ -128,7 +129,7 @@ class SearchSpec:
         return json.loads(json.dumps(asdict(self)))  # tuples -> lists: what the manifest stores
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SearchSpec":
+    def from_dict(cls, data: dict) -> SearchSpec:
         return from_dict_strict(cls, data, "search spec")
 
     @property

@@ -70,7 +70,8 @@ def select_cell(trials: list[dict], mode: str = "supernet") -> dict:
         m, s = _spread([t["predicted_cost"][name] for t in trials], single)
         cost[name] = {"mean": m, "std": s}
     return {
-        "targets": list(parse_targets(best["targets"])), "budget": best["budget"], "seeds": sorted(t["seed"] for t in trials), "best_seed": best["seed"],
+        "targets": list(parse_targets(best["targets"])), "budget": best["budget"],
+        "seeds": sorted(t["seed"] for t in trials), "best_seed": best["seed"],
         "trial_id": best["trial_id"], "ranks": best["ranks"], "all_ranks": best["all_ranks"],
         "predicted_cost": best["predicted_cost"], "budget_abs": best["budget_abs"],
         "aimed_abs": best.get("aimed_abs") or {}, "searched_state": best.get("searched_state"),

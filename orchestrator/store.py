@@ -21,9 +21,10 @@ import os
 import re
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from haloc.errors import BadInputError
 from haloc.files import atomic_write
@@ -159,7 +160,7 @@ class Store:
     @classmethod
     def open(cls, uri: str | os.PathLike, *, endpoint: str | None = None, region: str | None = None,
              access_key: str | None = None, secret_key: str | None = None, scheme: str | None = None,
-             retry: RetryPolicy | None = None, connect_timeout_s: float = 2.0) -> "Store":
+             retry: RetryPolicy | None = None, connect_timeout_s: float = 2.0) -> Store:
         """Open (and check) a store: a local path, `file://...`, or `s3://bucket/prefix[?query]`.
 
         S3 options come from the URI query (`endpoint_override`, `scheme`, `region`) or the keyword
@@ -194,7 +195,7 @@ class Store:
         return cls._open_local(text, retry)
 
     @classmethod
-    def _open_local(cls, path: str, retry: RetryPolicy) -> "Store":
+    def _open_local(cls, path: str, retry: RetryPolicy) -> Store:
         from pyarrow import fs as pafs
 
         root = Path(path).expanduser().resolve()
@@ -211,7 +212,7 @@ class Store:
         return cls(pafs.LocalFileSystem(), root.as_posix(), display=root.as_posix(), retry=retry)
 
     @classmethod
-    def _open_s3(cls, opts: _S3Options, retry: RetryPolicy, connect_timeout_s: float) -> "Store":
+    def _open_s3(cls, opts: _S3Options, retry: RetryPolicy, connect_timeout_s: float) -> Store:
         secrets = (opts.access_key, opts.secret_key, os.environ.get("AWS_SECRET_ACCESS_KEY"),
                    os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SESSION_TOKEN"))
         root = f"{opts.bucket}/{opts.prefix}" if opts.prefix else opts.bucket
@@ -282,7 +283,7 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self._display!r})"
 
-    def sub(self, path: str) -> "Store":
+    def sub(self, path: str) -> Store:
         """A store rooted at `path` below this one, sharing its connection."""
         rel = validate_path(path)
         child = Store(self._fs, self._join(rel), display=_join_display(self._display, rel),

@@ -58,7 +58,7 @@ class ValidateSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ValidateSpec":
+    def from_dict(cls, data: dict) -> ValidateSpec:
         return from_dict_strict(cls, data, "validate spec")
 
     def class_count(self) -> int | None:
@@ -211,7 +211,8 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     base_flops, base_params = haloc.flops(original, example), haloc.params(original)
     if base is None:
         acc = accuracy["__baseline__"]
-        base = {"model": model.name, "num_classes": model.num_classes, "input_size": list(model.size), "flops": base_flops, "params": base_params,
+        base = {"model": model.name, "num_classes": model.num_classes, "input_size": list(model.size),
+                "flops": base_flops, "params": base_params,
                 "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
                 "latency_ms": {}, "latency_batch": {}, "lut_sum_ms": {}, "predicted_latency_ms": {}}
     for p in profiles:  # measured now: the baseline keeps its first measurement per hardware

@@ -114,7 +114,8 @@ def misses(report: dict) -> list[str]:
                            + (", within the measurement's noise" if check.get("within_noise") else ""))
     for hw, q in (report.get("lut_quality") or {}).items():
         if q.get("accepted_noisy"):
-            out.append(f"the LUT of {hw!r} was accepted noisy (--accept-noisy-lut): {q['within_10pct']:.0%} within 10%, "
+            out.append(f"the LUT of {hw!r} was accepted noisy (--accept-noisy-lut): "
+                       f"{q['within_10pct']:.0%} within 10%, "
                        f"gate {q['gate']:.0%}; its predictions are not to be trusted")
     return out
 

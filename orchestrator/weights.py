@@ -65,7 +65,8 @@ def run_weights(layout: RunLayout, spec: WeightsSpec, console=None) -> dict:
 
     train = TrainConfig.from_dict({**spec.train, "kd_weight": 0.0}).to_dict()  # no teacher: plain cross-entropy
     if console is not None:
-        target = f" (until validation top-1 >= {spec.target_top1:g} and stable)" if spec.target_top1 else " (until stable)"
+        target = (f" (until validation top-1 >= {spec.target_top1:g} and stable)" if spec.target_top1
+                  else " (until stable)")
         console.print(f"no --weights: training the original {name} for {train['epochs']} epochs{target}, "
                       f"checkpoints in {layout.uri('weights/pretrain')}")
     model_state, val_top1, epochs, resumed = None, [], 0, 0

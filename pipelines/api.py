@@ -46,7 +46,7 @@ class Result:
         return bool(self.met) and all(self.met.values())
 
     @classmethod
-    def from_dict(cls, r: dict) -> "Result":
+    def from_dict(cls, r: dict) -> Result:
         return cls(config_id=r.get("config_id") or r["hardware"], hardware=r["hardware"], budget=r["budget"],
                    top1=r["top1"], top5=r["top5"], flops=r["flops"], params=r["params"], ranks=dict(r["ranks"]),
                    measured_latency_ms=dict(r["measured_latency_ms"]), speedup=dict(r["speedup"]),
@@ -75,7 +75,7 @@ class Report:
         return max(fits, key=lambda r: r.top1, default=None)
 
     @classmethod
-    def from_dict(cls, report: dict) -> "Report":
+    def from_dict(cls, report: dict) -> Report:
         from orchestrator.verdicts import misses
 
         return cls(run_id=report["run_id"], model=report["model"], dataset=report["dataset"],

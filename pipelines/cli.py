@@ -137,7 +137,8 @@ def _profile_flags(g, d) -> None:
     from hw_profiles.profile import list_profiles
 
     g.add_argument("--hardware", nargs="+",
-                   help=f"hardware profiles to target: {', '.join(list_profiles())}, or one of yours from --profile-dir "
+                   help=f"hardware profiles to target: {', '.join(list_profiles())}, "
+                        "or one of yours from --profile-dir "
                         f"(`haloc env --profile-dir DIR` lists them) {d('hardware')}")
     g.add_argument("--profile-dir", action="append", metavar="DIR",
                    help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable "
@@ -231,9 +232,9 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
         raise BadInputError(f"{defaults.pipeline} needs --model: a registry name, torchvision:NAME or "
                             "package.module:factory")
     if args.py_modules:
-        from orchestrator.preflight import use_py_modules
-
         from pathlib import Path
+
+        from orchestrator.preflight import use_py_modules
 
         values["py_modules"] = tuple(str(Path(d).expanduser().resolve()) for d in args.py_modules)
         use_py_modules(values["py_modules"])  # a factory named by --model or --data imports from them
@@ -297,10 +298,8 @@ def _image_size(args) -> int | None:
 def _from_the_data(args, defaults: PipelineDefaults) -> dict:
     """num_classes, image_size and the data's description, read from --data (synced first if s3://);
     a --num-classes that contradicts the data is refused."""
-    from haloc.data import is_factory_path
+    from haloc.data import PICKLED_PREFIX, is_factory_path
     from orchestrator.preflight import detect_data_kind, read_data_facts
-
-    from haloc.data import PICKLED_PREFIX
 
     kind = "factory" if is_factory_path(args.data) else "pickled" if args.data.startswith(PICKLED_PREFIX) \
         else (defaults.dataset or detect_data_kind(args.data))
@@ -356,7 +355,7 @@ def main(defaults: PipelineDefaults, argv: list[str] | None = None, prog: str | 
                   file=sys.stderr)
             return EXIT_VERDICT
         return EXIT_OK
-    except BaseException as e:  # noqa: BLE001 - classified below; anything else is re-raised
+    except BaseException as e:
         code, line = classify(e)
         if code is None:
             raise

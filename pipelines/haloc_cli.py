@@ -101,10 +101,11 @@ def _report(rest: list[str]) -> int:
         from rich.console import Console
 
         # not a terminal (a pipe, a file): wide enough that no cell wraps, as the pipelines' own table
-        Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 1000).print(render_table(report))
+        Console(soft_wrap=True, highlight=False,
+                width=None if sys.stdout.isatty() else 1000).print(render_table(report))
         print(f"report at {RunLayout(args.store, args.run).uri('report.html')}", file=sys.stderr)
         return EXIT_OK
-    except BaseException as e:  # noqa: BLE001 - classified as the pipelines' are; anything else is re-raised
+    except BaseException as e:
         from .cli import classify
 
         code, line = classify(e)

@@ -11,7 +11,6 @@ The timing guard: a test outside those markers whose call takes more than `fast_
 (pyproject.toml) fails, naming the marker to give it. The fast tier stays fast only if it is guarded.
 """
 import os
-
 import tempfile
 
 import pytest

@@ -132,7 +132,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             try:
                 write_snapshot(config.get("snapshot"), state)
-            except Exception as e:  # noqa: BLE001 - a safeguard only: Ray Train's checkpoint, next, is
+            except Exception as e:
                 log.warning("epoch snapshot not written (%s); the checkpoint still is", e)  # the record
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:

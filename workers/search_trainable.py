@@ -183,7 +183,7 @@ def search_trainable(config: dict, context: SearchContext) -> None:
                 try:
                     torch.save(searched_state(search, result.all_ranks, train), Path(d) / SEARCHED_FILE)
                     summary["searched_weights"] = "kept"
-                except Exception as e:  # noqa: BLE001 - the ranks stand; the fine-tune then starts from HOSVD
+                except Exception as e:
                     log.warning("trial %s: its searched weights could not be kept (%s: %s); the fine-tune "
                                 "will start from HOSVD", config, type(e).__name__, e)
                     summary["searched_weights"] = f"not kept: {type(e).__name__}: {str(e)[:200]}"
@@ -234,7 +234,7 @@ def _trial_id() -> str | None:
         from ray import tune
 
         return tune.get_context().get_trial_id()
-    except Exception:  # noqa: BLE001 - outside Tune (a direct call): the line names the trial by its config
+    except Exception:
         return None
 
 

@@ -5,8 +5,8 @@ Names are stable because the ranks JSON is keyed by `named_modules()` names of t
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 
@@ -158,7 +158,7 @@ class ModelSpec:
             object.__setattr__(self, "input_size", size)
 
     @classmethod
-    def of(cls, model) -> "ModelSpec":
+    def of(cls, model) -> ModelSpec:
         """A ModelSpec from a registry name, its dict form, or itself."""
         if isinstance(model, ModelSpec):
             return model
@@ -201,7 +201,7 @@ def layer_specs(model, num_classes: int | None = None) -> dict:
 
 
 @functools.lru_cache(maxsize=16)
-def _traced_specs(spec: "ModelSpec"):
+def _traced_specs(spec: ModelSpec):
     from ..decomposition import decomposable_layers
 
     return tuple(decomposable_layers(spec.create(), spec.example()).items())

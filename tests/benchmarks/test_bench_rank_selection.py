@@ -203,7 +203,8 @@ def test_an_alpha_only_search_is_counted_by_its_alpha_steps():
     assert bench.finetune_epochs_of("alds-long", plan, {"epochs": 2}, loaders) == 6  # weights trained: whole epochs
     # the exact solver: its tables' forwards per batch over 3 forwards a fine-tune step
     exact = {"mode": "blockwise-exact", "epochs": 1, "table_batches": 2}
-    assert bench.search_epoch_equivalent(bench.search_cfg(plan, exact), loaders, 34.5) == pytest.approx(2 * 34.5 / 3 / 23)
+    assert bench.search_epoch_equivalent(bench.search_cfg(plan, exact), loaders, 34.5) \
+        == pytest.approx(2 * 34.5 / 3 / 23)
     with pytest.raises(ValueError, match="forwards"):
         bench.search_epoch_equivalent(bench.search_cfg(plan, exact), loaders)
 

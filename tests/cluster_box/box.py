@@ -118,7 +118,7 @@ class ClusterBox:
     # ---- life cycle ---------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, specs: list[HostSpec], keep_on_failure: bool = False) -> "ClusterBox":
+    def create(cls, specs: list[HostSpec], keep_on_failure: bool = False) -> ClusterBox:
         if missing_tools():
             raise BoxError(f"the cluster box needs {missing_tools()}; install them with `bash scripts/setup.sh` "
                            "(as root it installs openssh-server, rsync and iproute2)")

@@ -143,7 +143,8 @@ class BoxCluster:
         # The entrypoint first says where the project's code came from: the uploaded working directory.
         where = "python -c 'import pipelines; print(\"project code from\", pipelines.__path__[0])'"
         argv = ["ray", "job", "submit", "--address", address, "--submission-id", submission_id,
-                "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", "sh", "-c", f"{where} && exec {shlex.join(args)}"]
+                "--runtime-env-json", json.dumps(JOB_RUNTIME_ENV), "--", "sh", "-c",
+                f"{where} && exec {shlex.join(args)}"]
         return self.box.popen("client", argv, cwd=ROOT, env=self.box.env("client", RAY_AUTH_MODE="token"), log=log)
 
     def client_http(self, url: str, token: bool = True) -> tuple[int, str]:

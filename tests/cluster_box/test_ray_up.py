@@ -83,7 +83,8 @@ def test_ray_up_brings_up_every_host_with_the_hardware_it_offers(cluster):
         where = box.ssh(host, "cd / && ~/haloc-ray/.venv/bin/python -c 'import haloc; print(haloc.__file__)'")
         assert where.stdout.strip() == f"{box.home}/haloc-ray/haloc/__init__.py", (host, where.stdout)
     # ... and left the machine's venv as it was
-    assert cluster.venv_before and cluster.venv_fingerprint() == cluster.venv_before, (cluster.venv_before, cluster.venv_fingerprint())
+    assert cluster.venv_before and cluster.venv_fingerprint() == cluster.venv_before, \
+        (cluster.venv_before, cluster.venv_fingerprint())
 
 
 @pytest.mark.timeout(600)

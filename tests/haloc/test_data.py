@@ -6,12 +6,23 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from haloc.data import (DEMO_NAME, CIFAR10Batches, DataConfig, build_datasets, check_imagefolder_layout,
-                        cifar10_datasets, dataset_label, demo_dataset, imagenet_datasets, make_loader, seed_epoch,
-                        split_train_heldout, verify_image_folder)
+from haloc.data import (
+    DEMO_NAME,
+    CIFAR10Batches,
+    DataConfig,
+    build_datasets,
+    check_imagefolder_layout,
+    cifar10_datasets,
+    dataset_label,
+    demo_dataset,
+    imagenet_datasets,
+    make_loader,
+    seed_epoch,
+    split_train_heldout,
+    verify_image_folder,
+)
 from haloc.errors import BadInputError
 from tests.fixtures.fake_data import write_fake_cifar10, write_fake_imagefolder
-
 
 # ------------------------------------------------------------------------------------------------ CIFAR-10
 

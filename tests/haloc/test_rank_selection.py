@@ -4,8 +4,15 @@ import torch
 
 import haloc
 from haloc.hardware_loss import CostTable, flops_cost_table
-from haloc.rank_selection import (METHODS, alds_ranks, energy_ranks, relative_errors, retained_energies,
-                                  select_ranks, uniform_ranks)
+from haloc.rank_selection import (
+    METHODS,
+    alds_ranks,
+    energy_ranks,
+    relative_errors,
+    retained_energies,
+    select_ranks,
+    uniform_ranks,
+)
 from haloc.rank_space import build_rank_space
 
 

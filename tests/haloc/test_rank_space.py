@@ -4,7 +4,8 @@ from haloc.decomposition import LayerSpec
 from haloc.rank_space import RankSpace, build_rank_space, constant_step_candidates, latency_sensitive_candidates
 
 SPEC = LayerSpec("layer3.0.conv2", "tucker2", "conv2d", 256, 256, (3, 3), input_hw=(14, 14))
-# Measured on the development machine: CPU batch 1 latency (ms) of a 256-channel Tucker-2 block at 14x14; original 2.20 ms
+# Measured on the development machine: CPU batch 1 latency (ms) of a 256-channel Tucker-2 block at 14x14;
+# original 2.20 ms
 CURVE = {0: 2.20, 112: 0.93, 120: 1.30, 128: 0.99, 152: 1.48, 160: 1.96, 168: 2.27, 176: 1.91,
          200: 3.01, 208: 3.22, 216: 2.65, 224: 2.58}
 

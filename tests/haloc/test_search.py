@@ -106,7 +106,8 @@ def test_search_checkpoint_resumes_identically():
     table = latency_like_table(specs, space.candidates).with_budget_fraction(0.7)
     cfg = SearchConfig(epochs=2, warmup_epochs=0, steps_per_epoch=2)
     g = torch.Generator().manual_seed(3)
-    ds = torch.utils.data.TensorDataset(torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g))
+    ds = torch.utils.data.TensorDataset(torch.randn(32, 3, 32, 32, generator=g),
+                                        torch.randint(0, 10, (32,), generator=g))
     loader = torch.utils.data.DataLoader(ds, batch_size=16)  # fixed order
 
     a = SupernetSearch(model, space, [table], cfg)
@@ -290,7 +291,7 @@ def test_readme_core_library_snippet_runs():
     code = code.replace("SearchConfig(epochs=5)", "SearchConfig(epochs=1, warmup_epochs=0, steps_per_epoch=2, "
                                                   "readout_samples=2)")
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    exec(compile(code, "README.md", "exec"), scope)
     assert scope["result"].within_budget == {"flops": True}
 
 

@@ -7,9 +7,9 @@ from torch.utils.data import TensorDataset
 
 import haloc
 from haloc.data import cifar10_datasets, demo_dataset, make_loader
-from tests.fixtures.fake_data import write_fake_cifar10
 from haloc.errors import BadInputError
 from haloc.train import TrainConfig, TrainState, evaluate, finetune, kd_loss, train_one_epoch
+from tests.fixtures.fake_data import write_fake_cifar10
 
 
 def tiny_cnn(num_classes: int, dropout: float = 0.0) -> nn.Module:

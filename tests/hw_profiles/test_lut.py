@@ -6,8 +6,17 @@ import pytest
 
 from haloc.decomposition import LayerSpec
 from haloc.errors import BadInputError
-from hw_profiles.lut import (LUT_SCHEMA, LUT_SCHEMA_VERSION, LatencyTable, LutRow, existing_keys, merge, read_lut,
-                             rows_to_table, write_lut)
+from hw_profiles.lut import (
+    LUT_SCHEMA,
+    LUT_SCHEMA_VERSION,
+    LatencyTable,
+    LutRow,
+    existing_keys,
+    merge,
+    read_lut,
+    rows_to_table,
+    write_lut,
+)
 from hw_profiles.signature import LayerSignature
 
 SPEC = LayerSpec("layer1.0.conv1", "tucker2", "conv2d", 16, 32, (3, 3), (1, 1), (1, 1), input_hw=(8, 8))

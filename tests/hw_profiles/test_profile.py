@@ -84,11 +84,11 @@ def test_the_timing_protocol_changes_with_how_rows_are_timed_not_with_the_noise_
 
 
 def test_measured_rows_record_their_protocol():
+    from dataclasses import replace
+
     from hw_profiles.measure import measure_rows
     from hw_profiles.profile import get_profile
     from hw_profiles.signature import LayerSignature
-
-    from dataclasses import replace
 
     cpu = replace(get_profile("cpu"), warmup=1, repeats=2, min_run_time_s=0.0)
     (row,) = measure_rows(cpu, [(LayerSignature("conv2d", 8, 8, (3, 3), (1, 1), (1, 1), (1, 1), (8, 8)), 4)])

@@ -58,7 +58,8 @@ def big_report(hardware=HARDWARE, budgets=(0.5, 0.7), seeds=(0, 1, 2), seed: int
                 "measured_latency_ms": measured, "predicted_latency_ms": predicted,
                 "speedup": {h: ORIGINAL_MS[h] / m for h, m in measured.items()},
                 "budget_check": {hw: check}, "within_budget": True, "heldout_acc": 0.6, "onnx_max_abs_diff": 1e-6,
-                "artifacts": {"model": f"{base}/model.pt", "ranks": f"{base}/ranks.json", "onnx": f"{base}/model.onnx"}})
+                "artifacts": {"model": f"{base}/model.pt", "ranks": f"{base}/ranks.json",
+                              "onnx": f"{base}/model.onnx"}})
             for s in seeds:
                 hist = [{"epoch": ep, "heldout_acc": 0.3 + 0.08 * ep + rng.uniform(-0.03, 0.03),
                          "alpha_entropy": 2.0 / (ep + 1), "expected_over_budget": {hw: (1.6 + 0.1 * s) * 0.87 ** ep}}

@@ -132,7 +132,8 @@ def test_budget_below_the_minimum_names_the_minimum(tmp_path, specs):
     store = open_store(str(tmp_path))
     write_lut(store, "cpu", specs, staircase(8))
     space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
-    with pytest.raises(BadInputError, match=r"budget 0.1 of cpu .* below the smallest reachable cost .*fraction 0\.\d+"):
+    with pytest.raises(BadInputError,
+                       match=r"budget 0.1 of cpu .* below the smallest reachable cost .*fraction 0\.\d+"):
         cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
 
 

@@ -21,7 +21,7 @@ def test_ray_job_submit_runs_a_project_entry_point(ray_cluster):
     assert url and url.startswith("127.0.0.1:")  # the dashboard listens on loopback only
     bin_dir = str(Path(sys.executable).parent)
     env = dict(ray_cluster.env, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), PYTHONPATH=str(ROOT))
-    for attempt in range(3):
+    for _attempt in range(3):
         proc = subprocess.run([str(Path(bin_dir) / "ray"), "job", "submit", "--address", f"http://{url}",
                                "--", sys.executable, "-m", "workers.detect"],  # the venv's python, as on a node
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -114,7 +114,7 @@ def test_killed_actor_work_completes_with_no_row_lost_or_doubled(ray_cluster, tm
         try:
             result.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="f", rows_per_batch=2,
                                         progress=False))
-        except Exception as e:  # noqa: BLE001  (re-raised in the test thread)
+        except Exception as e:
             errors.append(e)
 
     thread = threading.Thread(target=run)

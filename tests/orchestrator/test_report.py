@@ -8,8 +8,7 @@ import pytest
 from rich.console import Console
 
 from haloc.errors import BadInputError
-from orchestrator.report import (DEMO_LABEL, build_report, check_report, render_html, render_table,
-                                 write_report)
+from orchestrator.report import DEMO_LABEL, build_report, check_report, render_html, render_table, write_report
 from orchestrator.store import Store
 
 BASELINE = {"flops": 82_000_000, "params": 270_000, "top1": 0.91, "top5": 0.99,

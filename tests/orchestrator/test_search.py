@@ -28,7 +28,8 @@ from tests.orchestrator.search_hooks import FailOnce, TraceStarts, starts
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.8,), seeds=(0,), budget_metric="flops", epochs=2,
-                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, data={"kind": "demo", "demo_train": 128}, rank_step=16, max_failures=0)
+                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, data={"kind": "demo", "demo_train": 128},
+                  rank_step=16, max_failures=0)
 
 
 def test_spec_round_trips_through_a_dict_and_refuses_unknown_keys():
@@ -163,7 +164,8 @@ def write_staircase_lut(store, run_id, hardware, specs, step):
         sig = LayerSignature.from_spec(spec, prof.batch_size, prof.dtype)
         for r in profiling_ranks(spec, 8):
             ms = 0.1 + 0.01 * spec.max_rank * -(-(r or spec.max_rank) // step)
-            rows[(sig.key, r)] = LutRow(hardware, sig, r, ms, ms, ms, 0.0, 3, dt.datetime.now(dt.timezone.utc), "t", "{}")
+            rows[(sig.key, r)] = LutRow(hardware, sig, r, ms, ms, ms, 0.0, 3, dt.datetime.now(dt.timezone.utc),
+                                        "t", "{}")
     RunLayout(store, run_id).write_lut(hardware, rows_to_table(list(rows.values())))
 
 

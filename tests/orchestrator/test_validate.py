@@ -13,8 +13,8 @@ import torch
 import haloc
 from haloc.errors import BadInputError
 from haloc.export import load_compressed
-from orchestrator.artifacts import config_id
 from hw_profiles.calibration import fit_calibration
+from orchestrator.artifacts import config_id
 from orchestrator.profiling import profile_model
 from orchestrator.run_layout import RunLayout
 from orchestrator.validate import ValidateSpec, load_baseline, run_validate

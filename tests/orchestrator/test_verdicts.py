@@ -66,12 +66,14 @@ def test_flops_are_exact():
 
 def test_misses_and_exit_codes():
     report = {"results": [
-        {"config_id": "cpu-b0.6", "budget": 0.6, "budget_check": {"cpu": {"met": True, "measured_ms": 5, "budget_ms": 6}}},
+        {"config_id": "cpu-b0.6", "budget": 0.6,
+         "budget_check": {"cpu": {"met": True, "measured_ms": 5, "budget_ms": 6}}},
         {"config_id": "asic-b0.5", "budget": 0.5,
          "budget_check": {"asic": {"met": False, "measured_ms": 3.0, "budget_ms": 2.5}}}],
         "lut_quality": {"cpu": {"accepted_noisy": False, "within_10pct": 1.0, "gate": 0.9}}}
     lines = misses(report)
-    assert len(lines) == 1 and lines[0].startswith("asic-b0.5: missed its budget on asic: 0.600 of the original against 0.5")
+    assert len(lines) == 1 and lines[0].startswith("asic-b0.5: missed its budget on asic: 0.600 of the original "
+                                                   "against 0.5")
     assert "measured 3 ms against 2.5 ms" in lines[0]
     assert exit_code(report) == 3 and exit_code(report, allow_miss=True) == 0
     report["results"].pop()

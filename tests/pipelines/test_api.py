@@ -60,7 +60,8 @@ def test_the_readme_example_runs(tmp_path):
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     first, second = proc.stdout.strip().splitlines()[-2:]
-    assert re.fullmatch(r"asic-b0\.9 top-1 [01]\.\d{3} \d\.\d\dx on asic \S+/models/asic-b0\.9/model\.onnx", first), first
+    assert re.fullmatch(r"asic-b0\.9 top-1 [01]\.\d{3} \d\.\d\dx on asic "
+                        r"\S+/models/asic-b0\.9/model\.onnx", first), first
     assert second == "misses: none"
     assert (tmp_path / "runs").is_dir()  # the store the example names, where it ran
 

@@ -206,7 +206,8 @@ def test_a_non_routable_address_fails_in_seconds(tmp_path):
               "ip link set d1 up && "
               "ip link set d0 up && exec \"$@\"")
     start = time.monotonic()
-    proc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-m", "pipelines.cifar_resnet20",
+    proc = subprocess.run(["unshare", "--net", "sh", "-c", script, "sh", sys.executable, "-m",
+                           "pipelines.cifar_resnet20",
                            *SMALL, "--store", str(tmp_path / "store"), "--address", "10.77.0.2:6379"],
                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                           timeout=120)

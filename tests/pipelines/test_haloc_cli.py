@@ -6,10 +6,10 @@ import importlib
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import haloc
 from orchestrator.manifest import RunManifest

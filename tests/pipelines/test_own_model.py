@@ -131,7 +131,8 @@ def test_the_generic_pipeline_reads_model_and_data_from_the_user(user_pkg, tmp_p
                    "--num-classes", "2").num_classes == 2
     with pytest.raises(BadInputError, match="--input-size 1 32 32: the data loaders give RGB squares"):
         spec_of("--preset", "demo", "--model", "resnet20", "--input-size", "1", "32", "32")
-    assert spec_of("--preset", "demo", "--model", "torchvision:resnet18", "--input-size", "3", "48", "48").image_size == 48
+    assert spec_of("--preset", "demo", "--model", "torchvision:resnet18",
+                   "--input-size", "3", "48", "48").image_size == 48
 
 
 def test_the_generic_pipeline_tells_imagefolder_from_cifar(tmp_path):

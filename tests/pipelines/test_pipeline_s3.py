@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.pipelines.test_pipeline_demo import SMALL, ROOT, check_contract  # noqa: F401
+from tests.pipelines.test_pipeline_demo import ROOT, SMALL, check_contract  # noqa: F401
 
 
 @pytest.mark.slow

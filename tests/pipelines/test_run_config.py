@@ -2,6 +2,7 @@
 wrong type, and a run's own config.yaml (RunLayout.write_config, what the runner writes) reproducing
 its spec; every flag's help shows its default. Only the parsing layer runs (no stage, no Ray)."""
 import argparse
+
 import pytest
 import yaml
 

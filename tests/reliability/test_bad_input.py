@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import sys
 import socket
+import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -26,7 +26,8 @@ from haloc.errors import BadInputError
 
 from .helpers import SMALL, all_files, run_cli
 
-FIX_WORDS = r"(use|pass|choose|give|fix|Fix|delete|drop|add|start|Start|create|Create|save|check|rerun|re-extract|expected|move|rename|e\.g\.)"
+FIX_WORDS = (r"(use|pass|choose|give|fix|Fix|delete|drop|add|start|Start|create|Create|save|check|rerun|re-extract|"
+             r"expected|move|rename|e\.g\.)")
 
 
 def _closed_port() -> int:
@@ -303,7 +304,8 @@ CASES = [
          pattern="schema version 0"),
     Case("budget-cannot-be-met", _budget_case, "budget 0.05", ray=True, manifest=True,
          pattern=r"smallest reachable cost .*fraction 0\.\d+"),
-    Case("rerun-other-spec", _other_spec_case, "'same'", manifest=True, pattern=r'other demo_train: .*"stored": 64, "given": 96.*new --run-id'),
+    Case("rerun-other-spec", _other_spec_case, "'same'", manifest=True,
+         pattern=r'other demo_train: .*"stored": 64, "given": 96.*new --run-id'),
 ]
 
 

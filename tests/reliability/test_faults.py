@@ -22,18 +22,18 @@ from pathlib import Path
 import pytest
 
 import haloc
-
 from hw_profiles.lut import existing_keys
 from hw_profiles.profile import get_profile
 from orchestrator.profiling import needed_items, profile_model
 from orchestrator.run_layout import RunLayout
 from orchestrator.search import SearchSpec, run_search
 from orchestrator.store import RetryPolicy, Store, StoreUnavailableError
-from tests.orchestrator.search_hooks import SleepAfterEpoch, TraceStarts
 from tests.fixtures.s3 import ACCESS_KEY, SECRET_KEY
+from tests.orchestrator.search_hooks import SleepAfterEpoch, TraceStarts
 
 TINY = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.8,), seeds=(0,), budget_metric="flops", epochs=2,
-                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, data={"kind": "demo", "demo_train": 128}, rank_step=16, max_failures=0)
+                  warmup_epochs=1, steps_per_epoch=2, batch_size=16, data={"kind": "demo", "demo_train": 128},
+                  rank_step=16, max_failures=0)
 
 
 def _expected_keys(profile) -> set:
@@ -65,7 +65,7 @@ def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_
     def run():
         try:
             out.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="n", rows_per_batch=2, progress=False))
-        except Exception as e:  # noqa: BLE001  (checked in the test thread)
+        except Exception as e:
             errors.append(e)
 
     thread = threading.Thread(target=run)
@@ -178,7 +178,8 @@ class CuttingProxy:
                 data = src.recv(65536)
                 if not data:
                     break
-                if cutter is not None and cutter.cut_requests_starting and data.startswith(cutter.cut_requests_starting):
+                if cutter is not None and cutter.cut_requests_starting \
+                        and data.startswith(cutter.cut_requests_starting):
                     cutter.cuts += 1
                     raise ConnectionResetError("request cut by the test proxy")
                 if cutter is not None and cutter.cut_after is not None and cutter.cuts_left > 0 \

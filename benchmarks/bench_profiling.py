@@ -45,7 +45,7 @@ def _profiles(args):
 
 
 def bench_lut(args, cpu) -> dict:
-    from orchestrator.profiling import profile_model
+    from orchestrator.stages.profiling import profile_model
 
     out = {}
     for model, step in (("resnet20", args.rank_step_r20), ("resnet18", args.rank_step_r18)):
@@ -59,7 +59,7 @@ def bench_lut(args, cpu) -> dict:
 
 
 def bench_parallel(args, cpu, asic) -> dict:
-    from orchestrator.profiling import profile_model
+    from orchestrator.stages.profiling import profile_model
 
     def run(profiles) -> float:
         with tempfile.TemporaryDirectory() as store:
@@ -86,8 +86,8 @@ def busy_processes(n: int) -> list:
 
 
 def bench_accuracy(args, cpu, asic) -> dict:
-    from orchestrator.profiling import calibrate, profile_model
     from orchestrator.run_layout import RunLayout
+    from orchestrator.stages.profiling import calibrate, profile_model
 
     out = {}
     model = args.accuracy_model

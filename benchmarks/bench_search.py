@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.bench_search --smoke          # about 2 minutes on 2 CPU cores
     .venv/bin/python -m benchmarks.bench_search --steps 40 --out bench_search.json
 
-All searches run through `orchestrator.search.run_search` on an embedded local Ray (or `--address`),
+All searches run through `orchestrator.stages.search.run_search` on an embedded local Ray (or `--address`),
 resnet20 on the generated demo data (not real data: accuracies only compare the variants here),
 FLOPs budgets, rank step 16.
 
@@ -89,8 +89,8 @@ def main(argv=None) -> int:
         args.steps, args.epochs, args.long_steps = 3, 2, 10
 
     from orchestrator.cluster import connect
-    from orchestrator.search import SearchSpec, run_search
-    from orchestrator.select import select_configs
+    from orchestrator.stages.search import SearchSpec, run_search
+    from orchestrator.stages.select import select_configs
 
     store = args.store or tempfile.mkdtemp(prefix="bench-search-")
     connect(args.address, num_cpus=None if args.address else 2)

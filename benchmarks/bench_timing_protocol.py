@@ -83,7 +83,7 @@ def _calibration(profile, model: str, rows: list, samples: int) -> dict:
 def run_condition(condition: str, args) -> dict:
     import haloc
     from hw_profiles.profile import get_profile
-    from orchestrator.profiling import needed_items
+    from orchestrator.stages.profiling import needed_items
 
     base = replace(get_profile("cpu"), rank_step=args.rank_step)
     if args.smoke_test:

@@ -45,7 +45,7 @@ def load_checked_lut(store, run_id: str | None, hardware: str, specs: dict):
         raise BadInputError(
             f"the LUT of hardware {hardware!r} ({layout.lut(hardware)}) lacks {len(missing)} layer(s) of the "
             f"model: {missing[:6]}{' ...' if len(missing) > 6 else ''}; profile the model on {hardware!r} first "
-            "(the profile stage, orchestrator.profiling.profile_model) or use --budget-metric flops")
+            "(the profile stage, orchestrator.stages.profiling.profile_model) or use --budget-metric flops")
     return lut
 
 

@@ -20,7 +20,7 @@ FINETUNE_INITS = ("supernet", "hosvd")
 SEARCH_MODES = ("supernet", "blockwise", "blockwise-exact")
 # Modes with nothing random in their search itself: the seed only draws the held-out batches they measure
 # their errors on (order, and augmentations on real data), so they run once per (targets, budget), with the
-# first seed (orchestrator.search.SearchSpec.trial_seeds).
+# first seed (orchestrator.stages.search.SearchSpec.trial_seeds).
 DETERMINISTIC_SEARCH_MODES = ("blockwise-exact",)
 # Keys a resumed run may change without becoming a different run.
 RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from",

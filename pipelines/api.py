@@ -97,30 +97,6 @@ def _named(thing, what: str) -> str:
     raise BadInputError(f"{what} must be a name, a path or an importable callable, not a {type(thing).__name__}")
 
 
-def _argv(settings: dict) -> list[str]:
-    """Command-line flags of the keyword settings that have one (the rest go in through a config)."""
-    argv = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            if value:
-                argv.append(flag)
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *map(str, value)]
-        elif value is not None:
-            argv += [flag, str(value)]
-    return argv
-
-
-# keyword settings with a flag of their own (pipelines.cli), passed as flags; every other RunSpec field
-# goes through a config file, as `--config` takes it
-_FLAGGED = {"preset", "store", "run_id", "num_classes", "image_size", "hardware", "budgets", "budget_metric", "seeds",
-            "address", "weights", "rank_mode", "rank_step", "search_epochs", "search_steps_per_epoch",
-            "finetune_epochs", "finetune_steps_per_epoch", "finetune_workers", "pretrain_epochs",
-            "pretrain_steps_per_epoch", "pretrain_batch_size", "pretrain_lr", "calibration_samples", "multi_target",
-            "accept_noisy_lut", "luts_from", "py_modules"}
-
-
 def compress(model, data=None, *, train=None, val=None, verbose: bool = False, **settings) -> Report:
     """Run (or resume) the whole pipeline on `model` and `data`; returns the typed report.
 
@@ -138,39 +114,25 @@ def compress(model, data=None, *, train=None, val=None, verbose: bool = False, *
         if data is not None:
             raise BadInputError("compress(): give data, or train and val, not both")
         data = _store_datasets(train, val, settings.get("store") or "runs")
-    import tempfile
-
-    import yaml
-
     from orchestrator.run_spec import RunSpec
 
-    from .cli import build_parser, spec_from_args
     from .presets import COMPRESS
+    from .run_config import checked_settings
+    from .spec_builder import build_spec
 
     fields = set(RunSpec.__dataclass_fields__)
     unknown = sorted(k for k in settings if k not in fields or k in ("pipeline", "model", "data", "dataset"))
     if unknown:
         raise BadInputError(f"compress(): unknown setting(s) {unknown}; give RunSpec fields, e.g. budgets=[0.5], "
                             "hardware=['cpu'], search_epochs=5")
+    settings = {k: v for k, v in settings.items() if v is not None}  # None: not given, as a flag left out
     settings.setdefault("preset", "demo" if data is None else "quick")
-    argv = ["--model", _named(model, "model")] + (["--data", _named(data, "data")] if data is not None else [])
-    flagged = {k: v for k, v in settings.items() if k in _FLAGGED}
-    if "py_modules" in flagged:  # a repeatable flag
-        argv += [x for folder in flagged.pop("py_modules") for x in ("--py-modules", str(folder))]
-    argv += _argv(flagged)
-    rest = {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items() if k not in _FLAGGED}
-    if "progress" in rest and not rest.pop("progress"):
-        argv.append("--no-progress")
-    with tempfile.TemporaryDirectory() as tmp:
-        if rest:
-            config = Path(tmp) / "settings.yaml"
-            config.write_text(yaml.safe_dump(rest))
-            argv += ["--config", str(config)]
-        try:
-            args = build_parser(COMPRESS).parse_args(argv)
-        except SystemExit:  # argparse said why on stderr
-            raise BadInputError(f"compress(): the settings do not parse as the command line's flags: {argv}") from None
-        spec = spec_from_args(args, COMPRESS)
+    if "py_modules" in settings:
+        settings["py_modules"] = [str(folder) for folder in settings["py_modules"]]
+    given = dict(settings, model=_named(model, "model"), **({"data": _named(data, "data")} if data is not None else {}))
+    # the keywords are RunSpec fields: checked for their types as a --config file's keys are, then the one
+    # configuration path the command line takes too (no flags, no file in between)
+    spec = build_spec(COMPRESS, checked_settings("compress()", given))
     return run(spec, verbose=verbose)
 
 

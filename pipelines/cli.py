@@ -1,4 +1,4 @@
-"""The command line shared by the pipelines: flags and presets -> a RunSpec -> the stage runner.
+"""The command line shared by the pipelines: flags and presets -> (pipelines.spec_builder) a RunSpec -> the runner.
 
 Exit codes (README, "Exit codes"): 0 done, every budget met on measurement; 3 done, but a model
 missed its budget on measurement or a noisy LUT was accepted (each named; --allow-miss makes it 0);
@@ -16,12 +16,12 @@ import sys
 from haloc.errors import BadInputError
 
 from .presets import PRESETS, PipelineDefaults
+from .spec_builder import DEFAULT_PRESET, DEFAULT_STORE
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_VERDICT, EXIT_STORE_UNAVAILABLE, EXIT_NOISY_LUT = 0, 1, 2, 3, 4, 5
 # interrupted: 128 + the signal (130 SIGINT, 143 SIGTERM), from orchestrator.interrupts.Interrupted.exit_code
 
 
-DEFAULT_PRESET, DEFAULT_STORE = "demo", "runs"
 
 
 def _default(defaults: PipelineDefaults, *fields: str) -> str:
@@ -78,7 +78,7 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
 
 def _run_flags(g) -> None:
     # --preset and --store default to None here, so that a value from --config is told apart from a flag
-    # given; spec_from_args resolves them to DEFAULT_PRESET and DEFAULT_STORE
+    # given; spec_builder.build_spec resolves them to DEFAULT_PRESET and DEFAULT_STORE
     g.add_argument("--config", metavar="RUN_YAML",
                    help="a YAML file of RunSpec fields (e.g. a run's own <store>/<run>/config.yaml): its values "
                         "replace the preset's, the flags given replace its (default: none)")
@@ -116,7 +116,7 @@ def _data_flags(g, defaults: PipelineDefaults, d) -> None:
                         f"pipeline's {defaults.image_size}, or the data's own side when its images are smaller or "
                         f"come from your own datasets; {defaults.demo.get('image_size')} in the demo)")
     # the input's old flag: every loader gives RGB squares, so its C and H=W only restated --image-size;
-    # still taken (spec_from_args says it is deprecated), no longer listed
+    # still taken (flags_given says it is deprecated), no longer listed
     g.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"), help=argparse.SUPPRESS)
     g.add_argument("--py-modules", action="append", metavar="DIR",
                    help="a local package folder that Ray ships to every node (your model or data factory); "
@@ -207,75 +207,48 @@ def _verdict_flags(g) -> None:
 
 
 def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
-    from orchestrator.run_spec import RunSpec
-
+    """The command line's way into the one configuration path: the flags given, as RunSpec fields, and
+    --config's file, into pipelines.spec_builder.build_spec (which the Python API calls directly)."""
     from . import run_config
+    from .spec_builder import build_spec
 
-    args.image_size = _image_size(args)  # before the merge: a flag given beats the file's image_size
-    config = run_config.load_config(args.config) if getattr(args, "config", None) else {}
-    args, from_file = run_config.merge(args, config, defaults.pipeline)
-    args.preset = args.preset or DEFAULT_PRESET
-    args.store = args.store or DEFAULT_STORE
-    if args.preset == "demo" and args.data:
-        raise BadInputError("the demo preset generates its own data: drop --data, or use --preset quick for the "
-                            "demo's short settings on your data")
-    if args.preset != "demo" and not args.data:
-        raise BadInputError(f"--preset {args.preset} needs --data (the {defaults.dataset or 'data'} folder, an s3:// "
-                            "URI or package.module:factory); pass --data, or run --preset demo on generated data")
-    values = dict(pipeline=defaults.pipeline, model=defaults.model, dataset=defaults.dataset,
-                  num_classes=defaults.num_classes, image_size=defaults.image_size, preset=args.preset,
-                  data=args.data, store=args.store, address=args.address)
-    values.update(defaults.preset(args.preset))
-    if args.model:
-        values["model"] = args.model
-    if not values.get("model"):
-        raise BadInputError(f"{defaults.pipeline} needs --model: a registry name, torchvision:NAME or "
-                            "package.module:factory")
-    if args.py_modules:
-        from pathlib import Path
+    config, where = ({}, "--config")
+    if getattr(args, "config", None):
+        config, where = run_config.load_config(args.config), f"--config {args.config}"
+    return build_spec(defaults, flags_given(args), config, where)
 
-        from orchestrator.preflight import use_py_modules
 
-        values["py_modules"] = tuple(str(Path(d).expanduser().resolve()) for d in args.py_modules)
-        use_py_modules(values["py_modules"])  # a factory named by --model or --data imports from them
-    if args.data:
-        values.update(_from_the_data(args, defaults))
-    elif args.num_classes is not None or args.image_size is not None:
-        values.update({k: v for k, v in (("num_classes", args.num_classes), ("image_size", args.image_size))
-                       if v is not None})
-    run_config.check_dataset(config, values["dataset"], f"--config {args.config}")
-    values["run_id"] = args.run_id if args.run_id is not None else _default_run_id(defaults.pipeline, args)
-    values.update(from_file)  # the file's other fields; the flags given override them below
-    overrides = {
-        "hardware": tuple(args.hardware) if args.hardware else None,
-        "budgets": tuple(args.budgets) if args.budgets else None,
-        "seeds": tuple(args.seeds) if args.seeds else None,
-        "budget_metric": args.budget_metric, "weights": args.weights, "rank_mode": args.rank_mode,
-        "rank_step": args.rank_step, "search_epochs": args.search_epochs,
-        "search_steps_per_epoch": args.search_steps_per_epoch, "finetune_epochs": args.finetune_epochs,
-        "finetune_steps_per_epoch": args.finetune_steps_per_epoch, "finetune_workers": args.finetune_workers,
-        "pretrain_epochs": args.pretrain_epochs, "calibration_samples": args.calibration_samples,
-        "pretrain_steps_per_epoch": args.pretrain_steps_per_epoch, "pretrain_batch_size": args.pretrain_batch_size,
-        "pretrain_lr": args.pretrain_lr, "budget_margin": args.budget_margin, "finetune_init": args.finetune_init,
-        "search_mode": args.search_mode,
-        "demo_train": args.demo_size[0] if args.demo_size else None,
-        "demo_val": args.demo_size[1] if args.demo_size else None,
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if args.multi_target:
-        values["multi_target"] = True
-    if args.no_progress:
-        values["progress"] = False
-    for flag in ("accept_noisy_lut", "allow_miss"):
-        if getattr(args, flag):
-            values[flag] = True
-    if args.luts_from:
-        values["luts_from"] = args.luts_from
-    if args.profile_dir:
-        from pathlib import Path
+# flags whose value is the RunSpec field of the same name, when given
+_SAME_NAME = ("preset", "data", "store", "run_id", "num_classes", "address", "model", "budget_metric", "weights",
+              "rank_mode", "rank_step", "search_epochs", "search_steps_per_epoch", "finetune_epochs",
+              "finetune_steps_per_epoch", "finetune_workers", "pretrain_epochs", "calibration_samples",
+              "pretrain_steps_per_epoch", "pretrain_batch_size", "pretrain_lr", "budget_margin", "finetune_init",
+              "search_mode", "luts_from")
 
-        values["profile_dirs"] = tuple(str(Path(d).expanduser().resolve()) for d in args.profile_dir)
-    return RunSpec(**values)
+
+def flags_given(args: argparse.Namespace) -> dict:
+    """{RunSpec field: value} of every flag given (a flag not given is absent, not None)."""
+    from pathlib import Path
+
+    given = {k: getattr(args, k) for k in _SAME_NAME if getattr(args, k, None) is not None}
+    image_size = _image_size(args)
+    if image_size is not None:
+        given["image_size"] = image_size
+    for k in ("hardware", "budgets", "seeds"):
+        if getattr(args, k, None):
+            given[k] = tuple(getattr(args, k))
+    if getattr(args, "demo_size", None):
+        given["demo_train"], given["demo_val"] = args.demo_size
+    for k in ("multi_target", "accept_noisy_lut", "allow_miss"):
+        if getattr(args, k, False):
+            given[k] = True
+    if getattr(args, "no_progress", False):
+        given["progress"] = False
+    if getattr(args, "py_modules", None):
+        given["py_modules"] = tuple(args.py_modules)
+    if getattr(args, "profile_dir", None):
+        given["profile_dirs"] = tuple(str(Path(d).expanduser().resolve()) for d in args.profile_dir)
+    return given
 
 
 def _image_size(args) -> int | None:
@@ -293,49 +266,6 @@ def _image_size(args) -> int | None:
     print(f"warning: --input-size is deprecated and will be removed; pass --image-size {h} (the same "
           f"{c} x {h} x {w} input)", file=sys.stderr)
     return h
-
-
-def _from_the_data(args, defaults: PipelineDefaults) -> dict:
-    """num_classes, image_size and the data's description, read from --data (synced first if s3://);
-    a --num-classes that contradicts the data is refused."""
-    from haloc.data import PICKLED_PREFIX, is_factory_path
-    from orchestrator.preflight import detect_data_kind, read_data_facts
-
-    kind = "factory" if is_factory_path(args.data) else "pickled" if args.data.startswith(PICKLED_PREFIX) \
-        else (defaults.dataset or detect_data_kind(args.data))
-    facts = read_data_facts(kind, args.data)
-    own = kind in ("factory", "pickled")  # the user's own datasets, with their own transforms
-    if own and not facts.num_classes:  # the datasets do not say: the flag must
-        if args.num_classes is None:
-            raise BadInputError(f"--data {args.data}: its datasets have no `classes` attribute to read the class count "
-                                "from; pass --num-classes")
-        facts = type(facts)(args.num_classes, facts.image_side, facts.description.replace(
-            "class count not given by the data", f"{args.num_classes} classes (--num-classes)"))
-    if args.num_classes is not None and args.num_classes != facts.num_classes:
-        raise BadInputError(f"--num-classes {args.num_classes}: the data at {args.data.split('?', 1)[0]!r} has "
-                            f"{facts.num_classes} classes; drop --num-classes or pass {facts.num_classes}")
-    image_size = args.image_size
-    if kind == "cifar10" and image_size not in (None, 32):
-        raise BadInputError(f"--image-size {image_size}: CIFAR-10 images are 32x32; drop --image-size or pass 32")
-    if own and facts.image_side is not None and image_size not in (None, facts.image_side):
-        raise BadInputError(f"--image-size {image_size}: the datasets of {args.data} give {facts.image_side}-pixel "
-                            f"images (their own transforms); drop --image-size or pass {facts.image_side}")
-    if image_size is None:
-        side = facts.image_side
-        image_size = side if side is not None and (side < defaults.image_size or own) \
-            else defaults.image_size
-    return {"num_classes": facts.num_classes, "image_size": image_size, "data_description": facts.description,
-            "dataset": kind}
-
-
-def _default_run_id(pipeline: str, args) -> str:
-    """<pipeline>-demo; with data, <pipeline>-<preset>-<the data folder's name> (a safe run id)."""
-    import re
-
-    if not args.data:
-        return f"{pipeline}-{args.preset}"
-    name = args.data.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "data"
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{pipeline}-{args.preset}-{name}")[:64].rstrip("-.")
 
 
 def main(defaults: PipelineDefaults, argv: list[str] | None = None, prog: str | None = None) -> int:

@@ -94,8 +94,8 @@ def _report(rest: list[str]) -> int:
             if not Path(args.store).expanduser().is_dir():  # opening a local store would create it
                 raise BadInputError(f"store folder {args.store!r} does not exist; pass the --store the run was "
                                     "made with")
-        from orchestrator.report import render_table, rerender
         from orchestrator.run_layout import RunLayout
+        from orchestrator.stages.report import render_table, rerender
 
         report = rerender(args.store, args.run)
         from rich.console import Console

@@ -7,10 +7,10 @@
     finetune_lr: 0.02     # fields without a flag can be set here too
 
 Precedence: the pipeline's defaults < its preset < what --data says (classes, image size) < the file
-< the flags. Unknown keys and wrong types are refused naming the key (exit 2). Every run writes its
-effective config to `<store>/<run>/config.yaml` (orchestrator.run_layout), and `--config` of that file
-reproduces the run (the same run id and store: it resumes, or re-renders when done; pass a new
---run-id for a fresh run).
+< the flags (pipelines.spec_builder). Unknown keys and wrong types are refused naming the key (exit 2).
+Every run writes its effective config to `<store>/<run>/config.yaml` (orchestrator.run_layout), and
+`--config` of that file reproduces the run (the same run id and store: it resumes, or re-renders when
+done; pass a new --run-id for a fresh run).
 """
 from __future__ import annotations
 
@@ -55,11 +55,18 @@ def load_config(path: str) -> dict:
         return {}
     if not isinstance(data, dict):
         raise BadInputError(f"{where} must be a mapping of run settings (key: value), not a {type(data).__name__}")
+    return checked_settings(where, data)
+
+
+def checked_settings(where: str, settings: dict) -> dict:
+    """Each setting checked against the RunSpec field of its name (a list or tuple becomes a tuple);
+    an unknown name or a wrong type is refused naming it and `where` it came from."""
     hints = _fields()
-    unknown = sorted(str(k) for k in data if k not in hints)
+    unknown = sorted(str(k) for k in settings if k not in hints)
     if unknown:
         raise BadInputError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(sorted(hints))}")
-    return {key: _checked(where, key, value, hints[key]) for key, value in data.items()}
+    return {key: _checked(where, key, list(value) if isinstance(value, tuple) else value, hints[key])
+            for key, value in settings.items()}
 
 
 def _checked(where: str, key: str, value, hint):
@@ -99,25 +106,19 @@ def _example(kind) -> str:
     return {bool: "true", int: "3", float: "0.5", str: "cpu"}.get(kind, "...")
 
 
-def merge(args, config: dict, pipeline: str):
-    """(args with the file's PARSED fields where no flag was given, the file's other fields).
-
-    The other fields go into the RunSpec after the preset and the data, and a flag given overrides
-    them there (pipelines.cli.spec_from_args)."""
-    import argparse
-
+def split_config(config: dict, pipeline: str, where: str) -> tuple[dict, dict]:
+    """(the file's PARSED fields, its other fields): the first are the basis the flags' own parsing
+    starts from, where no flag was given; the others go into the RunSpec after the preset and the data,
+    and a setting given overrides them there (pipelines.spec_builder.build_spec)."""
     stored = config.get("pipeline")
     if stored is not None and stored != pipeline:
-        raise BadInputError(f"--config {args.config}: it is a config of pipeline {stored!r}, not {pipeline!r}; "
+        raise BadInputError(f"{where}: it is a config of pipeline {stored!r}, not {pipeline!r}; "
                             f"run it with `haloc run {stored} --config ...`, or drop its pipeline key")
-    merged = argparse.Namespace(**vars(args))
-    for key in PARSED:
-        if key in config and getattr(args, key) is None:
-            setattr(merged, key, config[key])
+    parsed = {k: config[k] for k in PARSED if k in config}
     rest = {k: v for k, v in config.items() if k not in PARSED and k not in DERIVED}
     if "profile_dirs" in rest:  # relative to where the command runs, as --profile-dir is
         rest["profile_dirs"] = tuple(str(Path(d).expanduser().resolve()) for d in rest["profile_dirs"])
-    return merged, rest
+    return parsed, rest
 
 
 def check_dataset(config: dict, dataset: str, where: str) -> None:

@@ -34,7 +34,7 @@ SEARCHED_FILE = "searched.pt"  # final checkpoint only: the selected ranks with 
 
 class TrialCallback:
     """Called by every search trial, in the trial's own worker process: subclass and override what
-    you need, and pass instances to `orchestrator.search.run_search(callbacks=[...])`. Instances
+    you need, and pass instances to `orchestrator.stages.search.run_search(callbacks=[...])`. Instances
     travel to the workers pickled, so define the class in an importable module."""
 
     def on_trial_start(self, config: dict, start_epoch: int, trial_id: str) -> None:

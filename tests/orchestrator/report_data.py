@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from orchestrator.report import build_report
+from orchestrator.stages.report import build_report
 
 HARDWARE = ("cpu", "cuda", "jetson", "asic")
 LAYERS = {f"layer{s}.{b}.conv{c}": 64 * 2 ** (s - 1) for s in range(1, 5) for b in range(2) for c in (1, 2)}

@@ -1,5 +1,5 @@
 """A killable search driver for the tests: `python -m tests.orchestrator.search_driver --store S
---run-id R --spec-json J [--address A] [--trace-dir D] [--epoch-sleep-s N]` runs orchestrator.search's
+--run-id R --spec-json J [--address A] [--trace-dir D] [--epoch-sleep-s N]` runs orchestrator.stages.search's
 run_search in its own process (the tests SIGKILL it), with the tracing and sleeping callbacks."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 def main(argv=None) -> int:
     from orchestrator.ray_compat import enable_token_auth
-    from orchestrator.search import SearchSpec, run_search
+    from orchestrator.stages.search import SearchSpec, run_search
     from tests.orchestrator.search_hooks import SleepAfterEpoch, TraceStarts
 
     p = argparse.ArgumentParser(prog="python -m tests.orchestrator.search_driver")

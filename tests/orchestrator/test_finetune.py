@@ -13,8 +13,8 @@ import torch
 import haloc
 from haloc.errors import BadInputError
 from orchestrator.artifacts import config_id
-from orchestrator.finetune import FinetuneSpec, run_finetune
 from orchestrator.run_layout import RunLayout
+from orchestrator.stages.finetune import FinetuneSpec, run_finetune
 from orchestrator.store import Store
 
 RUN = "ft1"
@@ -172,7 +172,7 @@ def test_the_student_starts_from_the_searched_weights_when_the_search_kept_them(
     """`init="supernet"`: the fine-tune's student is the search's own factors for its ranks; without
     them (a search made before they were kept) HOSVD, and the record says which."""
     from orchestrator.artifacts import SelectedConfig
-    from orchestrator.finetune import _student_start
+    from orchestrator.stages.finetune import _student_start
     from workers.finetune_loop import build_models, loop_config
 
     store = Store.open(str(tmp_path))

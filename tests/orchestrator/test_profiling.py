@@ -11,8 +11,8 @@ import haloc
 from haloc.errors import BadInputError
 from hw_profiles.lut import existing_keys
 from hw_profiles.profile import get_profile
-from orchestrator.profiling import calibrate, needed_items, profile_model
 from orchestrator.run_layout import RunLayout
+from orchestrator.stages.profiling import calibrate, needed_items, profile_model
 
 pytestmark = pytest.mark.slow
 

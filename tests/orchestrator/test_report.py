@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from haloc.errors import BadInputError
-from orchestrator.report import DEMO_LABEL, build_report, check_report, render_html, render_table, write_report
+from orchestrator.stages.report import DEMO_LABEL, build_report, check_report, render_html, render_table, write_report
 from orchestrator.store import Store
 
 BASELINE = {"flops": 82_000_000, "params": 270_000, "top1": 0.91, "top5": 0.99,
@@ -315,7 +315,7 @@ def test_top1_change_against_the_original_with_its_binomial_noise():
 
 def test_a_top1_of_one_still_has_noise():
     """1.0 on 128 images (the demo's) is not exact: the plain sqrt(p(1-p)/n) would print +-0.0."""
-    from orchestrator.report import top1_se
+    from orchestrator.stages.report import top1_se
 
     assert top1_se(1.0, 128) == pytest.approx(0.0106, abs=1e-4)
     assert top1_se(0.9, None) is None and top1_se(None, 10) is None
@@ -432,7 +432,7 @@ def test_a_deterministic_search_shows_no_spread_and_no_entropy_panel():
 
 def test_the_budget_is_named_under_the_trade_off_plot_not_over_its_points():
     rep = build_report("r", "resnet20", "cifar10 test", ["cpu", "asic"], BASELINE, shipping_validations())
-    from orchestrator.report_page import config_styles, plot_accuracy_latency
+    from orchestrator.stages.report_page import config_styles, plot_accuracy_latency
 
     svg = plot_accuracy_latency(rep, "cpu", config_styles(rep))
     assert "budget 0.5 = 2.5 ms" in svg and "budget 0.7 = 3.5 ms" in svg

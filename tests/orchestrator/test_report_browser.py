@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from orchestrator.report import render_html
+from orchestrator.stages.report import render_html
 from tests.orchestrator.report_data import big_report
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

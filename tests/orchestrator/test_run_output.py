@@ -12,8 +12,8 @@ import textwrap
 
 from rich.console import Console
 
-from orchestrator.profiling import PlainProgress
 from orchestrator.run_output import RunOutput, duration, progress_line, strip_ansi
+from orchestrator.stages.profiling import PlainProgress
 from workers.progress import TAG
 
 

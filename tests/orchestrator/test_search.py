@@ -21,8 +21,8 @@ import torch
 import haloc
 from haloc.errors import BadInputError
 from orchestrator.run_layout import RunLayout
-from orchestrator.search import SearchSpec, load_trials, run_search
-from orchestrator.select import run_select
+from orchestrator.stages.search import SearchSpec, load_trials, run_search
+from orchestrator.stages.select import run_select
 from orchestrator.store import Store
 from tests.orchestrator.search_hooks import FailOnce, TraceStarts, starts
 
@@ -281,7 +281,7 @@ def test_blockwise_trials_on_ray_select_within_budget_with_their_evidence(ray_cl
 def test_blockwise_exact_searches_once_per_targets_and_budget_with_the_first_seed():
     """blockwise-exact has nothing random to sample: its grid has one seed (the first), the other
     modes one trial per seed; Optuna, which samples lam/beta and the seed, is refused for it."""
-    from orchestrator.search import grid_axes
+    from orchestrator.stages.search import grid_axes
 
     groups = [("cpu",), ("asic",)]
     seeds = replace(TINY, seeds=(4, 1, 2), budgets=(0.5, 0.7))

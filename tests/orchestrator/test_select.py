@@ -5,7 +5,7 @@ import math
 import pytest
 
 from haloc.errors import BadInputError
-from orchestrator.select import mean_std, rank_agreement, select_configs, write_selected
+from orchestrator.stages.select import mean_std, rank_agreement, select_configs, write_selected
 
 
 def trial(tid, seed, acc, cost, ranks, budget=0.5, targets="cpu", within=True, status="done"):

@@ -15,9 +15,9 @@ from haloc.errors import BadInputError
 from haloc.export import load_compressed
 from hw_profiles.calibration import fit_calibration
 from orchestrator.artifacts import config_id
-from orchestrator.profiling import profile_model
 from orchestrator.run_layout import RunLayout
-from orchestrator.validate import ValidateSpec, load_baseline, run_validate
+from orchestrator.stages.profiling import profile_model
+from orchestrator.stages.validate import ValidateSpec, load_baseline, run_validate
 
 
 def _finetune_module():
@@ -111,7 +111,7 @@ def test_missing_finetune_weights_fail_naming_the_file(tmp_path):
 
 
 def test_report_from_the_validated_run(validated):
-    from orchestrator.report import DEMO_LABEL, check_report, report_from_store, write_report
+    from orchestrator.stages.report import DEMO_LABEL, check_report, report_from_store, write_report
 
     store, run_id = validated["store"], validated["run_id"]
     report = report_from_store(store, run_id, [validated["config"]], ["cpu", "asic"], "resnet20", "demo")

@@ -1,5 +1,5 @@
-"""When the original trained in a run counts as done (orchestrator.weights.settled): pure, no Ray."""
-from orchestrator.weights import STABLE_GAIN, settled
+"""When the original trained in a run counts as done (orchestrator.stages.weights.settled): pure, no Ray."""
+from orchestrator.stages.weights import STABLE_GAIN, settled
 
 
 def test_a_top1_below_the_target_is_not_done_however_flat():

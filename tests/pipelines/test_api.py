@@ -105,3 +105,30 @@ def test_datasets_given_as_objects_reach_every_node_through_the_store(tmp_path):
     assert out.stdout.split() == ["24", "9", "1.0"]
     with pytest.raises(BadInputError, match="give both train and val"):
         compress("resnet20", train=train)
+
+
+def test_the_api_and_the_command_line_build_one_runspec_by_one_path(tmp_path, monkeypatch):
+    """compress()'s keywords go straight into pipelines.spec_builder.build_spec, the function the flags and
+    --config reach too: the same settings make the same RunSpec, with no argv or file in between."""
+    import yaml
+
+    import pipelines.api as api
+    from pipelines.cli import build_parser, spec_from_args
+    from pipelines.presets import COMPRESS
+
+    folder = api._store_datasets(Shifted(24), Shifted(9), str(tmp_path / "store"))
+    made = []
+    monkeypatch.setattr(api, "run", lambda spec, verbose=False: made.append(spec))  # the spec, not the run
+    api.compress("resnet20", folder, store=str(tmp_path / "store"), hardware=["cpu", "asic"], budgets=[0.5, 1],
+                 search_epochs=2, finetune_lr=0.02, kd_weight=0.3, progress=False, run_id="same")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"finetune_lr": 0.02, "kd_weight": 0.3}))
+    argv = ["--preset", "quick", "--model", "resnet20", "--data", folder, "--store", str(tmp_path / "store"),
+            "--hardware", "cpu", "asic", "--budgets", "0.5", "1", "--search-epochs", "2", "--no-progress",
+            "--run-id", "same", "--config", str(config)]
+    assert made == [spec_from_args(build_parser(COMPRESS).parse_args(argv), COMPRESS)]
+    assert (made[0].budgets, made[0].finetune_lr, made[0].progress) == ((0.5, 1.0), 0.02, False)
+    with pytest.raises(BadInputError, match=r"compress\(\): budgets: 'half' must be a list of a number"):
+        api.compress("resnet20", folder, store=str(tmp_path / "store"), budgets="half")
+    with pytest.raises(BadInputError, match=r"compress\(\): search_epochs: 2\.5 must be an integer"):
+        api.compress("resnet20", folder, store=str(tmp_path / "store"), search_epochs=2.5)

@@ -58,7 +58,7 @@ def test_noise_is_detected_rows_are_measured_again_and_kept_flagged_for_the_gate
     reference workload; with a strict spread limit, the rows that stay noisy are kept, flagged with
     their spread (never refused one by one: the calibration's gate judges the LUT), and the LUT is
     complete, every row recording the protocol it was timed with."""
-    from orchestrator.profiling import profile_model
+    from orchestrator.stages.profiling import profile_model
 
     cpu = replace(get_profile("cpu"), rank_step=32, warmup=1, repeats=5)
     strict = replace(cpu, max_spread=0.02, max_slowdown=1.05, max_remeasure=1)
@@ -81,7 +81,7 @@ def test_the_cpu_profile_beside_a_busy_core_is_judged_by_its_calibrated_gate(ray
     profiling never fails for single rows; the calibrated LUT either passes its held-out gate (noisy
     rows, if any, kept and counted) or fails with the message that names the figures, the noisy rows
     and a --profile-dir recipe."""
-    from orchestrator.profiling import calibrate, profile_model
+    from orchestrator.stages.profiling import calibrate, profile_model
     from orchestrator.verdicts import NoisyLutError
 
     cpu = replace(get_profile("cpu"), rank_step=32)  # its timing protocol as shipped; a coarser rank grid

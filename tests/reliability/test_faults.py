@@ -24,9 +24,9 @@ import pytest
 import haloc
 from hw_profiles.lut import existing_keys
 from hw_profiles.profile import get_profile
-from orchestrator.profiling import needed_items, profile_model
 from orchestrator.run_layout import RunLayout
-from orchestrator.search import SearchSpec, run_search
+from orchestrator.stages.profiling import needed_items, profile_model
+from orchestrator.stages.search import SearchSpec, run_search
 from orchestrator.store import RetryPolicy, Store, StoreUnavailableError
 from tests.fixtures.s3 import ACCESS_KEY, SECRET_KEY
 from tests.orchestrator.search_hooks import SleepAfterEpoch, TraceStarts

@@ -182,13 +182,13 @@ def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path):
 # ---- names validated before they become paths --------------------------------------------------------
 
 def _run_search_with_run_id(tmp: Path, run_id: str):
-    from orchestrator.search import SearchSpec, run_search
+    from orchestrator.stages.search import SearchSpec, run_search
 
     return run_search(str(tmp / "store"), run_id, SearchSpec(model="resnet20", hardware=("cpu",)))
 
 
 def _profile_with_run_id(tmp: Path, run_id: str):
-    from orchestrator.profiling import profile_model
+    from orchestrator.stages.profiling import profile_model
 
     return profile_model(str(tmp / "store"), "resnet20", ["asic"], run_id=run_id, progress=False)
 

@@ -19,7 +19,7 @@ points}) and `stages` (the manifest's stage times). The decision: `baseline.trai
 was made), per result `top1_change` (against the original, with the validation set's noise),
 `beats_original` (why it may, beyond that noise), `uncertain` (met only within the measurement's
 noise) and `dominated_by`; `decision_lines` says them in the terminal. A report on generated data says
-so in `dataset`, in `demo: true`, and at the top of the HTML. The page itself: orchestrator/report_page.py.
+so in `dataset`, in `demo: true`, and at the top of the HTML. The page itself: orchestrator/stages/report_page.py.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ import statistics
 
 from haloc.errors import BadInputError
 
-from .artifacts import parse_targets, targets_key
-from .run_layout import RunLayout
+from ..artifacts import parse_targets, targets_key
+from ..run_layout import RunLayout
 
 DEMO_LABEL = "demo (generated, not real data)"  # = haloc.data.DEMO_NAME (not imported: it pulls in torch)
 CONTRACT_KEYS = ("run_id", "model", "dataset", "hardware", "baseline", "results")
@@ -81,7 +81,7 @@ def _history(finetune: dict | None) -> dict | None:
 
 
 def build_result(validation: dict, hardware: list[str], trials: list[dict], finetune: dict | None) -> dict:
-    """One `results` entry from a validate record (orchestrator.validate) and its seeds and fine-tune."""
+    """One `results` entry from a validate record (orchestrator.stages.validate) and its seeds and fine-tune."""
     targets = parse_targets(validation.get("targets") or validation["hardware"])
     key = targets_key(targets)
     measured = {h: _finite(v) for h, v in (validation.get("measured_latency_ms") or {}).items()}
@@ -430,7 +430,7 @@ def stage_times(stages: dict) -> dict:
 
 def _warnings(report: dict) -> list[str]:
     """What a reader must know before trusting a number of the report."""
-    from .verdicts import misses
+    from ..verdicts import misses
 
     out = list(misses(report))
     training = report["baseline"].get("training") or {}
@@ -493,8 +493,8 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
     import haloc
     from hw_profiles.profile import get_profile
 
-    from .artifacts import as_selected
-    from .manifest import RunManifest
+    from ..artifacts import as_selected
+    from ..manifest import RunManifest
 
     layout = RunLayout(store, run_id)
     ids = [c.config_id for c in as_selected(configs, model)]
@@ -528,7 +528,7 @@ def rerender(store, run_id: str) -> dict:
     A run that is not in the store, or has no selection or validate records yet -> BadInputError."""
     from hw_profiles.profile import register_profile_dir
 
-    from .manifest import RunManifest
+    from ..manifest import RunManifest
 
     layout = RunLayout(store, run_id)
     manifest = RunManifest.read(layout.store, run_id)
@@ -550,7 +550,7 @@ def rerender(store, run_id: str) -> dict:
 
 def _lut_quality(layout: RunLayout, hardware: list[str]) -> dict:
     """{hw: lut_quality} of each hardware with a calibration (a LUT without one has no verdict)."""
-    from .verdicts import lut_quality
+    from ..verdicts import lut_quality
 
     out = {}
     for hw in hardware:
@@ -670,7 +670,7 @@ def verdict_text(result: dict) -> str:
 
 def render_html(report: dict) -> str:
     """One self-contained HTML page (inline CSS and SVG plots, no scripts, nothing fetched): see
-    orchestrator.report_page."""
+    orchestrator.stages.report_page."""
     from .report_page import render_page
 
     return render_page(report)

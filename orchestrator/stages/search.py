@@ -40,10 +40,10 @@ from pathlib import Path
 from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
 
-from .artifacts import targets_key
-from .run_layout import RunLayout
-from .run_spec import DETERMINISTIC_SEARCH_MODES, SEARCH_MODES
-from .store import Store
+from ..artifacts import targets_key
+from ..run_layout import RunLayout
+from ..run_spec import DETERMINISTIC_SEARCH_MODES, SEARCH_MODES
+from ..store import Store
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def prepare(layout: RunLayout, spec: SearchSpec, callbacks=()) -> Prepared:
     from hw_profiles.profile import get_profile
     from workers.search_trainable import SearchContext
 
-    from .cost_tables import cost_tables, search_rank_space
+    from ..cost_tables import cost_tables, search_rank_space
 
     model = haloc.models.ModelSpec.of(spec.model)  # an unknown model -> BadInputError naming the known ones
     for hw in spec.hardware:
@@ -340,8 +340,8 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
 
     from workers.search_trainable import search_trainable
 
-    from .cluster import connect
-    from .ray_compat import keep_keys_out_of_runtime_envs
+    from ..cluster import connect
+    from ..ray_compat import keep_keys_out_of_runtime_envs
 
     layout = RunLayout(store, run_id)
     if not isinstance(spec, SearchSpec):

@@ -1,7 +1,7 @@
 """report.html: one self-contained page (inline CSS and SVG, no scripts, nothing fetched) that answers
 "which model should I ship?" first, then shows the evidence.
 
-    page = render_page(report)   # the dict of orchestrator.report.build_report
+    page = render_page(report)   # the dict of orchestrator.stages.report.build_report
 
 Order: the verdict and the recommended model per hardware and budget, the warnings, then one shared
 legend (one colour and number per config, used by every plot and table), accuracy against measured
@@ -513,7 +513,7 @@ def verdict_section(report: dict, styles: dict) -> str:
 
 
 def warnings_section(report: dict) -> str:
-    from .verdicts import misses
+    from ..verdicts import misses
 
     bad = misses(report)
     others = [w for w in report.get("warnings", []) if w not in bad]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .run_layout import WEIGHTS, RunLayout
-from .run_spec import RunSpec
+from ..run_layout import WEIGHTS, RunLayout
+from ..run_spec import RunSpec
 
 
 @dataclass
@@ -52,7 +52,7 @@ class WeightsStage(Stage):
               "weights", "pretrain_epochs", "pretrain_lr", "pretrain_steps_per_epoch", "pretrain_batch_size")
 
     def spec(self, ctx: RunContext):
-        from .train_jobs import Workers
+        from ..train_jobs import Workers
         from .weights import DEMO_TARGET_TOP1, WeightsSpec
 
         s = ctx.spec
@@ -75,9 +75,9 @@ class ProfileStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from hw_profiles.lut import noisy_rows
 
-        from .cost_tables import reachable_floors
+        from ..cost_tables import reachable_floors
+        from ..verdicts import gate_message, noisy_rows_text
         from .profiling import calibrate, profile_model
-        from .verdicts import gate_message, noisy_rows_text
 
         s, profiles = ctx.spec, list(ctx.profiles.values())
 

@@ -36,10 +36,10 @@ from hw_profiles.lut import existing_keys, merge, noisy_rows, rows_to_table
 from hw_profiles.profile import HardwareProfile, get_profile, profile_file
 from hw_profiles.signature import LayerSignature, profiling_ranks
 
-from .cluster import connect, measurement_waves
-from .profiler_pool import ProfilerPool
-from .run_layout import RunLayout
-from .verdicts import NoisyLutError, gate_message
+from ..cluster import connect, measurement_waves
+from ..profiler_pool import ProfilerPool
+from ..run_layout import RunLayout
+from ..verdicts import NoisyLutError, gate_message
 
 IN_FLIGHT_PER_ACTOR = 2
 MAX_BATCH_ATTEMPTS = 3

@@ -28,9 +28,9 @@ from pathlib import Path
 from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
 
-from .artifacts import as_selected
-from .profiler_pool import ProfilerPool
-from .run_layout import EXPORT_FILES, RunLayout
+from ..artifacts import as_selected
+from ..profiler_pool import ProfilerPool
+from ..run_layout import EXPORT_FILES, RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _export(model, spec, ranks: dict, example, store, paths: dict, atol: float) 
 
 def _budget_checks(config, session: dict, originals: dict, base_flops: int, flops: int) -> dict:
     """The measured verdict on each of the config's targets (orchestrator.verdicts)."""
-    from .verdicts import budget_check, flops_check
+    from ..verdicts import budget_check, flops_check
 
     if config.budget_metric == "flops":
         return {"flops": flops_check(config.budget, base_flops, flops)}
@@ -142,7 +142,7 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     import haloc
     from hw_profiles.profile import get_profile
 
-    from .cluster import connect, measurement_waves
+    from ..cluster import connect, measurement_waves
 
     layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, ValidateSpec) else ValidateSpec.from_dict(spec)

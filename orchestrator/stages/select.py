@@ -24,9 +24,9 @@ import statistics
 
 from haloc.errors import BadInputError
 
-from .artifacts import SelectedConfig, parse_targets
-from .run_layout import RunLayout
-from .run_spec import DETERMINISTIC_SEARCH_MODES
+from ..artifacts import SelectedConfig, parse_targets
+from ..run_layout import RunLayout
+from ..run_spec import DETERMINISTIC_SEARCH_MODES
 
 
 def rank_agreement(rank_sets: list[dict[str, int]]) -> float:

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
 
-from .artifacts import SelectedConfig, as_selected
-from .run_layout import RunLayout
-from .train_jobs import Workers, run_job
+from ..artifacts import SelectedConfig, as_selected
+from ..run_layout import RunLayout
+from ..train_jobs import Workers, run_job
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | d
     Returns {config_id: record}; a record has "done" (all epochs), "history", "final_val",
     "weights" (the store path of final.pt) and "skipped" (True when final.json was already there).
     """
-    from .cluster import connect
+    from ..cluster import connect
 
     layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, FinetuneSpec) else FinetuneSpec.from_dict(spec)

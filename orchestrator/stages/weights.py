@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .run_layout import RunLayout
-from .train_jobs import Workers, run_job
+from ..run_layout import RunLayout
+from ..train_jobs import Workers, run_job
 
 PRETRAIN_JOB = "original"
 DEMO_TARGET_TOP1 = 0.9  # the demo's generated data is easy: an original below this is no baseline

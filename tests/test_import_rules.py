@@ -22,10 +22,10 @@ ALLOWED = {
     "orchestrator": {"haloc", "hw_profiles", "workers", "orchestrator"},
     "pipelines": set(PACKAGES),
 }
-# orchestrator/stages/: one module per stage (report_page is the report stage's own page); the
-# infrastructure they stand on sits beside the folder, in orchestrator/
+# orchestrator/stages/: one module per stage (the report stage has two parts of its own: its page, and the
+# figures and words the page and the terminal table share); the infrastructure sits beside the folder
 STAGE_MODULES = ("weights", "profiling", "search", "select", "finetune", "validate", "report")
-STAGE_OWN = {"report_page": "report"}
+STAGE_OWN = {"report_page": "report", "report_values": "report"}
 
 
 def _imports(path: Path, package: str) -> list[tuple[str, int]]:
@@ -82,6 +82,16 @@ def test_no_stage_module_imports_another():
             name = module.split(".")
             if name[:2] == ["orchestrator", "stages"] and len(name) >= 3 and STAGE_OWN.get(name[2], name[2]) != own:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_report_stage_has_no_import_cycle():
+    """report -> report_page -> report_values, never back: the page and the values know no stage code."""
+    bad = []
+    for part, forbidden in (("report_page", ("report",)), ("report_values", ("report", "report_page"))):
+        path = ROOT / "orchestrator" / "stages" / f"{part}.py"
+        bad += [f"{part}.py:{line} imports {module}" for module, line in _imports(path, "orchestrator")
+                if module in {f"orchestrator.stages.{f}" for f in forbidden}]
     assert not bad, "\n".join(bad)
 
 

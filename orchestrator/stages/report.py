@@ -30,6 +30,16 @@ from haloc.errors import BadInputError
 
 from ..artifacts import parse_targets, targets_key
 from ..run_layout import RunLayout
+from .report_values import (
+    NOISE_SE,
+    delta_text,
+    finite,
+    fmt,
+    label_of,
+    positive_count,
+    top1_se,
+    verdict_text,
+)
 
 DEMO_LABEL = "demo (generated, not real data)"  # = haloc.data.DEMO_NAME (not imported: it pulls in torch)
 CONTRACT_KEYS = ("run_id", "model", "dataset", "hardware", "baseline", "results")
@@ -40,12 +50,8 @@ RESULT_KEYS = ("hardware", "budget", "seeds", "ranks", "flops", "params", "flops
 
 # ---- the pure part --------------------------------------------------------------------------------
 
-def _finite(x):
-    return x if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
-
-
 def _ratio(a, b):
-    a, b = _finite(a), _finite(b)
+    a, b = finite(a), finite(b)
     return a / b if a is not None and b else None
 
 
@@ -58,12 +64,12 @@ def dataset_label(dataset: str) -> tuple[str, bool]:
 def _per_seed(trials: list[dict], targets: str, budget: float) -> list[dict]:
     out = []
     for t in trials:
-        if not t.get("targets") or targets_key(t["targets"]) != targets or _finite(t.get("budget")) != float(budget):
+        if not t.get("targets") or targets_key(t["targets"]) != targets or finite(t.get("budget")) != float(budget):
             continue
         if t.get("status", "done") != "done":
             continue
         within = t.get("within_budget")
-        out.append({"seed": t.get("seed"), "heldout_acc": _finite(t.get("selected_heldout_acc")),
+        out.append({"seed": t.get("seed"), "heldout_acc": finite(t.get("selected_heldout_acc")),
                     "predicted_cost": dict(t.get("predicted_cost") or {}),
                     "within_budget": all(within.values()) if isinstance(within, dict) and within else None,
                     "trial_id": t.get("trial_id"), "history": list(t.get("history") or [])})
@@ -84,16 +90,16 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
     """One `results` entry from a validate record (orchestrator.stages.validate) and its seeds and fine-tune."""
     targets = parse_targets(validation.get("targets") or validation["hardware"])
     key = targets_key(targets)
-    measured = {h: _finite(v) for h, v in (validation.get("measured_latency_ms") or {}).items()}
-    predicted = {h: _finite(v) for h, v in (validation.get("predicted_latency_ms") or {}).items()}
-    ideal = _finite(validation.get("ideal_speedup"))
-    speedup = {h: _finite(v) for h, v in (validation.get("speedup") or {}).items()}
+    measured = {h: finite(v) for h, v in (validation.get("measured_latency_ms") or {}).items()}
+    predicted = {h: finite(v) for h, v in (validation.get("predicted_latency_ms") or {}).items()}
+    ideal = finite(validation.get("ideal_speedup"))
+    speedup = {h: finite(v) for h, v in (validation.get("speedup") or {}).items()}
     per_seed = _per_seed(trials, key, validation["budget"])
     accs = [s["heldout_acc"] for s in per_seed if s["heldout_acc"] is not None]
-    held = {"best": _finite(validation.get("heldout_acc")),
-            "mean": statistics.fmean(accs) if accs else _finite(validation.get("heldout_acc_mean")),
+    held = {"best": finite(validation.get("heldout_acc")),
+            "mean": statistics.fmean(accs) if accs else finite(validation.get("heldout_acc_mean")),
             "std": ((statistics.pstdev(accs) if len(accs) > 1 else None) if accs
-                    else _finite(validation.get("heldout_acc_std")))}
+                    else finite(validation.get("heldout_acc_std")))}
     return {
         "config_id": validation.get("config_id"), "hardware": key, "targets": list(targets),
         "budget": validation["budget"], "budget_metric": validation.get("budget_metric", "latency"),
@@ -102,23 +108,23 @@ def build_result(validation: dict, hardware: list[str], trials: list[dict], fine
         "ranks": dict(validation["ranks"]), "flops": int(validation["flops"]), "params": int(validation["params"]),
         "flops_reduction": validation["flops_reduction"], "ideal_speedup": ideal,
         "predicted_latency_ms": predicted, "measured_latency_ms": measured, "speedup": speedup,
-        "baseline_latency_ms": {h: _finite(v) for h, v in (validation.get("baseline_latency_ms") or {}).items()},
+        "baseline_latency_ms": {h: finite(v) for h, v in (validation.get("baseline_latency_ms") or {}).items()},
         "speedup_share": {h: _ratio(s, ideal) for h, s in speedup.items()},
         "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) if predicted[h] is not None
                       and measured.get(h) is not None else None for h in predicted},
         "search_predicted_cost": dict(validation.get("search_predicted_cost") or {}),
         "search_aimed_fraction": dict(validation.get("search_aimed_fraction") or {}),
-        "rank_agreement": _finite(validation.get("rank_agreement")),  # the seeds' agreement on ranks
+        "rank_agreement": finite(validation.get("rank_agreement")),  # the seeds' agreement on ranks
         "within_budget": validation.get("within_budget"),  # the LUT's view (the search's prediction)
         "budget_check": dict(validation.get("budget_check") or {}),  # the measurement's
         "measured_latency_p10_ms": dict(validation.get("measured_latency_p10_ms") or {}),
         "measured_latency_p90_ms": dict(validation.get("measured_latency_p90_ms") or {}),
-        "lut_sum_ms": {h: _finite(v) for h, v in (validation.get("lut_sum_ms") or {}).items()},
-        "top1": validation["top1"], "top5": validation["top5"], "n_val": _count(validation.get("n_val")),
+        "lut_sum_ms": {h: finite(v) for h, v in (validation.get("lut_sum_ms") or {}).items()},
+        "top1": validation["top1"], "top5": validation["top5"], "n_val": positive_count(validation.get("n_val")),
         "heldout_acc": held, "per_seed": per_seed,
         # how it was searched: {"mode", "deterministic"} (selected.json); a deterministic search ran once
         "search": dict(validation.get("search") or {}),
-        "finetune": _history(finetune), "onnx_max_abs_diff": _finite(validation.get("onnx_max_abs_diff")),
+        "finetune": _history(finetune), "onnx_max_abs_diff": finite(validation.get("onnx_max_abs_diff")),
         "artifacts": {k: validation["artifacts"][k] for k in ("model", "ranks", "onnx")},
     }
 
@@ -162,10 +168,10 @@ def build_report(run_id: str, model: str, dataset: str, hardware: list[str], bas
                for v in records]
     results.sort(key=lambda r: (r["hardware"], r["budget"]))
     base = {"flops": int(baseline["flops"]), "params": int(baseline["params"]), "top1": baseline["top1"],
-            "top5": baseline["top5"], "latency_ms": {h: _finite(v) for h, v in baseline["latency_ms"].items()},
-            "predicted_latency_ms": {h: _finite(v) for h, v in (baseline.get("predicted_latency_ms") or {}).items()},
-            "lut_sum_ms": {h: _finite(v) for h, v in (baseline.get("lut_sum_ms") or {}).items()},
-            "latency_batch": dict(baseline.get("latency_batch") or {}), "n_val": _count(baseline.get("n_val")),
+            "top5": baseline["top5"], "latency_ms": {h: finite(v) for h, v in baseline["latency_ms"].items()},
+            "predicted_latency_ms": {h: finite(v) for h, v in (baseline.get("predicted_latency_ms") or {}).items()},
+            "lut_sum_ms": {h: finite(v) for h, v in (baseline.get("lut_sum_ms") or {}).items()},
+            "latency_batch": dict(baseline.get("latency_batch") or {}), "n_val": positive_count(baseline.get("n_val")),
             "training": original_training(weights_info)}
     base["top1_se"] = top1_se(base["top1"], base["n_val"])
     layers = list(max_ranks or {})  # the model's layer order, where known
@@ -221,33 +227,13 @@ def rank_fractions(ranks: dict, layers: list[str], max_ranks: dict) -> tuple[dic
     return fractions, whole
 
 
-def _label(r: dict) -> str:
-    return r.get("config_id") or r["hardware"]
-
-
-def _count(n):
-    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and n > 0 else None
-
-
-NOISE_SE = 2.0  # "beyond noise": a top-1 difference over 2 standard errors (~95% for a normal difference)
-
-
-def top1_se(p, n) -> float | None:
-    """The binomial standard error of a top-1 `p` measured on `n` images, sqrt(p(1-p)/n), with p
-    taken as (k+2)/(n+4) (Agresti-Coull): a top-1 of exactly 1.0 or 0.0 on a small set is not exact,
-    and the plain formula would say its noise is 0. None: n unknown."""
-    p, n = _finite(p), _count(n)
-    if p is None or n is None:
-        return None
-    q = (p * n + 2) / (n + 4)
-    return math.sqrt(q * (1 - q) / (n + 4))
 
 
 def top1_change(r: dict, base: dict) -> dict:
     """The result's top-1 against the original's: the delta, its noise (NOISE_SE x the combined standard
     error of the two top-1s, taken as independent: both were measured on the same images, so this errs
     wide) and whether the delta is beyond it (None: the noise is unknown)."""
-    delta = r["top1"] - base["top1"] if _finite(r["top1"]) is not None and _finite(base["top1"]) is not None else None
+    delta = r["top1"] - base["top1"] if finite(r["top1"]) is not None and finite(base["top1"]) is not None else None
     se_r, se_b = top1_se(r["top1"], r.get("n_val") or base.get("n_val")), base.get("top1_se")
     se = math.hypot(se_r, se_b) if se_r is not None and se_b is not None else None
     return {"delta": delta, "se": se, "noise": NOISE_SE * se if se is not None else None,
@@ -266,10 +252,10 @@ def original_training(info: dict | None) -> dict:
         rounds = t.get("rounds") or 1
         out = {"how": "trained", "source": source, **{k: t.get(k) for k in ("epochs", "rounds", "val_top1",
                                                                             "target_top1", "stable", "history")}}
-        target = f" (target {t['target_top1']:g})" if _finite(t.get("target_top1")) is not None else ""
+        target = f" (target {t['target_top1']:g})" if finite(t.get("target_top1")) is not None else ""
         state = "stable" if t.get("stable") else "NOT stable or below its target: a weak baseline"
         out["text"] = (f"trained here, {t.get('epochs')} epochs in {rounds} round{'s' if rounds != 1 else ''}, "
-                       f"val top-1 {_fmt(t.get('val_top1'))}, {state}{target}")
+                       f"val top-1 {fmt(t.get('val_top1'))}, {state}{target}")
         return out
     if not source:
         return {"how": "unknown", "source": None, "text": "weights of unrecorded origin"}
@@ -299,7 +285,7 @@ def beats_original(r: dict, base: dict) -> dict | None:
     if not why:
         why.append("nothing recorded explains it: check the validation set and rerun")
     return {"delta": change["delta"], "noise": change["noise"], "why": why,
-            "text": f"{_label(r)}: top-1 {r['top1']:.3f} beats the original's {base['top1']:.3f} by "
+            "text": f"{label_of(r)}: top-1 {r['top1']:.3f} beats the original's {base['top1']:.3f} by "
                     f"{100 * change['delta']:+.1f} points, beyond the validation set's noise "
                     f"(+-{100 * change['noise']:.1f} "
                     f"points on {change['n_val']} images); it may be because " + " and ".join(why)}
@@ -308,14 +294,14 @@ def beats_original(r: dict, base: dict) -> dict | None:
 def dominated_by(report: dict, r: dict) -> dict:
     """{hw: [the configs (or "original") that dominate `r` there]}: at least its top-1 and at most its
     measured latency on hw, one of them strictly. A hardware where nothing dominates it is left out."""
-    me, b, out = _label(r), report["baseline"], {}
+    me, b, out = label_of(r), report["baseline"], {}
     for hw in report["hardware"]:
         ms = r["measured_latency_ms"].get(hw)
-        if ms is None or _finite(r["top1"]) is None:
+        if ms is None or finite(r["top1"]) is None:
             continue
-        others = [(_label(q), q["measured_latency_ms"].get(hw), q["top1"]) for q in report["results"]
-                  if _label(q) != me] + [("original", b["latency_ms"].get(hw), b["top1"])]
-        by = [c for c, x, y in others if x is not None and _finite(y) is not None and x <= ms and y >= r["top1"]
+        others = [(label_of(q), q["measured_latency_ms"].get(hw), q["top1"]) for q in report["results"]
+                  if label_of(q) != me] + [("original", b["latency_ms"].get(hw), b["top1"])]
+        by = [c for c, x, y in others if x is not None and finite(y) is not None and x <= ms and y >= r["top1"]
               and (x < ms or y > r["top1"])]
         if by:
             out[hw] = by
@@ -326,9 +312,9 @@ def pareto_front(report: dict, hw: str) -> list[str]:
     """The configs (and "original") that no other is better than on `hw` in both measured latency and
     top-1, fastest first."""
     b = report["baseline"]
-    pts = [(_label(r), r["measured_latency_ms"].get(hw), r["top1"]) for r in report["results"]]
+    pts = [(label_of(r), r["measured_latency_ms"].get(hw), r["top1"]) for r in report["results"]]
     pts.append(("original", b["latency_ms"].get(hw), b["top1"]))
-    pts = [p for p in pts if p[1] is not None and _finite(p[2]) is not None]
+    pts = [p for p in pts if p[1] is not None and finite(p[2]) is not None]
     front = [p for p in pts if not any(q[1] <= p[1] and q[2] >= p[2] and (q[1] < p[1] or q[2] > p[2]) for q in pts)]
     return [p[0] for p in sorted(front, key=lambda p: (p[1], -p[2]))]
 
@@ -338,10 +324,10 @@ def _fits(r: dict, hw: str, budget: float, base: dict) -> dict | None:
     budget check where it has one (a tighter budget met is met here too), else its measured median on
     `hw` against `budget` x the original's. None: not measured there."""
     check = (r.get("budget_check") or {}).get(hw)
-    if check and _finite(check.get("budget_ms")) and r["budget"]:
+    if check and finite(check.get("budget_ms")) and r["budget"]:
         limit = budget * check["budget_ms"] / r["budget"]  # the original's median of the same paired session
-        lo, hi = _finite(check.get("ratio_p10")), _finite(check.get("ratio_p90"))
-        ratio = _finite(check.get("ratio"))  # the check's own verdict ratio (paired rounds): one number per verdict
+        lo, hi = finite(check.get("ratio_p10")), finite(check.get("ratio_p90"))
+        ratio = finite(check.get("ratio"))  # the check's own verdict ratio (paired rounds): one number per verdict
         ratio = check["measured_ms"] * budget / limit if ratio is None else ratio
         return {"met": bool(ratio <= budget * (1 + 1e-9)), "measured_ms": check["measured_ms"],
                 "budget_ms": limit, "basis": "budget check", "ratio": ratio,
@@ -353,7 +339,7 @@ def _fits(r: dict, hw: str, budget: float, base: dict) -> dict | None:
     ms, orig = r["measured_latency_ms"].get(hw), base["latency_ms"].get(hw)
     if ms is None or not orig:
         return None
-    lo, hi = _finite(r["measured_latency_p10_ms"].get(hw)), _finite(r["measured_latency_p90_ms"].get(hw))
+    lo, hi = finite(r["measured_latency_p10_ms"].get(hw)), finite(r["measured_latency_p90_ms"].get(hw))
     return {"met": bool(ms <= budget * orig * (1 + 1e-9)), "measured_ms": ms, "budget_ms": budget * orig,
             "basis": "measured (searched for other hardware)", "ratio": ms / orig,
             "within_noise": lo is not None and hi is not None and lo <= budget * orig <= hi}
@@ -371,16 +357,16 @@ def recommend(report: dict) -> list[dict]:
             met = [(r, f) for r, f in fits if f["met"]]
             rec = {"hardware": hw, "budget": budget, "config_id": None, "top1": None, "measured_ms": None,
                    "budget_ms": next((f["budget_ms"] for _, f in fits if f["basis"] == "budget check"), None),
-                   "basis": None, "within_noise": False, "met_by": [_label(r) for r, _ in met],
+                   "basis": None, "within_noise": False, "met_by": [label_of(r) for r, _ in met],
                    "candidates": len(fits), "closest": None, "top1_change": None, "dominated_by": []}
             if met:
                 r, f = max(met, key=lambda rf: (rf[0]["top1"], -(rf[1]["measured_ms"] or 0)))
-                rec.update(config_id=_label(r), top1=r["top1"], measured_ms=f["measured_ms"], basis=f["basis"],
+                rec.update(config_id=label_of(r), top1=r["top1"], measured_ms=f["measured_ms"], basis=f["basis"],
                            within_noise=f["within_noise"], budget_ms=f["budget_ms"], top1_change=r["top1_change"],
                            dominated_by=r["dominated_by"].get(hw, []))
             elif fits:
                 r, f = min(fits, key=lambda rf: rf[1]["ratio"])
-                rec["closest"] = {"config_id": _label(r), "ratio": f["ratio"], "measured_ms": f["measured_ms"]}
+                rec["closest"] = {"config_id": label_of(r), "ratio": f["ratio"], "measured_ms": f["measured_ms"]}
             # met, but the measured interval straddles the budget: a rerun may decide otherwise
             rec["uncertain"] = bool(rec["config_id"] and rec["within_noise"])
             out.append(rec)
@@ -396,7 +382,7 @@ def calibration_view(cal, results: list[dict], base: dict, hw: str) -> dict:
               for p in c.get("points") or []]  # the ranks are left out: the sums are what was fitted
     held = []
     for cid, sums, pred, meas in ([("original", base["lut_sum_ms"], base["predicted_latency_ms"], base["latency_ms"])]
-                                  + [(_label(r), r["lut_sum_ms"], r["predicted_latency_ms"], r["measured_latency_ms"])
+                                  + [(label_of(r), r["lut_sum_ms"], r["predicted_latency_ms"], r["measured_latency_ms"])
                                      for r in results]):
         p, m = pred.get(hw), meas.get(hw)
         s = sums.get(hw) if sums.get(hw) is not None else ((p - a) / b if p is not None and b > 0 else None)
@@ -571,19 +557,6 @@ def write_report(store, run_id: str, report: dict) -> dict[str, str]:
 
 # ---- terminal -----------------------------------------------------------------------------------------
 
-def _fmt(x, spec: str = ".3f", none: str = "-") -> str:
-    return none if _finite(x) is None else format(x, spec)
-
-
-def delta_text(change: dict | None, unit: str = " pts") -> str:
-    """"+1.2 +-3.0 pts": a result's top-1 change against the original, in points, with its noise."""
-    change = change or {}
-    if _finite(change.get("delta")) is None:
-        return "-"
-    noise = f" +-{100 * change['noise']:.1f}" if _finite(change.get("noise")) is not None else " (noise unknown)"
-    return f"{100 * change['delta']:+.1f}{noise}{unit}"
-
-
 def decision_lines(report: dict) -> list[str]:
     """The decision in a few plain lines (the terminal's last): how the original was made, per hardware
     and budget the model to ship with its top-1 change against the original ("uncertain" where it met
@@ -611,7 +584,8 @@ def decision_lines(report: dict) -> list[str]:
     for r in report["results"]:
         own = {h: by for h, by in (r.get("dominated_by") or {}).items() if h in r.get("targets", [])}
         for h, by in own.items():
-            out.append(f"{_label(r)}: dominated by {', '.join(by)} on {h} (as accurate or more, and faster or as fast)")
+            out.append(f"{label_of(r)}: dominated by {', '.join(by)} on {h} "
+                       "(as accurate or more, and faster or as fast)")
         if r.get("beats_original"):
             out.append(r["beats_original"]["text"])
     return out
@@ -634,39 +608,25 @@ def render_table(report: dict):
     for h in hw:
         table.add_column(h, justify="right")
     b = report["baseline"]
-    row = ["original", "-", "-", _fmt(b["top1"]), "-", _fmt(b["top5"]), "-", "1.00x"]
-    row += [f"{_fmt(b['latency_ms'].get(h), '.3f')}" for h in hw]
+    row = ["original", "-", "-", fmt(b["top1"]), "-", fmt(b["top5"]), "-", "1.00x"]
+    row += [f"{fmt(b['latency_ms'].get(h), '.3f')}" for h in hw]
     table.add_row(*row, style="dim")
     for r in report["results"]:
         missed = any(not c.get("met") for c in r["budget_check"].values())
         verdict = f"[bold red]{verdict_text(r)}[/]" if missed else f"[green]{verdict_text(r)}[/]"
         row = [r.get("config_id") or r["hardware"], f"{r['budget']:g} {r.get('budget_metric', '')}".strip(), verdict,
-               _fmt(r["top1"]), delta_text(r.get("top1_change"), ""), _fmt(r["top5"]),
-               f"{100 * r['flops_reduction']:.1f}%", _fmt(r.get("ideal_speedup"), ".2f") + "x"]
+               fmt(r["top1"]), delta_text(r.get("top1_change"), ""), fmt(r["top5"]),
+               f"{100 * r['flops_reduction']:.1f}%", fmt(r.get("ideal_speedup"), ".2f") + "x"]
         for h in hw:
             err = (r.get("lut_error") or {}).get(h)
             err_s = "-" if err is None else f"{100 * err:+.1f}%"
-            row.append(f"{_fmt(r['measured_latency_ms'].get(h), '.3f')} "
-                       f"({_fmt(r['speedup'].get(h), '.2f')}x, {err_s})")
+            row.append(f"{fmt(r['measured_latency_ms'].get(h), '.3f')} "
+                       f"({fmt(r['speedup'].get(h), '.2f')}x, {err_s})")
         table.add_row(*row)
     return Group(table, *(Text(line) for line in decision_lines(report)))
 
 
 # ---- HTML ---------------------------------------------------------------------------------------------
-
-def verdict_text(result: dict) -> str:
-    """"met on cpu" / "met on cpu, uncertain (within noise)" / "MISSED on cpu (1.04 of the original
-    against 0.9)" per target, measured."""
-    parts = []
-    for hw, check in result.get("budget_check", {}).items():
-        noise = ", within noise" if check.get("within_noise") else ""
-        if check.get("met"):  # met within noise: a rerun may miss it
-            parts.append(f"met on {hw}" + (", uncertain (within noise)" if noise else ""))
-        else:
-            parts.append(f"MISSED on {hw} ({check.get('ratio', float('nan')):.3f} of the original against "
-                         f"{result['budget']:g}{noise})")
-    return "; ".join(parts) or "not measured"
-
 
 def render_html(report: dict) -> str:
     """One self-contained HTML page (inline CSS and SVG plots, no scripts, nothing fetched): see

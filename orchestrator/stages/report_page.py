@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .report import _finite, _fmt, _label, delta_text, top1_se, verdict_text
+from .report_values import delta_text, finite, fmt, label_of, top1_se, verdict_text
 
 # tab10 without its red and grey (red means "missed" on this page, grey is the calibration's), then tab20's light
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
@@ -34,7 +34,7 @@ class Style:
 
 
 def config_styles(report: dict) -> dict[str, Style]:
-    return {_label(r): Style(k + 1, PALETTE[k % len(PALETTE)]) for k, r in enumerate(report["results"])}
+    return {label_of(r): Style(k + 1, PALETTE[k % len(PALETTE)]) for k, r in enumerate(report["results"])}
 
 
 def hw_label(report: dict, hw: str) -> str:
@@ -130,12 +130,12 @@ def _spread(r: dict, hw: str) -> tuple:
     check = (r.get("budget_check") or {}).get(hw) or {}
     lo = r.get("measured_latency_p10_ms", {}).get(hw, check.get("measured_p10_ms"))
     hi = r.get("measured_latency_p90_ms", {}).get(hw, check.get("measured_p90_ms"))
-    return _finite(lo), _finite(hi)
+    return finite(lo), finite(hi)
 
 
 def _top1_bar(ax, x, top1, se, color) -> None:
     """A top-1's noise, +- 2 standard errors, clipped to [0, 1] (a top-1 of 1.0 has no room above)."""
-    if not se or _finite(top1) is None:
+    if not se or finite(top1) is None:
         return
     lo, hi = min(2 * se, top1), min(2 * se, 1 - top1)
     ax.errorbar([x], [top1], yerr=[[lo], [hi]], fmt="none", ecolor=color, alpha=0.35, lw=1)
@@ -148,10 +148,10 @@ def plot_accuracy_latency(report: dict, hw: str, styles: dict) -> str:
     fig, (ax,) = _figure(5.2, 3.7)
     b, xy = report["baseline"], {}
     for r in report["results"]:
-        x, st = r["measured_latency_ms"].get(hw), styles[_label(r)]
+        x, st = r["measured_latency_ms"].get(hw), styles[label_of(r)]
         if x is None:
             continue
-        xy[_label(r)] = (x, r["top1"])
+        xy[label_of(r)] = (x, r["top1"])
         lo, hi = _spread(r, hw)
         if lo is not None and hi is not None:
             ax.errorbar([x], [r["top1"]], xerr=[[max(x - lo, 0)], [max(hi - x, 0)]], fmt="none", ecolor=st.color,
@@ -237,7 +237,7 @@ def plot_speedup(report: dict, hw: str, styles: dict) -> str:
         x, y = r.get("ideal_speedup"), r["speedup"].get(hw)
         if x is None or y is None:
             continue
-        st = styles[_label(r)]
+        st = styles[label_of(r)]
         own = hw in r.get("targets", [])
         ax.scatter([x], [y], s=55, zorder=3, color=st.color if own else "white", edgecolors=st.color, linewidths=1.6)
         _tag(ax, x, y, st)
@@ -270,7 +270,7 @@ def plot_ranks(report: dict, styles: dict) -> str:
     height = 0.8 / k
     small = 5 if k > 4 else 6.5
     for j, r in enumerate(results):
-        st = styles[_label(r)]
+        st = styles[label_of(r)]
         for i, n in enumerate(names):
             y = i - 0.4 + height * (j + 0.5)
             frac, whole = r["rank_fraction"].get(n), n in r["kept_whole"]
@@ -307,8 +307,8 @@ def _seed_curves(r: dict):
 def _over_budget(h: dict, hw: str):
     over = h.get("expected_over_budget") or {}
     if hw in over:
-        return _finite(over[hw])
-    return _finite(next(iter(over.values()))) if len(over) == 1 else None
+        return finite(over[hw])
+    return finite(next(iter(over.values()))) if len(over) == 1 else None
 
 
 ENTROPY_FLAT = 1e-6  # nats: a mean alpha entropy that moves less than this over the search did not move
@@ -321,7 +321,7 @@ def _entropy_absent(own: list[dict]) -> str | None:
         modes = sorted({(r.get("search") or {}).get("mode") or "deterministic" for r in own})
         return (f"No alpha-entropy panel: {', '.join(modes)} is a deterministic search (one run per hardware and "
                 "budget, its ranks found exactly), so no architecture distribution settles over epochs.")
-    values = [[v for h in hist if (v := _finite(h.get("alpha_entropy"))) is not None]
+    values = [[v for h in hist if (v := finite(h.get("alpha_entropy"))) is not None]
               for r in own for _, _, hist in _seed_curves(r)]
     if not any(v and max(v) - min(v) > ENTROPY_FLAT for v in values):
         return "No alpha-entropy panel: the alpha entropy did not change over any search's epochs (a flat line)."
@@ -346,10 +346,10 @@ def plot_search(report: dict, hw: str, styles: dict) -> dict | None:
     for key, title, ylabel in panels:
         fig, (ax,) = _figure(4.2, 3.0)
         for r in own:
-            st = styles[_label(r)]
+            st = styles[label_of(r)]
             for k, (ls, _seed, hist) in enumerate(_seed_curves(r)):
                 ep = [h.get("epoch") for h in hist]
-                ys = [_over_budget(h, hw) if key == "over_budget" else _finite(h.get(key)) for h in hist]
+                ys = [_over_budget(h, hw) if key == "over_budget" else finite(h.get(key)) for h in hist]
                 ax.plot(ep, [float("nan") if v is None else v for v in ys], ls=ls, color=st.color, marker=".", lw=1.3)
                 if k == 0 and key != "alpha_entropy" and ep and ys[-1] is not None:  # one number per config
                     _tag(ax, ep[-1], ys[-1], st, offset=(4, 0), fontsize=7, va="center")
@@ -371,11 +371,11 @@ def plot_finetune(report: dict, styles: dict) -> str | None:
         return None
     fig, (acc, loss) = _figure(9.5, 3.1, ncols=2)
     for r in tuned:
-        st = styles[_label(r)]
+        st = styles[label_of(r)]
         hist = r["finetune"]["history"]
         ep = [h["epoch"] for h in hist]
         for ax, key in ((acc, "val_top1"), (loss, "train_loss")):
-            ys = [float("nan") if _finite(h.get(key)) is None else h[key] for h in hist]
+            ys = [float("nan") if finite(h.get(key)) is None else h[key] for h in hist]
             ax.plot(ep, ys, color=st.color, marker="o", ms=4, lw=1.3)
             if ep:
                 _tag(ax, ep[-1], ys[-1], st, offset=(5, 0), fontsize=7, va="center")
@@ -414,7 +414,7 @@ def _check_badge(r: dict, hw: str) -> str:
     tip = "the budget lies inside the measured p10-p90 spread: a rerun may decide otherwise"
     noise = (f"<br><span class='noise' title='{tip}'>" + ("uncertain: " if check.get("met") else "")
              + "within noise</span>") if check.get("within_noise") else ""
-    ratio = _finite(check.get("ratio"))
+    ratio = finite(check.get("ratio"))
     figs = f" {ratio:.3f} / {r['budget']:g}" if ratio is not None else ""
     if check.get("met"):
         return f"<span class='ok'>&#10003; met</span><span class='dim'>{figs}</span>{noise}"
@@ -453,7 +453,7 @@ def original_line(report: dict) -> str:
     se = b.get("top1_se")
     noise = (f" · {b['n_val']} validation images: top-1 &plusmn; {100 * 2 * se:.1f} points (2 standard errors)"
              if b.get("n_val") and se is not None else "")
-    return (f"<p class='orig'>{_chip(None)}<b>Original</b> (top-1 {_fmt(b['top1'])}): "
+    return (f"<p class='orig'>{_chip(None)}<b>Original</b> (top-1 {fmt(b['top1'])}): "
             + (f"<span class='bad'>{text}</span>" if weak else text) + f"<span class='dim'>{noise}</span></p>")
 
 
@@ -476,7 +476,7 @@ def verdict_section(report: dict, styles: dict) -> str:
                     "" if x["basis"] == "budget check" else "measured there, searched for other hardware",
                     f"{len(x['met_by'])} of {x['candidates']} configs fit" if x["candidates"] > 1 else ""]
             rows.append(f"<tr class='met'><td>{hw}</td><td>{budget}</td><td>{_cfg(styles, x['config_id'])}</td>"
-                        f"<td>{_fmt(x['top1'])}</td><td>{_delta_cell(x.get('top1_change'))}</td>"
+                        f"<td>{fmt(x['top1'])}</td><td>{_delta_cell(x.get('top1_change'))}</td>"
                         f"<td class='notes'>{' · '.join(n for n in note if n)}</td></tr>")
         else:
             close = x.get("closest")
@@ -494,7 +494,7 @@ def verdict_section(report: dict, styles: dict) -> str:
         for h, by in (r.get("dominated_by") or {}).items():
             groups.setdefault(tuple(by), []).append(h)
         dom = "<br>".join(_dominated(styles, list(by), ", ".join(hs)) for by, hs in groups.items())
-        matrix_rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td><td>{r['budget']:g}</td><td>{_fmt(r['top1'])}"
+        matrix_rows.append(f"<tr><td>{_cfg(styles, label_of(r))}</td><td>{r['budget']:g}</td><td>{fmt(r['top1'])}"
                            f"<br>{_delta_cell(r.get('top1_change'))}</td>"
                            + "".join(f"<td>{_check_badge(r, h)}</td>" for h in targets)
                            + f"<td class='notes dom'>{dom or '<span class=dim>not dominated</span>'}</td></tr>")
@@ -529,7 +529,7 @@ def warnings_section(report: dict) -> str:
 
 
 def legend(report: dict, styles: dict) -> str:
-    items = "".join(f"<span class='item'>{_cfg(styles, _label(r))}<span class='dim'> {e(r['hardware'])} "
+    items = "".join(f"<span class='item'>{_cfg(styles, label_of(r))}<span class='dim'> {e(r['hardware'])} "
                     f"@{r['budget']:g}</span></span>" for r in report["results"])
     keys = ("<span class='item'>&#9733; original</span><span class='item'>&#9679; searched for that hardware"
             "</span><span class='item'>&#9675; searched for other hardware</span><span class='item'>"
@@ -558,33 +558,33 @@ def results_tables(report: dict, styles: dict) -> str:
             "held-out (seeds)", "FLOPs cut (ideal)", "params",
             "artifacts"]
     rows = [f"<tr class='base'><td>{_cfg(styles, 'original')}</td><td>-</td><td>-</td><td>-</td><td>-</td>"
-            f"<td>{_fmt(b['top1'])} / {_fmt(b['top5'])}</td><td>-</td><td>{b['flops'] / 1e6:,.1f} MFLOPs</td>"
+            f"<td>{fmt(b['top1'])} / {fmt(b['top5'])}</td><td>-</td><td>{b['flops'] / 1e6:,.1f} MFLOPs</td>"
             f"<td>{b['params'] / 1e6:,.2f} M</td><td>-</td></tr>"]
     for r in report["results"]:
         held = r.get("heldout_acc") or {}
         deterministic = (r.get("search") or {}).get("deterministic")
-        spread = (f" &plusmn; {_fmt(held['std'])}" if held.get("std") is not None and not deterministic
+        spread = (f" &plusmn; {fmt(held['std'])}" if held.get("std") is not None and not deterministic
                   else " <span class='dim' title='one search trial: nothing varied to give a spread'>(one run"
                   + (", deterministic search" if deterministic else "") + ")</span>")
         count = "" if deterministic else f" <span class='dim'>n={len(r['seeds'])}</span>"
-        seeds = f"{_fmt(held.get('mean'))}{spread}{count}" if held.get("mean") is not None else "-"
+        seeds = f"{fmt(held.get('mean'))}{spread}{count}" if held.get("mean") is not None else "-"
         lut = {True: "within", False: "<span class='bad'>over</span>", None: "-"}[r.get("within_budget")]
         missed = any(not c.get("met") for c in r["budget_check"].values())
         arts = " ".join(_link(report, k, p) for k, p in r["artifacts"].items())
         aimed = [f"{h} {f:.3g}" for h, f in (r.get("search_aimed_fraction") or {}).items() if f < r["budget"] - 1e-9]
         budget = f"{r['budget']:g}" + (f"<br><span class='dim' title='the search aimed a safety margin below the "
                                        f"budget'>aimed {e(', '.join(aimed))}</span>" if aimed else "")
-        rows.append(f"<tr class='{'missed' if missed else 'met'}'><td>{_cfg(styles, _label(r))}</td>"
+        rows.append(f"<tr class='{'missed' if missed else 'met'}'><td>{_cfg(styles, label_of(r))}</td>"
                     f"<td>{e(r['hardware'])}</td><td>{budget}</td><td>{_verdict_cell(r)}</td><td>{lut}</td>"
-                    f"<td><b>{_fmt(r['top1'])}</b> / {_fmt(r['top5'])}<br>{_delta_cell(r.get('top1_change'))}</td>"
+                    f"<td><b>{fmt(r['top1'])}</b> / {fmt(r['top5'])}<br>{_delta_cell(r.get('top1_change'))}</td>"
                     f"<td>{seeds}</td>"
-                    f"<td>{100 * r['flops_reduction']:.1f}% <span class='dim'>({_fmt(r.get('ideal_speedup'), '.2f')}x)"
+                    f"<td>{100 * r['flops_reduction']:.1f}% <span class='dim'>({fmt(r.get('ideal_speedup'), '.2f')}x)"
                     f"</span></td><td>{r['params'] / 1e6:,.2f} M</td><td class='arts'>{arts}</td></tr>")
     main = _table(head, rows, "results")
     hw = report["hardware"]
     lat_rows = [f"<tr class='base'><td>{_cfg(styles, 'original')}</td>"
-                + "".join(f"<td><b>{_fmt(b['latency_ms'].get(h))}</b> ms<br><span class='dim'>LUT "
-                          f"{_fmt(b['predicted_latency_ms'].get(h))} ms</span></td>" for h in hw) + "</tr>"]
+                + "".join(f"<td><b>{fmt(b['latency_ms'].get(h))}</b> ms<br><span class='dim'>LUT "
+                          f"{fmt(b['predicted_latency_ms'].get(h))} ms</span></td>" for h in hw) + "</tr>"]
     for r in report["results"]:
         cells = []
         for h in hw:
@@ -597,11 +597,11 @@ def results_tables(report: dict, styles: dict) -> str:
             share, err = r["speedup_share"].get(h), (r.get("lut_error") or {}).get(h)
             check = (r.get("budget_check") or {}).get(h)
             cls = "" if not check else (" class='cmet'" if check.get("met") else " class='cmiss'")
-            cells.append(f"<td{cls}><b>{ms:.3f}</b> ms{spread}<br>{_fmt(r['speedup'].get(h), '.2f')}x"
+            cells.append(f"<td{cls}><b>{ms:.3f}</b> ms{spread}<br>{fmt(r['speedup'].get(h), '.2f')}x"
                          + (f" <span class='dim'>= {100 * share:.0f}% of ideal</span>" if share is not None else "")
-                         + f"<br><span class='dim'>LUT {_fmt(r['predicted_latency_ms'].get(h))} ms"
+                         + f"<br><span class='dim'>LUT {fmt(r['predicted_latency_ms'].get(h))} ms"
                          + (f" ({100 * err:+.1f}%)" if err is not None else "") + "</span></td>")
-        lat_rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td>{''.join(cells)}</tr>")
+        lat_rows.append(f"<tr><td>{_cfg(styles, label_of(r))}</td>{''.join(cells)}</tr>")
     per_hw = _table(["config"] + [e(hw_label(report, h)) for h in hw], lat_rows, "perhw")
     return (f"<section id='results'><h2>Results</h2>{main}"
             "<h3>Latency per hardware</h3><p class='hint'>measured median (p10-p90) · speedup over the original "
@@ -619,10 +619,10 @@ def calibration_section(report: dict, styles: dict) -> str:
         gate_ok = cal.get("passed")
         held = cal.get("heldout_within_10pct")
         rows.append(f"<tr><td>{e(hw_label(report, h))}</td><td>{cal['samples']}</td>"
-                    f"<td>{_fmt(cal.get('within_10pct'), '.0%')}</td><td>{_fmt(cal.get('gate'), '.0%')} "
+                    f"<td>{fmt(cal.get('within_10pct'), '.0%')}</td><td>{fmt(cal.get('gate'), '.0%')} "
                     + ("<span class='ok'>passed</span>" if gate_ok else "<span class='bad'>failed</span>")
-                    + f"</td><td>{_fmt(cal.get('median_rel_error'), '.1%')}</td>"
-                    f"<td>{_fmt(held, '.0%')} <span class='dim'>of {len(cal['heldout'])}</span></td>"
+                    + f"</td><td>{fmt(cal.get('median_rel_error'), '.1%')}</td>"
+                    f"<td>{fmt(held, '.0%')} <span class='dim'>of {len(cal['heldout'])}</span></td>"
                     f"<td>{q.get('remeasured_rows', cal.get('remeasured_rows')) or 0} rows, {cal.get('rounds') or 0} "
                     f"round(s)<br><span class='dim'>{q.get('noisy_rows', 0)} noisy</span></td></tr>")
     table = _table(["hardware", "points", "within 10%<br><span class='dim'>leave-one-out</span>", "gate",
@@ -648,16 +648,16 @@ def search_section(report: dict, styles: dict) -> str:
     rows = []
     for r in report["results"]:
         for s in r.get("per_seed") or []:
-            cost = ", ".join(f"{k} {v:.3g}" for k, v in s["predicted_cost"].items() if _finite(v) is not None)
+            cost = ", ".join(f"{k} {v:.3g}" for k, v in s["predicted_cost"].items() if finite(v) is not None)
             lut = {True: "within", False: "<span class='bad'>over</span>", None: "-"}[s.get("within_budget")]
             best = " <span class='dim'>(selected)</span>" if s.get("seed") == r.get("best_seed") else ""
-            rows.append(f"<tr><td>{_cfg(styles, _label(r))}</td><td>{e(str(s.get('seed')))}{best}</td>"
-                        f"<td>{_fmt(s.get('heldout_acc'))}</td><td>{e(cost) or '-'}</td><td>{lut}</td>"
+            rows.append(f"<tr><td>{_cfg(styles, label_of(r))}</td><td>{e(str(s.get('seed')))}{best}</td>"
+                        f"<td>{fmt(s.get('heldout_acc'))}</td><td>{e(cost) or '-'}</td><td>{lut}</td>"
                         f"<td>{len(s.get('history') or [])}</td></tr>")
     seeds = _table(["config", "seed", "held-out accuracy (selected ranks)", "predicted cost (ms)", "LUT's view",
                     "epochs recorded"],
                    rows, "seeds") if rows else ""
-    agree = [f"{_cfg(styles, _label(r))} {_fmt(r['rank_agreement'], '.2f')}" for r in report["results"]
+    agree = [f"{_cfg(styles, label_of(r))} {fmt(r['rank_agreement'], '.2f')}" for r in report["results"]
              if r.get("rank_agreement") is not None and len(r.get("seeds") or []) > 1]
     if agree:
         seeds += ("<p class='hint'>The seeds' agreement on ranks (the share of layers at the same rank, mean over "
@@ -684,7 +684,7 @@ SEARCH_MODE_TEXT = {
 def finetune_section(report: dict, styles: dict) -> str:
     svg = plot_finetune(report, styles)
     body = f"<figure class='plot wide1'>{svg}</figure>" if svg else "<p class='dim'>No fine-tune history.</p>"
-    starts = [f"{_cfg(styles, _label(r))} {e(r['finetune']['init'])}" for r in report["results"]
+    starts = [f"{_cfg(styles, label_of(r))} {e(r['finetune']['init'])}" for r in report["results"]
               if (r.get("finetune") or {}).get("init")]
     if starts:
         body += ("<p class='hint'>Each fine-tune started from (supernet: the search's own factors for the selected "

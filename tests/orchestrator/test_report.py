@@ -315,7 +315,7 @@ def test_top1_change_against_the_original_with_its_binomial_noise():
 
 def test_a_top1_of_one_still_has_noise():
     """1.0 on 128 images (the demo's) is not exact: the plain sqrt(p(1-p)/n) would print +-0.0."""
-    from orchestrator.stages.report import top1_se
+    from orchestrator.stages.report_values import top1_se
 
     assert top1_se(1.0, 128) == pytest.approx(0.0106, abs=1e-4)
     assert top1_se(0.9, None) is None and top1_se(None, 10) is None

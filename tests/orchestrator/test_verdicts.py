@@ -41,7 +41,8 @@ def test_paired_ratios_follow_the_machine_not_the_medians():
 def test_the_verdict_is_the_paired_ratio_that_every_text_shows():
     # the medians come from different rounds (0.61 of the original) while every round's pair says 0.59:
     # the verdict, the terminal's cell, the miss line and "which model to ship" must all read 0.59
-    from orchestrator.stages.report import _fits, verdict_text
+    from orchestrator.stages.report import _fits
+    from orchestrator.stages.report_values import verdict_text
 
     original = _m([9.0, 11.0, 10.0, 9.0, 11.0, 9.0, 11.0])
     compressed = _m([5.3, 6.5, 6.5, 5.3, 6.5, 5.3, 6.5])  # per round 0.59, 0.59, 0.65, 0.59, ...

@@ -20,11 +20,15 @@ class RunContext:
     spec: RunSpec
     layout: RunLayout
     manifest: object  # orchestrator.manifest.RunManifest
-    console: object  # rich Console
+    console: object  # the runner's rich Console: stages show lines through `show`, and hand it only to live bars
     profiles: dict  # {name: HardwareProfile}, resolved once per run
     report: dict | None = None  # set by the report stage
     progress: object = None  # progress(event): orchestrator.run_output's lines (None: silent)
     live: bool = False  # a terminal with progress on: live bars and tables instead of lines
+
+    def show(self, line) -> None:
+        """A line (rich markup) or a renderable for the user: the runner's output shows it, not the stage."""
+        self.console.print(line)
 
     def say(self, event: dict) -> None:
         if self.progress is not None:
@@ -65,7 +69,7 @@ class WeightsStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from .weights import run_weights
 
-        return run_weights(ctx.layout, self.spec(ctx), ctx.console)
+        return run_weights(ctx.layout, self.spec(ctx), ctx.show)
 
 
 class ProfileStage(Stage):
@@ -88,16 +92,16 @@ class ProfileStage(Stage):
                          say=ctx.say)
         for hw, cal in cals.items():
             verdict = "[green]passed[/]" if cal.passed else "[bold red]FAILED, accepted (--accept-noisy-lut)[/]"
-            ctx.console.print(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, {cal.within_10pct:.0%} of "
+            ctx.show(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, {cal.within_10pct:.0%} of "
                               f"held-out configurations within 10% (gate {cal.gate:.0%}: {verdict})")
             low, high = cal.cost_span
-            ctx.console.print(f"{hw}: the calibration's models measured {low:.2f}-{high:.2f} of the original")
+            ctx.show(f"{hw}: the calibration's models measured {low:.2f}-{high:.2f} of the original")
             noisy = noisy_rows(ctx.layout.read_lut(hw))
             p = ctx.profiles[hw]
             if not cal.passed:
-                ctx.console.print(f"[bold red]warning[/]: {gate_message(hw, cal, noisy, p.is_simulator, p.max_spread)}")
+                ctx.show(f"[bold red]warning[/]: {gate_message(hw, cal, noisy, p.is_simulator, p.max_spread)}")
             elif noisy:
-                ctx.console.print(f"[yellow]warning[/]: {hw}: {noisy_rows_text(noisy, p.max_spread)}; kept with their "
+                ctx.show(f"[yellow]warning[/]: {hw}: {noisy_rows_text(noisy, p.max_spread)}; kept with their "
                                   "spread, since the calibrated LUT passed its held-out gate")
         floors = reachable_floors(ctx.layout.store, s.run_id, s.model_spec, list(s.hardware), s.budget_metric,
                                   s.rank_mode if s.budget_metric == "latency" else "step", s.rank_step)
@@ -107,7 +111,7 @@ class ProfileStage(Stage):
             if low and target in cals and not cals[target].passed:
                 note = (f"; [bold red]budget(s) {low} are below it[/] on a LUT that failed its gate: the search aims "
                         "at that floor and validation measures whether the budget held")
-            ctx.console.print(f"{target}: the cheapest reachable model costs {floor:.3f} of the original{note}")
+            ctx.show(f"{target}: the cheapest reachable model costs {floor:.3f} of the original{note}")
         return {"rows": {hw: r.total_rows for hw, r in results.items()},
                 "measured": {hw: r.measured_rows for hw, r in results.items()},
                 "remeasured": {hw: r.remeasured_rows for hw, r in results.items()},
@@ -212,7 +216,7 @@ class ReportStage(Stage):
                                    extra={"preset": s.preset, "weights": weights.get("source"),
                                           "search_mode": s.search_mode})
         write_report(ctx.layout.store, s.run_id, report)
-        ctx.console.print(render_table(report))
+        ctx.show(render_table(report))
         ctx.report = report
         return {"results": len(report.get("results", []))}
 

@@ -49,7 +49,7 @@ def settled(val_top1: list, target: float | None) -> bool:
     return not rising and (target is None or val_top1[-1] >= target)
 
 
-def run_weights(layout: RunLayout, spec: WeightsSpec, console=None) -> dict:
+def run_weights(layout: RunLayout, spec: WeightsSpec, show=None) -> dict:
     """Write the original model's weights into the run (once); returns where they came from."""
     import haloc
 
@@ -64,10 +64,10 @@ def run_weights(layout: RunLayout, spec: WeightsSpec, console=None) -> dict:
     from workers.finetune_loop import loop_config
 
     train = TrainConfig.from_dict({**spec.train, "kd_weight": 0.0}).to_dict()  # no teacher: plain cross-entropy
-    if console is not None:
+    if show is not None:
         target = (f" (until validation top-1 >= {spec.target_top1:g} and stable)" if spec.target_top1
                   else " (until stable)")
-        console.print(f"no --weights: training the original {name} for {train['epochs']} epochs{target}, "
+        show(f"no --weights: training the original {name} for {train['epochs']} epochs{target}, "
                       f"checkpoints in {layout.uri('weights/pretrain')}")
     model_state, val_top1, epochs, resumed = None, [], 0, 0
     for k in range(max(1, spec.max_rounds)):
@@ -83,17 +83,17 @@ def run_weights(layout: RunLayout, spec: WeightsSpec, console=None) -> dict:
         model_state = state.model
         if settled(val_top1, spec.target_top1):
             break
-        if console is not None and k + 1 < spec.max_rounds:
-            console.print(f"the original's validation top-1 is {_top1(val_top1)} after {epochs} epochs, not yet "
+        if show is not None and k + 1 < spec.max_rounds:
+            show(f"the original's validation top-1 is {_top1(val_top1)} after {epochs} epochs, not yet "
                           f"{'stable' if spec.target_top1 is None else f'stable at {spec.target_top1:g} or more'}: "
                           f"another {train['epochs']} epochs")
     layout.write_weights(model_state)
     training = {"epochs": epochs, "val_top1": val_top1[-1] if val_top1 else None, "target_top1": spec.target_top1,
                 "stable": settled(val_top1, spec.target_top1), "history": val_top1, "rounds": k + 1}
-    if console is not None:
+    if show is not None:
         how = ("stable" if training["stable"] else "[bold red]NOT stable or below its target[/]: a weak baseline; "
                "compare the compressed models with care")
-        console.print(f"the original {name}: validation top-1 {_top1(val_top1)} after {epochs} epochs ({how})")
+        show(f"the original {name}: validation top-1 {_top1(val_top1)} after {epochs} epochs ({how})")
     last = state.history[-1] if state.history else {}
     return {"source": f"trained here for {epochs} epochs", "val": last.get("val"), "resumed_at_epoch": resumed,
             "original_training": training}

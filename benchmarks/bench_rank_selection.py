@@ -374,8 +374,8 @@ def finetune_epochs_of(method: str, plan: ModelPlan, overrides: dict | None = No
 
 
 def table_forwards_of(base, specs: dict, candidates: dict) -> float:
-    """`haloc.search_loop.exact_table_forwards` of this model and rank space (the exact solver's work)."""
-    from haloc.search_loop import exact_table_forwards
+    """`haloc.search_exact.exact_table_forwards` of this model and rank space (the exact solver's work)."""
+    from haloc.search_exact import exact_table_forwards
 
     return exact_table_forwards(base, specs, candidates)
 

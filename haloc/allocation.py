@@ -6,7 +6,7 @@
 Layers come in groups (a residual block's convs, whose errors do not add up: a block whose two convs
 are both cut loses its branch once, not twice); `table[i, j, ...]` is the group's error with its
 first layer at its i-th candidate, its second at its j-th, and so on. The blockwise search measures
-the tables (`SupernetSearch.measure_error_tables`). Each `CostTable` is a fixed cost plus one cost
+the tables (`haloc.search_exact.ExactSolver.measure_error_tables`). Each `CostTable` is a fixed cost plus one cost
 per layer and candidate, so the choice is a multiple-choice knapsack over the groups' options. It is
 solved by dynamic programming over the budget cut into `bins` steps, every cost rounded up to a
 whole step: the answer never exceeds a budget and is optimal up to one step of slack per group

@@ -1,10 +1,14 @@
-"""The HALOC search loop: alternate weight steps (training split) and alpha steps (held-out split).
+"""The HALOC rank search: the supernet, its schedule, the read-out and the checkpoint, with the solver
+that moves alpha each epoch as a strategy of its own (cfg.arch_solver):
 
     search = SupernetSearch(model, rank_space, [cost_table, ...], SearchConfig(...))
     for epoch in range(cfg.epochs): search.run_epoch(train_loader, heldout_loader)   # checkpointable
     result = search.result()
 
-Weight steps minimise CE + w_fm(t) * feature-map MSE against the frozen original (interference
+    haloc/search_gradient.py  "gradient": weight steps and alpha steps alternating (the paper's relaxation)
+    haloc/search_exact.py     "exact": blockwise error tables and the least-error allocation under the budgets
+
+Gradient solver: weight steps minimise CE + w_fm(t) * feature-map MSE against the frozen original (interference
 mitigation; w_fm decays linearly to 0). Alpha steps minimise the hardware-aware loss on held-out
 batches of the training data. tau anneals exponentially from tau_start to tau_end over all steps.
 The result is the per-layer argmax, projected onto the budget(s) when the argmax misses them.
@@ -12,7 +16,6 @@ The result is the per-layer argmax, projected onto the budget(s) when the argmax
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import random
 import time
@@ -26,10 +29,9 @@ import torch.nn.functional as F
 
 from .decomposition import LayerSpec, decomposable_layers, to_ranks_json
 from .errors import BadInputError
-from .hardware_loss import PENALTIES, CostTable, budget_prior, expected_cost, hardware_loss
+from .hardware_loss import PENALTIES, CostTable, budget_prior, expected_cost
 from .rank_space import RankSpace
-from .supernet import Supernet, _discrete_layer
-from .train import kd_loss
+from .supernet import Supernet
 
 PENALTY_COSTS = ("sample", "expected")
 ALPHA_INITS = ("uniform", "budget", "fraction")
@@ -39,7 +41,6 @@ ARCH_OBJECTIVES = ("ce", "blockwise")
 ARCH_MIXES = ("gumbel", "softmax")
 ARCH_SOLVERS = ("gradient", "exact")
 BLOCK_ERRORS = ("output", "branch")
-JOINT_OPTIONS = 1_024  # arch_solver "exact": a block's layers are measured jointly up to this many combinations
 
 
 @dataclass(frozen=True)
@@ -156,72 +157,10 @@ class SearchResult:
         return asdict(self)
 
 
-class FeatureMatcher:
-    """Relative MSE between block outputs of the supernet and of the frozen original model."""
-
-    def __init__(self, supernet: Supernet, original: nn.Module, layer_names: list[str]):
-        self.names = feature_modules(original, layer_names)
-        self.student: dict[str, torch.Tensor] = {}
-        self.teacher: dict[str, torch.Tensor] = {}
-        s_mods, t_mods = dict(supernet.net.named_modules()), dict(original.named_modules())
-        self.hooks = [s_mods[n].register_forward_hook(self._store(self.student, n)) for n in self.names]
-        self.hooks += [t_mods[n].register_forward_hook(self._store(self.teacher, n)) for n in self.names]
-
-    @staticmethod
-    def _store(bucket: dict, name: str):
-        def hook(_m, _args, out):
-            bucket[name] = out
-
-        return hook
-
-    def loss(self) -> torch.Tensor:
-        """Mean over blocks of MSE / mean square of the original's output: scale-free across blocks."""
-        terms = []
-        for n in self.names:
-            target = self.teacher[n].detach()
-            terms.append(F.mse_loss(self.student[n], target) / target.pow(2).mean().clamp_min(1e-8))
-        return torch.stack(terms).mean()
-
-    def remove(self) -> None:
-        for h in self.hooks:
-            h.remove()
-
-
 def block_members(model: nn.Module, candidates: dict[str, tuple[int, ...]]) -> list[tuple[str, list[str]]]:
     """[(block, its searched layers)], blocks as `feature_modules`."""
     return [(block, [m for m in candidates if m == block or m.startswith(block + ".")])
             for block in feature_modules(model, list(candidates))]
-
-
-def error_groups(model: nn.Module, candidates: dict[str, tuple[int, ...]]) -> list[tuple[str, list[str]]]:
-    """[(block, the searched layers the exact solver measures together)], blocks as `block_members`:
-    a block's layers jointly (every combination of their candidates: cutting both convs of a residual
-    block loses its branch once, not twice) where that is at most `JOINT_OPTIONS` combinations, else
-    each alone with the others at their largest candidate, their errors then taken to add up."""
-    out = []
-    for block, members in block_members(model, candidates):
-        if math.prod(len(candidates[n]) for n in members) <= JOINT_OPTIONS:
-            out.append((block, members))
-        else:
-            out.extend((block, [n]) for n in members)
-    return out
-
-
-def exact_table_forwards(model: nn.Module, specs: dict[str, LayerSpec], candidates: dict[str, tuple[int, ...]]
-                         ) -> float:
-    """The work of one batch of the exact solver's tables, in forwards of the original model: the
-    original's forward, each group's block once per combination of candidates, counted at the
-    block's original multiply-adds (an upper bound: truncated layers cost less) over the model's,
-    and the chosen architecture's blockwise error (the original's forward again and the blocks')."""
-    from .hardware_loss import layer_flops
-
-    whole = {n: layer_flops(specs[n], specs[n].max_rank) for n in candidates}
-    total = max(sum(whole.values()), 1)
-    share = {block: sum(whole[n] for n in members) / total for block, members in block_members(model, candidates)}
-    work = 3.0
-    for block, members in error_groups(model, candidates):
-        work += math.prod(len(candidates[n]) for n in members) * share[block]
-    return work
 
 
 def feature_modules(model: nn.Module, layer_names: list[str]) -> list[str]:
@@ -265,15 +204,13 @@ class SupernetSearch:
         self.epoch = 0
         self.step = 0
         self.history: list[dict] = []
-        self._teacher_seconds = 0.0
         self._heldout: Iterable | None = None  # the latest epoch's held-out loader (the read-out's data)
         self._blocks: list | None = None  # (name, original's block, supernet's block, its searched layers)
-        # arch_solver "exact": summed blockwise error per group of layers (`error_groups`) and joint
-        # candidate, over `_table_count` batches
-        self._table_sums: dict[tuple, torch.Tensor] = {}
-        self._table_count = 0
-        self._solution: dict[str, int] | None = None
-        self._candidates: dict[str, list[nn.Module]] | None = None  # measure_error_tables' layers per candidate
+        # how an epoch moves alpha: one strategy per arch_solver, each with the state it keeps
+        from .search_exact import ExactSolver
+        from .search_gradient import GradientSolver
+
+        self.solver = ExactSolver(self) if cfg.arch_solver == "exact" else GradientSolver(self)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     @torch.no_grad()
@@ -309,63 +246,11 @@ class SupernetSearch:
                 seed_epoch(loader, seed, epoch)  # the train loader last: it sets the global RNG too
 
     def run_epoch(self, train_loader: Iterable, heldout_loader: Iterable) -> dict:
-        """Alternate a weight step and an alpha step per batch pair; returns the epoch's metrics."""
+        """One epoch of the solver (haloc.search_gradient or haloc.search_exact); returns its metrics."""
         if self.steps_per_epoch is None:
             self.steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
-        cfg = self.cfg
         self._heldout = heldout_loader
-        if cfg.arch_solver == "exact":
-            return self._exact_epoch(heldout_loader)
-        search_alpha = self.epoch >= cfg.warmup_epochs or not cfg.train_weights
-        matcher = FeatureMatcher(self.supernet, self.original, list(self.rank_space.candidates)) \
-            if cfg.train_weights and cfg.fm_weight > 0 else None
-        sums = {"ce": 0.0, "fm": 0.0, "arch_ce": 0.0, "arch_loss": 0.0, "correct": 0, "seen": 0}
-        seconds = {"weight": 0.0, "teacher": 0.0, "arch": 0.0, "eval": 0.0}  # wall time per part
-        self._teacher_seconds = 0.0
-        epoch_start = time.perf_counter()
-        held = _cycle(heldout_loader)
-        self.supernet.train()
-        n = 0
-        try:
-            for x, y in train_loader:
-                if n >= self.steps_per_epoch:
-                    break
-                n += 1
-                x, y = x.to(self.device), y.to(self.device)
-                if cfg.train_weights:
-                    self.supernet.set_mix(cfg.weight_mix, self.tau())
-                    t0 = time.perf_counter()
-                    self.supernet.requires_grad_(True)
-                    ce, fm = self._weight_step(x, y, matcher)
-                    sums["ce"] += ce
-                    sums["fm"] += fm
-                    seconds["weight"] += time.perf_counter() - t0
-                if search_alpha and (n - 1) % cfg.arch_every == 0:
-                    hx, hy = next(held)
-                    self.supernet.set_mix(cfg.arch_mix, self.tau())
-                    t0 = time.perf_counter()
-                    arch_ce, arch_loss, correct = self._arch_step(hx.to(self.device), hy.to(self.device))
-                    seconds["arch"] += time.perf_counter() - t0
-                    sums["arch_ce"] += arch_ce
-                    sums["arch_loss"] += arch_loss
-                    if correct is not None:  # the blockwise objective runs no whole network
-                        sums["correct"] += correct
-                        sums["seen"] += len(hy)
-                self.step += 1
-        finally:
-            if matcher:
-                matcher.remove()
-        arch_steps = max(1, -(-n // cfg.arch_every))
-        n = max(1, n)
-        self.epoch += 1
-        metrics = {
-            "epoch": self.epoch, "tau": self.tau(), "train_ce": sums["ce"] / n, "fm_mse": sums["fm"] / n,
-            "heldout_ce": sums["arch_ce"] / arch_steps if search_alpha else None,
-            "heldout_acc": sums["correct"] / sums["seen"] if sums["seen"] else None,
-            "alpha_entropy": self.alpha_entropy(),
-        }
-        seconds["teacher"] = self._teacher_seconds  # inside the weight steps
-        return self._end_epoch(metrics, seconds, heldout_loader, epoch_start)
+        return self.solver.run_epoch(train_loader, heldout_loader)
 
     def _end_epoch(self, metrics: dict, seconds: dict, heldout_loader: Iterable, epoch_start: float) -> dict:
         """The epoch's held-out accuracy of its argmax (cfg.heldout_eval), times, expected costs and
@@ -380,59 +265,6 @@ class SupernetSearch:
         metrics.update({f"budget_{t.name}": t.must_meet for t in self.tables})
         self.history.append(metrics)
         return metrics
-
-    def _weight_step(self, x, y, matcher):
-        for p in self.supernet.arch_parameters():
-            p.requires_grad_(False)
-        logits = self.supernet(x)
-        ce = F.cross_entropy(logits, y)
-        loss = ce
-        fm = torch.zeros(())
-        w = self.fm_weight()
-        use_fm = matcher is not None and w > 0
-        if use_fm or self.cfg.kd_weight > 0:
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                teacher_logits = self.original(x)  # one forward serves both (the matcher hooks record it)
-            self._teacher_seconds += time.perf_counter() - t0
-            if self.cfg.kd_weight > 0:
-                loss = kd_loss(logits, teacher_logits, y, self.cfg.kd_weight, self.cfg.kd_temperature)
-            if use_fm:
-                fm = matcher.loss()
-                loss = loss + w * fm
-        self.weight_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.weight_opt.step()
-        for p in self.supernet.arch_parameters():
-            p.requires_grad_(True)
-        return ce.item(), fm.item()
-
-    def _arch_step(self, x, y):
-        self.supernet.requires_grad_(False)
-        for p in self.supernet.arch_parameters():
-            p.requires_grad_(True)
-        if self.cfg.arch_objective == "blockwise":
-            ce, logits = self.blockwise_error(x), None
-        else:
-            logits = self.supernet(x)
-            ce = F.cross_entropy(logits, y)
-        data_term = ce
-        if logits is not None and self.cfg.arch_kd_weight > 0:
-            with torch.no_grad():
-                teacher_logits = self.original(x)
-            data_term = kd_loss(logits, teacher_logits, y, self.cfg.arch_kd_weight, self.cfg.kd_temperature)
-        if self.cfg.penalty_cost == "expected":
-            weights = {n: F.softmax(layer.alpha, 0) for n, layer in self.supernet.layers().items()}
-        else:
-            weights = {n: layer.last_weights for n, layer in self.supernet.layers().items()}
-        costs = [expected_cost(weights, t) for t in self.tables]
-        loss = hardware_loss(data_term, costs, self.tables, self.cfg.penalty, self.cfg.beta, self.cfg.lam,
-                             self.cfg.below_budget)
-        self.arch_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.arch_opt.step()
-        self.supernet.requires_grad_(True)
-        return ce.item(), loss.item(), None if logits is None else int((logits.argmax(1) == y).sum())
 
     def blockwise_error(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over blocks (`feature_modules`) of the relative MSE between each supernet block's output
@@ -495,80 +327,6 @@ class SupernetSearch:
             out[n] = (args, kwargs, target, power.pow(2).mean().clamp_min(1e-8))
         return out
 
-    # --- arch_solver "exact" -------------------------------------------------------------------
-    def error_groups(self) -> list[tuple[str, list[str]]]:
-        """`error_groups` of this search's model and rank space."""
-        return error_groups(self.original, self.rank_space.candidates)
-
-    @torch.no_grad()
-    def measure_error_tables(self, x: torch.Tensor) -> None:
-        """Add one batch to the error tables: each group of `error_groups` at every combination of its
-        layers' candidates, the block's relative output error against the original's (fed the
-        original's input; batch statistics in BatchNorm, as in `architecture_blockwise_error`)."""
-        seen = self._block_io(x)
-        layers = self.supernet.layers()
-        students = {n: s for n, _t, s in self._block_list()}
-        if self._candidates is None:  # nothing trains the factors here: each candidate's own layer, built once
-            self._candidates = {n: [_discrete_layer(layer, r) for r in layer.candidates] for n, layer in layers.items()}
-        with _discrete(self.supernet, {n: layer.candidates[-1] for n, layer in layers.items()}):
-            for block, members in self.error_groups():
-                args, kwargs, target, scale = seen[block]
-                student = students[block]
-                shape = tuple(len(layers[n].candidates) for n in members)
-                errors = torch.zeros(shape, dtype=torch.float64)
-                try:
-                    for index in itertools.product(*(range(k) for k in shape)):
-                        # each layer as its candidate's factors (not the supernet's masked dense
-                        # weight): a low rank runs as cheaply as it will in the compressed model
-                        for name, i in zip(members, index):
-                            if name == block:
-                                student = self._candidates[name][i]
-                            else:
-                                students[block].set_submodule(name[len(block) + 1:], self._candidates[name][i])
-                        errors[index] = float(F.mse_loss(student(*args, **kwargs), target) / scale)
-                finally:
-                    for name in members:
-                        if name != block:
-                            students[block].set_submodule(name[len(block) + 1:], layers[name])
-                key = tuple(members)
-                self._table_sums[key] = self._table_sums.get(key, 0) + errors
-        self._table_count += 1
-
-    def error_tables(self) -> dict[tuple, torch.Tensor]:
-        """{layers: mean blockwise error at each joint candidate} over the batches measured so far."""
-        return {k: v / max(self._table_count, 1) for k, v in self._table_sums.items()}
-
-    def _exact_epoch(self, heldout_loader: Iterable) -> dict:
-        """arch_solver "exact": `table_batches` more held-out batches into the error tables, then the
-        least-error allocation under the budgets; alpha is set peaked at it, so that the argmax, the
-        expected cost and the result read it as they read a gradient search."""
-        from .allocation import min_error_ranks
-
-        epoch_start = time.perf_counter()
-        held = _cycle(heldout_loader)
-        batches = [next(held)[0].to(self.device) for _ in range(self.cfg.table_batches)]
-        for x in batches:
-            self.measure_error_tables(x)
-        tables = {k: v.numpy() for k, v in self.error_tables().items()}
-        self._solution = min_error_ranks(tables, self.rank_space.candidates, self.tables)
-        self._peak_alpha(self._solution)
-        arch_seconds = time.perf_counter() - epoch_start
-        with _discrete(self.supernet, self._solution), torch.no_grad():
-            objective = sum(float(self.blockwise_error(x)) for x in batches) / len(batches)
-        self.epoch += 1
-        self.step += self.steps_per_epoch or 1
-        metrics = {"epoch": self.epoch, "tau": self.tau(), "train_ce": 0.0, "fm_mse": 0.0, "heldout_ce": objective,
-                   "heldout_acc": None, "alpha_entropy": self.alpha_entropy()}
-        seconds = {"weight": 0.0, "teacher": 0.0, "arch": arch_seconds, "eval": 0.0}
-        return self._end_epoch(metrics, seconds, heldout_loader, epoch_start)
-
-    @torch.no_grad()
-    def _peak_alpha(self, ranks: dict[str, int], gap: float = 30.0) -> None:
-        for name, layer in self.supernet.layers().items():
-            peak = torch.full_like(layer.alpha, -gap)
-            peak[layer.candidates.index(ranks[name])] = 0.0
-            layer.alpha.copy_(peak)
-
     # --- read-outs -----------------------------------------------------------------------------
     @torch.no_grad()
     def expected_costs(self) -> list[float]:
@@ -626,7 +384,7 @@ class SupernetSearch:
         probs = self.supernet.probabilities()
         cands = self.rank_space.candidates
         argmax = self.supernet.argmax_ranks()
-        exact_fits = self._solution is not None and argmax == self._solution and all(
+        exact_fits = self.solver.solution is not None and argmax == self.solver.solution and all(
             t.cost_of(argmax, cands) <= t.budget * (1 + 1e-9) for t in self.tables)
         chosen = argmax if exact_fits else self._project(argmax, probs)  # the exact answer needs no fill
         readout = []
@@ -677,9 +435,7 @@ class SupernetSearch:
                 "arch_opt": self.arch_opt.state_dict(), "epoch": self.epoch, "step": self.step,
                 "steps_per_epoch": self.steps_per_epoch, "history": self.history,
                 "rng": torch.get_rng_state(), "config": asdict(self.cfg),
-                "error_tables": {"groups": [list(k) for k in self._table_sums],
-                                 "sums": list(self._table_sums.values()),
-                                 "count": self._table_count, "solution": self._solution}})
+                "error_tables": self.solver.state()})
 
     def load_state_dict(self, state: dict) -> None:
         self.supernet.load_state_dict(state["supernet"])
@@ -689,11 +445,7 @@ class SupernetSearch:
         self.steps_per_epoch = state["steps_per_epoch"]
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"])
-        tables = state.get("error_tables")  # absent in checkpoints of searches before arch_solver "exact"
-        if tables:
-            self._table_sums = {tuple(k): v for k, v in zip(tables["groups"], tables["sums"])}
-            self._table_count = int(tables["count"])
-            self._solution = dict(tables["solution"]) if tables["solution"] else None
+        self.solver.load(state.get("error_tables") or {})
 
     def load_weights_only(self, supernet_state: dict) -> None:
         """Start from trained supernet weights (train once, search many): alpha starts afresh

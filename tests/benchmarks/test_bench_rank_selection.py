@@ -215,7 +215,7 @@ def test_the_exact_solvers_work_counts_each_block_once_per_combination():
     import torch
 
     import haloc
-    from haloc.search_loop import error_groups, exact_table_forwards
+    from haloc.search_exact import error_groups, exact_table_forwards
 
     model = haloc.models.create("resnet20")
     specs = haloc.decomposable_layers(model, torch.zeros(1, 3, 32, 32))

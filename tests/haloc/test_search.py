@@ -496,10 +496,10 @@ def test_exact_solver_finds_less_blockwise_error_than_uniform_ranks_within_the_b
 def test_exact_solver_tables_join_a_blocks_layers():
     """A residual block's two convs are measured together (every pair of candidates), fc alone."""
     s, space, _table = exact_search()
-    groups = dict((tuple(m), b) for b, m in s.error_groups())
+    groups = dict((tuple(m), b) for b, m in s.solver.error_groups())
     assert ("layer1.0.conv1", "layer1.0.conv2") in groups and ("fc",) in groups
-    s.measure_error_tables(torch.randn(8, 3, 32, 32))
-    tables = s.error_tables()
+    s.solver.measure_error_tables(torch.randn(8, 3, 32, 32))
+    tables = s.solver.error_tables()
     pair = tables[("layer3.0.conv1", "layer3.0.conv2")]
     c1, c2 = space.candidates["layer3.0.conv1"], space.candidates["layer3.0.conv2"]
     assert pair.shape == (len(c1), len(c2))
@@ -513,12 +513,12 @@ def test_exact_search_resumes_from_its_checkpoint_with_its_tables():
     a.run_epoch(train, held)
     b = SupernetSearch(a.original, space, [table], a.cfg)  # the same model: its blocks are the tables' source
     b.load_state_dict(a.state_dict())
-    assert b._table_count == a._table_count == a.cfg.table_batches  # batches measured
+    assert b.solver._table_count == a.solver._table_count == a.cfg.table_batches  # batches measured
     for s in (a, b):
         s.seed_loaders(train, held, epoch=1)
         s.run_epoch(train, held)
     assert a.result().all_ranks == b.result().all_ranks
-    assert a._table_count == b._table_count == 2 * a.cfg.table_batches
+    assert a.solver._table_count == b.solver._table_count == 2 * a.cfg.table_batches
 
 
 def test_exact_solver_needs_the_blockwise_objective_without_weight_training():

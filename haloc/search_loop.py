@@ -481,10 +481,10 @@ def _discrete(supernet: Supernet, ranks: dict[str, int]):
 def fraction_prior(specs: dict[str, LayerSpec], candidates: dict[str, tuple[int, ...]], tables: list[CostTable],
                    sharpness: float = 1.0) -> dict[str, torch.Tensor]:
     """Architecture logits peaked at the uniform-fraction allocation that fits the budgets
-    (`haloc.rank_selection.uniform_ranks`): alpha_i = -sharpness x |i - i*|, i* that allocation's
+    (`haloc.baselines.uniform_ranks`): alpha_i = -sharpness x |i - i*|, i* that allocation's
     candidate. A search started here moves a layer off the simple choice only where its data term
     says so."""
-    from .rank_selection import uniform_ranks
+    from .baselines import uniform_ranks
 
     chosen = uniform_ranks(specs, candidates, tables).ranks
     out = {}

@@ -447,7 +447,7 @@ def test_blockwise_objective_refuses_a_block_that_returns_no_tensor():
 
 
 def test_fraction_prior_starts_alpha_at_the_uniform_allocation_that_fits_the_budget():
-    from haloc.rank_selection import uniform_ranks
+    from haloc.baselines import uniform_ranks
 
     model = haloc.models.create("resnet20")
     specs = haloc.decomposable_layers(model)
@@ -471,7 +471,7 @@ def exact_search(fraction=0.6, **fields):
 def test_exact_solver_finds_less_blockwise_error_than_uniform_ranks_within_the_budget():
     """The exact solver's ranks have the least blockwise error that fits the budget: on the batches it
     measured, no other allocation that fits (here uniform ranks, and a gradient search's) does better."""
-    from haloc.rank_selection import uniform_ranks
+    from haloc.baselines import uniform_ranks
 
     s, space, table = exact_search()
     train, held = tiny_loaders()

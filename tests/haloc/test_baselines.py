@@ -3,8 +3,7 @@ import pytest
 import torch
 
 import haloc
-from haloc.hardware_loss import CostTable, flops_cost_table
-from haloc.rank_selection import (
+from haloc.baselines import (
     METHODS,
     alds_ranks,
     energy_ranks,
@@ -13,6 +12,7 @@ from haloc.rank_selection import (
     select_ranks,
     uniform_ranks,
 )
+from haloc.hardware_loss import CostTable, flops_cost_table
 from haloc.rank_space import build_rank_space
 
 

@@ -218,8 +218,8 @@ def test_search_options_run_and_meet_the_budget(penalty_cost, arch_every, weight
                        weight_mix=weight_mix)
     s = SupernetSearch(model, space, [table], cfg)
     seen = []
-    original_arch_step = s._arch_step
-    s._arch_step = lambda x, y: seen.append(1) or original_arch_step(x, y)
+    original_arch_step = s.solver._arch_step
+    s.solver._arch_step = lambda x, y: seen.append(1) or original_arch_step(x, y)
     for _ in range(cfg.epochs):
         s.run_epoch(train, held)
     assert len(seen) == 4 // arch_every  # alpha steps only after the warm-up epoch, every k-th batch

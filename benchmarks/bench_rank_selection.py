@@ -407,7 +407,7 @@ def search_epoch_equivalent(cfg, loaders: Loaders | None, table_forwards: float 
 
 def run_baseline(method, plan, base, specs, target, table, loaders, seed, overrides: dict | None = None) -> dict:
     import haloc
-    from haloc.rank_selection import select_ranks
+    from haloc.baselines import select_ranks
 
     if method != "random":
         # "<method>-long": the same ranks, fine-tuned for as many more epochs as this run's search

@@ -49,11 +49,21 @@ def _figure(width: float, height: float, ncols: int = 1):
     matplotlib.use("Agg")  # no display on cluster nodes and CI
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False,
-                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.25,
-                         "font.family": "DejaVu Sans"})  # matplotlib's own font: found on every machine
+    # The plots' own style over matplotlib's defaults, whatever the process's rcParams hold: a library
+    # may set them globally on import (ZigZag's plotting module sets label and tick sizes; in the test
+    # session the report's texts came out a third larger and ran into each other). The caller's
+    # rcParams come back when the figure is saved (`_svg`).
+    saved = matplotlib.rcParams.copy()
+    plt.style.use("default")
+    plt.rcParams.update(PLOT_STYLE)
     fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
+    fig._haloc_saved_rc = saved
     return fig, list(axes[0])
+
+
+PLOT_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
+              "axes.grid": True, "grid.alpha": 0.25,
+              "font.family": "DejaVu Sans"}  # matplotlib's own font: found on every machine
 
 
 def _declutter(fig) -> None:
@@ -96,6 +106,7 @@ def _svg(fig) -> str:
             fig.savefig(buf, format="svg", bbox_inches="tight")
         saved[fonttype] = buf.getvalue()
     plt.close(fig)
+    plt.rcParams.update(getattr(fig, "_haloc_saved_rc", {}))  # the caller's style, as it was before `_figure`
     drawn, texts = saved["path"], saved["none"]
     if drawn[drawn.index("<svg"):drawn.index(">", drawn.index("<svg"))] != \
             texts[texts.index("<svg"):texts.index(">", texts.index("<svg"))]:

@@ -440,3 +440,35 @@ def test_the_budget_is_named_under_the_trade_off_plot_not_over_its_points():
     ys = {t: float(y) for y, t in re.findall(r'<text[^>]*\by="([\d.]+)"[^>]*>([^<]+)</text>', svg)}
     label = next(y for t, y in ys.items() if t.startswith("measured latency (ms)"))
     assert ys["budget 0.5 = 2.5 ms"] > label
+
+
+def test_plots_look_the_same_whatever_rcparams_the_process_holds():
+    """A library may set matplotlib's rcParams globally on import (ZigZag's own plotting module sets
+    label and tick sizes, and the test session's report came out a third larger, its texts on each
+    other): the report's plots keep their own style, and the caller's rcParams are left as they were."""
+    import re
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from orchestrator.stages.report_page import config_styles, plot_accuracy_latency, plot_ranks
+    from tests.orchestrator.report_data import big_report
+
+    report = big_report()
+    styles = config_styles(report)
+
+    def shapes():
+        svgs = [plot_accuracy_latency(report, "cpu", styles), plot_ranks(report, styles)]
+        return [re.search(r'viewBox="([^"]*)"', s).group(1) for s in svgs], sorted(
+            set(re.findall(r"font-size: [\d.]+px", "".join(svgs))))
+
+    with plt.style.context("default"):
+        clean = shapes()
+    with plt.rc_context({"font.size": 20, "axes.labelsize": 30, "xtick.labelsize": 25, "ytick.labelsize": 25,
+                         "legend.fontsize": 22, "figure.dpi": 150}):
+        def style():  # the backend keys are not style: matplotlib.use("Agg") may set them
+            return {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
+
+        wild = style()
+        assert shapes() == clean
+        assert style() == wild  # the caller's style is back

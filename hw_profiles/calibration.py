@@ -4,7 +4,9 @@
 systematic gap between isolated and in-model layer timings. Stored as JSON beside the LUT:
 `<hardware>.calibration.json`. The reported error is leave-one-out, so it is not flattered by the fit,
 and each point keeps its own (`loo_error`), so the configurations the LUT mispredicts can be found.
-`gate` is the share within 10% the hardware profile asks for; `passed` says whether it was reached.
+`gate` is the share within `tolerance` (the profile's `calibration_tolerance`, 10% by default) the
+hardware profile asks for; `passed` says whether it was reached. `within_10pct` is always the share
+within 10%, whatever the tolerance, so that calibrations of different profiles compare.
 """
 from __future__ import annotations
 
@@ -26,11 +28,27 @@ class Calibration:
     within_10pct: float  # share of held-out (leave-one-out) predictions within 10% of the measurement
     median_rel_error: float  # leave-one-out, |pred - measured| / measured
     points: list = field(default_factory=list)  # [{"lut_sum_ms", "measured_ms", "loo_error", ...}]
-    gate: float = 0.0  # the share within 10% the profile asks for
-    passed: bool = True  # within_10pct >= gate
+    gate: float = 0.0  # the share within `tolerance` the profile asks for
+    passed: bool = True  # within_tolerance >= gate
     remeasured_rows: int = 0  # LUT rows measured again to reach the gate
     rounds: int = 0  # gate rounds (re-measure, refit) that were needed
     lut_fingerprint: str = ""  # of the LUT rows this calibration was made on
+    tolerance: float = 0.10  # the relative error a held-out prediction may have and count for the gate
+    within_tolerance: float | None = None  # the share within `tolerance` (None: read from an older file)
+
+    def __post_init__(self):
+        if self.within_tolerance is None:  # a calibration written before the tolerance was a setting
+            object.__setattr__(self, "within_tolerance", self.share_within(self.tolerance))
+
+    @property
+    def tolerance_text(self) -> str:
+        """The tolerance as people write it: '10%', '0.5%'."""
+        return f"{self.tolerance * 100:g}%"
+
+    def share_within(self, tolerance: float) -> float:
+        """The share of held-out predictions within `tolerance` (within_10pct where no point kept its error)."""
+        errors = [p["loo_error"] for p in self.points if p.get("loo_error") is not None]
+        return sum(e <= tolerance for e in errors) / len(errors) if errors else self.within_10pct
 
     @property
     def cost_span(self) -> tuple[float, float]:
@@ -68,7 +86,7 @@ class Calibration:
     def with_gate(self, gate: float, **changes) -> Calibration:
         from dataclasses import replace
 
-        return replace(self, gate=gate, passed=self.within_10pct >= gate - 1e-12, **changes)
+        return replace(self, gate=gate, passed=self.within_tolerance >= gate - 1e-12, **changes)
 
 
 def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -89,8 +107,9 @@ def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 
 def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float], gate: float = 0.0,
-                    extra: list[dict] | None = None) -> Calibration:
-    """The fit and its leave-one-out errors; `extra` adds fields to each point (e.g. the ranks)."""
+                    extra: list[dict] | None = None, tolerance: float = 0.10) -> Calibration:
+    """The fit and its leave-one-out errors; `extra` adds fields to each point (e.g. the ranks); the gate
+    counts the held-out predictions within `tolerance` of their measurement."""
     if len(lut_sums) != len(measured) or not lut_sums:
         raise BadInputError(f"calibration of {hardware!r} needs equal, non-empty lists of LUT sums and "
                             f"measurements, got {len(lut_sums)} and {len(measured)}")
@@ -103,8 +122,9 @@ def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float],
     points = [{"lut_sum_ms": x, "measured_ms": y, "loo_error": e, **((extra or [{}] * len(lut_sums))[i])}
               for i, (x, y, e) in enumerate(zip(lut_sums, measured, errors))]
     share = sum(e <= 0.10 for e in errors) / len(errors)
+    within = sum(e <= tolerance for e in errors) / len(errors)
     return Calibration(hardware, a, b, len(lut_sums), share, statistics.median(errors), points, gate=gate,
-                       passed=share >= gate - 1e-12)
+                       passed=within >= gate - 1e-12, tolerance=tolerance, within_tolerance=within)
 
 
 def random_configs(specs: dict, samples: int, seed: int = 0, keep_share: float = 0.2,

@@ -55,9 +55,10 @@ class HardwareProfile:
     max_slowdown: float = 1.3
     max_remeasure: int = 1
     # calibration gate: the share of held-out configurations whose calibrated LUT prediction lies
-    # within 10% of the measurement must reach it (None: 0.9 for timed hardware, 1.0 for simulators);
-    # below it, the rows behind the errors are measured again, at most gate_rounds times.
+    # within calibration_tolerance of the measurement must reach it (None: 0.9 for timed hardware, 1.0
+    # for simulators); below it, the rows behind the errors are measured again, at most gate_rounds times.
     calibration_gate: float | None = None
+    calibration_tolerance: float = 0.10
     gate_rounds: int = 2
     # the search aims this fraction below a latency budget, so that a model the LUT prices just under
     # it still meets it when measured (None: 0 for simulators; for timed hardware the larger of twice
@@ -156,7 +157,8 @@ def profile_from_dict(data, source: str = "<dict>") -> HardwareProfile:
         if key in data and (not _is_int(data[key]) or data[key] < low):
             raise _bad(source, key, data[key], f"an integer >= {low}")
     for key, low, high in (("min_run_time_s", 0.0, 60.0), ("max_spread", 0.0, 10.0), ("max_slowdown", 1.0, 100.0),
-                           ("calibration_gate", 0.0, 1.0), ("budget_margin", 0.0, 0.5)):
+                           ("calibration_gate", 0.0, 1.0), ("calibration_tolerance", 0.0001, 1.0),
+                           ("budget_margin", 0.0, 0.5)):
         value = data.get(key)
         if value is None and key in ("calibration_gate", "budget_margin"):
             continue

@@ -22,6 +22,7 @@ def lut_quality(calibration, noisy_rows: int = 0, accepted: bool = False) -> dic
     LUT whose calibration passed are counted (`noisy_rows`) but not a failure: the gate judges the
     LUT. `accepted_noisy`: the LUT failed its gate and the run went on (--accept-noisy-lut)."""
     return {"within_10pct": calibration.within_10pct, "median_abs_error": calibration.median_rel_error,
+            "tolerance": calibration.tolerance, "within_tolerance": calibration.within_tolerance,
             "gate": calibration.gate, "passed": calibration.passed, "remeasured_rows": calibration.remeasured_rows,
             "noisy_rows": noisy_rows, "accepted_noisy": accepted and not calibration.passed,
             "samples": calibration.samples, "rounds": calibration.rounds}
@@ -42,7 +43,8 @@ def gate_message(hardware: str, calibration, noisy: list[dict] = (), simulated: 
                  max_spread: float | None = None, profile_file: str | None = None) -> str:
     """What failed (the calibrated LUT's held-out figures, and the rows that stayed noisy), and the
     ways on, with a copy-paste recipe for a profile that times with more repeats."""
-    what = (f"{calibration.within_10pct:.0%} of held-out configurations within 10% of the measured latency "
+    what = (f"{calibration.within_tolerance:.0%} of held-out configurations within {calibration.tolerance_text} "
+            "of the measured latency "
             f"(gate {calibration.gate:.0%}, median error {calibration.median_rel_error:.1%}, "
             f"{calibration.remeasured_rows} rows measured again in {calibration.rounds} round(s))")
     rows = noisy_rows_text(list(noisy), max_spread)
@@ -115,7 +117,8 @@ def misses(report: dict) -> list[str]:
     for hw, q in (report.get("lut_quality") or {}).items():
         if q.get("accepted_noisy"):
             out.append(f"the LUT of {hw!r} was accepted noisy (--accept-noisy-lut): "
-                       f"{q['within_10pct']:.0%} within 10%, "
+                       f"{q.get('within_tolerance', q['within_10pct']):.0%} within "
+                       f"{q.get('tolerance', 0.10) * 100:g}%, "
                        f"gate {q['gate']:.0%}; its predictions are not to be trusted")
     return out
 

@@ -17,11 +17,11 @@ options, an older measuring code) is measured again, never kept on resume.
 Noise: a row the actor could not measure steadily (hw_profiles.measure: `noisy`) is measured again
 after the others (NOISY_ROUNDS times at most). Still noisy, it is written flagged, with its spread:
 one noisy row says little about a LUT, the calibration says much. The gate judges the LUT: the
-calibration's held-out share within 10% must reach the profile's `gate`. Below it, the rows of the
-configurations the LUT mispredicts are measured again interleaved with the reference workload,
-every configuration is measured again, and the fit is redone (the profile's `gate_rounds` times at
-most). Still below: NoisyLutError naming the figures and the noisy rows, unless `accept_noisy`
-(the calibration says so).
+calibration's held-out share within the profile's `calibration_tolerance` (10%) must reach its
+`gate`. Below it, the rows of the configurations the LUT mispredicts are measured again
+interleaved with the reference workload, every configuration is measured again, and the fit is
+redone (the profile's `gate_rounds` times at most). Still below: NoisyLutError naming the figures
+and the noisy rows, unless `accept_noisy` (the calibration says so).
 """
 from __future__ import annotations
 
@@ -284,7 +284,7 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
 
     Timed hardware measures every configuration interleaved in one actor (one machine, the same
     moments); simulators split them over their actors. With `reuse`, a calibration already made on
-    the same LUT rows, that passed (or was accepted), is kept. A gate still failed after its rounds
+    the same LUT rows and gate, that passed (or was accepted), is kept. A gate still failed after its rounds
     raises NoisyLutError (the calibration is written first, for the record) unless `accept_noisy`.
     """
     layout = RunLayout(store, run_id)
@@ -312,8 +312,11 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
         configs_of[p.name] = configs + random_configs(specs, max(0, samples - 2), seed, rank_step=rank_step)
         configs = configs_of[p.name]
         old = layout.read_calibration(p.name)
+        # kept only when made on the same rows and judged by the same gate (a profile edited to another
+        # gate or tolerance judges its LUT again)
         if reuse and old is not None and old.lut_fingerprint == lut_fingerprint(tables[p.name]) \
-                and old.samples == len(configs) and (old.passed or accept_noisy):
+                and old.samples == len(configs) and (old.passed or accept_noisy) \
+                and (old.gate, old.tolerance) == (p.gate, p.calibration_tolerance):
             calibrations[p.name] = old
         else:
             todo.append(p)
@@ -366,7 +369,8 @@ def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfi
         sums = [lut.predict(specs, ranks, batch) for ranks in configs]
         extra = [{"ranks": ranks, "p10_ms": m["p10_ms"], "p90_ms": m["p90_ms"], "slowdown": m["slowdown"]}
                  for ranks, m in zip(configs, measured)]
-        cal = fit_calibration(profile.name, sums, [m["median_ms"] for m in measured], profile.gate, extra)
+        cal = fit_calibration(profile.name, sums, [m["median_ms"] for m in measured], profile.gate, extra,
+                              tolerance=profile.calibration_tolerance)
         cal = cal.with_gate(profile.gate, remeasured_rows=remeasured, rounds=rounds,
                             lut_fingerprint=lut_fingerprint(tables[profile.name]))
         if cal.passed or rounds >= profile.gate_rounds or profile.is_simulator:
@@ -376,7 +380,7 @@ def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfi
         rounds += 1
         keys = {}
         for point in cal.points:
-            if point["loo_error"] > 0.10:
+            if point["loo_error"] > cal.tolerance:
                 for name, spec in specs.items():
                     sig = LayerSignature.from_spec(spec, batch, profile.dtype)
                     keys[(sig.key, lut_rank(spec, point["ranks"].get(name)))] = sig

@@ -78,7 +78,8 @@ def test_the_timing_protocol_changes_with_how_rows_are_timed_not_with_the_noise_
     for change in ({"threads": (cpu.threads or 1) + 1}, {"repeats": cpu.repeats + 1}, {"warmup": cpu.warmup + 1},
                    {"backend": "onnxruntime"}, {"min_run_time_s": 0.5}):
         assert replace(cpu, **change).protocol_key != cpu.protocol_key, change
-    for change in ({"max_spread": 0.1}, {"calibration_gate": 0.5}, {"rank_step": 4}, {"gate_rounds": 0}):
+    for change in ({"max_spread": 0.1}, {"calibration_gate": 0.5}, {"calibration_tolerance": 0.05},
+                   {"rank_step": 4}, {"gate_rounds": 0}):
         assert replace(cpu, **change).protocol_key == cpu.protocol_key, change
     assert get_profile("asic").protocol()["accelerator"] == "tpu_like"
 

@@ -94,3 +94,28 @@ def test_gate_of_a_calibration():
     message = gate_message("cpu", noisy)
     assert "'cpu'" in message and "gate 90%" in message and "--accept-noisy-lut" in message and "quiet node" in message
     assert lut_quality(good, accepted=True)["accepted_noisy"] is False
+
+
+def test_the_gate_counts_predictions_within_the_profiles_tolerance():
+    """Held-out errors of 2-7%: every held-out prediction is within the default 10%; a profile asking for 1% fails
+    the same measurements, and every text names the tolerance it judged by. `within_10pct` stays the
+    share within 10% whatever the tolerance (calibrations of different profiles compare)."""
+    from dataclasses import replace
+
+    from hw_profiles.calibration import Calibration
+    from hw_profiles.profile import get_profile
+
+    sums = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    measured = [s * f for s, f in zip(sums, (1.0, 1.02, 0.985, 1.03, 1.0, 0.98))]
+    loose = fit_calibration("cpu", sums, measured, gate=0.9)
+    strict = fit_calibration("cpu", sums, measured, gate=0.9, tolerance=0.01)
+    assert loose.passed and loose.within_tolerance == loose.within_10pct == 1.0
+    assert not strict.passed and strict.within_tolerance < 0.9 and strict.within_10pct == 1.0
+    assert "within 1% of the measured latency" in gate_message("cpu", strict)
+    q = lut_quality(strict)
+    assert q["tolerance"] == 0.01 and q["within_tolerance"] == strict.within_tolerance
+    # a calibration file written before the tolerance existed reads with the 10% it was judged by
+    old = {k: v for k, v in loose.to_dict().items() if k not in ("tolerance", "within_tolerance")}
+    assert Calibration.from_dict(old).within_tolerance == 1.0
+    assert replace(get_profile("cpu"), calibration_tolerance=0.01).calibration_tolerance == 0.01
+    assert get_profile("cpu").calibration_tolerance == 0.10

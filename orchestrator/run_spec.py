@@ -33,7 +33,8 @@ _AT_LEAST = {"search_epochs": 1, "search_warmup_epochs": 0, "finetune_epochs": 1
              "finetune_batch_size": 1, "finetune_workers": 1, "rank_step": 1, "demo_train": 8, "demo_val": 1,
              "latency_batch": 1, "calibration_samples": 2, "pretrain_epochs": 1, "num_classes": 2, "image_size": 8,
              "search_steps_per_epoch": 1, "finetune_steps_per_epoch": 1, "profile_batch": 1,
-             "pretrain_steps_per_epoch": 1, "pretrain_batch_size": 1}
+             "pretrain_steps_per_epoch": 1, "pretrain_batch_size": 1,
+             "pretrain_rounds": 1}
 _OPTIONAL = {"search_steps_per_epoch", "finetune_steps_per_epoch", "profile_batch", "pretrain_steps_per_epoch"}
 # number fields: (low, high, the allowed range in words); low is exclusive except for kd_weight
 _RANGES = {"heldout_fraction": (0.0, 0.95, "a fraction in (0, 0.95], e.g. 0.2"),
@@ -83,6 +84,9 @@ class RunSpec:
     pretrain_lr: float = 0.05
     pretrain_steps_per_epoch: int | None = None  # None: the whole training split every epoch
     pretrain_batch_size: int = 64
+    # at most this many rounds of pretrain_epochs while the original's validation top-1 is below the
+    # demo's target or still rising (orchestrator.stages.weights); 1: train once, whatever it reaches
+    pretrain_rounds: int = 3
     # profiling
     profile_batch: int | None = None  # None: each hardware profile's own batch size
     rank_mode: str = "latency"  # candidate ranks from the LUT curves, or a constant step

@@ -125,6 +125,9 @@ def _data_flags(g, defaults: PipelineDefaults, d) -> None:
                    help=f"demo data: samples per split {d('demo_train', 'demo_val')}")
     g.add_argument("--pretrain-epochs", type=int,
                    help=f"without --weights: epochs of training the original first {d('pretrain_epochs')}")
+    g.add_argument("--pretrain-rounds", type=int,
+                   help="without --weights: at most this many rounds of --pretrain-epochs while the original's "
+                        f"validation top-1 is below its target or still rising; 1 trains once {d('pretrain_rounds')}")
     g.add_argument("--pretrain-steps-per-epoch", type=int,
                    help=f"without --weights: cap on steps per training epoch {d('pretrain_steps_per_epoch')}")
     g.add_argument("--pretrain-batch-size", type=int,
@@ -222,8 +225,8 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
 _SAME_NAME = ("preset", "data", "store", "run_id", "num_classes", "address", "model", "budget_metric", "weights",
               "rank_mode", "rank_step", "search_epochs", "search_steps_per_epoch", "finetune_epochs",
               "finetune_steps_per_epoch", "finetune_workers", "pretrain_epochs", "calibration_samples",
-              "pretrain_steps_per_epoch", "pretrain_batch_size", "pretrain_lr", "budget_margin", "finetune_init",
-              "search_mode", "luts_from")
+              "pretrain_steps_per_epoch", "pretrain_batch_size", "pretrain_lr", "pretrain_rounds", "budget_margin",
+              "finetune_init", "search_mode", "luts_from")
 
 
 def flags_given(args: argparse.Namespace) -> dict:

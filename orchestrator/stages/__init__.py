@@ -53,7 +53,8 @@ class WeightsStage(Stage):
     name = "weights"
     # what defines the original model and its data: a change makes every artifact wrong (refused)
     inputs = ("pipeline", "model", "dataset", "data", "num_classes", "image_size", "demo_train", "demo_val",
-              "weights", "pretrain_epochs", "pretrain_lr", "pretrain_steps_per_epoch", "pretrain_batch_size")
+              "weights", "pretrain_epochs", "pretrain_lr", "pretrain_steps_per_epoch", "pretrain_batch_size",
+              "pretrain_rounds")
 
     def spec(self, ctx: RunContext):
         from ..train_jobs import Workers
@@ -64,7 +65,8 @@ class WeightsStage(Stage):
                      max_steps_per_epoch=s.pretrain_steps_per_epoch, log_every=0)
         target = DEMO_TARGET_TOP1 if s.dataset == "demo" else None  # the demo's data: a real baseline reaches it
         return WeightsSpec(model=s.model_spec, weights=s.weights, num_classes=s.num_classes, data=ctx.data_config(),
-                           train=train, workers=Workers(num_workers=s.finetune_workers), target_top1=target)
+                           train=train, workers=Workers(num_workers=s.finetune_workers), target_top1=target,
+                           max_rounds=s.pretrain_rounds)
 
     def run(self, ctx: RunContext) -> dict:
         from .weights import run_weights

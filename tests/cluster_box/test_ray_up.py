@@ -36,7 +36,8 @@ pytestmark = pytest.mark.slow
 # Every stage for real, briefly (as tests/pipelines/test_pipeline_demo.py), on imagenet_resnet18's demo.
 SMALL = ["--preset", "demo", "--seeds", "0", "--budgets", "0.9", "--search-epochs", "2",
          "--search-steps-per-epoch", "2", "--finetune-epochs", "2", "--finetune-steps-per-epoch", "2",
-         "--pretrain-epochs", "1", "--demo-size", "64", "32", "--calibration-samples", "3", "--no-progress",
+         "--pretrain-epochs", "1", "--pretrain-rounds", "1", "--demo-size", "64", "32", "--calibration-samples", "3",
+         "--no-progress",
          # the box's hosts share this machine's CPUs: their timing is as noisy as the machine is busy, and
          # this test is about the launcher and the faults, not the verdicts (tests/pipelines/test_verdicts.py)
          "--accept-noisy-lut", "--allow-miss",

@@ -275,7 +275,8 @@ def test_real_data_is_named_truthfully_and_the_model_follows_it(ray_cluster, tmp
 def test_pretraining_checkpoints_every_epoch_and_resumes_after_an_interrupt(ray_cluster, tmp_path):
     store = tmp_path / "store"
     args = [sys.executable, "-m", "pipelines.cifar_resnet20", *SMALL, "--pretrain-epochs", "4",
-            "--pretrain-steps-per-epoch", "3", "--hardware", "asic", "--store", str(store), "--run-id", "pre",
+            "--pretrain-rounds", "3", "--pretrain-steps-per-epoch", "3", "--hardware", "asic", "--store", str(store),
+            "--run-id", "pre",
             "--address", ray_cluster.address]
     env = dict(ray_cluster.env, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

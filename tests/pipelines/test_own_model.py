@@ -150,7 +150,8 @@ def test_the_generic_pipeline_tells_imagefolder_from_cifar(tmp_path):
 # ---- end to end on the two-node test cluster ------------------------------------------------------
 
 SMALL = ["--seeds", "0", "--search-epochs", "2", "--search-steps-per-epoch", "2", "--finetune-epochs", "1",
-         "--finetune-steps-per-epoch", "2", "--pretrain-epochs", "1", "--calibration-samples", "3",
+         "--finetune-steps-per-epoch", "2", "--pretrain-epochs", "1", "--pretrain-rounds", "1",
+         "--calibration-samples", "3",
          "--hardware", "asic", "--budget-metric", "flops", "--no-progress"]
 
 

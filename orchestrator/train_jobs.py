@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Workers:
     num_workers: int = 2
-    cpus_per_worker: float = 1.0
+    # None: a node's CPUs shared among the workers, at least 1 each. Ray gives a worker as many torch
+    # threads as CPUs (OMP_NUM_THREADS), so a lone worker with 1 CPU trained on one core of two.
+    cpus_per_worker: float | None = None
     use_gpu: bool | None = None  # None: GPU workers when the cluster has enough GPUs
     max_failures: int = 1  # worker-group restarts from the last checkpoint
 
@@ -40,11 +42,14 @@ def scaling(workers: Workers, what: str):
             n = int(gpus)
         return ScalingConfig(num_workers=n, use_gpu=True)
     per_node = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
-    if per_node < workers.cpus_per_worker or total.get("CPU", 0) < n * workers.cpus_per_worker:
-        raise BadInputError(f"{what}: {n} workers x {workers.cpus_per_worker} CPU do not fit the cluster "
+    cpus = workers.cpus_per_worker
+    if cpus is None:
+        cpus = float(max(1, int(per_node // n)))
+    if per_node < cpus or total.get("CPU", 0) < n * cpus:
+        raise BadInputError(f"{what}: {n} workers x {cpus:g} CPU do not fit the cluster "
                             f"({total.get('CPU', 0):g} CPUs, at most {per_node:g} on one node); "
                             "lower the number of workers or the CPUs per worker")
-    return ScalingConfig(num_workers=n, use_gpu=False, resources_per_worker={"CPU": workers.cpus_per_worker})
+    return ScalingConfig(num_workers=n, use_gpu=False, resources_per_worker={"CPU": cpus})
 
 
 def run_job(store, name: str, loop_config: dict, workers: Workers, what: str):

@@ -42,7 +42,7 @@ class FinetuneSpec:
     # spec's `weights`), else any source of haloc.models.create (a file, s3:// URI, "torchvision").
     weights: str | None = None
     num_workers: int = 2
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None  # None: a node's CPUs shared among the workers (train_jobs.Workers)
     use_gpu: bool | None = None  # None: GPU workers when the cluster has enough GPUs
     max_epochs: int | None = None  # stop after this many completed epochs (a resumable partial run)
     max_failures: int = 1  # worker-group restarts from the last checkpoint
@@ -53,7 +53,7 @@ class FinetuneSpec:
     def __post_init__(self):
         if not isinstance(self.num_workers, int) or self.num_workers < 1:
             raise BadInputError(f"finetune spec: num_workers={self.num_workers!r} must be an int >= 1")
-        if self.cpus_per_worker <= 0:
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise BadInputError(f"finetune spec: cpus_per_worker={self.cpus_per_worker!r} must be > 0")
         if self.init not in INITS:
             raise BadInputError(f"finetune spec: init={self.init!r}; use one of {INITS}")

@@ -66,8 +66,11 @@ def test_setup_puts_the_venvs_ray_on_the_login_path_once(tmp_path):
     for _ in range(2):  # `ray up` runs the setup commands again on every restart
         subprocess.run(["bash", "-c", setup], env=env, check=True, timeout=30)
     assert (home / ".bashrc").read_text().count("haloc-ray/.venv/bin") == 1
-    out = subprocess.run(["bash", "-c", "source ~/.bashrc; ray stop; echo $RAY_AUTH_MODE"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    # PATH names no folder with a real `ray`: were the venv's bin missing, the bare `ray stop` finds
+    # nothing, and never stops this machine's Ray processes
+    (home / "no-ray").mkdir()
+    out = subprocess.run([shutil.which("bash"), "-c", "source ~/.bashrc; ray stop; echo $RAY_AUTH_MODE"],
+                         env=dict(env, PATH=str(home / "no-ray")), capture_output=True, text=True, timeout=30)
     assert out.stdout.split() == ["venv-ray", "stop", "token"]
 
 

@@ -34,21 +34,18 @@ class Calibration:
     rounds: int = 0  # gate rounds (re-measure, refit) that were needed
     lut_fingerprint: str = ""  # of the LUT rows this calibration was made on
     tolerance: float = 0.10  # the relative error a held-out prediction may have and count for the gate
-    within_tolerance: float | None = None  # the share within `tolerance` (None: read from an older file)
-
-    def __post_init__(self):
-        if self.within_tolerance is None:  # a calibration written before the tolerance was a setting
-            object.__setattr__(self, "within_tolerance", self.share_within(self.tolerance))
 
     @property
     def tolerance_text(self) -> str:
         """The tolerance as people write it: '10%', '0.5%'."""
         return f"{self.tolerance * 100:g}%"
 
-    def share_within(self, tolerance: float) -> float:
-        """The share of held-out predictions within `tolerance` (within_10pct where no point kept its error)."""
+    @property
+    def within_tolerance(self) -> float:
+        """The share of held-out predictions within `tolerance`, from the points' own errors
+        (within_10pct where no point kept its error)."""
         errors = [p["loo_error"] for p in self.points if p.get("loo_error") is not None]
-        return sum(e <= tolerance for e in errors) / len(errors) if errors else self.within_10pct
+        return sum(e <= self.tolerance for e in errors) / len(errors) if errors else self.within_10pct
 
     @property
     def cost_span(self) -> tuple[float, float]:
@@ -81,7 +78,9 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
-        return cls(**d)  # a calibration written before the gate existed reads with its defaults
+        # a calibration written before the gate existed reads with its defaults; `within_tolerance`,
+        # stored by a version of 2026-12-07, is derived from the points now
+        return cls(**{k: v for k, v in d.items() if k != "within_tolerance"})
 
     def with_gate(self, gate: float, **changes) -> Calibration:
         from dataclasses import replace
@@ -122,9 +121,8 @@ def fit_calibration(hardware: str, lut_sums: list[float], measured: list[float],
     points = [{"lut_sum_ms": x, "measured_ms": y, "loo_error": e, **((extra or [{}] * len(lut_sums))[i])}
               for i, (x, y, e) in enumerate(zip(lut_sums, measured, errors))]
     share = sum(e <= 0.10 for e in errors) / len(errors)
-    within = sum(e <= tolerance for e in errors) / len(errors)
-    return Calibration(hardware, a, b, len(lut_sums), share, statistics.median(errors), points, gate=gate,
-                       passed=within >= gate - 1e-12, tolerance=tolerance, within_tolerance=within)
+    return Calibration(hardware, a, b, len(lut_sums), share, statistics.median(errors), points,
+                       tolerance=tolerance).with_gate(gate)
 
 
 def random_configs(specs: dict, samples: int, seed: int = 0, keep_share: float = 0.2,

@@ -7,7 +7,7 @@ and wall time, as a user would meet them.
 
 Each attempt runs in a new empty folder (its own `./runs` store, its own data cache), so nothing an
 earlier attempt measured or trained is reused; the `compress` case first writes a small ImageFolder
-(PNG files, 3 classes) of its own. The result file records per attempt: the command, the exit code,
+(PNG files, 3 classes) of its own, and ZigZag's result cache starts empty too. The result file records per attempt: the command, the exit code,
 the seconds, the machine's load before it started, and the run's last lines (its verdicts). A quiet
 machine is the condition these figures are for: the load before each attempt is in the file, and an
 attempt that started on a busy machine says so. Results: benchmarks/results/first_run.json
@@ -80,7 +80,9 @@ def attempt(name: str, timeout: float, settle_s: float = 0.0) -> dict:
     cmd = [a.replace("{imagefolder}", str(work / "images")) for a in COMMANDS[name]]
     if name == "compress":
         write_imagefolder(work / "images")
-    env = dict(os.environ, HALOC_DATA_CACHE=str(work / "cache"), PYTHONPATH=str(ROOT))
+    # Every cache a new user starts without: the data cache and ZigZag's result cache both empty.
+    env = dict(os.environ, HALOC_DATA_CACHE=str(work / "cache"), HALOC_ZIGZAG_CACHE=str(work / "zigzag.sqlite"),
+               PYTHONPATH=str(ROOT))
     load = os.getloadavg()
     t0 = time.perf_counter()
     try:

@@ -31,6 +31,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from orchestrator.run_layout import RunLayout
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
 
 
@@ -52,7 +54,7 @@ def bench_lut(args, cpu) -> dict:
         profile = replace(cpu, rank_step=cpu.rank_step if args.smoke_test else step)
         with tempfile.TemporaryDirectory() as store:
             t0 = time.monotonic()
-            r = profile_model(store, model, [profile], run_id="b", progress=False)["cpu"]
+            r = profile_model(RunLayout(store, "b"), model, [profile], progress=False)["cpu"]
             out[model] = {"rows": r.total_rows, "rank_step": profile.rank_step, "seconds": time.monotonic() - t0,
                           "rows_per_s": r.rate, "actors": len(r.actor_nodes)}
     return out
@@ -64,7 +66,7 @@ def bench_parallel(args, cpu, asic) -> dict:
     def run(profiles) -> float:
         with tempfile.TemporaryDirectory() as store:
             t0 = time.monotonic()
-            profile_model(store, "resnet20", profiles, run_id="b", progress=False)
+            profile_model(RunLayout(store, "b"), "resnet20", profiles, progress=False)
             return time.monotonic() - t0
 
     cpu = replace(cpu, rank_step=cpu.rank_step if args.smoke_test else args.rank_step_r20)
@@ -98,10 +100,11 @@ def bench_accuracy(args, cpu, asic) -> dict:
         with tempfile.TemporaryDirectory() as store:
             for profile, samples in todo:
                 t0 = time.monotonic()
-                profile_model(store, model, [profile], run_id="b", progress=False)
+                profile_model(RunLayout(store, "b"), model, [profile], progress=False)
                 profile_s = time.monotonic() - t0
                 t0 = time.monotonic()
-                cal = calibrate(store, model, [profile], run_id="b", samples=samples, accept_noisy=True)[profile.name]
+                cal = calibrate(RunLayout(store, "b"), model, [profile], samples=samples,
+                                accept_noisy=True)[profile.name]
                 seconds = time.monotonic() - t0
                 rows = RunLayout(store, "b").read_lut(profile.name).to_pylist()
                 out[profile.name] = {

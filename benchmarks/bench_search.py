@@ -24,6 +24,8 @@ import tempfile
 import time
 from dataclasses import replace
 
+from orchestrator.run_layout import RunLayout
+
 
 def plain_epoch_seconds(batch: int, steps: int, samples: int) -> float:
     """Seconds of one epoch (`steps` steps) of plain SGD training of resnet20 on the demo data."""
@@ -103,18 +105,18 @@ def main(argv=None) -> int:
     # 1 + 2: budget adherence and Tune overhead over a budget sweep
     sweep = replace(base, budgets=(0.6, 0.7, 0.8, 0.9), seeds=(0,))
     t = time.perf_counter()
-    records = run_search(store, "adherence", sweep)
+    records = run_search(RunLayout(store, "adherence"), sweep)
     fit_wall = time.perf_counter() - t
     out["budget_adherence"] = budget_adherence(records, select_configs(records, "resnet20"))
     out["overhead_short"] = dict(overhead(records), experiment_wall_s=fit_wall)
     long = replace(base, budgets=(0.8,), seeds=(0,), steps_per_epoch=args.long_steps)
-    out["overhead_long"] = overhead(run_search(store, "overhead-long", long))
+    out["overhead_long"] = overhead(run_search(RunLayout(store, "overhead-long"), long))
 
     # 3: full searches vs train once, search many, over the same grid
     grid = replace(base, budgets=(0.6, 0.8), seeds=(0, 1))
     plain = plain_epoch_seconds(batch, args.steps, samples)
-    full = run_search(store, "full", grid)
-    once = run_search(store, "once", replace(grid, train_once=True, shared_epochs=args.epochs))
+    full = run_search(RunLayout(store, "full"), grid)
+    once = run_search(RunLayout(store, "once"), replace(grid, train_once=True, shared_epochs=args.epochs))
     with open(f"{store}/once/search/shared_supernet.json") as f:
         shared = json.load(f)
     full_s, once_s = summary(full), summary(once)

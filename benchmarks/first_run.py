@@ -7,11 +7,11 @@ and wall time, as a user would meet them.
 
 Each attempt runs in a new empty folder (its own `./runs` store, its own data cache), so nothing an
 earlier attempt measured or trained is reused; the `compress` case first writes a small ImageFolder
-(PNG files, 3 classes) of its own, and ZigZag's result cache starts empty too. The result file records per attempt: the command, the exit code,
-the seconds, the machine's load before it started, and the run's last lines (its verdicts). A quiet
-machine is the condition these figures are for: the load before each attempt is in the file, and an
-attempt that started on a busy machine says so. Results: benchmarks/results/first_run.json
-(BENCHMARKS.md, "first runs").
+(PNG files, 3 classes) of its own, and ZigZag's result cache starts empty too. The result file
+records per attempt: the command, the exit code, the seconds, the machine's load before it started,
+and the run's last lines (its verdicts). A quiet machine is the condition these figures are for: the
+load before each attempt is in the file, and an attempt that started on a busy machine says so.
+Results: benchmarks/results/first_run.json (BENCHMARKS.md, "first runs").
 """
 from __future__ import annotations
 

@@ -87,9 +87,9 @@ class ProfileStage(Stage):
 
         s, profiles = ctx.spec, list(ctx.profiles.values())
 
-        results = profile_model(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
+        results = profile_model(ctx.layout, s.model_spec, profiles, batch=s.profile_batch,
                                 rank_step=s.rank_step, progress=ctx.live, console=ctx.console, say=ctx.say)
-        cals = calibrate(ctx.layout.store, s.model_spec, profiles, batch=s.profile_batch, run_id=s.run_id,
+        cals = calibrate(ctx.layout, s.model_spec, profiles, batch=s.profile_batch,
                          samples=s.calibration_samples, rank_step=s.rank_step, accept_noisy=s.accept_noisy_lut,
                          say=ctx.say)
         for hw, cal in cals.items():
@@ -105,7 +105,7 @@ class ProfileStage(Stage):
             elif noisy:
                 ctx.show(f"[yellow]warning[/]: {hw}: {noisy_rows_text(noisy, p.max_spread)}; kept with their "
                                   "spread, since the calibrated LUT passed its held-out gate")
-        floors = reachable_floors(ctx.layout.store, s.run_id, s.model_spec, list(s.hardware), s.budget_metric,
+        floors = reachable_floors(ctx.layout, s.model_spec, profiles, s.budget_metric,
                                   s.rank_mode if s.budget_metric == "latency" else "step", s.rank_step)
         for target, floor in floors.items():
             low = [b for b in s.budgets if b < floor]
@@ -147,7 +147,7 @@ class SearchStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from .search import run_search
 
-        trials = run_search(ctx.layout.store, ctx.spec.run_id, self.spec(ctx), progress=ctx.say)
+        trials = run_search(ctx.layout, self.spec(ctx), profiles=ctx.profiles, progress=ctx.say)
         failed = [t for t in trials if t["status"] != "done"]
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(trials)} search trials did not finish "
@@ -161,7 +161,7 @@ class SelectStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from .select import run_select
 
-        return {"configs": len(run_select(ctx.layout.store, ctx.spec.run_id, ctx.spec.model))}
+        return {"configs": len(run_select(ctx.layout, ctx.spec.model))}
 
 
 class FinetuneStage(Stage):
@@ -181,7 +181,7 @@ class FinetuneStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from .finetune import run_finetune
 
-        records = run_finetune(ctx.layout.store, ctx.spec.run_id, ctx.layout.read_selected(), self.spec(ctx))
+        records = run_finetune(ctx.layout, ctx.layout.read_selected(), self.spec(ctx))
         return {"configs": len(records)}
 
 
@@ -199,7 +199,7 @@ class ValidateStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         from .validate import run_validate
 
-        records = run_validate(ctx.layout.store, ctx.spec.run_id, ctx.layout.read_selected(), self.spec(ctx),
+        records = run_validate(ctx.layout, ctx.layout.read_selected(), self.spec(ctx), profiles=ctx.profiles,
                                progress=ctx.say)
         return {"configs": len(records)}
 
@@ -213,11 +213,11 @@ class ReportStage(Stage):
 
         s = ctx.spec
         weights = ctx.manifest.stage("weights").get("info", {})
-        report = report_from_store(ctx.layout.store, s.run_id, ctx.layout.read_selected(), list(s.hardware), s.model,
+        report = report_from_store(ctx.layout, ctx.layout.read_selected(), list(ctx.profiles.values()), s.model,
                                    s.data_description or s.dataset, budget_metric=s.budget_metric,
                                    extra={"preset": s.preset, "weights": weights.get("source"),
                                           "search_mode": s.search_mode})
-        write_report(ctx.layout.store, s.run_id, report)
+        write_report(ctx.layout, report)
         ctx.show(render_table(report))
         ctx.report = report
         return {"results": len(report.get("results", []))}

@@ -1,7 +1,7 @@
 """The fine-tune stage: one Ray Train `TorchTrainer` per selected architecture, resumable from the store.
 
     spec = FinetuneSpec(model="resnet20", data={"kind": "demo"}, train={"epochs": 2}, num_workers=2)
-    results = run_finetune("runs", "r1", configs, spec)    # {config_id: final record}
+    results = run_finetune(RunLayout("runs", "r1"), configs, spec)  # {config_id: final record}
 
 Layout in the store (orchestrator.run_layout):
 
@@ -131,7 +131,7 @@ def _student_start(layout: RunLayout, config: SelectedConfig, init: str) -> tupl
     return "supernet", layout.read_searched(config.searched_state)
 
 
-def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | dict, *,
+def run_finetune(layout: RunLayout, configs: list[dict], spec: FinetuneSpec | dict, *,
                  address: str | None = None) -> dict[str, dict]:
     """Fine-tune every selected config (in order; each trainer uses the whole worker group).
 
@@ -140,7 +140,6 @@ def run_finetune(store, run_id: str, configs: list[dict], spec: FinetuneSpec | d
     """
     from ..cluster import connect
 
-    layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, FinetuneSpec) else FinetuneSpec.from_dict(spec)
     spec.train_config(), spec.data_config()  # bad fields fail before Ray starts
     configs = as_selected(configs, _name(spec.model))

@@ -1,8 +1,9 @@
 """Profiling fan-out: the missing LUT rows of a model, measured by profiler actors on every hardware,
 and the end-to-end calibration with its quality gate.
 
-    results = profile_model("runs", "resnet20", ["cpu", "asic"], run_id="r1")
-    cals = calibrate("runs", "resnet20", ["cpu", "asic"], run_id="r1", samples=20)
+    layout = RunLayout("runs", "r1")
+    results = profile_model(layout, "resnet20", ["cpu", "asic"])
+    cals = calibrate(layout, "resnet20", ["cpu", "asic"], samples=20)
 
 Rows already in `<store>/<run>/luts/<hardware>.parquet` are not measured again. Work goes out in
 batches of `rows_per_batch` items, at most two in flight per actor; after each finished batch the
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 import haloc
 from haloc.errors import BadInputError
-from hw_profiles.calibration import Calibration, cheapest_config, fit_calibration, random_configs
+from hw_profiles.calibration import Calibration, cheapest_config, fit_calibration, gate_error, random_configs
 from hw_profiles.lut import existing_keys, merge, noisy_rows, rows_to_table
 from hw_profiles.profile import HardwareProfile, get_profile, profile_file
 from hw_profiles.signature import LayerSignature, profiling_ranks
@@ -190,7 +191,7 @@ def _batches(items: list, rows_per_batch: int) -> deque:
     return deque((items[i:i + rows_per_batch], 0) for i in range(0, len(items), rows_per_batch))
 
 
-def profile_model(store, model, profiles, batch: int | None = None, run_id: str | None = None,
+def profile_model(layout: RunLayout, model, profiles, batch: int | None = None,
                   rank_step: int | None = None, extra_profile_dirs=(), rows_per_batch: int = 8,
                   sim_actors_per_node: int = 2, progress: bool = True, address: str | None = None,
                   console=None, say=None) -> dict[str, ProfilingResult]:
@@ -203,14 +204,13 @@ def profile_model(store, model, profiles, batch: int | None = None, run_id: str 
     """
     if rows_per_batch < 1:
         raise BadInputError(f"rows_per_batch {rows_per_batch!r} must be an integer >= 1")
-    layout = RunLayout(store, run_id)  # the run id becomes a folder: refused before Ray starts
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
     waves = measurement_waves(profiles)
     if len(waves) > 1:  # a timing profile shares a node with a simulator: time it alone, afterwards
         results = {}
         for wave in waves:
-            results.update(profile_model(layout.store, model, wave, batch, run_id, rank_step,
+            results.update(profile_model(layout, model, wave, batch, rank_step,
                                          extra_profile_dirs, rows_per_batch, sim_actors_per_node, progress, address,
                                          console, say))
         return results
@@ -273,7 +273,7 @@ def lut_fingerprint(table) -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
 
 
-def calibrate(store, model, profiles, batch: int | None = None, run_id: str | None = None,
+def calibrate(layout: RunLayout, model, profiles, batch: int | None = None,
               samples: int = 20, seed: int = 0, extra_profile_dirs=(), sim_actors_per_node: int = 2,
               address: str | None = None, rank_step: int | None = None, accept_noisy: bool = False,
               reuse: bool = True, say=None) -> dict[str, Calibration]:
@@ -287,14 +287,13 @@ def calibrate(store, model, profiles, batch: int | None = None, run_id: str | No
     the same LUT rows and gate, that passed (or was accepted), is kept. A gate still failed after its rounds
     raises NoisyLutError (the calibration is written first, for the record) unless `accept_noisy`.
     """
-    layout = RunLayout(store, run_id)
     profiles = [get_profile(p, extra_profile_dirs) for p in profiles]
     connect(address)
     waves = measurement_waves(profiles)
     if len(waves) > 1:  # as in profile_model: wall-clock timing never beside a simulator
         cals = {}
         for wave in waves:
-            cals.update(calibrate(layout.store, model, wave, batch, run_id, samples, seed, extra_profile_dirs,
+            cals.update(calibrate(layout, model, wave, batch, samples, seed, extra_profile_dirs,
                                   sim_actors_per_node, address, rank_step, accept_noisy, reuse, say))
         return cals
     specs = haloc.models.layer_specs(model)
@@ -380,7 +379,7 @@ def _calibrate_one(layout: RunLayout, pool: ProfilerPool, profile: HardwareProfi
         rounds += 1
         keys = {}
         for point in cal.points:
-            if point["loo_error"] > cal.tolerance:
+            if gate_error(point) > cal.tolerance:
                 for name, spec in specs.items():
                     sig = LayerSignature.from_spec(spec, batch, profile.dtype)
                     keys[(sig.key, lut_rank(spec, point["ranks"].get(name)))] = sig

@@ -1,7 +1,7 @@
 """The report: `report.json` (the contract of docs/design.md), a self-contained `report.html` with plots, a rich table.
 
     report = build_report(run_id, model, dataset, hardware, baseline, validations, trials=..., finetunes=...)
-    write_report(store, run_id, report)          # <run>/report.json, <run>/report.html, atomically
+    write_report(RunLayout("runs", "r1"), report)  # <run>/report.json, <run>/report.html, atomically
     rich.print(render_table(report))
 
 `build_report` is pure (numbers in, dict out); `report_from_store` gathers its inputs from a run's
@@ -378,7 +378,8 @@ def calibration_view(cal, results: list[dict], base: dict, hw: str) -> dict:
     leave-one-out error), and the validated models as held-out points never fitted on."""
     c = cal if isinstance(cal, dict) else cal.to_dict()
     a, b = float(c["a_ms"]), float(c["b"])
-    points = [{k: p.get(k) for k in ("lut_sum_ms", "measured_ms", "loo_error", "p10_ms", "p90_ms")}
+    points = [{k: p.get(k) for k in ("lut_sum_ms", "measured_ms", "loo_error", "gate_error", "judged", "p10_ms",
+                                      "p90_ms")}
               for p in c.get("points") or []]  # the ranks are left out: the sums are what was fitted
     held = []
     for cid, sums, pred, meas in ([("original", base["lut_sum_ms"], base["predicted_latency_ms"], base["latency_ms"])]
@@ -473,16 +474,16 @@ def check_report(report: dict) -> None:
 
 # ---- gathering from the store ------------------------------------------------------------------------
 
-def report_from_store(store, run_id: str, configs: list[dict], hardware: list[str], model: str, dataset: str,
+def report_from_store(layout: RunLayout, configs: list[dict], profiles: list, model: str, dataset: str,
                       budget_metric: str = "latency", extra: dict | None = None) -> dict:
-    """build_report over a run's artifacts (validate records must exist for every config)."""
+    """build_report over a run's artifacts (validate records must exist for every config); `profiles`:
+    the run's HardwareProfiles, in the run's order."""
     import haloc
-    from hw_profiles.profile import get_profile
 
     from ..artifacts import as_selected
     from ..manifest import RunManifest
 
-    layout = RunLayout(store, run_id)
+    run_id, hardware = layout.run_id, [p.name for p in profiles]
     ids = [c.config_id for c in as_selected(configs, model)]
     absent = [layout.store.uri_of(layout.record(c)) for c in ids if layout.read_record(c) is None]
     if absent:
@@ -501,7 +502,7 @@ def report_from_store(store, run_id: str, configs: list[dict], hardware: list[st
     return build_report(run_id, model, dataset, hardware, layout.read_baseline(), validations, trials=trials,
                         finetunes=finetunes, max_ranks=max_ranks, budget_metric=budget_metric,
                         store_uri=layout.store.uri, extra=extra, lut_quality=_lut_quality(layout, hardware),
-                        simulated=[h for h in hardware if get_profile(h).is_simulator],
+                        simulated=[p.name for p in profiles if p.is_simulator],
                         calibrations={h: layout.read_calibration(h) for h in hardware},
                         stages=manifest.get("stages") or {},
                         kxk_layers=[n for n, s in specs.items() if s.kind == "tucker2"],
@@ -512,7 +513,7 @@ def rerender(store, run_id: str) -> dict:
     """A run's report built again from its stored artifacts and written (`haloc report RUN`): the run's
     manifest says its model, hardware, data and preset, as the report stage reads them from the spec.
     A run that is not in the store, or has no selection or validate records yet -> BadInputError."""
-    from hw_profiles.profile import register_profile_dir
+    from hw_profiles.profile import get_profile, register_profile_dir
 
     from ..manifest import RunManifest
 
@@ -525,12 +526,13 @@ def rerender(store, run_id: str) -> dict:
     for folder in spec.get("profile_dirs") or ():  # the run's own hardware profiles, as its preflight registered
         register_profile_dir(folder)
     weights = (manifest.get("stages", {}).get("weights") or {}).get("info", {})
-    report = report_from_store(layout.store, run_id, layout.read_selected(), list(spec["hardware"]), spec["model"],
+    profiles = [get_profile(h) for h in spec["hardware"]]  # resolved once, after the run's folders are known
+    report = report_from_store(layout, layout.read_selected(), profiles, spec["model"],
                                spec.get("data_description") or spec["dataset"],
                                budget_metric=spec.get("budget_metric", "latency"),
                                extra={"preset": spec.get("preset"), "weights": weights.get("source"),
                                       "search_mode": spec.get("search_mode", "supernet")})
-    write_report(layout.store, run_id, report)
+    write_report(layout, report)
     return report
 
 
@@ -549,10 +551,10 @@ def _lut_quality(layout: RunLayout, hardware: list[str]) -> dict:
     return out
 
 
-def write_report(store, run_id: str, report: dict) -> dict[str, str]:
+def write_report(layout: RunLayout, report: dict) -> dict[str, str]:
     """Write `<run>/report.json` and `<run>/report.html` (each one atomic write); returns their store paths."""
     check_report(report)
-    return RunLayout(store, run_id).write_report(report, render_html(report))
+    return layout.write_report(report, render_html(report))
 
 
 # ---- terminal -----------------------------------------------------------------------------------------

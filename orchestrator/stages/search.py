@@ -1,7 +1,7 @@
 """The search stage: HALOC supernet searches as Ray Tune experiments, resumable from the store.
 
     spec = SearchSpec(model="resnet20", hardware=("cpu",), budgets=(0.4, 0.6), seeds=(0, 1))
-    trials = run_search("runs", "r1", spec)            # list of trial dicts, see `trial_record`
+    trials = run_search(RunLayout("runs", "r1"), spec)  # list of trial dicts, see `trial_record`
 
 Layout in the store (orchestrator.run_layout):
 
@@ -176,28 +176,40 @@ class Prepared:
     tables_meta: dict = field(default_factory=dict)
 
 
-def prepare(layout: RunLayout, spec: SearchSpec, callbacks=()) -> Prepared:
-    """Specs, rank space and every cost table of the run; BadInputError on any bad input."""
-    import haloc
+def resolve_profiles(spec: SearchSpec, profiles: dict | None = None) -> dict:
+    """{name: HardwareProfile} of the spec's hardware: the caller's (the runner resolved them once), or
+    looked up here for a direct caller; an unknown name -> BadInputError naming the known profiles."""
+    if profiles is not None:
+        missing = [h for h in spec.hardware if h not in profiles]
+        if missing:
+            raise BadInputError(f"search spec: no profile given for hardware {missing}; pass every target's "
+                                "HardwareProfile (or none, to look them up by name)")
+        return {h: profiles[h] for h in spec.hardware}
     from hw_profiles.profile import get_profile
+
+    return {h: get_profile(h) for h in spec.hardware}
+
+
+def prepare(layout: RunLayout, spec: SearchSpec, profiles: dict, callbacks=()) -> Prepared:
+    """Specs, rank space and every cost table of the run; BadInputError on any bad input.
+    `profiles`: {name: HardwareProfile} of every target (`resolve_profiles`)."""
+    import haloc
     from workers.search_trainable import SearchContext
 
     from ..cost_tables import cost_tables, search_rank_space
 
     model = haloc.models.ModelSpec.of(spec.model)  # an unknown model -> BadInputError naming the known ones
-    for hw in spec.hardware:
-        get_profile(hw)  # unknown hardware -> BadInputError naming the known profiles
     _check_data(spec)
     specs = haloc.models.layer_specs(model)
-    store, run_id = layout.store, layout.run_id
-    lut_hw = list(spec.hardware) if spec.rank_mode == "latency" else []
-    space = search_rank_space(store, run_id, specs, lut_hw, spec.rank_mode, spec.rank_step, spec.rank_rel_tol,
+    lut_profiles = [profiles[h] for h in spec.hardware] if spec.rank_mode == "latency" else []
+    space = search_rank_space(layout, specs, lut_profiles, spec.rank_mode, spec.rank_step, spec.rank_rel_tol,
                               spec.max_candidates, spec.rank_merge)
     groups = spec.target_groups()
     tables, meta = {}, {}
     for group in groups:
         for budget in spec.budgets:
-            ts = cost_tables(store, run_id, model, specs, space, group, float(budget), spec.budget_metric,
+            group_profiles = [profiles[t] for t in group if t in profiles]  # ("flops",) has none
+            ts = cost_tables(layout, model, specs, space, group_profiles, float(budget), spec.budget_metric,
                              spec.budget_margin)
             tables[(targets_key(group), float(budget))] = ts
             meta[f"{targets_key(group)}@{float(budget):g}"] = {
@@ -330,9 +342,10 @@ def _plain(v):
     return v
 
 
-def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = None,
+def run_search(layout: RunLayout, spec: SearchSpec, *, profiles: dict | None = None, address: str | None = None,
                callbacks=(), progress=None) -> list[dict]:
-    """Run (or resume) the search of `run_id`; returns one record per trial, also in trials.json.
+    """Run (or resume) the search of the run `layout` holds; returns one record per trial, also in
+    trials.json. `profiles`: {name: HardwareProfile} of the targets (None: looked up by name).
     `callbacks`: TrialCallback instances run inside every trial (picklable); `progress(event)`: the
     driver's progress lines (the trials' own epochs arrive through workers.progress)."""
     progress = progress or (lambda _event: None)
@@ -343,10 +356,9 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
     from ..cluster import connect
     from ..ray_compat import keep_keys_out_of_runtime_envs
 
-    layout = RunLayout(store, run_id)
     if not isinstance(spec, SearchSpec):
         raise BadInputError(f"run_search needs a SearchSpec, got {type(spec).__name__}")
-    prepared = prepare(layout, spec, callbacks)
+    prepared = prepare(layout, spec, resolve_profiles(spec, profiles), callbacks)
     _warn_explicit_keys(layout.store)
     keep_keys_out_of_runtime_envs()
     connect(address)
@@ -373,7 +385,8 @@ def run_search(store, run_id: str, spec: SearchSpec, *, address: str | None = No
                       "cost_over_budget": cost})
         records += done
     records.sort(key=lambda r: (str(r["targets"]), r["budget"] or 0, r["seed"] or 0, r["trial_id"]))
-    layout.write_trials({"run_id": run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta, "trials": records})
+    layout.write_trials({"run_id": layout.run_id, "spec": spec.to_dict(), "tables": prepared.tables_meta,
+                         "trials": records})
     return records
 
 
@@ -429,5 +442,5 @@ def _with_shared_weights(layout: RunLayout, spec: SearchSpec, ctx):
     return with_context(ctx, shared_supernet=layout.read_shared_supernet())
 
 
-def load_trials(store, run_id: str) -> list[dict]:
-    return RunLayout(store, run_id).read_trials()
+def load_trials(layout: RunLayout) -> list[dict]:
+    return layout.read_trials()

@@ -1,7 +1,7 @@
 """The select stage: per (hardware target(s), budget) the best architecture across seeds.
 
     configs = select_configs(trials, model="resnet20")      # pure: trial records -> configs (dicts)
-    write_selected(store, "r1", configs)                     # <run>/selected.json, atomically
+    write_selected(RunLayout("runs", "r1"), configs)         # <run>/selected.json, atomically
 
 Each config is a `SelectedConfig` (orchestrator.artifacts) in its dict form.
 
@@ -97,14 +97,13 @@ def select_configs(trials: list[dict], model: str, mode: str = "supernet") -> li
     return [SelectedConfig.from_dict(select_cell(cells[k], mode), model).to_dict() for k in sorted(cells)]
 
 
-def write_selected(store, run_id: str, configs: list[dict], **info) -> str:
-    """Write `<run_id>/selected.json` atomically; returns its path in the store."""
-    return RunLayout(store, run_id).write_selected(configs, **info)
+def write_selected(layout: RunLayout, configs: list[dict], **info) -> str:
+    """Write `<run>/selected.json` atomically; returns its path in the store."""
+    return layout.write_selected(configs, **info)
 
 
-def run_select(store, run_id: str, model: str) -> list[dict]:
+def run_select(layout: RunLayout, model: str) -> list[dict]:
     """Read the search stage's trial records, select, write selected.json; returns the configs."""
-    layout = RunLayout(store, run_id)
     doc = layout.read_trials_doc()
     if doc is None:
         layout.read_trials()  # raises, naming the missing trials.json

@@ -1,7 +1,7 @@
 """The validate stage: accuracy, cost, measured and predicted latency, and export of each fine-tuned model.
 
     spec = ValidateSpec(model="resnet20", hardware=("cpu", "asic"), data={"kind": "demo"})
-    records = run_validate("runs", "r1", configs, spec)     # {config_id: record}
+    records = run_validate(RunLayout("runs", "r1"), configs, spec)  # {config_id: record}
 
 Per config (the fine-tune stage's `<run>/finetune/<config_id>/final.pt`):
 - top-1/top-5 on the validation set (a Ray task, on a GPU when the cluster has one);
@@ -128,25 +128,21 @@ def _ratio(a, b):
 
 # ---- the stage ------------------------------------------------------------------------------------
 
-def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | dict, *,
+def run_validate(layout: RunLayout, configs: list[dict], spec: ValidateSpec | dict, *, profiles: dict | None = None,
                  address: str | None = None, progress=None) -> dict[str, dict]:
     """Validate every config whose record is missing; returns {config_id: record} for all configs.
+    `profiles`: {name: HardwareProfile} of the spec's hardware (None: looked up by name);
     `progress(event)`: a line per accuracy and per hardware's latencies as they arrive.
 
     The original model's record (`baseline.json`) is measured on the hardware it lacks and stored;
     `records["__baseline__"]` is not returned: read it with `load_baseline`.
     """
-    import ray
     import torch
 
     import haloc
-    from hw_profiles.profile import get_profile
 
-    from ..cluster import connect, measurement_waves
-
-    layout = RunLayout(store, run_id)
     spec = spec if isinstance(spec, ValidateSpec) else ValidateSpec.from_dict(spec)
-    profiles = [get_profile(h, spec.extra_profile_dirs) for h in spec.hardware]
+    profiles = _resolve_profiles(spec, profiles)
     batches = {p.name: spec.latency_batch or p.batch_size for p in profiles}
     model = haloc.models.ModelSpec.of(spec.model)
     configs = as_selected(configs, model.name)
@@ -165,29 +161,81 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
     original = haloc.rebuild(model, {}, state).eval()
     states = {cid: layout.read_final_state(cid) for cid, _ in todo}  # missing weights fail before Ray
 
+    rank_sets = [{}] + [c.ranks for _, c in todo]  # the original first: every session times it too
+    accuracy, latencies = _measure(model, original, todo, states, rank_sets, profiles, batches, spec,
+                                   need_baseline=base is None, address=address,
+                                   say=progress or (lambda _event: None))
+    predictions = _lut_predictions(layout, model, profiles, batches,
+                                   {"__baseline__": {}, **{cid: c.ranks for cid, c in todo}})
+    base_flops, base_params = haloc.flops(original, example), haloc.params(original)
+    if base is None:
+        base = _baseline_record(model, base_flops, base_params, accuracy["__baseline__"])
+    for p in profiles:  # measured now: the baseline keeps its first measurement per hardware
+        first = latencies[p.name][0]
+        base["latency_ms"].setdefault(p.name, first["median_ms"])
+        base.setdefault("latency_p10_ms", {}).setdefault(p.name, first["p10_ms"])
+        base.setdefault("latency_p90_ms", {}).setdefault(p.name, first["p90_ms"])
+        base["latency_batch"].setdefault(p.name, batches[p.name])
+        if p.name in predictions:
+            base["lut_sum_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][0])
+            base["predicted_latency_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][1])
+    layout.write_baseline(base)
+
+    for k, (cid, config) in enumerate(todo, start=1):
+        compressed = haloc.rebuild(model, config.ranks, states[cid]).eval()
+        paths = layout.export_paths(cid)
+        onnx_diff = _export(compressed, model, config.ranks, example, layout.store, paths, spec.onnx_atol)
+        session = {p.name: latencies[p.name][k] for p in profiles}  # measured beside the original (index 0)
+        originals = {p.name: latencies[p.name][0] for p in profiles}
+        record = _config_record(config, model, compressed, example, (base_flops, base_params), accuracy[cid],
+                                session, originals, predictions, batches)
+        record.update(artifacts=paths, onnx_max_abs_diff=onnx_diff)
+        layout.write_record(cid, record)  # last: its presence means "validated"
+        records[cid] = record
+    return {cid: records[cid] for cid in ids}
+
+
+def _resolve_profiles(spec: ValidateSpec, profiles: dict | None) -> list:
+    """The spec's hardware as HardwareProfiles, in its order: the caller's (resolved once by the runner)
+    or looked up by name for a direct caller."""
+    if profiles is None:
+        from hw_profiles.profile import get_profile
+
+        return [get_profile(h, spec.extra_profile_dirs) for h in spec.hardware]
+    missing = [h for h in spec.hardware if h not in profiles]
+    if missing:
+        raise BadInputError(f"validate spec: no profile given for hardware {missing}; pass every target's "
+                            "HardwareProfile (or none, to look them up by name)")
+    return [profiles[h] for h in spec.hardware]
+
+
+def _measure(model, original, todo, states, rank_sets, profiles, batches, spec, *, need_baseline, address,
+             say) -> tuple[dict, dict]:
+    """On Ray: ({config_id or "__baseline__": accuracy}, {hardware: [latency of each of `rank_sets`]}).
+
+    Simulators run beside the evaluations; wall-clock timings run afterwards, when nothing else of this
+    stage keeps the nodes' CPUs busy (evaluation tasks may land on any node), one wave of timed
+    profiles at a time: a timing actor takes its node's whole resource, and profiles that share a
+    node (cpu and onnxruntime time the same CPU) take turns."""
+    import ray
+
+    from ..cluster import connect, measurement_waves
+
     connect(address)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     evaluate = ray.remote(num_cpus=1, num_gpus=gpus)(_evaluate_task)
-    # Simulators run beside the evaluations; wall-clock timings run afterwards, when nothing else of this
-    # stage keeps the nodes' CPUs busy (evaluation tasks may land on any node), one wave of timed
-    # profiles at a time: a timing actor takes its node's whole resource, and profiles that share a
-    # node (cpu and onnxruntime time the same CPU) take turns.
     simulated = [p for p in profiles if p.is_simulator]
     timed_later = [p for p in profiles if not p.is_simulator]
-    rank_sets = [{}] + [c.ranks for _, c in todo]
-    say = progress or (lambda _event: None)
     accuracy, latencies = {}, {}
     pool = ProfilerPool(simulated, first_only=True).start()
     try:
         eval_refs = {cid: evaluate.remote(model, None, c.ranks, states[cid], spec.data,
                                           spec.eval_batch_size) for cid, c in todo}
-        if base is None:
+        if need_baseline:
             eval_refs["__baseline__"] = evaluate.remote(model, None, {}, original.state_dict(), spec.data,
                                                         spec.eval_batch_size)
         lat_refs = {p.name: pool.actors[p.name][0].measure_models.remote(model, rank_sets, batches[p.name])
                     for p in simulated}
-        predictions = _lut_predictions(layout, model, profiles, batches,
-                                       {"__baseline__": {}, **{cid: c.ranks for cid, c in todo}})
         for cid, ref in eval_refs.items():
             accuracy[cid] = ray.get(ref)
             name = "the original" if cid == "__baseline__" else cid
@@ -207,65 +255,54 @@ def run_validate(store, run_id: str, configs: list[dict], spec: ValidateSpec | d
             for name, ref in timed.items():
                 latencies[name] = ray.get(ref)
                 say({"kind": "validate", "what": f"{name}: {len(rank_sets)} models timed"})
+    return accuracy, latencies
 
-    base_flops, base_params = haloc.flops(original, example), haloc.params(original)
-    if base is None:
-        acc = accuracy["__baseline__"]
-        base = {"model": model.name, "num_classes": model.num_classes, "input_size": list(model.size),
-                "flops": base_flops, "params": base_params,
-                "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
-                "latency_ms": {}, "latency_batch": {}, "lut_sum_ms": {}, "predicted_latency_ms": {}}
-    for p in profiles:  # measured now: the baseline keeps its first measurement per hardware
-        base["latency_ms"].setdefault(p.name, latencies[p.name][0]["median_ms"])
-        base.setdefault("latency_p10_ms", {}).setdefault(p.name, latencies[p.name][0]["p10_ms"])
-        base.setdefault("latency_p90_ms", {}).setdefault(p.name, latencies[p.name][0]["p90_ms"])
-        base["latency_batch"].setdefault(p.name, batches[p.name])
-        if p.name in predictions:
-            base["lut_sum_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][0])
-            base["predicted_latency_ms"].setdefault(p.name, predictions[p.name]["__baseline__"][1])
-    layout.write_baseline(base)
 
-    for k, (cid, config) in enumerate(todo, start=1):
-        compressed = haloc.rebuild(model, config.ranks, states[cid]).eval()
-        flops, params = haloc.flops(compressed, example), haloc.params(compressed)
-        paths = layout.export_paths(cid)
-        onnx_diff = _export(compressed, model, config.ranks, example, layout.store, paths, spec.onnx_atol)
-        session = {p.name: latencies[p.name][k] for p in profiles}  # measured beside the original (index 0)
-        measured = {h: m["median_ms"] for h, m in session.items()}
-        lut_sum = {h: v[cid][0] for h, v in predictions.items()}
-        predicted = {h: v[cid][1] for h, v in predictions.items()}
-        acc = accuracy[cid]
-        record = {
-            "config_id": cid, "model": model.name, "targets": list(config.targets), "hardware": config.key,
-            "budget": config.budget, "budget_metric": config.budget_metric,
-            "seeds": list(config.seeds), "best_seed": config.best_seed, "ranks": config.ranks,
-            "flops": flops, "params": params, "flops_reduction": 1 - flops / base_flops,
-            "params_reduction": 1 - params / base_params, "ideal_speedup": base_flops / flops,
+def _baseline_record(model, flops: int, params: int, acc: dict) -> dict:
+    """The original model's record before its latencies (filled per hardware as they are measured)."""
+    return {"model": model.name, "num_classes": model.num_classes, "input_size": list(model.size),
+            "flops": flops, "params": params,
             "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
-            "measured_latency_ms": measured, "latency_batch": dict(batches),
-            "measured_latency_p10_ms": {h: m["p10_ms"] for h, m in session.items()},
-            "measured_latency_p90_ms": {h: m["p90_ms"] for h, m in session.items()},
-            # against the original measured in the same session (same actor, interleaved: the same moments)
-            "baseline_latency_ms": {p.name: latencies[p.name][0]["median_ms"] for p in profiles},
-            "speedup": {p.name: _ratio(latencies[p.name][0]["median_ms"], measured[p.name]) for p in profiles},
-            "budget_check": _budget_checks(config, session, {p.name: latencies[p.name][0] for p in profiles},
-                                           base_flops, flops),
-            "within_budget": config.within_budget,
-            "lut_sum_ms": lut_sum, "predicted_latency_ms": predicted,
-            "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) for h in predicted},
-            "search_predicted_cost": config.predicted_cost,
-            # the fraction of the original each latency search aimed at, a margin below the budget
-            "search_aimed_fraction": {t: config.budget * a / config.budget_abs[t] for t, a in config.aimed_abs.items()
-                                      if config.budget_abs.get(t)},
-            "heldout_acc": config.heldout_acc, "heldout_acc_mean": config.heldout_acc_mean,
-            "heldout_acc_std": config.heldout_acc_std, "rank_agreement": config.rank_agreement,
-            "search": dict(config.search),  # {"mode", "deterministic"}: the report shows no spread of one run
-            "artifacts": paths, "onnx_max_abs_diff": onnx_diff,
-        }
-        layout.write_record(cid, record)  # last: its presence means "validated"
-        records[cid] = record
-    return {cid: records[cid] for cid in ids}
+            "latency_ms": {}, "latency_batch": {}, "lut_sum_ms": {}, "predicted_latency_ms": {}}
 
 
-def load_baseline(store, run_id: str) -> dict:
-    return RunLayout(store, run_id).read_baseline()
+def _config_record(config, model, compressed, example, base_cost: tuple[int, int], acc: dict, session: dict,
+                   originals: dict, predictions: dict, batches: dict) -> dict:
+    """One config's validate record (artifacts added by the caller): accuracy, cost, and the latencies
+    of `session` ({hw: measurement}) against the original's of the same session (`originals`)."""
+    import haloc
+
+    base_flops, base_params = base_cost
+    flops, params = haloc.flops(compressed, example), haloc.params(compressed)
+    measured = {h: m["median_ms"] for h, m in session.items()}
+    lut_sum = {h: v[config.config_id][0] for h, v in predictions.items()}
+    predicted = {h: v[config.config_id][1] for h, v in predictions.items()}
+    return {
+        "config_id": config.config_id, "model": model.name, "targets": list(config.targets), "hardware": config.key,
+        "budget": config.budget, "budget_metric": config.budget_metric,
+        "seeds": list(config.seeds), "best_seed": config.best_seed, "ranks": config.ranks,
+        "flops": flops, "params": params, "flops_reduction": 1 - flops / base_flops,
+        "params_reduction": 1 - params / base_params, "ideal_speedup": base_flops / flops,
+        "top1": acc["top1"], "top5": acc["top5"], "val_loss": acc["loss"], "n_val": acc["n"],
+        "measured_latency_ms": measured, "latency_batch": dict(batches),
+        "measured_latency_p10_ms": {h: m["p10_ms"] for h, m in session.items()},
+        "measured_latency_p90_ms": {h: m["p90_ms"] for h, m in session.items()},
+        # against the original measured in the same session (same actor, interleaved: the same moments)
+        "baseline_latency_ms": {h: m["median_ms"] for h, m in originals.items()},
+        "speedup": {h: _ratio(originals[h]["median_ms"], measured[h]) for h in session},
+        "budget_check": _budget_checks(config, session, originals, base_flops, flops),
+        "within_budget": config.within_budget,
+        "lut_sum_ms": lut_sum, "predicted_latency_ms": predicted,
+        "lut_error": {h: _ratio(predicted[h] - measured[h], measured[h]) for h in predicted},
+        "search_predicted_cost": config.predicted_cost,
+        # the fraction of the original each latency search aimed at, a margin below the budget
+        "search_aimed_fraction": {t: config.budget * a / config.budget_abs[t] for t, a in config.aimed_abs.items()
+                                  if config.budget_abs.get(t)},
+        "heldout_acc": config.heldout_acc, "heldout_acc_mean": config.heldout_acc_mean,
+        "heldout_acc_std": config.heldout_acc_std, "rank_agreement": config.rank_agreement,
+        "search": dict(config.search),  # {"mode", "deterministic"}: the report shows no spread of one run
+    }
+
+
+def load_baseline(layout: RunLayout) -> dict:
+    return layout.read_baseline()

@@ -144,9 +144,25 @@ def test_search_evidence_reads_the_history_and_the_seeds_agreement():
     assert bench.search_evidence({"haloc": [recs[0], other]})["haloc"]["rank_agreement"] is None
 
 
+def _wiring_plan():
+    """--quick at its smallest: an original of 2 epochs, a third of an epoch per fine-tune, one search
+    epoch, two random draws. Its accuracies mean nothing; what it still proves is the wiring: every
+    method of both targets (FLOPs and a ZigZag LUT) runs, stays within its budget, and lands in the
+    summary and the latency phase. `--quick` itself (5 epochs, whole fine-tune epochs) is the
+    benchmark's own check that its figures move."""
+    from dataclasses import replace
+
+    return replace(_QUICK_PLAN(), base_epochs=2, finetune_epochs=0.34, random_n=2, calibration_samples=3,
+                   search=dict(epochs=1, warmup_epochs=0))
+
+
+_QUICK_PLAN = bench.quick_plan
+
+
 @pytest.mark.slow
-def test_quick_run_writes_every_method_and_a_summary(tmp_path):
-    """The --quick comparison on the real digits (a few minutes on 2 cores)."""
+def test_quick_run_writes_every_method_and_a_summary(tmp_path, monkeypatch):
+    """The --quick comparison on the real digits, at its smallest (_wiring_plan)."""
+    monkeypatch.setattr(bench, "quick_plan", _wiring_plan)
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
     cells = tmp_path / "resnet20" / "cells"
     flops = cells / "flops-b0.3-s0"

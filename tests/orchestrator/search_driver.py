@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from orchestrator.run_layout import RunLayout
+
 
 def main(argv=None) -> int:
     from orchestrator.ray_compat import enable_token_auth
@@ -25,7 +27,7 @@ def main(argv=None) -> int:
         enable_token_auth()
     callbacks = ([TraceStarts(args.trace_dir)] if args.trace_dir else []) + \
         ([SleepAfterEpoch(args.epoch_sleep_s)] if args.epoch_sleep_s else [])
-    records = run_search(args.store, args.run_id, SearchSpec.from_dict(json.loads(args.spec_json)),
+    records = run_search(RunLayout(args.store, args.run_id), SearchSpec.from_dict(json.loads(args.spec_json)),
                          address=args.address, callbacks=callbacks)
     done = sum(r["status"] == "done" for r in records)
     print(f"search {args.run_id}: {done}/{len(records)} trials done")

@@ -51,8 +51,8 @@ def write_lut(store, hardware, specs, latency, skip=()):
 def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, specs):
     store = open_store(str(tmp_path))
     write_lut(store, "cpu", specs, staircase(8))
-    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
-    plain = latency_table(store, RUN, "cpu", specs, space.candidates, 0.7)
+    space = search_rank_space(RunLayout(store, RUN), specs, [get_profile("cpu")], mode="step", step=16)
+    plain = latency_table(RunLayout(store, RUN), get_profile("cpu"), specs, space.candidates, 0.7)
     assert plain.fixed_cost == 0 and plain.meta["calibrated"] is False and "no calibration" in plain.meta["note"]
     spec = specs["layer3.0.conv2"]  # 64 channels: candidates 16, 32, 48, 64 (64 = original)
     assert space.candidates[spec.name] == (16, 32, 48, 64)
@@ -62,7 +62,7 @@ def test_latency_table_is_b_times_lut_plus_a_and_budget_a_fraction(tmp_path, spe
 
     cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])  # a = 0.5, b = 2
     RunLayout(store, RUN).write_calibration(cal)
-    table = latency_table(store, RUN, "cpu", specs, space.candidates, 0.7)
+    table = latency_table(RunLayout(store, RUN), get_profile("cpu"), specs, space.candidates, 0.7)
     assert table.meta["calibrated"] and table.fixed_cost == pytest.approx(0.5)
     assert table.layer_costs[spec.name] == pytest.approx([2 * c for c in plain.layer_costs[spec.name]])
     assert table.original_cost == pytest.approx(0.5 + 2 * plain.original_cost)
@@ -77,20 +77,20 @@ def test_the_search_aims_a_measured_margin_below_a_timed_budget_and_none_below_a
     store = open_store(str(tmp_path))
     write_lut(store, "cpu", specs, staircase(8))
     write_lut(store, "asic", specs, staircase(8))
-    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
+    space = search_rank_space(RunLayout(store, RUN), specs, [get_profile("cpu")], mode="step", step=16)
     cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])
     for error, margin in ((0.03, 0.06), (0.001, 0.03), (0.2, 0.10)):
         RunLayout(store, RUN).write_calibration(replace(cal, median_rel_error=error))
-        (table,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7)
+        (table,) = cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], 0.7)
         assert table.must_meet == pytest.approx(0.7 * table.original_cost)
         assert table.budget == pytest.approx(0.7 * (1 - margin) * table.original_cost)
         assert table.meta["margin"] == pytest.approx(margin)
         assert table.meta["aimed_fraction"] == pytest.approx(0.7 * (1 - margin))
-    (exact,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7, margin=0.0)
+    (exact,) = cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], 0.7, margin=0.0)
     assert exact.budget == exact.must_meet == pytest.approx(0.7 * exact.original_cost) and exact.limit is None
-    (asic,) = cost_tables(store, RUN, "resnet20", specs, space, ("asic",), 0.7)
+    (asic,) = cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("asic")], 0.7)
     assert asic.budget == asic.must_meet and "margin" not in asic.meta
-    (flops,) = cost_tables(store, RUN, "resnet20", specs, space, (), 0.7, metric="flops")
+    (flops,) = cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [], 0.7, metric="flops")
     assert flops.budget == flops.must_meet
     # the calibration measured the original: the budget is a fraction of that measurement, not of the
     # LUT's price of it (the demo's cpu LUT priced its original 6% over, and a search "within" 0.6
@@ -99,14 +99,14 @@ def test_the_search_aims_a_measured_margin_below_a_timed_budget_and_none_below_a
     measured = replace(cal, median_rel_error=0.01, points=[{"lut_sum_ms": 1.0, "measured_ms": orig_ms,
                                                              "loo_error": 0.0, "ranks": {}}])
     RunLayout(store, RUN).write_calibration(measured)
-    (ref,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7)
+    (ref,) = cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], 0.7)
     assert ref.reference_cost == orig_ms and ref.reference_cost != pytest.approx(ref.original_cost)
     assert ref.must_meet == pytest.approx(0.7 * orig_ms) and ref.budget == pytest.approx(0.7 * orig_ms * (1 - 0.03))
     assert ref.meta["aimed_fraction"] == pytest.approx(0.7 * (1 - 0.03))
     RunLayout(store, RUN).write_calibration(replace(cal, median_rel_error=0.001))
     # a budget just above the floor: the margin never aims below what the rank space can reach
     floor = table.min_cost / table.original_cost
-    (tight,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), floor * 1.01)
+    (tight,) = cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], floor * 1.01)
     assert tight.min_cost <= tight.budget < tight.must_meet
     assert tight.budget == pytest.approx(tight.min_cost)
 
@@ -131,10 +131,10 @@ def test_within_budget_is_judged_against_the_asked_budget_not_the_aimed_one():
 def test_budget_below_the_minimum_names_the_minimum(tmp_path, specs):
     store = open_store(str(tmp_path))
     write_lut(store, "cpu", specs, staircase(8))
-    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
+    space = search_rank_space(RunLayout(store, RUN), specs, [get_profile("cpu")], mode="step", step=16)
     with pytest.raises(BadInputError,
                        match=r"budget 0.1 of cpu .* below the smallest reachable cost .*fraction 0\.\d+"):
-        cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
+        cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], 0.1)
 
 
 def test_budget_below_the_floor_of_an_accepted_noisy_lut_aims_at_the_floor(tmp_path, specs):
@@ -144,30 +144,30 @@ def test_budget_below_the_floor_of_an_accepted_noisy_lut_aims_at_the_floor(tmp_p
 
     store = open_store(str(tmp_path))
     write_lut(store, "cpu", specs, staircase(8))
-    space = search_rank_space(store, RUN, specs, ["cpu"], mode="step", step=16)
+    space = search_rank_space(RunLayout(store, RUN), specs, [get_profile("cpu")], mode="step", step=16)
     cal = fit_calibration("cpu", [1.0, 2.0, 3.0], [2.5, 4.5, 6.5])
     RunLayout(store, RUN).write_calibration(replace(cal, gate=0.9, within_10pct=0.2, passed=False))
-    (table,) = cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
+    (table,) = cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], 0.1)
     assert table.meta["clamped_from"] == 0.1
     assert table.budget == pytest.approx(table.min_cost) and table.budget >= table.min_cost
     cheapest = {n: c[0] for n, c in space.candidates.items()}
     assert table.cost_of(cheapest, space.candidates) <= table.budget
     RunLayout(store, RUN).write_calibration(cal)  # a passed gate: the same budget is bad input again
     with pytest.raises(BadInputError, match="below the smallest reachable cost"):
-        cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.1)
+        cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], 0.1)
 
 
 def test_lut_missing_layers_names_hardware_layers_and_fix(tmp_path, specs):
     store = open_store(str(tmp_path))
     # layer3.0.conv1 is the only layer of its signature (stride 2, 32 -> 64)
     write_lut(store, "cpu", specs, staircase(8), skip={"layer3.0.conv1"})
-    space = search_rank_space(store, None, specs, [], mode="step", step=16)
+    space = search_rank_space(RunLayout(store, None), specs, [], mode="step", step=16)
     with pytest.raises(BadInputError, match=r"hardware 'cpu' .*lacks 1 layer.*'layer3.0.conv1'.*profile the model"):
-        cost_tables(store, RUN, "resnet20", specs, space, ("cpu",), 0.7)
+        cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("cpu")], 0.7)
     with pytest.raises(BadInputError, match=r"LUT of hardware 'asic'.*lacks 19 layer"):  # no LUT at all
-        search_rank_space(store, RUN, specs, ["asic"], mode="latency")
+        search_rank_space(RunLayout(store, RUN), specs, [get_profile("asic")], mode="latency")
     with pytest.raises(BadInputError, match="unknown hardware profile 'tpu9'"):
-        cost_tables(store, RUN, "resnet20", specs, space, ("tpu9",), 0.7)
+        cost_tables(RunLayout(store, RUN), "resnet20", specs, space, [get_profile("tpu9")], 0.7)
 
 
 def test_latency_rank_space_is_the_union_of_the_targets_staircases(tmp_path, specs):
@@ -175,16 +175,17 @@ def test_latency_rank_space_is_the_union_of_the_targets_staircases(tmp_path, spe
     write_lut(store, "cpu", specs, staircase(8))
     write_lut(store, "asic", specs, staircase(32))
     name = "layer3.0.conv2"  # max rank 64; LUT grid 1, 4, 8, ..., 60, 64
-    cpu = search_rank_space(store, RUN, specs, ["cpu"], mode="latency").candidates[name]
-    asic = search_rank_space(store, RUN, specs, ["asic"], mode="latency").candidates[name]
+    cpu = search_rank_space(RunLayout(store, RUN), specs, [get_profile("cpu")], mode="latency").candidates[name]
+    asic = search_rank_space(RunLayout(store, RUN), specs, [get_profile("asic")], mode="latency").candidates[name]
     assert cpu == (8, 16, 24, 32, 40, 48, 56, 64)  # the largest rank of every 8-step
     assert asic == (32, 64)
-    both = search_rank_space(store, RUN, specs, ["cpu", "asic"], mode="latency")
+    both = search_rank_space(RunLayout(store, RUN), specs, [get_profile("cpu"), get_profile("asic")], mode="latency")
     assert both.candidates[name] == tuple(sorted(set(cpu) | set(asic)))
-    inter = search_rank_space(store, RUN, specs, ["cpu", "asic"], mode="latency", merge="intersection")
+    inter = search_rank_space(RunLayout(store, RUN), specs, [get_profile("cpu"), get_profile("asic")], mode="latency",
+                              merge="intersection")
     assert inter.candidates[name] == (32, 64)
     # every table of the union space prices every candidate; max_rank costs the original layer
-    tables = cost_tables(store, RUN, "resnet20", specs, both, ("cpu", "asic"), 0.8)
+    tables = cost_tables(RunLayout(store, RUN), "resnet20", specs, both, [get_profile("cpu"), get_profile("asic")], 0.8)
     assert [t.name for t in tables] == ["cpu", "asic"]
     for t in tables:
         t.check_against(both.candidates)
@@ -192,10 +193,10 @@ def test_latency_rank_space_is_the_union_of_the_targets_staircases(tmp_path, spe
 
 
 def test_flops_table_original_cost_is_the_model_flops(specs):
-    space = search_rank_space(None, None, specs, [], mode="step", step=16)
-    (table,) = cost_tables(None, None, "resnet20", specs, space, ("cpu",), 0.8, metric="flops")
+    space = search_rank_space(None, specs, [], mode="step", step=16)
+    (table,) = cost_tables(None, "resnet20", specs, space, [get_profile("cpu")], 0.8, metric="flops")
     total = haloc.flops(haloc.models.create("resnet20"), torch.zeros(1, 3, 32, 32)) / 1e9
     assert table.name == "flops" and table.unit == "GFLOPs"
     assert table.original_cost == pytest.approx(total) and table.budget == pytest.approx(0.8 * total)
     with pytest.raises(BadInputError, match="budget metric 'energy'"):
-        cost_tables(None, None, "resnet20", specs, space, ("cpu",), 0.8, metric="energy")
+        cost_tables(None, "resnet20", specs, space, [get_profile("cpu")], 0.8, metric="energy")

@@ -38,8 +38,8 @@ def finetuned_run(root: Path) -> dict:
     buf = io.BytesIO()
     torch.save(teacher.state_dict(), buf)
     store.write_bytes(f"{RUN}/pretrained.pt", buf.getvalue())
-    first = run_finetune(store, RUN, [CONFIG], FinetuneSpec.from_dict(dict(SPEC.to_dict(), max_epochs=1)))
-    second = run_finetune(store, RUN, [CONFIG], SPEC)
+    first = run_finetune(RunLayout(store, RUN), [CONFIG], FinetuneSpec.from_dict(dict(SPEC.to_dict(), max_epochs=1)))
+    second = run_finetune(RunLayout(store, RUN), [CONFIG], SPEC)
     _CACHE["run"] = {"store": store, "run_id": RUN, "config": CONFIG, "spec": SPEC, "teacher": teacher,
                      "first": first, "second": second}
     return _CACHE["run"]
@@ -91,7 +91,7 @@ def test_second_run_resumes_at_epoch_two_and_writes_final_files(run):
 
 
 def test_third_run_skips_a_finished_config(run):
-    again = run_finetune(run["store"], RUN, [CONFIG], SPEC)
+    again = run_finetune(RunLayout(run["store"], RUN), [CONFIG], SPEC)
     rec = again[config_id(CONFIG)]
     assert rec["skipped"] is True and rec["epoch"] == 2
 
@@ -103,7 +103,7 @@ def test_finished_training_without_final_files_rewrites_them_without_training(ru
     weights, info = RunLayout(store, RUN).final_weights(cid), RunLayout(store, RUN).final_info(cid)
     before = store.read_bytes(weights)
     store.delete(info)
-    rec = run_finetune(store, RUN, [CONFIG], SPEC)[cid]
+    rec = run_finetune(RunLayout(store, RUN), [CONFIG], SPEC)[cid]
     assert rec["skipped"] is False and rec["done"] is True and rec["epoch"] == 2
     assert rec["metrics"]["start_epoch"] == 2 and len(rec["history"]) == 2  # no epoch ran again
     assert store.exists(info)
@@ -135,7 +135,7 @@ def test_fine_tune_on_an_s3_store(ray_cluster, s3_server, s3_store_uri):
     were started before the test put the keys in the driver's environment."""
     store = Store.open(s3_store_uri, access_key=s3_server.access_key, secret_key=s3_server.secret_key)
     spec = FinetuneSpec(model="resnet20", data=DATA, train=dict(TRAIN, epochs=1), num_workers=1)
-    rec = run_finetune(store, "s3run", [CONFIG], spec)[config_id(CONFIG)]
+    rec = run_finetune(RunLayout(store, "s3run"), [CONFIG], spec)[config_id(CONFIG)]
     assert rec["done"] is True and rec["epoch"] == 1
     files = store.list("s3run/finetune")
     assert "s3run/finetune/cpu-b0.6/final.pt" in files and "s3run/finetune/cpu-b0.6/final.json" in files
@@ -156,13 +156,14 @@ def test_an_epoch_ray_train_never_registered_resumes_from_the_snapshot(ray_clust
     store.write_bytes("snap/pretrained.pt", buf.getvalue())
     config = dict(CONFIG, budget=0.5)
     cid = config_id(config)
-    first = run_finetune(store, "snap", [config], FinetuneSpec.from_dict(dict(SPEC.to_dict(), max_epochs=1)))[cid]
+    one_epoch = FinetuneSpec.from_dict(dict(SPEC.to_dict(), max_epochs=1))
+    first = run_finetune(RunLayout(store, "snap"), [config], one_epoch)[cid]
     job = Path(store.root_path) / "snap" / "finetune" / cid
     assert (job / "snapshot.pt").is_file()
     for path in job.iterdir():  # everything Ray Train recorded of the run goes, the snapshot stays
         if path.name != "snapshot.pt":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    rec = run_finetune(store, "snap", [config], SPEC)[cid]
+    rec = run_finetune(RunLayout(store, "snap"), [config], SPEC)[cid]
     assert rec["done"] is True and rec["metrics"]["start_epoch"] == 1  # not from scratch
     assert [h["epoch"] for h in rec["history"]] == [0, 1]
     assert rec["history"][0]["train"] == first["history"][0]["train"]  # epoch 1 was not run again

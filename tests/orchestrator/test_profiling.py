@@ -28,7 +28,7 @@ def expected_keys(profile):
 @pytest.fixture(scope="module")
 def profiled(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
-    results = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
+    results = profile_model(RunLayout(str(root), "r1"), "resnet20", [CPU, ASIC], progress=False)
     return root, results
 
 
@@ -54,7 +54,7 @@ def test_actors_land_on_the_nodes_offering_their_resource(profiled, ray_cluster)
 def test_second_run_measures_nothing_new(profiled):
     root, _ = profiled
     before = (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns
-    again = profile_model(str(root), "resnet20", [CPU, ASIC], run_id="r1", progress=False)
+    again = profile_model(RunLayout(str(root), "r1"), "resnet20", [CPU, ASIC], progress=False)
     assert all(r.measured_rows == 0 and r.reused_rows == r.total_rows and not r.actor_nodes for r in again.values())
     assert (root / "r1" / "luts" / "cpu.parquet").stat().st_mtime_ns == before
 
@@ -73,7 +73,7 @@ def test_lut_gives_candidate_latencies(profiled):
 
 def test_calibration_is_stored_beside_the_lut(profiled):
     root, _ = profiled
-    cals = calibrate(str(root), "resnet20", [CPU], run_id="r1", samples=4, accept_noisy=True)
+    cals = calibrate(RunLayout(str(root), "r1"), "resnet20", [CPU], samples=4, accept_noisy=True)
     stored = RunLayout(str(root), "r1").read_calibration("cpu")
     assert stored == cals["cpu"] and stored.samples == 4 and 0 <= stored.within_10pct <= 1
     assert (root / "r1" / "luts" / "cpu.calibration.json").exists()
@@ -83,7 +83,7 @@ def test_missing_resource_fails_fast_and_submits_nothing(profiled):
     root, _ = profiled
     start = time.monotonic()
     with pytest.raises(BadInputError, match="'hw_jetson'.*hw_asic"):
-        profile_model(str(root), "resnet20", ["jetson"], run_id="r2", progress=False)
+        profile_model(RunLayout(str(root), "r2"), "resnet20", ["jetson"], progress=False)
     assert time.monotonic() - start < 30
     assert not (root / "r2").exists()
 
@@ -112,7 +112,7 @@ def test_killed_actor_work_completes_with_no_row_lost_or_doubled(ray_cluster, tm
 
     def run():
         try:
-            result.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="f", rows_per_batch=2,
+            result.update(profile_model(RunLayout(str(tmp_path), "f"), "resnet20", [slow], rows_per_batch=2,
                                         progress=False))
         except Exception as e:
             errors.append(e)
@@ -146,12 +146,12 @@ def test_rows_of_another_timing_protocol_are_measured_again_on_resume(ray_cluste
     """A resumed run whose profile now times with other threads does not keep the old rows: they are
     another protocol's measurements. The rows it measures record the new protocol."""
     coarse = replace(CPU, rank_step=64, repeats=2)
-    first = profile_model(str(tmp_path), "resnet20", [coarse], run_id="p", progress=False)["cpu"]
+    first = profile_model(RunLayout(str(tmp_path), "p"), "resnet20", [coarse], progress=False)["cpu"]
     other = replace(coarse, threads=2)
     assert other.protocol_key != coarse.protocol_key
-    again = profile_model(str(tmp_path), "resnet20", [other], run_id="p", progress=False)["cpu"]
+    again = profile_model(RunLayout(str(tmp_path), "p"), "resnet20", [other], progress=False)["cpu"]
     assert again.reused_rows == 0 and again.stale_rows == first.total_rows == again.measured_rows
     table = RunLayout(str(tmp_path), "p").read_lut("cpu")
     assert set(table.column("protocol").to_pylist()) == {other.protocol_key} and len(table) == first.total_rows
-    same = profile_model(str(tmp_path), "resnet20", [other], run_id="p", progress=False)["cpu"]
+    same = profile_model(RunLayout(str(tmp_path), "p"), "resnet20", [other], progress=False)["cpu"]
     assert same.measured_rows == 0 and same.stale_rows == 0 and same.reused_rows == first.total_rows

@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from haloc.errors import BadInputError
+from orchestrator.run_layout import RunLayout
 from orchestrator.stages.report import DEMO_LABEL, build_report, check_report, render_html, render_table, write_report
 from orchestrator.store import Store
 
@@ -127,7 +128,7 @@ def test_table_renders_every_result(report):
 
 def test_write_report_puts_both_files_in_the_store(report, tmp_path):
     store = Store.open(str(tmp_path))
-    paths = write_report(store, "r", report)
+    paths = write_report(RunLayout(store, "r"), report)
     assert paths == {"json": "r/report.json", "html": "r/report.html"}
     assert store.read_json("r/report.json") == json.loads(json.dumps(report))
     assert store.read_text("r/report.html").startswith("<!DOCTYPE html>")

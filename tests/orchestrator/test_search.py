@@ -53,7 +53,7 @@ def test_spec_round_trips_through_a_dict_and_refuses_unknown_keys():
 def test_bad_input_fails_before_any_trial_and_writes_nothing(tmp_path, change, pattern):
     start = time.monotonic()
     with pytest.raises(BadInputError, match=pattern):
-        run_search(str(tmp_path), "bad", replace(TINY, **change))
+        run_search(RunLayout(str(tmp_path), "bad"), replace(TINY, **change))
     assert time.monotonic() - start < 30
     assert not (tmp_path / "bad" / "search").exists()
 
@@ -62,7 +62,7 @@ def test_grid_of_two_budgets_and_two_seeds_then_selection(ray_cluster, tmp_path)
     trace = tmp_path / "trace"
     trace.mkdir()
     spec = replace(TINY, budgets=(0.6, 0.8), seeds=(0, 1))
-    records = run_search(str(tmp_path / "store"), "grid", spec, callbacks=[TraceStarts(trace)])
+    records = run_search(RunLayout(str(tmp_path / "store"), "grid"), spec, callbacks=[TraceStarts(trace)])
     assert len(records) == 4 and all(r["status"] == "done" for r in records)
     assert sorted((r["budget"], r["seed"]) for r in records) == [(0.6, 0), (0.6, 1), (0.8, 0), (0.8, 1)]
     for r in records:
@@ -71,7 +71,7 @@ def test_grid_of_two_budgets_and_two_seeds_then_selection(ray_cluster, tmp_path)
         assert 0.0 <= r["selected_heldout_acc"] <= 1.0
     assert len(starts(trace)) == 4  # each trial ran once
 
-    configs = run_select(str(tmp_path / "store"), "grid", "resnet20")
+    configs = run_select(RunLayout(str(tmp_path / "store"), "grid"), "resnet20")
     selected = json.loads((tmp_path / "store" / "grid" / "selected.json").read_text())
     assert selected["configs"] == json.loads(json.dumps(configs))
     assert [c["budget"] for c in configs] == [0.6, 0.8]
@@ -96,8 +96,8 @@ def _fail_then_resume(store, tmp_path, spec):
     trace = tmp_path / "trace"
     trace.mkdir()
     callbacks = [TraceStarts(trace), FailOnce({"seed": spec.seeds[-1]}, epoch=2, marker=tmp_path / "failed")]
-    first = run_search(store, "resume", spec, callbacks=callbacks)
-    second = run_search(store, "resume", spec, callbacks=callbacks)
+    first = run_search(RunLayout(store, "resume"), spec, callbacks=callbacks)
+    second = run_search(RunLayout(store, "resume"), spec, callbacks=callbacks)
     return first, second, starts(trace)
 
 
@@ -112,7 +112,7 @@ def test_errored_trial_resumes_from_its_checkpoint_and_finished_trials_are_not_r
     for line in trace:
         runs.setdefault(line["seed"], []).append(line["start_epoch"])
     assert runs == {0: [0], 1: [0, 1]}  # seed 0 never rerun; seed 1 resumed after its epoch-1 checkpoint
-    assert load_trials(str(tmp_path / "store"), "resume") == json.loads(json.dumps(second))
+    assert load_trials(RunLayout(str(tmp_path / "store"), "resume")) == json.loads(json.dumps(second))
 
 
 def test_resume_from_s3(ray_cluster, s3_server, s3_store_uri, tmp_path):
@@ -128,7 +128,7 @@ def test_resume_from_s3(ray_cluster, s3_server, s3_store_uri, tmp_path):
 
 def test_optuna_samples_lam_per_budget_under_asha(ray_cluster, tmp_path):
     spec = replace(TINY, optuna_samples=2, seeds=(0, 1), asha=True)
-    records = run_search(str(tmp_path / "store"), "opt", spec)
+    records = run_search(RunLayout(str(tmp_path / "store"), "opt"), spec)
     assert len(records) == 2 and all(r["status"] == "done" for r in records)
     assert {r["experiment"] for r in records} == {"optuna-flops-b0.8"}
     lams = [r["lam"] for r in records]
@@ -139,13 +139,13 @@ def test_optuna_samples_lam_per_budget_under_asha(ray_cluster, tmp_path):
 def test_train_once_search_many_reuses_the_shared_weights(ray_cluster, tmp_path):
     store = tmp_path / "store"
     spec = replace(TINY, budgets=(0.6, 0.8), train_once=True, shared_epochs=1)
-    records = run_search(str(store), "once", spec)
+    records = run_search(RunLayout(str(store), "once"), spec)
     assert all(r["status"] == "done" and r["within_budget"] == {"flops": True} for r in records)
     shared = store / "once" / "search" / "shared_supernet.pt"
     info = json.loads((store / "once" / "search" / "shared_supernet.json").read_text())
     assert shared.is_file() and info["epochs"] == 1
     mtime = shared.stat().st_mtime_ns
-    run_search(str(store), "once", spec)  # finished: nothing retrained
+    run_search(RunLayout(str(store), "once"), spec)  # finished: nothing retrained
     assert shared.stat().st_mtime_ns == mtime
 
 
@@ -178,7 +178,7 @@ def test_joint_latency_targets_in_one_trial_meet_both_budgets(ray_cluster, tmp_p
     write_staircase_lut(store, "joint", "asic", specs, 32)
     spec = replace(TINY, hardware=("cpu", "asic"), joint=True, budget_metric="latency", rank_mode="latency",
                    budgets=(0.75,))
-    (rec,) = run_search(store, "joint", spec)
+    (rec,) = run_search(RunLayout(store, "joint"), spec)
     assert rec["status"] == "done" and rec["targets"] == "cpu+asic"
     assert set(rec["predicted_cost"]) == {"cpu", "asic"} and rec["within_budget"] == {"cpu": True, "asic": True}
     for hw in ("cpu", "asic"):
@@ -212,7 +212,7 @@ def test_sigkill_of_the_driver_then_rerun_completes(ray_cluster, tmp_path):
     log.close()
     assert not (store / "kill" / "search" / "trials.json").exists()
 
-    records = run_search(str(store), "kill", spec, callbacks=[TraceStarts(trace)])
+    records = run_search(RunLayout(str(store), "kill"), spec, callbacks=[TraceStarts(trace)])
     assert [(r["status"], r["epochs"], r["restored"]) for r in records] == [("done", 3, True)]
     epochs = [line["start_epoch"] for line in starts(trace)]
     assert epochs[0] == 0 and len(epochs) >= 2 and epochs[-1] >= 1  # resumed from a checkpoint, not from scratch
@@ -265,7 +265,7 @@ def test_blockwise_trials_on_ray_select_within_budget_with_their_evidence(ray_cl
     images) in one batch, so that measure does not depend on the batches' order."""
     weights = _trained_original(tmp_path / "store", "blockwise")
     spec = replace(TINY, budgets=(0.6,), seeds=(0,), mode=mode, batch_size=32, weights=weights)
-    records = run_search(str(tmp_path / "store"), "blockwise", spec)
+    records = run_search(RunLayout(str(tmp_path / "store"), "blockwise"), spec)
     assert len(records) == 1 and records[0]["status"] == "done", records
     r = records[0]
     assert r["within_budget"] == {"flops": True} and r["epochs"] == 2

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from haloc.errors import BadInputError
+from orchestrator.run_layout import RunLayout
 from orchestrator.stages.select import mean_std, rank_agreement, select_configs, write_selected
 
 
@@ -68,7 +69,7 @@ def test_joint_targets_split_into_a_list_and_unfinished_cells_are_refused():
 
 def test_write_selected_is_json_in_the_run_folder(tmp_path):
     configs = select_configs([trial("t", 0, 0.5, 1.0, {"l": 8})], "resnet20")
-    path = write_selected(str(tmp_path), "r1", configs)
+    path = write_selected(RunLayout(str(tmp_path), "r1"), configs)
     assert path == "r1/selected.json"
     data = json.loads((tmp_path / "r1" / "selected.json").read_text())
     assert data["run_id"] == "r1" and data["configs"][0]["trial_id"] == "t"

@@ -40,12 +40,12 @@ def validated(ray_cluster, tmp_path_factory):
     run = finetuned_run(tmp_path_factory.mktemp("finetune"))
     store, run_id = run["store"], run["run_id"]
     # A coarse real LUT (+ calibration) for `cpu` only: `asic` has none, so it gets no prediction.
-    profile_model(store, "resnet20", ["cpu"], run_id=run_id, rank_step=64, progress=False)
+    profile_model(RunLayout(store, run_id), "resnet20", ["cpu"], rank_step=64, progress=False)
     # A hand-made calibration (measured = 0.5 ms + 1.0 x LUT sum): the prediction must apply it.
     RunLayout(store, run_id).write_calibration(fit_calibration("cpu", [1.0, 2.0], [1.5, 2.5]))
     spec = ValidateSpec(model="resnet20", hardware=("cpu", "asic"), data=run["spec"].data, weights="pretrained.pt",
                         eval_batch_size=32)
-    records = run_validate(store, run_id, [run["config"]], spec)
+    records = run_validate(RunLayout(store, run_id), [run["config"]], spec)
     return dict(run, records=records, vspec=spec)
 
 
@@ -53,7 +53,7 @@ def test_accuracy_cost_and_latency_of_the_compressed_model(validated):
     rec = validated["records"][config_id(validated["config"])]
     assert 0.0 <= rec["top1"] <= rec["top5"] <= 1.0 and rec["n_val"] == 64
     assert rec["search"] == {}  # the selection's own {"mode", "deterministic"}: this hand-made config has none
-    base = load_baseline(validated["store"], validated["run_id"])
+    base = load_baseline(RunLayout(validated["store"], validated["run_id"]))
     assert 0.0 <= base["top1"] <= 1.0
     assert 0 < rec["flops"] < base["flops"] and 0 < rec["params"] < base["params"]
     assert rec["flops_reduction"] == pytest.approx(1 - rec["flops"] / base["flops"])
@@ -99,14 +99,14 @@ def test_rerun_validates_nothing_again(validated):
     cid = config_id(validated["config"])
     layout = RunLayout(store, run_id)
     before = store.read_bytes(layout.record(cid)), store.read_bytes(layout.baseline)
-    again = run_validate(store, run_id, [validated["config"]], validated["vspec"])
+    again = run_validate(RunLayout(store, run_id), [validated["config"]], validated["vspec"])
     assert again[cid] == validated["records"][cid]
     assert (store.read_bytes(layout.record(cid)), store.read_bytes(layout.baseline)) == before
 
 
 def test_missing_finetune_weights_fail_naming_the_file(tmp_path):
     with pytest.raises(BadInputError, match=r"finetune/cpu-b0.5/final.pt do not exist"):
-        run_validate(str(tmp_path), "r", [{"targets": ["cpu"], "budget": 0.5, "ranks": {}}],
+        run_validate(RunLayout(str(tmp_path), "r"), [{"targets": ["cpu"], "budget": 0.5, "ranks": {}}],
                      ValidateSpec(hardware=("cpu",)))
 
 
@@ -114,7 +114,10 @@ def test_report_from_the_validated_run(validated):
     from orchestrator.stages.report import DEMO_LABEL, check_report, report_from_store, write_report
 
     store, run_id = validated["store"], validated["run_id"]
-    report = report_from_store(store, run_id, [validated["config"]], ["cpu", "asic"], "resnet20", "demo")
+    from hw_profiles.profile import get_profile
+
+    profiles = [get_profile("cpu"), get_profile("asic")]
+    report = report_from_store(RunLayout(store, run_id), [validated["config"]], profiles, "resnet20", "demo")
     check_report(report)
     assert report["dataset"] == DEMO_LABEL and report["baseline"]["latency_ms"]["asic"] > 0
     (result,) = report["results"]
@@ -123,5 +126,5 @@ def test_report_from_the_validated_run(validated):
     assert result["lut_error"]["cpu"] is not None and "asic" not in result["lut_error"]
     # the delta against the original has its noise: both top-1s were measured on the 64 validation images
     assert result["top1_change"]["n_val"] == 64 and result["top1_change"]["noise"] > 0
-    paths = write_report(store, run_id, report)
+    paths = write_report(RunLayout(store, run_id), report)
     assert DEMO_LABEL in store.read_text(paths["html"])

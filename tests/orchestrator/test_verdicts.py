@@ -119,3 +119,35 @@ def test_the_gate_counts_predictions_within_the_profiles_tolerance():
     assert Calibration.from_dict(old).within_tolerance == 1.0
     assert replace(get_profile("cpu"), calibration_tolerance=0.01).calibration_tolerance == 0.01
     assert get_profile("cpu").calibration_tolerance == 0.10
+
+
+def test_the_ends_of_the_range_are_judged_in_the_fit_and_the_interior_held_out():
+    """The cifar_resnet20 demo's own calibration (a first run that exited 5, 2026-12-07): the cheapest
+    model, where the LUT is least linear, misses by 11% when left out, an extrapolation below every
+    model a budget can select; the fit through it misses it by 6%. The ends count by the fit, every
+    interior point still by leave-one-out, and an interior point that misses still fails the gate."""
+    from hw_profiles.calibration import HELD_OUT, RANGE_END, Calibration
+
+    sums = [1.1666, 0.4749, 1.0311, 0.5481, 0.6849, 1.0166, 0.6580, 0.8693, 0.6890, 1.1103]
+    measured = [2.2463, 1.0505, 1.9398, 1.1569, 1.4667, 1.9319, 1.4597, 1.7450, 1.4675, 2.0475]
+    cal = fit_calibration("cpu", sums, measured, gate=0.9)
+    ends = {i for i, p in enumerate(cal.points) if p["judged"] == RANGE_END}
+    assert ends == {0, 1}  # the largest and the smallest LUT sum: the original and the cheapest
+    cheapest = cal.points[1]
+    assert cheapest["loo_error"] > 0.10 and cheapest["gate_error"] == cheapest["fit_error"] < 0.10
+    interior = [p for p in cal.points if p["judged"] == HELD_OUT]
+    assert len(interior) == 8 and all(p["gate_error"] == p["loo_error"] for p in interior)
+    assert cal.passed and cal.within_tolerance == 1.0
+    # an interior point 20% off is still held out, and with a second one the gate fails
+    bad = list(measured)
+    bad[3], bad[6] = bad[3] * 1.2, bad[6] * 1.2
+    failed = fit_calibration("cpu", sums, bad, gate=0.9)
+    assert not failed.passed and failed.within_tolerance <= 0.8
+    # too few points to hold out: every point by leave-one-out
+    few = fit_calibration("cpu", sums[:4], measured[:4], gate=0.9)
+    assert all(p["judged"] == HELD_OUT and p["gate_error"] == p["loo_error"] for p in few.points)
+    # a calibration stored before `gate_error` existed is judged by its leave-one-out errors
+    old = cal.to_dict()
+    old["points"] = [{k: v for k, v in p.items() if k not in ("gate_error", "fit_error", "judged")}
+                     for p in old["points"]]
+    assert Calibration.from_dict(old).within_tolerance == 0.9

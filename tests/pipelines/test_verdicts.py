@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from hw_profiles.profile import get_profile
+from orchestrator.run_layout import RunLayout
 
 from .test_pipeline_demo import run_cli
 
@@ -64,7 +65,7 @@ def test_noise_is_detected_rows_are_measured_again_and_kept_flagged_for_the_gate
     strict = replace(cpu, max_spread=0.02, max_slowdown=1.05, max_remeasure=1)
     store = tmp_path / "store"
     with busy_cpus():
-        result = profile_model(str(store), "resnet20", [strict], run_id="strict", progress=False)["cpu"]
+        result = profile_model(RunLayout(str(store), "strict"), "resnet20", [strict], progress=False)["cpu"]
     rows = _lut_rows(store, "strict", "cpu")
     assert len(rows) == result.total_rows  # complete: noisy rows written flagged
     assert any(r["remeasured"] > 0 for r in rows), "a busy neighbour went unnoticed"
@@ -88,9 +89,9 @@ def test_the_cpu_profile_beside_a_busy_core_is_judged_by_its_calibrated_gate(ray
     store = str(tmp_path / "store")
     busy = subprocess.Popen([sys.executable, "-c", "while True:\n    pass\n"], stdout=subprocess.DEVNULL)
     try:
-        result = profile_model(store, "resnet20", [cpu], run_id="busy", progress=False)["cpu"]
+        result = profile_model(RunLayout(store, "busy"), "resnet20", [cpu], progress=False)["cpu"]
         try:
-            cal = calibrate(store, "resnet20", [cpu], run_id="busy", samples=10)["cpu"]
+            cal = calibrate(RunLayout(store, "busy"), "resnet20", [cpu], samples=10)["cpu"]
         except NoisyLutError as e:
             message = str(e)
             assert "held-out configurations within 10%" in message and "gate 90%" in message

@@ -64,7 +64,8 @@ def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_
 
     def run():
         try:
-            out.update(profile_model(str(tmp_path), "resnet20", [slow], run_id="n", rows_per_batch=2, progress=False))
+            out.update(profile_model(RunLayout(str(tmp_path), "n"), "resnet20", [slow], rows_per_batch=2,
+                                     progress=False))
         except Exception as e:
             errors.append(e)
 
@@ -85,7 +86,7 @@ def test_second_node_killed_mid_profiling_then_rerun_completes_with_no_row_lost_
     if errors:  # allowed: a clear error, then a rerun completes
         assert "profil" in str(errors[0]).lower(), errors
     before = len(RunLayout(str(tmp_path), "n").read_lut("cpu"))
-    again = profile_model(str(tmp_path), "resnet20", [slow], run_id="n", progress=False)["cpu"]
+    again = profile_model(RunLayout(str(tmp_path), "n"), "resnet20", [slow], progress=False)["cpu"]
     table = RunLayout(str(tmp_path), "n").read_lut("cpu")
     expected = _expected_keys(slow)
     assert existing_keys(table) == expected and len(table) == len(expected)  # none lost, none doubled
@@ -132,7 +133,7 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(ray_cluster, tmp_path):
 
     thread = threading.Thread(target=killer)
     thread.start()
-    records = run_search(str(store), "w", spec, callbacks=[TraceStarts(trace), SleepAfterEpoch(4)])
+    records = run_search(RunLayout(str(store), "w"), spec, callbacks=[TraceStarts(trace), SleepAfterEpoch(4)])
     thread.join(timeout=30)
     assert killed, "no trial worker was found to kill"
     assert [(r["status"], r["epochs"]) for r in records] == [("done", 3)]
@@ -321,15 +322,15 @@ def test_two_runs_share_a_store_untouched_and_the_same_seed_gives_the_same_ranks
     both searches choose the same ranks at the same predicted latency."""
     store = tmp_path / "store"
     asic = replace(get_profile("asic"), rank_step=32)
-    profile_model(str(store), "resnet20", [asic], run_id="a", progress=False)
+    profile_model(RunLayout(str(store), "a"), "resnet20", [asic], progress=False)
     spec = replace(TINY, hardware=("asic",), budget_metric="latency", rank_mode="latency", rank_step=32,
                    budgets=(0.95,))  # the simulated array's smallest reachable cost is ~0.85
-    (rec_a,) = run_search(str(store), "a", spec)
+    (rec_a,) = run_search(RunLayout(str(store), "a"), spec)
     a_files = _digests(store / "a")
 
     (store / "b" / "luts").mkdir(parents=True)
     (store / "b" / "luts" / "asic.parquet").write_bytes((store / "a" / "luts" / "asic.parquet").read_bytes())
-    (rec_b,) = run_search(str(store), "b", spec)
+    (rec_b,) = run_search(RunLayout(str(store), "b"), spec)
 
     assert _digests(store / "a") == a_files  # run b touched none of a's files
     assert sorted(p.name for p in store.iterdir()) == ["a", "b"]  # nothing outside the two run folders

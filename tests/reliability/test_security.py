@@ -182,15 +182,17 @@ def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path):
 # ---- names validated before they become paths --------------------------------------------------------
 
 def _run_search_with_run_id(tmp: Path, run_id: str):
+    from orchestrator.run_layout import RunLayout
     from orchestrator.stages.search import SearchSpec, run_search
 
-    return run_search(str(tmp / "store"), run_id, SearchSpec(model="resnet20", hardware=("cpu",)))
+    return run_search(RunLayout(str(tmp / "store"), run_id), SearchSpec(model="resnet20", hardware=("cpu",)))
 
 
 def _profile_with_run_id(tmp: Path, run_id: str):
+    from orchestrator.run_layout import RunLayout
     from orchestrator.stages.profiling import profile_model
 
-    return profile_model(str(tmp / "store"), "resnet20", ["asic"], run_id=run_id, progress=False)
+    return profile_model(RunLayout(str(tmp / "store"), run_id), "resnet20", ["asic"], progress=False)
 
 
 def _manifest_with_run_id(tmp: Path, run_id: str):
@@ -286,6 +288,8 @@ for table in ("tcp", "tcp6"):
 procs = tree(os.getpid())
 mine = sorted({listening[i] for p in procs for i in socket_inodes(p) if i in listening})
 from orchestrator.cluster import embedded_dashboard
+from orchestrator.run_layout import RunLayout
+from orchestrator.run_layout import RunLayout
 print(json.dumps({"dashboard": embedded_dashboard(),
                   "gcs": ray.get_runtime_context().gcs_address, "listen": mine, "processes": len(procs)}))
 ray.shutdown()

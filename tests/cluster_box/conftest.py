@@ -26,6 +26,11 @@ def cluster():
     why = cannot_create_namespaces()
     if why:
         pytest.skip(f"cluster box: {why}")
+    root = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    if root == "/tmp" or root.startswith("/tmp/"):  # every host mounts a /tmp of its own over the machine's
+        pytest.fail(f"cluster box: the checkout {root} is under /tmp, which each box host replaces with its "
+                    "own, so the hosts cannot see it ('directory has vanished'); clone it elsewhere (e.g. "
+                    "under your home) and run the suite from there", pytrace=False)
     keep = os.environ.get("HALOC_BOX_KEEP") == "1"
     started = time.monotonic()
     hosts = default_hosts()

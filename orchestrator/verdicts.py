@@ -43,8 +43,8 @@ def gate_message(hardware: str, calibration, noisy: list[dict] = (), simulated: 
                  max_spread: float | None = None, profile_file: str | None = None) -> str:
     """What failed (the calibrated LUT's held-out figures, and the rows that stayed noisy), and the
     ways on, with a copy-paste recipe for a profile that times with more repeats."""
-    what = (f"{calibration.within_tolerance:.0%} of held-out configurations within {calibration.tolerance_text} "
-            "of the measured latency "
+    what = (f"{calibration.within_tolerance:.0%} of the calibration's configurations within "
+            f"{calibration.tolerance_text} of the measured latency "
             f"(gate {calibration.gate:.0%}, median error {calibration.median_rel_error:.1%}, "
             f"{calibration.remeasured_rows} rows measured again in {calibration.rounds} round(s))")
     rows = noisy_rows_text(list(noisy), max_spread)

@@ -95,7 +95,7 @@ class ProfileStage(Stage):
         for hw, cal in cals.items():
             verdict = "[green]passed[/]" if cal.passed else "[bold red]FAILED, accepted (--accept-noisy-lut)[/]"
             ctx.show(f"{hw}: LUT calibrated, a={cal.a_ms:.3f} ms, b={cal.b:.3f}, {cal.within_tolerance:.0%} of "
-                     f"held-out configurations within {cal.tolerance_text} (gate {cal.gate:.0%}: {verdict})")
+                     f"the calibration's configurations within {cal.tolerance_text} (gate {cal.gate:.0%}: {verdict})")
             low, high = cal.cost_span
             ctx.show(f"{hw}: the calibration's models measured {low:.2f}-{high:.2f} of the original")
             noisy = noisy_rows(ctx.layout.read_lut(hw))

@@ -94,7 +94,7 @@ def test_the_cpu_profile_beside_a_busy_core_is_judged_by_its_calibrated_gate(ray
             cal = calibrate(RunLayout(store, "busy"), "resnet20", [cpu], samples=10)["cpu"]
         except NoisyLutError as e:
             message = str(e)
-            assert "held-out configurations within 10%" in message and "gate 90%" in message
+            assert "the calibration's configurations within 10%" in message and "gate 90%" in message
             assert "--profile-dir my_profiles" in message and "cp " in message and "--accept-noisy-lut" in message
             if result.noisy_rows:
                 assert f"{result.noisy_rows} LUT row(s) stayed noisy" in message and "limit 0.5" in message
@@ -125,7 +125,7 @@ def test_a_failed_gate_stops_the_run_with_its_own_exit_code_or_is_accepted_and_s
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in refused.stderr
     assert "'cpustrict'" in errors[0] and "--accept-noisy-lut" in errors[0] and "--profile-dir my_profiles" in errors[0]
-    assert "held-out configurations within 0.01% of the measured latency (gate 100%" in errors[0]
+    assert "the calibration's configurations within 0.01% of the measured latency (gate 100%" in errors[0]
     assert manifest["stages"]["profile"]["state"] == "failed" and "search" not in manifest["stages"]
 
     # the same command with --accept-noisy-lut resumes: it goes on, and says so in every place

@@ -42,17 +42,13 @@ def _device_name(device: str) -> str:
 
 
 def profile_lut(profile, specs: dict, rank_step: int):
-    """LUT rows of every (signature, rank) the model needs, measured on `profile`; a pyarrow table."""
+    """LUT rows of every (signature, rank) the model needs (the profile stage's own list), measured on
+    `profile` in this process; a pyarrow table."""
     from hw_profiles.lut import rows_to_table
     from hw_profiles.measure import measure_rows
-    from hw_profiles.signature import LayerSignature, profiling_ranks
+    from orchestrator.stages.profiling import needed_items
 
-    items = {}
-    for spec in specs.values():
-        sig = LayerSignature.from_spec(spec, profile.batch_size, profile.dtype)
-        for rank in profiling_ranks(spec, rank_step):
-            items.setdefault((sig.key, rank), (sig, rank))
-    return rows_to_table(measure_rows(profile, list(items.values())))
+    return rows_to_table(measure_rows(profile, needed_items(specs, profile, profile.batch_size, rank_step)))
 
 
 def calibrate(profile, model, specs: dict, lut, samples: int, rank_step: int):
@@ -72,13 +68,13 @@ def calibrate(profile, model, specs: dict, lut, samples: int, rank_step: int):
 
 
 def search(profile, model, specs: dict, layout, budget: float, steps: int, device: str):
-    """The blockwise-exact search at `budget` over the LUT's cost tables; (ranks, the table's meta)."""
+    """The blockwise-exact search at `budget` over the LUT's cost table; (the SearchResult, the table)."""
     import haloc
+    from haloc.data import demo_dataset
     from orchestrator.cost_tables import latency_table, search_rank_space
 
     space = search_rank_space(layout, specs, [profile], "latency")
     table = latency_table(layout, profile, specs, space.candidates, budget)
-    from haloc.data import demo_dataset
 
     # at most 10 classes of generated images (1000 patterns at 224 px would take 600 MB); labels below
     # the head's size are all a search on random weights needs
@@ -185,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     original, chosen = measure_models(profile, model, [{}, result.ranks], profile.batch_size)
     speedup = original["median_ms"] / chosen["median_ms"]
     met = chosen["median_ms"] <= args.budget * original["median_ms"]
+    x = torch.zeros(1, *model.size)
+    full = model.create()
+    flops_ratio = haloc.flops(haloc.decompose(full, result.ranks), x) / haloc.flops(full, x)
     compiled = ({"available": False, "why": "not asked (--no-compile)"} if args.no_compile
                 else compiled_speedup(model, result.ranks, profile, rounds=min(profile.repeats, 50)))
     times["validate"] = time.perf_counter() - t
@@ -204,12 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                   "original_p10_p90_ms": [original["p10_ms"], original["p90_ms"]],
                   "compressed_p10_p90_ms": [chosen["p10_ms"], chosen["p90_ms"]], "speedup": speedup,
                   "budget_met": met},
-        "compiled": compiled, "flops_ratio": None, "seconds": times,
+        "compiled": compiled, "flops_ratio": flops_ratio, "seconds": times,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
     }
-    x = torch.zeros(1, *model.size)
-    full = model.create()
-    out["flops_ratio"] = haloc.flops(haloc.decompose(full, result.ranks), x) / haloc.flops(full, x)
     (args.out / "gpu_check.json").write_text(json.dumps(out, indent=1) + "\n")
     (args.out / "lut.parquet").write_bytes(layout.store.read_bytes(layout.lut(profile.name)))
     (args.out / "calibration.json").write_text(json.dumps(cal.to_dict(), indent=1) + "\n")

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from .config import from_dict_strict
-from .errors import BadInputError
+from .errors import BadInputError, param
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -101,19 +101,20 @@ def factory_datasets(path: str) -> tuple[Dataset, Dataset]:
     try:
         fn = getattr(importlib.import_module(module), attr)
     except ImportError as e:
-        raise BadInputError(f"--data {path!r}: module {module!r} cannot be imported ({e}); install it, put its "
-                            "folder on PYTHONPATH, or pass --py-modules FOLDER so that every Ray node gets it") from e
+        raise BadInputError(f"{param('data', repr(path))}: module {module!r} cannot be imported ({e}); install it, put "
+                            f"its folder on PYTHONPATH, or pass {param('py_modules', 'FOLDER')} so that every node "
+                            "of the run gets it") from e
     except AttributeError:
-        raise BadInputError(f"--data {path!r}: module {module!r} has no {attr!r}; name a callable that returns "
+        raise BadInputError(f"{param('data', repr(path))}: module {module!r} has no {attr!r}; name a callable that returns "
                             "(train, val) datasets") from None
     out = fn()
     if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(hasattr(d, "__len__") and hasattr(d, "__getitem__")
                                                                      for d in out)):
-        raise BadInputError(f"--data {path!r} returned {type(out).__name__}; the factory must return (train, val): "
+        raise BadInputError(f"{param('data', repr(path))} returned {type(out).__name__}; the factory must return (train, val): "
                             "two torch Datasets")
     train, val = out
     if len(train) == 0 or len(val) == 0:
-        raise BadInputError(f"--data {path!r}: the training or validation set is empty ({len(train)} / {len(val)})")
+        raise BadInputError(f"{param('data', repr(path))}: the training or validation set is empty ({len(train)} / {len(val)})")
     return train, val
 
 
@@ -123,14 +124,14 @@ def pickled_datasets(folder: str) -> tuple[Dataset, Dataset]:
     folder = folder[len(PICKLED_PREFIX):] if folder.startswith(PICKLED_PREFIX) else folder
     path = Path(folder) / PICKLED_FILE
     if not path.is_file():
-        raise BadInputError(f"--data {folder!r} has no {PICKLED_FILE}; pass the folder pipelines.api.compress "
+        raise BadInputError(f"{param('data', repr(folder))} has no {PICKLED_FILE}; pass the folder pipelines.api.compress "
                             "wrote, or another kind of data")
     with open(path, "rb") as f:
         try:
             out = pickle.load(f)
         except Exception as e:  # the classes of the user's datasets must be importable here too
             raise BadInputError(f"{str(path)!r} cannot be unpickled on this node ({type(e).__name__}: {e}); the "
-                                "datasets' classes must be importable on every node (pass py_modules=[folder])") from e
+                                f"datasets' classes must be importable on every node (pass {param('py_modules', 'FOLDER')})") from e
     if not (isinstance(out, tuple) and len(out) == 2):
         raise BadInputError(f"{str(path)!r} does not hold a (train, val) pair")
     return out
@@ -140,7 +141,7 @@ def _factory_facts(path: str, kind: str = "factory") -> DataFacts:
     train, val = factory_datasets(path) if kind == "factory" else pickled_datasets(path)
     x, y = train[0]
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        raise BadInputError(f"--data {path!r}: a sample's image is a {type(x).__name__}"
+        raise BadInputError(f"{param('data', repr(path))}: a sample's image is a {type(x).__name__}"
                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}, not a (C, H, W) tensor; add a "
                             "ToTensor() to the dataset's transform")
     classes = getattr(train, "classes", None)
@@ -463,7 +464,7 @@ def detect_data_kind(root: str | Path, shown_as: str | None = None) -> str:
     if root.is_dir() and any((c / CIFAR10_TEST_FILE).is_file() for c in (root, root / CIFAR10_SUBDIR)):
         _cifar_dir(root)
         return "cifar10"
-    raise BadInputError(f"--data {shown_as or str(root)!r} is neither an ImageFolder tree (train/ and val/ with "
+    raise BadInputError(f"{param('data', repr(shown_as or str(root)))} is neither an ImageFolder tree (train/ and val/ with "
                         "a folder per class) nor CIFAR-10 python batches (data_batch_1..5, test_batch, "
                         "batches.meta); give one of those, or package.module:factory")
 

@@ -198,7 +198,7 @@ def read_ranks_json(path: str | Path, expected_model: str | None = None, model: 
             ranks = check_ranks(model, obj["ranks"])
             size = _input_size(obj.get("input_size"))
     except BadInputError as e:
-        raise BadInputError(f"ranks file {str(path)!r}: {e}") from e
+        raise BadInputError(f"ranks file {str(path)!r}: {e.message}") from e
     return RanksFile(name, ranks, num_classes, size)
 
 
@@ -241,7 +241,7 @@ def load_compressed(folder_or_files, expected_model: str | None = None, model: n
     except BadInputError as e:
         if model is None:
             raise
-        raise BadInputError(f"{e} (checked against your {type(model).__name__}: pass the definition these "
+        raise BadInputError(f"{e.message} (checked against your {type(model).__name__}: pass the definition these "
                             "ranks were made for, as defined, before decomposition)") from e
     if not weights.is_file():
         raise BadInputError(f"weights file {str(weights)!r} does not exist; it is written beside "
@@ -254,7 +254,7 @@ def load_compressed(folder_or_files, expected_model: str | None = None, model: n
             model = restore(model, spec.ranks, state, inplace=inplace)
     except BadInputError as e:
         raise BadInputError(f"weights {str(weights)!r} do not fit the architecture of {str(ranks_path)!r} "
-                            f"({e}); keep the two files of one save_compressed together") from e
+                            f"({e.message}); keep the two files of one save_compressed together") from e
     return model.eval(), spec.ranks
 
 

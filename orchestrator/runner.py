@@ -107,6 +107,8 @@ def _run(spec: RunSpec, output, reprofile: list[str] | None, redirect: bool) -> 
             except Exception:  # the store itself may be what failed: the stage's own error is the one to raise
                 pass
             bad = in_chain(e, BadInputError)
+            while isinstance(getattr(bad, "cause", None), BadInputError):  # Ray's wrapper of it: its cause
+                bad = bad.cause
             if bad is not None and bad is not e:
                 raise bad from None  # a bad input found inside a Ray task: exit 2 with its message
             raise

@@ -13,7 +13,7 @@ import argparse
 import functools
 import sys
 
-from haloc.errors import BadInputError
+from haloc.errors import BadInputError, as_flag
 
 from .presets import PRESETS, PipelineDefaults
 from .spec_builder import DEFAULT_PRESET, DEFAULT_STORE
@@ -351,8 +351,8 @@ def classify(e: BaseException) -> tuple[int | None, str]:
                                                      "--store) to resume")
     if isinstance(e, NoisyLutError):
         return EXIT_NOISY_LUT, f"error: {e}"
-    if isinstance(e, BadInputError):
-        return EXIT_BAD_INPUT, f"error: {e}"
+    if isinstance(e, BadInputError):  # the core names its parameters; the command line shows them as flags
+        return EXIT_BAD_INPUT, f"error: {e.render(as_flag)}"
     if isinstance(e, StoreUnavailableError):
         return EXIT_STORE_UNAVAILABLE, (f"error: {e}. Nothing written before the outage is lost: rerun the same "
                                         "command (same --run-id and --store) once the store answers again")

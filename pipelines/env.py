@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from haloc.errors import BadInputError
+from haloc.errors import BadInputError, as_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report = gather_env(args.address, args.profile_dir)
     except BadInputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e.render(as_flag)}", file=sys.stderr)
         return 2
     except ConnectionError as e:
         print(f"error: --address {args.address!r}: no Ray cluster reachable there ({e}). Fix: check the address "

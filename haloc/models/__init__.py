@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, param
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _INPUT_SIZE: dict[str, tuple[int, int, int]] = {}
@@ -74,7 +74,8 @@ def _register_external(name: str) -> None:
         fn = getattr(importlib.import_module(where), attr)
     except ImportError as e:
         raise BadInputError(f"model {name!r}: module {where!r} cannot be imported ({e}); install it, put its folder "
-                            "on PYTHONPATH, or pass --py-modules FOLDER so that every Ray node gets it") from e
+                            f"on PYTHONPATH, or pass {param('py_modules', 'FOLDER')} so that every node of the run "
+                            "gets it") from e
     except AttributeError as e:
         raise BadInputError(f"model {name!r}: module {where!r} has no {attr!r}; name a callable that returns an "
                             "nn.Module") from e
@@ -89,7 +90,7 @@ def _register_external(name: str) -> None:
             raise BadInputError(f"model {name!r}: the factory returned a {type(model).__name__}, not an nn.Module")
         return model
 
-    size = getattr(fn, "input_size", None)  # a factory may say its input size (C, H, W); else --image-size
+    size = getattr(fn, "input_size", None)  # a factory may say its input size (C, H, W); else image_size
     classes = getattr(fn, "num_classes", None)
     if classes is None:
         classes = _head_size(factory())
@@ -111,8 +112,7 @@ def create(name: str, num_classes: int | None = None, weights: str | None = None
     model = _REGISTRY[name](num_classes=num_classes or _NUM_CLASSES[name], **kwargs)
     if num_classes and ":" in name and _head_size(model) not in (None, num_classes):
         raise BadInputError(f"model {name!r} has a {_head_size(model)}-class head, but {num_classes} classes are "
-                            "needed; let the factory take num_classes, or pass --num-classes "
-                            f"{_head_size(model)}")
+                            f"needed; let the factory take num_classes, or pass {param('num_classes', str(_head_size(model)))}")
     if weights:
         from .weights import load_weights
 
@@ -124,15 +124,17 @@ def input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) of one input sample of model `name`."""
     _check(name)
     if name not in _INPUT_SIZE:
-        raise BadInputError(f"model {name!r} does not say its input size; pass --image-size S (an S x S RGB "
-                            "input, e.g. --image-size 32), or give the factory an `input_size` attribute (C, H, W)")
+        raise BadInputError(f"model {name!r} does not say its input size; pass {param('image_size', 'S')} (an S x S RGB "
+                            f"input, e.g. {param('image_size', '32')}), or give the factory an `input_size` attribute "
+                            "(C, H, W)")
     return _INPUT_SIZE[name]
 
 
 def num_classes(name: str) -> int:
     _check(name)
     if _NUM_CLASSES[name] is None:
-        raise BadInputError(f"model {name!r} has no Linear head to read its class count from; pass --num-classes")
+        raise BadInputError(f"model {name!r} has no Linear head to read its class count from; pass "
+                            f"{param('num_classes', 'N')}")
     return _NUM_CLASSES[name]
 
 

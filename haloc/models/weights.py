@@ -9,7 +9,7 @@ import io
 import torch
 import torch.nn as nn
 
-from ..errors import BadInputError
+from ..errors import BadInputError, param
 
 _TORCHVISION_WEIGHTS = {"resnet18": "ResNet18_Weights.IMAGENET1K_V1"}
 
@@ -60,7 +60,7 @@ def load_weights(model: nn.Module, name: str, source: str) -> nn.Module:
             raise BadInputError(
                 f"weights {source!r} do not fit model {name!r}: {key!r} has shape {tuple(tensor.shape)} in the "
                 f"weights and {tuple(own[key].shape)} in the model (another model, or another number of classes); "
-                "pass weights saved from this model, or set --num-classes to the weights' head")
+                f"pass weights saved from this model, or set {param('num_classes')} to the weights' head")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BadInputError(
@@ -87,5 +87,6 @@ def _torchvision_state_dict(name: str) -> dict[str, torch.Tensor]:
     except Exception as e:
         raise BadInputError(
             f"torchvision weights for {name!r} could not be loaded ({type(e).__name__}: {e}); without a "
-            f"network, put {weights.url.rsplit('/', 1)[-1]} in $TORCH_HOME/hub/checkpoints or pass --weights FILE"
+            f"network, put {weights.url.rsplit('/', 1)[-1]} in $TORCH_HOME/hub/checkpoints or pass "
+            f"{param('weights', 'FILE')}"
         ) from e

@@ -87,11 +87,11 @@ def test_factory_models_take_the_class_count_or_say_their_own(user_pkg):
     assert haloc.models.num_classes(fixed) == 7  # read from the last Linear layer
     with pytest.raises(BadInputError, match="has a 7-class head, but 3 classes are needed"):
         haloc.models.create(fixed, num_classes=3)
-    with pytest.raises(BadInputError, match="does not say its input size; pass --image-size S"):
+    with pytest.raises(BadInputError, match="does not say its input size; pass image_size=S"):
         haloc.models.input_size(fixed)
     with pytest.raises(BadInputError, match="returned a int, not an nn.Module"):
         haloc.models.create(f"{user_pkg}.models:not_a_model")
-    with pytest.raises(BadInputError, match="cannot be imported .*--py-modules"):
+    with pytest.raises(BadInputError, match="cannot be imported .*py_modules=FOLDER"):
         haloc.models.ModelSpec("no_such_pkg_xyz.models:net")
     with pytest.raises(BadInputError, match="has no 'nope'"):
         haloc.models.ModelSpec(f"{user_pkg}.models:nope")

@@ -105,16 +105,17 @@ def factory_datasets(path: str) -> tuple[Dataset, Dataset]:
                             f"its folder on PYTHONPATH, or pass {param('py_modules', 'FOLDER')} so that every node "
                             "of the run gets it") from e
     except AttributeError:
-        raise BadInputError(f"{param('data', repr(path))}: module {module!r} has no {attr!r}; name a callable that returns "
-                            "(train, val) datasets") from None
+        raise BadInputError(f"{param('data', repr(path))}: module {module!r} has no {attr!r}; name a callable "
+                            "that returns (train, val) datasets") from None
     out = fn()
     if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(hasattr(d, "__len__") and hasattr(d, "__getitem__")
                                                                      for d in out)):
-        raise BadInputError(f"{param('data', repr(path))} returned {type(out).__name__}; the factory must return (train, val): "
-                            "two torch Datasets")
+        raise BadInputError(f"{param('data', repr(path))} returned {type(out).__name__}; the factory must return "
+                            "(train, val): two torch Datasets")
     train, val = out
     if len(train) == 0 or len(val) == 0:
-        raise BadInputError(f"{param('data', repr(path))}: the training or validation set is empty ({len(train)} / {len(val)})")
+        raise BadInputError(f"{param('data', repr(path))}: the training or validation set is empty "
+                            f"({len(train)} / {len(val)})")
     return train, val
 
 
@@ -124,14 +125,15 @@ def pickled_datasets(folder: str) -> tuple[Dataset, Dataset]:
     folder = folder[len(PICKLED_PREFIX):] if folder.startswith(PICKLED_PREFIX) else folder
     path = Path(folder) / PICKLED_FILE
     if not path.is_file():
-        raise BadInputError(f"{param('data', repr(folder))} has no {PICKLED_FILE}; pass the folder pipelines.api.compress "
-                            "wrote, or another kind of data")
+        raise BadInputError(f"{param('data', repr(folder))} has no {PICKLED_FILE}; pass the folder "
+                            "pipelines.api.compress wrote, or another kind of data")
     with open(path, "rb") as f:
         try:
             out = pickle.load(f)
         except Exception as e:  # the classes of the user's datasets must be importable here too
             raise BadInputError(f"{str(path)!r} cannot be unpickled on this node ({type(e).__name__}: {e}); the "
-                                f"datasets' classes must be importable on every node (pass {param('py_modules', 'FOLDER')})") from e
+                                "datasets' classes must be importable on every node (pass "
+                                f"{param('py_modules', 'FOLDER')})") from e
     if not (isinstance(out, tuple) and len(out) == 2):
         raise BadInputError(f"{str(path)!r} does not hold a (train, val) pair")
     return out
@@ -464,8 +466,8 @@ def detect_data_kind(root: str | Path, shown_as: str | None = None) -> str:
     if root.is_dir() and any((c / CIFAR10_TEST_FILE).is_file() for c in (root, root / CIFAR10_SUBDIR)):
         _cifar_dir(root)
         return "cifar10"
-    raise BadInputError(f"{param('data', repr(shown_as or str(root)))} is neither an ImageFolder tree (train/ and val/ with "
-                        "a folder per class) nor CIFAR-10 python batches (data_batch_1..5, test_batch, "
+    raise BadInputError(f"{param('data', repr(shown_as or str(root)))} is neither an ImageFolder tree (train/ "
+                        "and val/ with a folder per class) nor CIFAR-10 python batches (data_batch_1..5, test_batch, "
                         "batches.meta); give one of those, or package.module:factory")
 
 

@@ -10,7 +10,7 @@ command line shows it (`e.render(as_flag)`). So one message serves the library, 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 _MARK, _VALUE = "\x1f", "\x1e"  # control characters no user text contains: a parameter's bounds in a message
 

@@ -8,11 +8,19 @@ gone, the run folder is what resumes). `run_job` returns the last checkpoint's T
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 from haloc.errors import BadInputError
 
 log = logging.getLogger(__name__)
+# Ray Train's controller polls its workers every 2 s by default, so a job waits up to 2 s at its start
+# and again at its end: short jobs (the demo's, of seconds) spent a fifth of their time waiting. Polled
+# every 0.5 s, the tests' smallest pipeline run (tests/fixtures/demo_run.py, embedded Ray) had its
+# weights and fine-tune stages take 11.8 and 11.0 s instead of 13.8 and 13.7 s (one pair of runs,
+# 2026-12-08; not a BENCHMARKS.md figure). Ray passes the driver's value to the controller
+# (ray.train.v2's ENV_VARS_TO_PROPAGATE); a user's own setting wins.
+HEALTH_CHECK_ENV, HEALTH_CHECK_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,7 @@ def run_job(store, name: str, loop_config: dict, workers: Workers, what: str):
     # every epoch's state also goes to <job>/snapshot.pt, beside Ray Train's checkpoints: an epoch whose
     # report an interrupt cut off before Ray Train registered it resumes from there (workers/finetune_loop)
     loop_config = dict(loop_config, snapshot=_snapshot_uri(store, name))
+    os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_S)
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=scaling(workers, what), run_config=run_config)
     try:

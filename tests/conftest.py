@@ -24,10 +24,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HALOC_DATA_CACHE", tempfile.mkdtemp(prefix="haloc-data-"))
 os.environ.setdefault("HALOC_ZIGZAG_CACHE", os.path.join(tempfile.mkdtemp(prefix="haloc-zz-"), "zigzag.sqlite"))
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray_cluster"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.ray_cluster", "tests.fixtures.demo_run"]
 
 TIER_MARKERS = ("slow", "ray", "s3", "cluster_box", "pipeline")
-_FIXTURE_MARKERS = {"ray_cluster": "ray", "s3_server": "s3", "s3_store_uri": "s3", "s3_auth_server": "s3"}
+_FIXTURE_MARKERS = {"ray_cluster": "ray", "s3_server": "s3", "s3_store_uri": "s3", "s3_auth_server": "s3",
+                    "asic_run": "pipeline"}
 
 
 def pytest_addoption(parser):

@@ -112,7 +112,8 @@ def create(name: str, num_classes: int | None = None, weights: str | None = None
     model = _REGISTRY[name](num_classes=num_classes or _NUM_CLASSES[name], **kwargs)
     if num_classes and ":" in name and _head_size(model) not in (None, num_classes):
         raise BadInputError(f"model {name!r} has a {_head_size(model)}-class head, but {num_classes} classes are "
-                            f"needed; let the factory take num_classes, or pass {param('num_classes', str(_head_size(model)))}")
+                            "needed; let the factory take num_classes, or pass "
+                            f"{param('num_classes', str(_head_size(model)))}")
     if weights:
         from .weights import load_weights
 
@@ -124,9 +125,9 @@ def input_size(name: str) -> tuple[int, int, int]:
     """(C, H, W) of one input sample of model `name`."""
     _check(name)
     if name not in _INPUT_SIZE:
-        raise BadInputError(f"model {name!r} does not say its input size; pass {param('image_size', 'S')} (an S x S RGB "
-                            f"input, e.g. {param('image_size', '32')}), or give the factory an `input_size` attribute "
-                            "(C, H, W)")
+        raise BadInputError(f"model {name!r} does not say its input size; pass {param('image_size', 'S')} (an S x S "
+                            f"RGB input, e.g. {param('image_size', '32')}), or give the factory an `input_size` "
+                            "attribute (C, H, W)")
     return _INPUT_SIZE[name]
 
 

@@ -5,6 +5,7 @@ epoch 1 (`max_epochs`), resumes from its checkpoint to epoch 2, and is skipped o
 `finetuned_run` is shared with test_validate.py (memoised per session: one fine-tune for both files).
 """
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,9 @@ def test_second_run_resumes_at_epoch_two_and_writes_final_files(run):
     assert [h["epoch"] for h in rec["history"]] == [0, 1]
     assert rec["metrics"]["start_epoch"] == 1  # continued from the checkpoint, did not restart
     assert rec["history"][0]["train"] == first["history"][0]["train"]  # epoch 1 was not run again
+    from orchestrator.train_jobs import HEALTH_CHECK_ENV, HEALTH_CHECK_S
+
+    assert os.environ[HEALTH_CHECK_ENV] == HEALTH_CHECK_S  # run_job set it for the controllers it started
     assert 0.0 <= rec["final_val"]["top1"] <= 1.0 and rec["final_val"]["n"] == 64
     weights, info = RunLayout(store, RUN).final_weights(cid), RunLayout(store, RUN).final_info(cid)
     assert store.exists(weights) and store.exists(info)
@@ -167,6 +171,9 @@ def test_an_epoch_ray_train_never_registered_resumes_from_the_snapshot(ray_clust
     assert rec["done"] is True and rec["metrics"]["start_epoch"] == 1  # not from scratch
     assert [h["epoch"] for h in rec["history"]] == [0, 1]
     assert rec["history"][0]["train"] == first["history"][0]["train"]  # epoch 1 was not run again
+    from orchestrator.train_jobs import HEALTH_CHECK_ENV, HEALTH_CHECK_S
+
+    assert os.environ[HEALTH_CHECK_ENV] == HEALTH_CHECK_S  # run_job set it for the controllers it started
 
 
 def test_the_student_starts_from_the_searched_weights_when_the_search_kept_them(tmp_path):
@@ -201,3 +208,13 @@ def test_the_student_starts_from_the_searched_weights_when_the_search_kept_them(
     assert not torch.equal(fresh.state_dict()[key], searched.state_dict()[key])  # HOSVD of the teacher instead
     with pytest.raises(BadInputError, match="init='random'"):
         FinetuneSpec(init="random")
+
+
+def test_train_jobs_poll_their_workers_often_through_the_variable_ray_propagates(monkeypatch):
+    """The shorter health-check interval reaches Ray Train's controller only because Ray copies this
+    variable from the driver: a Ray that stops doing so would quietly bring back the 2 s waits."""
+    from ray.train.v2._internal.constants import ENV_VARS_TO_PROPAGATE
+
+    from orchestrator.train_jobs import HEALTH_CHECK_ENV, HEALTH_CHECK_S
+
+    assert HEALTH_CHECK_ENV in ENV_VARS_TO_PROPAGATE and float(HEALTH_CHECK_S) < 2.0

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.demo_run import ASIC_ARGS, ASIC_MODULE
+
 from .test_pipeline_demo import ROOT, SMALL, run_cli, stage_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
@@ -49,15 +51,23 @@ def _run_processes(temp_marker: str) -> list[int]:
 # ---- 1, 2: the demos run; a budget nothing reaches is said right after profiling, and its fix keeps the LUTs
 
 @pytest.mark.parametrize("module", ["pipelines.cifar_resnet20", "pipelines.cifar_vgg16", "pipelines.imagenet_resnet18"])
-def test_every_demo_preset_runs_out_of_the_box_with_its_own_budgets(ray_cluster, tmp_path, module):
-    """The demo's own budgets on the simulated ASIC (deterministic), short epochs: exit 0, budget met."""
+def test_every_demo_preset_runs_out_of_the_box_with_its_own_budgets(ray_cluster, tmp_path, module, request):
+    """The demo's own budgets on the simulated ASIC (deterministic), short epochs: exit 0, budget met.
+    cifar_resnet20's demo budget is SMALL's 0.9, so its command is the session's shared run's."""
     quick = [a for a in SMALL if a not in ("--budgets", "0.9")]
-    proc = subprocess.run([sys.executable, "-m", module, *quick, "--hardware", "asic", "--store", str(tmp_path),
-                           "--run-id", "d", "--address", ray_cluster.address], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, env=dict(ray_cluster.env, PYTHONPATH=str(ROOT)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "d" / "report.json").read_text())
-    assert all(c["met"] for r in report["results"] for c in r["budget_check"].values())
+    if module == ASIC_MODULE:
+        from pipelines.presets import CIFAR_RESNET20
+
+        assert CIFAR_RESNET20.demo["budgets"] == (0.9,) and list(ASIC_ARGS) == [*SMALL, "--hardware", "asic"]
+        report = request.getfixturevalue("asic_run").report()
+    else:
+        proc = subprocess.run([sys.executable, "-m", module, *quick, "--hardware", "asic", "--store", str(tmp_path),
+                               "--run-id", "d", "--address", ray_cluster.address], cwd=ROOT, capture_output=True,
+                              text=True, timeout=900, env=dict(ray_cluster.env, PYTHONPATH=str(ROOT)))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert report["hardware"] == ["asic"]
+    assert report["results"] and all(c["met"] for r in report["results"] for c in r["budget_check"].values())
 
 
 def test_a_budget_below_the_floor_is_said_after_profiling_and_the_corrected_rerun_keeps_the_luts(ray_cluster, tmp_path):
@@ -88,16 +98,19 @@ def _wait_for_stage(proc, store, run_id, stage, timeout=600):
 
 @pytest.mark.parametrize("sig,stage,embedded", [(signal.SIGTERM, "search", True), (signal.SIGINT, "finetune", False)],
                          ids=["sigterm-search-embedded", "sigint-finetune-cluster"])
-def test_a_signal_ends_the_run_with_its_code_and_one_line_and_the_rerun_resumes(ray_cluster, tmp_path, sig, stage,
-                                                                                embedded):
-    store, state = tmp_path / "store", tmp_path / "state"
-    args = [sys.executable, "-m", "pipelines.cifar_resnet20", *SMALL, "--search-epochs", "3",
-            "--finetune-epochs", "3", "--hardware", "asic", "--store", str(store), "--run-id", "sig"]
+def test_a_signal_ends_the_run_with_its_code_and_one_line_and_the_rerun_resumes(ray_cluster, asic_run, tmp_path, sig,
+                                                                                stage, embedded):
+    # from a copy of the session's shared run: the longer search and fine-tune redo the run from its
+    # search on, so the signal lands in a stage that a user's rerun reaches the same way
+    store, state = asic_run.copy_to(tmp_path / "store"), tmp_path / "state"
+    run_id = asic_run.run_id
+    args = [sys.executable, "-m", asic_run.module, *asic_run.args, "--search-epochs", "3",
+            "--finetune-epochs", "3", "--store", str(store), "--run-id", run_id]
     env = dict(ray_cluster.env, PYTHONPATH=str(ROOT), HALOC_STATE_DIR=str(state))
     if not embedded:
         args += ["--address", ray_cluster.address]
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for_stage(proc, store, "sig", stage)
+    _wait_for_stage(proc, store, run_id, stage)
     temp_dirs = [json.loads(r.read_text())["temp_dir"] for r in (state / "embedded-ray").glob("*.json")]
     assert len(temp_dirs) == (1 if embedded else 0)
     time.sleep(3)
@@ -106,12 +119,13 @@ def test_a_signal_ends_the_run_with_its_code_and_one_line_and_the_rerun_resumes(
     assert proc.returncode == 128 + sig, out[-3000:]
     assert f"interrupted in {stage} ({signal.Signals(sig).name}); rerun the same command" in out
     assert "Traceback" not in out and "SIGTERM received" not in out  # no Python trace, no Ray crash dump
-    assert stage_state(store, "sig", stage) == "interrupted"
+    assert stage_state(store, run_id, stage) == "interrupted"
     if embedded:  # the embedded Ray stopped with the driver, its record with it
         assert not list((state / "embedded-ray").glob("*.json")) and not _run_processes(temp_dirs[0])
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"{stage}: done in an earlier attempt" not in again.stderr and (store / "sig" / "report.json").is_file()
+    assert f"{stage}: done in an earlier attempt" not in again.stderr and (store / run_id / "report.json").is_file()
+    assert "weights: done in an earlier attempt, skipped" in again.stderr  # the copy's stages before the change
 
 
 def test_a_killed_drivers_embedded_ray_is_gone_and_a_stale_record_is_cleaned_by_pid(tmp_path):
@@ -274,8 +288,9 @@ def test_real_data_is_named_truthfully_and_the_model_follows_it(ray_cluster, tmp
 
 def test_pretraining_checkpoints_every_epoch_and_resumes_after_an_interrupt(ray_cluster, tmp_path):
     store = tmp_path / "store"
+    # two rounds at most (the rounds path, resumed across them, at one Ray Train job less than the default 3)
     args = [sys.executable, "-m", "pipelines.cifar_resnet20", *SMALL, "--pretrain-epochs", "4",
-            "--pretrain-rounds", "3", "--pretrain-steps-per-epoch", "3", "--hardware", "asic", "--store", str(store),
+            "--pretrain-rounds", "2", "--pretrain-steps-per-epoch", "3", "--hardware", "asic", "--store", str(store),
             "--run-id", "pre",
             "--address", ray_cluster.address]
     env = dict(ray_cluster.env, PYTHONPATH=str(ROOT))

@@ -14,15 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-# The smallest honest configuration: every stage runs for real, briefly. One round of training the
-# original (--pretrain-rounds 1): these tests check the stages, not the baseline's quality, and the
-# demo's extra rounds (until its top-1 settles) cost 27 s a run; the README example's test and the
-# pretraining-resume test keep the rounds.
-SMALL = ["--preset", "demo", "--seeds", "0", "--budgets", "0.9", "--search-epochs", "2",
-         "--search-steps-per-epoch", "2", "--finetune-epochs", "2", "--finetune-steps-per-epoch", "2",
-         "--pretrain-epochs", "1", "--pretrain-rounds", "1", "--demo-size", "64", "32", "--calibration-samples", "3",
-         "--no-progress"]
+from tests.fixtures.demo_run import ROOT, SMALL
 
 
 def run_cli(cluster, store, run_id, *extra, module="pipelines.cifar_resnet20", wait=True):

@@ -140,19 +140,18 @@ def test_a_failed_gate_stops_the_run_with_its_own_exit_code_or_is_accepted_and_s
     assert "alarm" in (store / run_id / "report.html").read_text()
 
 
-def test_a_model_that_misses_its_budget_on_measurement_is_met_false_and_exits_3(ray_cluster, tmp_path):
-    """The ASIC is simulated, so this is deterministic: after the first run, the LUT is made to price
-    every decomposed layer at half its cost; a rerun with another budget (which redoes the search on
-    the same LUT) then selects a model the LUT calls within budget and the simulation does not."""
+def test_a_model_that_misses_its_budget_on_measurement_is_met_false_and_exits_3(ray_cluster, asic_run, tmp_path):
+    """The ASIC is simulated, so this is deterministic: in a copy of the session's shared run (budget
+    0.9 on the ASIC, met), the LUT is made to price every decomposed layer at half its cost; a rerun
+    with another budget (which redoes the search on the same LUT) then selects a model the LUT calls
+    within budget and the simulation does not."""
     from orchestrator.run_layout import RunLayout
 
-    store = tmp_path / "store"
-    first = run_cli(ray_cluster, store, "miss", "--hardware", "asic", "--budgets", "0.9")
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert all(c["met"] for r in json.loads((store / "miss" / "report.json").read_text())["results"]
-               for c in r["budget_check"].values())
+    assert asic_run.args[asic_run.args.index("--budgets") + 1] == "0.9"
+    assert all(c["met"] for r in asic_run.report()["results"] for c in r["budget_check"].values())
+    store, run_id = asic_run.copy_to(tmp_path / "store"), asic_run.run_id
 
-    layout = RunLayout(str(store), "miss")
+    layout = RunLayout(str(store), run_id)
     table = layout.read_lut("asic")
     rows = table.to_pylist()
     for r in rows:
@@ -162,10 +161,10 @@ def test_a_model_that_misses_its_budget_on_measurement_is_met_false_and_exits_3(
 
     layout.write_lut("asic", pa.Table.from_pylist(rows, schema=table.schema))
 
-    missed = run_cli(ray_cluster, store, "miss", "--hardware", "asic", "--budgets", "0.95")
+    missed = run_cli(ray_cluster, store, run_id, "--hardware", "asic", "--budgets", "0.95")
     assert missed.returncode == 3, missed.stderr[-3000:]
     assert "keeping weights, profile; redoing search, select, finetune, validate, report" in missed.stderr
-    report = json.loads((store / "miss" / "report.json").read_text())
+    report = json.loads((store / run_id / "report.json").read_text())
     (result,) = report["results"]
     check = result["budget_check"]["asic"]
     assert check["met"] is False and check["measured_ms"] > check["budget_ms"]
@@ -173,6 +172,6 @@ def test_a_model_that_misses_its_budget_on_measurement_is_met_false_and_exits_3(
     assert f"verdict: {result['config_id']}: missed its budget on asic" in missed.stderr
     assert any("missed its budget" in w for w in report["warnings"])
 
-    allowed = run_cli(ray_cluster, store, "miss", "--hardware", "asic", "--budgets", "0.95", "--allow-miss")
+    allowed = run_cli(ray_cluster, store, run_id, "--hardware", "asic", "--budgets", "0.95", "--allow-miss")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     assert "search: done in an earlier attempt, skipped" in allowed.stderr  # --allow-miss changes no result

@@ -6,12 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-# The smallest honest pipeline settings (as tests/pipelines/test_pipeline_demo.py).
-SMALL = ["--preset", "demo", "--seeds", "0", "--budgets", "0.9", "--search-epochs", "2",
-         "--search-steps-per-epoch", "2", "--finetune-epochs", "2", "--finetune-steps-per-epoch", "2",
-         "--pretrain-epochs", "1", "--pretrain-rounds", "1", "--demo-size", "64", "32", "--calibration-samples", "3",
-         "--no-progress"]
+from tests.fixtures.demo_run import ROOT, SMALL  # noqa: F401 (the reliability tests import them from here)
 
 
 def run_cli(args: list[str], *, module: str = "pipelines.cifar_resnet20", env: dict | None = None,

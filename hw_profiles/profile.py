@@ -262,3 +262,15 @@ def get_profile(name: str | HardwareProfile, extra_dirs=()) -> HardwareProfile:
         raise BadInputError(f"unknown hardware profile {name!r}; choose one of {sorted(files)} "
                             f"or add {name}.yaml to a profile folder")
     return load_profile(files[name])
+
+
+def profiles_for(names, given: dict | None = None, extra_dirs=(), what: str = "spec") -> dict[str, HardwareProfile]:
+    """{name: HardwareProfile} of `names`, in their order: from `given` (the profiles a caller resolved
+    once, as the runner does) or, for a direct caller without them, looked up by name."""
+    if given is None:
+        return {h: get_profile(h, extra_dirs) for h in names}
+    missing = [h for h in names if h not in given]
+    if missing:
+        raise BadInputError(f"{what}: no profile given for hardware {missing}; pass every target's "
+                            "HardwareProfile (or none, to look them up by name)")
+    return {h: given[h] for h in names}

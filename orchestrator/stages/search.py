@@ -39,6 +39,7 @@ from pathlib import Path
 
 from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
+from hw_profiles.profile import profiles_for
 
 from ..artifacts import targets_key
 from ..run_layout import RunLayout
@@ -176,23 +177,9 @@ class Prepared:
     tables_meta: dict = field(default_factory=dict)
 
 
-def resolve_profiles(spec: SearchSpec, profiles: dict | None = None) -> dict:
-    """{name: HardwareProfile} of the spec's hardware: the caller's (the runner resolved them once), or
-    looked up here for a direct caller; an unknown name -> BadInputError naming the known profiles."""
-    if profiles is not None:
-        missing = [h for h in spec.hardware if h not in profiles]
-        if missing:
-            raise BadInputError(f"search spec: no profile given for hardware {missing}; pass every target's "
-                                "HardwareProfile (or none, to look them up by name)")
-        return {h: profiles[h] for h in spec.hardware}
-    from hw_profiles.profile import get_profile
-
-    return {h: get_profile(h) for h in spec.hardware}
-
-
 def prepare(layout: RunLayout, spec: SearchSpec, profiles: dict, callbacks=()) -> Prepared:
     """Specs, rank space and every cost table of the run; BadInputError on any bad input.
-    `profiles`: {name: HardwareProfile} of every target (`resolve_profiles`)."""
+    `profiles`: {name: HardwareProfile} of every target (`hw_profiles.profile.profiles_for`)."""
     import haloc
     from workers.search_trainable import SearchContext
 
@@ -358,7 +345,7 @@ def run_search(layout: RunLayout, spec: SearchSpec, *, profiles: dict | None = N
 
     if not isinstance(spec, SearchSpec):
         raise BadInputError(f"run_search needs a SearchSpec, got {type(spec).__name__}")
-    prepared = prepare(layout, spec, resolve_profiles(spec, profiles), callbacks)
+    prepared = prepare(layout, spec, profiles_for(spec.hardware, profiles, what="search spec"), callbacks)
     _warn_explicit_keys(layout.store)
     keep_keys_out_of_runtime_envs()
     connect(address)

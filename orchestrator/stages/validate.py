@@ -27,6 +27,7 @@ from pathlib import Path
 
 from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
+from hw_profiles.profile import profiles_for
 
 from ..artifacts import as_selected
 from ..profiler_pool import ProfilerPool
@@ -142,7 +143,7 @@ def run_validate(layout: RunLayout, configs: list[dict], spec: ValidateSpec | di
     import haloc
 
     spec = spec if isinstance(spec, ValidateSpec) else ValidateSpec.from_dict(spec)
-    profiles = _resolve_profiles(spec, profiles)
+    profiles = list(profiles_for(spec.hardware, profiles, spec.extra_profile_dirs, what="validate spec").values())
     batches = {p.name: spec.latency_batch or p.batch_size for p in profiles}
     model = haloc.models.ModelSpec.of(spec.model)
     configs = as_selected(configs, model.name)
@@ -193,20 +194,6 @@ def run_validate(layout: RunLayout, configs: list[dict], spec: ValidateSpec | di
         layout.write_record(cid, record)  # last: its presence means "validated"
         records[cid] = record
     return {cid: records[cid] for cid in ids}
-
-
-def _resolve_profiles(spec: ValidateSpec, profiles: dict | None) -> list:
-    """The spec's hardware as HardwareProfiles, in its order: the caller's (resolved once by the runner)
-    or looked up by name for a direct caller."""
-    if profiles is None:
-        from hw_profiles.profile import get_profile
-
-        return [get_profile(h, spec.extra_profile_dirs) for h in spec.hardware]
-    missing = [h for h in spec.hardware if h not in profiles]
-    if missing:
-        raise BadInputError(f"validate spec: no profile given for hardware {missing}; pass every target's "
-                            "HardwareProfile (or none, to look them up by name)")
-    return [profiles[h] for h in spec.hardware]
 
 
 def _measure(model, original, todo, states, rank_sets, profiles, batches, spec, *, need_baseline, address,

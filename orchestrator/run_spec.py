@@ -1,5 +1,9 @@
 """The run spec: everything one pipeline run needs, as a frozen dataclass with a dict round trip.
 
+Each field is declared once, as a `knob`: its type and default, the first stage that reads it, and
+the values it takes (checked here, with the flag named in the message). The presets' own values are
+pipelines/presets.py"s; the stages" `inputs` and `RESUME_SAFE` are read from the knobs.
+
 It is stored in the run manifest. A rerun with the same run id may change `RESUME_SAFE` keys
 freely (where the cluster is, how progress is shown, how verdicts end the run); a change of any
 other key redoes the first stage that reads it and every later one, keeping what came before
@@ -8,7 +12,7 @@ stage starts from (model, data).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from haloc.config import from_dict_strict
 from haloc.errors import BadInputError
@@ -22,26 +26,26 @@ SEARCH_MODES = ("supernet", "blockwise", "blockwise-exact")
 # their errors on (order, and augmentations on real data), so they run once per (targets, budget), with the
 # first seed (orchestrator.stages.search.SearchSpec.trial_seeds).
 DETERMINISTIC_SEARCH_MODES = ("blockwise-exact",)
-# Keys a resumed run may change without becoming a different run.
-RESUME_SAFE = ("address", "store", "progress", "finetune_workers", "accept_noisy_lut", "allow_miss", "luts_from",
-               "py_modules")
-# Spec fields whose CLI flag is not simply --field-name.
-_FLAGS = {"demo_train": "--demo-size TRAIN", "demo_val": "--demo-size VAL", "heldout_fraction": "--heldout-fraction"}
 MAX_SEED = 2**31 - 1  # numpy, torch and Python's random all take it
-# integer fields and their smallest value; _OPTIONAL may also be None (the default of their stage)
-_AT_LEAST = {"search_epochs": 1, "search_warmup_epochs": 0, "finetune_epochs": 1, "search_batch_size": 1,
-             "finetune_batch_size": 1, "finetune_workers": 1, "rank_step": 1, "demo_train": 8, "demo_val": 1,
-             "latency_batch": 1, "calibration_samples": 2, "pretrain_epochs": 1, "num_classes": 2, "image_size": 8,
-             "search_steps_per_epoch": 1, "finetune_steps_per_epoch": 1, "profile_batch": 1,
-             "pretrain_steps_per_epoch": 1, "pretrain_batch_size": 1,
-             "pretrain_rounds": 1}
-_OPTIONAL = {"search_steps_per_epoch", "finetune_steps_per_epoch", "profile_batch", "pretrain_steps_per_epoch"}
-# number fields: (low, high, the allowed range in words); low is exclusive except for kd_weight
-_RANGES = {"heldout_fraction": (0.0, 0.95, "a fraction in (0, 0.95], e.g. 0.2"),
-           "pretrain_lr": (0.0, 10.0, "a learning rate in (0, 10], e.g. 0.05"),
-           "finetune_lr": (0.0, 10.0, "a learning rate in (0, 10], e.g. 0.01"),
-           "lam": (0.0, 1e4, "a positive penalty weight, e.g. 2"),
-           "kd_weight": (0.0, 1.0, "a weight in [0, 1], e.g. 0.5")}
+# What a knob"s `stage` may be besides a stage"s name: a key a resumed run may change without becoming
+# a different run (where the cluster is, how progress is shown, how verdicts end the run), or the run's
+# identity itself.
+RESUME_SAFE_KEY, IDENTITY = "resume-safe", "identity"
+
+
+def knob(default=MISSING, *, stage: str, at_least: int | None = None, optional: bool = False,
+         within: tuple[float, float, str] | None = None, choices: tuple[str, ...] | None = None,
+         flag: str | None = None, help: str | None = None):
+    """A RunSpec field, declared once: its default, the first stage that reads it (a change redoes that
+    stage and every later one; orchestrator.stages takes its `inputs` from here), and what values it
+    takes: an integer `at_least` this (`optional`: or None, the stage's own default), a number `within`
+    (low exclusive, high inclusive, the range in words), or one of `choices`. `flag` is its command-line
+    form where that is not --field-name. `help`: what the command line's --help says of it (the
+    pipelines" command line makes the flag from the knob and adds each preset"s default); a knob
+    without one has no flag of its own, or one the command line builds by hand."""
+    meta = dict(stage=stage, at_least=at_least, optional=optional, within=within, choices=choices, flag=flag,
+                help=help)
+    return field(default=default, metadata=meta)
 
 
 def _is_int(x) -> bool:
@@ -54,79 +58,105 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _flag(name: str) -> str:
-    return _FLAGS.get(name, f"--{name.replace('_', '-')}")
-
-
 @dataclass(frozen=True)
 class RunSpec:
-    pipeline: str  # e.g. "imagenet_resnet18"
-    model: str  # haloc.models name, torchvision:NAME or package.module:factory
-    dataset: str  # "imagenet" | "cifar10" | "factory" | "demo"
-    data: str | None  # local folder, s3:// URI or package.module:factory; None with the demo data set
-    store: str  # local folder or s3:// URI
-    run_id: str
-    preset: str  # "demo" | "quick" | "paper"
-    data_description: str | None = None  # what the data is, as the report names it (read from the data)
-    hardware: tuple[str, ...] = ("cpu", "asic")
-    profile_dirs: tuple[str, ...] = ()  # folders of the user's own hardware profiles (*.yaml)
-    budgets: tuple[float, ...] = (0.5,)  # fractions of the original model's latency (or FLOPs)
-    budget_metric: str = "latency"
-    budget_margin: float | None = None  # the search aims this far below a latency budget (None: each profile's)
-    seeds: tuple[int, ...] = (0,)
-    weights: str | None = None  # "torchvision", a file or s3://; None: random init (demo)
-    address: str | None = None  # a running Ray cluster; None: embedded local Ray
-    num_classes: int = 1000
-    image_size: int = 224
-    demo_train: int = 512
-    demo_val: int = 256
-    pretrain_epochs: int = 3  # without --weights: train the original model first (demo data, or real)
-    pretrain_lr: float = 0.05
-    pretrain_steps_per_epoch: int | None = None  # None: the whole training split every epoch
-    pretrain_batch_size: int = 64
+    pipeline: str = knob(stage="weights")  # e.g. "imagenet_resnet18"
+    model: str = knob(stage="weights")  # haloc.models name, torchvision:NAME or package.module:factory
+    dataset: str = knob(stage="weights")  # "imagenet" | "cifar10" | "factory" | "demo"
+    data: str | None = knob(stage="weights")  # local folder, s3:// URI or package.module:factory; None: demo data
+    store: str = knob(stage=RESUME_SAFE_KEY)  # local folder or s3:// URI
+    run_id: str = knob(stage=IDENTITY)
+    preset: str = knob(stage="report")  # "demo" | "quick" | "paper"
+    data_description: str | None = knob(None, stage="report")  # what the data is, as the report names it
+    hardware: tuple[str, ...] = knob(("cpu", "asic"), stage="profile")
+    profile_dirs: tuple[str, ...] = knob((), stage="profile")  # folders of the user's own hardware profiles
+    budgets: tuple[float, ...] = knob((0.5,), stage="search",
+        help="budgets as fractions of the original cost, e.g. 0.5 0.7")
+    budget_metric: str = knob("latency", stage="search", choices=BUDGET_METRICS,
+        help="what a budget is a fraction of: measured latency, or FLOPs")
+    # the search aims this far below a latency budget (None: each profile's)
+    budget_margin: float | None = knob(None, stage="search")
+    seeds: tuple[int, ...] = knob((0,), stage="search",
+        help=("search seeds: a trial per seed, the best per budget is selected; blockwise-exact is "
+              "deterministic and runs once per hardware and budget, with the first seed (it draws the "
+              "held-out batches it measures on)"))
+    weights: str | None = knob(None, stage="weights")  # "torchvision", a file or s3://; None: trained here first
+    address: str | None = knob(None, stage=RESUME_SAFE_KEY)  # a running Ray cluster; None: an embedded Ray
+    num_classes: int = knob(1000, stage="weights", at_least=2)
+    image_size: int = knob(224, stage="weights", at_least=8)
+    demo_train: int = knob(512, stage="weights", at_least=8, flag="--demo-size TRAIN")
+    demo_val: int = knob(256, stage="weights", at_least=1, flag="--demo-size VAL")
+    # without --weights: train the original model first (demo data, or real)
+    pretrain_epochs: int = knob(3, stage="weights", at_least=1,
+        help="without --weights: epochs of training the original first")
+    pretrain_lr: float = knob(0.05, stage="weights", within=(0.0, 10.0, "a learning rate in (0, 10], e.g. 0.05"),
+        help="without --weights: peak learning rate of training the original")
+    # None: the whole training split every epoch
+    pretrain_steps_per_epoch: int | None = knob(None, stage="weights", at_least=1, optional=True,
+        help="without --weights: cap on steps per training epoch")
+    pretrain_batch_size: int = knob(64, stage="weights", at_least=1,
+        help="without --weights: batch size of training the original")
     # at most this many rounds of pretrain_epochs while the original's validation top-1 is below the
     # demo's target or still rising (orchestrator.stages.weights); 1: train once, whatever it reaches
-    pretrain_rounds: int = 3
+    pretrain_rounds: int = knob(3, stage="weights", at_least=1,
+        help=("without --weights: at most this many rounds of --pretrain-epochs while the original's "
+              "validation top-1 is below its target or still rising; 1 trains once"))
     # profiling
-    profile_batch: int | None = None  # None: each hardware profile's own batch size
-    rank_mode: str = "latency"  # candidate ranks from the LUT curves, or a constant step
-    rank_step: int = 16  # profiling grid step and the constant-step candidates
-    calibration_samples: int = 10
-    # search
-    search_mode: str = "supernet"  # "blockwise" / "blockwise-exact": no weight training (docs/method.md)
-    search_epochs: int = 10
-    search_warmup_epochs: int = 1
-    search_steps_per_epoch: int | None = None
-    search_batch_size: int = 64
-    heldout_fraction: float = 0.2
-    penalty: str = "additive"
-    lam: float = 2.0
-    multi_target: bool = False  # one trial with a budget on every hardware target at once
+    profile_batch: int | None = knob(None, stage="profile", at_least=1, optional=True)  # None: each profile's
+    rank_mode: str = knob("latency", stage="search", choices=RANK_MODES,
+        help="candidate ranks from LUT curves or a constant step")
+    rank_step: int = knob(16, stage="profile", at_least=1,
+        help="the profiling grid's step and the constant-step candidates")
+    calibration_samples: int = knob(10, stage="profile", at_least=2,
+        help="whole-model measurements that calibrate each LUT")
+    # search; "blockwise" / "blockwise-exact": no weight training (docs/method.md)
+    search_mode: str = knob("supernet", stage="search", choices=SEARCH_MODES,
+        help=("supernet: the paper's search (weight and alpha steps); blockwise: only alpha moves, "
+              "on the HOSVD of the original, by each block's output error (about one training epoch "
+              "in all); blockwise-exact: that error (relative to what each block's searched layers "
+              "add) measured for every candidate and minimised exactly under the budget "
+              "(deterministic: one trial per hardware and budget)"))
+    search_epochs: int = knob(10, stage="search", at_least=1,
+        help=("epochs of each search trial (blockwise-exact: each adds held-out batches to its error "
+              "tables)"))
+    search_warmup_epochs: int = knob(1, stage="search", at_least=0)
+    search_steps_per_epoch: int | None = knob(None, stage="search", at_least=1, optional=True,
+        help=("cap on training steps per search epoch; none: the whole split (blockwise-exact takes no "
+              "training steps)"))
+    search_batch_size: int = knob(64, stage="search", at_least=1)
+    heldout_fraction: float = knob(0.2, stage="search", within=(0.0, 0.95, "a fraction in (0, 0.95], e.g. 0.2"),
+                                   flag="--heldout-fraction")
+    penalty: str = knob("additive", stage="search")
+    lam: float = knob(2.0, stage="search", within=(0.0, 1e4, "a positive penalty weight, e.g. 2"))
+    multi_target: bool = knob(False, stage="search")  # one trial with a budget on every hardware target at once
     # fine-tune and validate
-    finetune_epochs: int = 10
-    finetune_steps_per_epoch: int | None = None
-    finetune_batch_size: int = 64
-    finetune_lr: float = 0.01
-    finetune_workers: int = 2
-    finetune_init: str = "supernet"  # the student starts from the search's own factors, or "hosvd"
-    kd_weight: float = 0.5
-    latency_batch: int = 1
-    progress: bool = True
+    finetune_epochs: int = knob(10, stage="finetune", at_least=1,
+        help="epochs of fine-tuning each selected model")
+    finetune_steps_per_epoch: int | None = knob(None, stage="finetune", at_least=1, optional=True,
+        help="cap on steps per fine-tune epoch; none: the whole split")
+    finetune_batch_size: int = knob(64, stage="finetune", at_least=1)
+    finetune_lr: float = knob(0.01, stage="finetune", within=(0.0, 10.0, "a learning rate in (0, 10], e.g. 0.01"))
+    finetune_workers: int = knob(2, stage=RESUME_SAFE_KEY, at_least=1,
+        help="Ray Train workers per fine-tune (data parallel)")
+    # the student starts from the search's own factors, or "hosvd"
+    finetune_init: str = knob("supernet", stage="finetune", choices=FINETUNE_INITS,
+        help=("what each selected model's fine-tune starts from: the search's own factors for its "
+              "ranks, or a fresh HOSVD of the original's weights"))
+    kd_weight: float = knob(0.5, stage="finetune", within=(0.0, 1.0, "a weight in [0, 1], e.g. 0.5"))
+    latency_batch: int = knob(1, stage="validate", at_least=1)
+    progress: bool = knob(True, stage=RESUME_SAFE_KEY)
     # measured verdicts
-    accept_noisy_lut: bool = False  # go on with a LUT that failed its quality gate (the report says so; exit 3)
-    allow_miss: bool = False  # exit 0 even when a model missed its budget on measurement
-    luts_from: str | None = None  # start from another run's LUTs (same model, input size and hardware profiles)
-    py_modules: tuple[str, ...] = ()  # local folders Ray ships to every node (the user's model / data factories)
+    # go on with a LUT that failed its quality gate (the report says so; exit 3)
+    accept_noisy_lut: bool = knob(False, stage=RESUME_SAFE_KEY)
+    allow_miss: bool = knob(False, stage=RESUME_SAFE_KEY)  # exit 0 even when a model missed its budget
+    # start from another run's LUTs (same model, input size and hardware profiles)
+    luts_from: str | None = knob(None, stage=RESUME_SAFE_KEY)
+    # local folders Ray ships to every node (the user's model / data factories)
+    py_modules: tuple[str, ...] = knob((), stage=RESUME_SAFE_KEY)
 
     def __post_init__(self):
-        if self.budget_metric not in BUDGET_METRICS:
-            raise BadInputError(f"--budget-metric {self.budget_metric!r}: use one of {BUDGET_METRICS}")
-        if self.search_mode not in SEARCH_MODES:
-            raise BadInputError(f"--search-mode {self.search_mode!r}: use one of {SEARCH_MODES}")
-        if self.finetune_init not in FINETUNE_INITS:
-            raise BadInputError(f"--finetune-init {self.finetune_init!r}: use one of {FINETUNE_INITS}")
-        if self.rank_mode not in RANK_MODES:
-            raise BadInputError(f"--rank-mode {self.rank_mode!r}: use one of {RANK_MODES}")
+        for f in fields(self):
+            _check_knob(f, getattr(self, f.name))
         if not self.budgets or any(not _is_number(b) or not 0 < b <= 1.5 for b in self.budgets):
             raise BadInputError(f"--budgets {list(self.budgets)}: each budget is a fraction of the original "
                                 "model's cost in (0, 1.5], e.g. --budgets 0.5 0.7")
@@ -145,17 +175,6 @@ class RunSpec:
         if not self.hardware or len(set(self.hardware)) != len(self.hardware):
             raise BadInputError(f"--hardware {list(self.hardware)}: name each hardware profile once "
                                 "(`python -m pipelines.env` lists them)")
-        for name, low in _AT_LEAST.items():
-            value = getattr(self, name)
-            if value is None and name in _OPTIONAL:
-                continue
-            if not _is_int(value) or value < low:
-                raise BadInputError(f"{_flag(name)} {value!r} must be an integer >= {low}; pass one"
-                                    + (", or leave the flag out" if name in _OPTIONAL else ""))
-        for name, (low, high, what) in _RANGES.items():
-            value = getattr(self, name)
-            if not _is_number(value) or not (low < value <= high if name != "kd_weight" else low <= value <= high):
-                raise BadInputError(f"{_flag(name)} {value!r} must be {what}")
         if self.search_warmup_epochs >= self.search_epochs:
             raise BadInputError(f"--search-warmup-epochs {self.search_warmup_epochs} leaves no epoch of the "
                                 f"{self.search_epochs} search epochs to move the architecture; make it smaller "
@@ -183,3 +202,45 @@ class RunSpec:
     def from_dict(cls, data: dict) -> RunSpec:
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return from_dict_strict(cls, kwargs, "run spec")
+
+
+def flag_of(name: str) -> str:
+    """The command-line form of RunSpec field `name` (its knob's `flag`, else --field-name)."""
+    return knob_of(name).metadata["flag"] or f"--{name.replace('_', '-')}"
+
+
+def _check_knob(f, value) -> None:
+    """BadInputError naming the flag unless `value` is what field `f`'s knob takes."""
+    meta, flag = f.metadata, flag_of(f.name)
+    if meta.get("choices") and value not in meta["choices"]:
+        raise BadInputError(f"{flag} {value!r}: use one of {meta['choices']}")
+    if meta.get("at_least") is not None and not (value is None and meta["optional"]):
+        low = meta["at_least"]
+        if not _is_int(value) or value < low:
+            raise BadInputError(f"{flag} {value!r} must be an integer >= {low}; pass one"
+                                + (", or leave the flag out" if meta["optional"] else ""))
+    if meta.get("within"):
+        low, high, what = meta["within"]
+        closed = f.name == "kd_weight"  # the one range whose low end is allowed: no distillation
+        if not _is_number(value) or not (low <= value <= high if closed else low < value <= high):
+            raise BadInputError(f"{flag} {value!r} must be {what}")
+
+
+_KNOBS = {f.name: f for f in fields(RunSpec)}
+# Keys a resumed run may change without becoming a different run.
+RESUME_SAFE = tuple(name for name, f in _KNOBS.items() if f.metadata["stage"] == RESUME_SAFE_KEY)
+
+
+def stage_inputs(stage: str) -> tuple[str, ...]:
+    """The RunSpec fields whose first reader is `stage`, in declaration order (orchestrator.stages)."""
+    return tuple(name for name, f in _KNOBS.items() if f.metadata["stage"] == stage)
+
+
+def knob_of(name: str):
+    """The dataclass field of RunSpec field `name`: its type, default and knob metadata."""
+    return _KNOBS[name]
+
+
+def flag_knobs() -> tuple[str, ...]:
+    """The RunSpec fields whose command-line flag is made from their knob (they have a `help`)."""
+    return tuple(name for name, f in _KNOBS.items() if f.metadata["help"])

@@ -76,6 +76,23 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
     return p
 
 
+def _knob(g, name: str, d) -> None:
+    """The flag of RunSpec field `name`, made from its declaration (orchestrator.run_spec.knob): its
+    form, its type (a tuple takes one value or more), its choices and help, and each preset's default."""
+    from orchestrator.run_spec import flag_of, knob_of
+
+    f = knob_of(name)
+    kind, kwargs = f.type, {}
+    if kind.startswith("tuple["):
+        kwargs["nargs"], kind = "+", kind[len("tuple["):].split(",")[0]
+    kind = kind.split(" | ")[0]
+    if f.metadata["choices"]:
+        kwargs["choices"] = f.metadata["choices"]
+    elif kind in ("int", "float"):
+        kwargs["type"] = int if kind == "int" else float
+    g.add_argument(flag_of(name), help=f"{f.metadata['help']} {d(name)}", **kwargs)
+
+
 def _run_flags(g) -> None:
     # --preset and --store default to None here, so that a value from --config is told apart from a flag
     # given; spec_builder.build_spec resolves them to DEFAULT_PRESET and DEFAULT_STORE
@@ -123,17 +140,9 @@ def _data_flags(g, defaults: PipelineDefaults, d) -> None:
                         "repeatable (default: none)")
     g.add_argument("--demo-size", type=int, nargs=2, metavar=("TRAIN", "VAL"),
                    help=f"demo data: samples per split {d('demo_train', 'demo_val')}")
-    g.add_argument("--pretrain-epochs", type=int,
-                   help=f"without --weights: epochs of training the original first {d('pretrain_epochs')}")
-    g.add_argument("--pretrain-rounds", type=int,
-                   help="without --weights: at most this many rounds of --pretrain-epochs while the original's "
-                        f"validation top-1 is below its target or still rising; 1 trains once {d('pretrain_rounds')}")
-    g.add_argument("--pretrain-steps-per-epoch", type=int,
-                   help=f"without --weights: cap on steps per training epoch {d('pretrain_steps_per_epoch')}")
-    g.add_argument("--pretrain-batch-size", type=int,
-                   help=f"without --weights: batch size of training the original {d('pretrain_batch_size')}")
-    g.add_argument("--pretrain-lr", type=float,
-                   help=f"without --weights: peak learning rate of training the original {d('pretrain_lr')}")
+    for name in ("pretrain_epochs", "pretrain_rounds", "pretrain_steps_per_epoch", "pretrain_batch_size",
+                 "pretrain_lr"):
+        _knob(g, name, d)
 
 
 def _profile_flags(g, d) -> None:
@@ -146,10 +155,8 @@ def _profile_flags(g, d) -> None:
     g.add_argument("--profile-dir", action="append", metavar="DIR",
                    help="a folder of your own hardware profiles (*.yaml, as hw_profiles/profiles/); repeatable "
                         "(default: none)")
-    g.add_argument("--rank-step", type=int,
-                   help=f"the profiling grid's step and the constant-step candidates {d('rank_step')}")
-    g.add_argument("--calibration-samples", type=int,
-                   help=f"whole-model measurements that calibrate each LUT {d('calibration_samples')}")
+    _knob(g, "rank_step", d)
+    _knob(g, "calibration_samples", d)
     g.add_argument("--reprofile", nargs="*", metavar="HW",
                    help="measure the LUTs of this run again (all hardware, or the named) and redo every later stage "
                         "(default: off)")
@@ -160,47 +167,22 @@ def _profile_flags(g, d) -> None:
 
 
 def _search_flags(g, d) -> None:
-    g.add_argument("--budgets", nargs="+", type=float,
-                   help=f"budgets as fractions of the original cost, e.g. 0.5 0.7 {d('budgets')}")
-    g.add_argument("--budget-metric", choices=("latency", "flops"),
-                   help=f"what a budget is a fraction of: measured latency, or FLOPs {d('budget_metric')}")
+    _knob(g, "budgets", d)
+    _knob(g, "budget_metric", d)
     g.add_argument("--budget-margin", type=float, metavar="M",
                    help="aim the search this fraction below each latency budget, so that models the LUT puts "
                         "just under it still meet it when measured (default: each hardware profile's: the larger of "
                         "twice its calibrated LUT's median error and its worst under-prediction + 0.01, 0.03-0.10; "
                         "0 on simulators)")
-    g.add_argument("--seeds", nargs="+", type=int,
-                   help="search seeds: a trial per seed, the best per budget is selected; blockwise-exact is "
-                        "deterministic and runs once per hardware and budget, with the first seed (it draws the "
-                        f"held-out batches it measures on) {d('seeds')}")
-    g.add_argument("--search-mode", choices=("supernet", "blockwise", "blockwise-exact"),
-                   help="supernet: the paper's search (weight and alpha steps); blockwise: only alpha moves, "
-                        "on the HOSVD of the original, by each block's output error (about one training epoch "
-                        "in all); blockwise-exact: that error (relative to what each block's searched layers "
-                        "add) measured for every candidate and minimised exactly under the budget "
-                        f"(deterministic: one trial per hardware and budget) {d('search_mode')}")
-    g.add_argument("--rank-mode", choices=("latency", "step"),
-                   help=f"candidate ranks from LUT curves or a constant step {d('rank_mode')}")
-    g.add_argument("--search-epochs", type=int,
-                   help="epochs of each search trial (blockwise-exact: each adds held-out batches to its error "
-                        f"tables) {d('search_epochs')}")
-    g.add_argument("--search-steps-per-epoch", type=int,
-                   help="cap on training steps per search epoch; none: the whole split (blockwise-exact takes no "
-                        f"training steps) {d('search_steps_per_epoch')}")
+    for name in ("seeds", "search_mode", "rank_mode", "search_epochs", "search_steps_per_epoch"):
+        _knob(g, name, d)
     g.add_argument("--multi-target", action="store_true",
                    help="one search with a budget on every hardware at once (default: off, one search per hardware)")
 
 
 def _finetune_flags(g, d) -> None:
-    g.add_argument("--finetune-epochs", type=int,
-                   help=f"epochs of fine-tuning each selected model {d('finetune_epochs')}")
-    g.add_argument("--finetune-steps-per-epoch", type=int,
-                   help=f"cap on steps per fine-tune epoch; none: the whole split {d('finetune_steps_per_epoch')}")
-    g.add_argument("--finetune-init", choices=("supernet", "hosvd"),
-                   help="what each selected model's fine-tune starts from: the search's own factors for its "
-                        f"ranks, or a fresh HOSVD of the original's weights {d('finetune_init')}")
-    g.add_argument("--finetune-workers", type=int,
-                   help=f"Ray Train workers per fine-tune (data parallel) {d('finetune_workers')}")
+    for name in ("finetune_epochs", "finetune_steps_per_epoch", "finetune_init", "finetune_workers"):
+        _knob(g, name, d)
 
 
 def _verdict_flags(g) -> None:
@@ -221,23 +203,26 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
     return build_spec(defaults, flags_given(args), config, where)
 
 
-# flags whose value is the RunSpec field of the same name, when given
-_SAME_NAME = ("preset", "data", "store", "run_id", "num_classes", "address", "model", "budget_metric", "weights",
-              "rank_mode", "rank_step", "search_epochs", "search_steps_per_epoch", "finetune_epochs",
-              "finetune_steps_per_epoch", "finetune_workers", "pretrain_epochs", "calibration_samples",
-              "pretrain_steps_per_epoch", "pretrain_batch_size", "pretrain_lr", "pretrain_rounds", "budget_margin",
-              "finetune_init", "search_mode", "luts_from")
+# flags made by hand whose value is the RunSpec field of the same name, when given (every knob's own flag,
+# `_knob`, is taken too)
+_SAME_NAME = ("preset", "data", "store", "run_id", "num_classes", "address", "model", "weights", "budget_margin",
+              "luts_from")
 
 
 def flags_given(args: argparse.Namespace) -> dict:
     """{RunSpec field: value} of every flag given (a flag not given is absent, not None)."""
     from pathlib import Path
 
+    from orchestrator.run_spec import flag_knobs
+
     given = {k: getattr(args, k) for k in _SAME_NAME if getattr(args, k, None) is not None}
+    for k in flag_knobs():
+        if getattr(args, k, None) is not None:
+            given[k] = tuple(getattr(args, k)) if isinstance(getattr(args, k), list) else getattr(args, k)
     image_size = _image_size(args)
     if image_size is not None:
         given["image_size"] = image_size
-    for k in ("hardware", "budgets", "seeds"):
+    for k in ("hardware",):
         if getattr(args, k, None):
             given[k] = tuple(getattr(args, k))
     if getattr(args, "demo_size", None):

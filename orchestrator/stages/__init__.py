@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..run_layout import WEIGHTS, RunLayout
-from ..run_spec import RunSpec
+from ..run_spec import RunSpec, stage_inputs
 
 
 @dataclass
@@ -43,7 +43,9 @@ class RunContext:
 
 class Stage:
     name: str = ""
-    inputs: tuple[str, ...] = ()  # the RunSpec fields this stage reads (a change redoes it and what follows)
+    # the RunSpec fields this stage is the first to read (a change redoes it and what follows), from
+    # their declarations (orchestrator.run_spec.knob)
+    inputs: tuple[str, ...] = ()
 
     def run(self, ctx: RunContext) -> dict:
         raise NotImplementedError
@@ -52,9 +54,7 @@ class Stage:
 class WeightsStage(Stage):
     name = "weights"
     # what defines the original model and its data: a change makes every artifact wrong (refused)
-    inputs = ("pipeline", "model", "dataset", "data", "num_classes", "image_size", "demo_train", "demo_val",
-              "weights", "pretrain_epochs", "pretrain_lr", "pretrain_steps_per_epoch", "pretrain_batch_size",
-              "pretrain_rounds")
+    inputs = stage_inputs("weights")
 
     def spec(self, ctx: RunContext):
         from ..train_jobs import Workers
@@ -76,7 +76,7 @@ class WeightsStage(Stage):
 
 class ProfileStage(Stage):
     name = "profile"
-    inputs = ("hardware", "profile_dirs", "profile_batch", "rank_step", "calibration_samples")
+    inputs = stage_inputs("profile")
 
     def run(self, ctx: RunContext) -> dict:
         from hw_profiles.lut import noisy_rows
@@ -128,9 +128,7 @@ class ProfileStage(Stage):
 
 class SearchStage(Stage):
     name = "search"
-    inputs = ("budgets", "budget_metric", "seeds", "rank_mode", "search_epochs", "search_warmup_epochs",
-              "search_steps_per_epoch", "search_batch_size", "heldout_fraction", "penalty", "lam", "multi_target",
-              "budget_margin", "search_mode")
+    inputs = stage_inputs("search")
 
     def spec(self, ctx: RunContext):
         from .search import SearchSpec
@@ -166,8 +164,7 @@ class SelectStage(Stage):
 
 class FinetuneStage(Stage):
     name = "finetune"
-    inputs = ("finetune_epochs", "finetune_steps_per_epoch", "finetune_batch_size", "finetune_lr", "kd_weight",
-              "finetune_init")
+    inputs = stage_inputs("finetune")
 
     def spec(self, ctx: RunContext):
         from .finetune import FinetuneSpec
@@ -187,7 +184,7 @@ class FinetuneStage(Stage):
 
 class ValidateStage(Stage):
     name = "validate"
-    inputs = ("latency_batch",)
+    inputs = stage_inputs("validate")
 
     def spec(self, ctx: RunContext):
         from .validate import ValidateSpec
@@ -206,7 +203,7 @@ class ValidateStage(Stage):
 
 class ReportStage(Stage):
     name = "report"
-    inputs = ("preset", "data_description")
+    inputs = stage_inputs("report")
 
     def run(self, ctx: RunContext) -> dict:
         from .report import render_table, report_from_store, write_report

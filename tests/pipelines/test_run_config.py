@@ -146,3 +146,32 @@ def test_help_says_nothing_untrue_for_the_generic_entry():
     text = " ".join(build_parser(COMPRESS).format_help().split())
     assert "None" not in text and "(seconds" not in text, text
     assert "--input-size" not in text and "--image-size S" in text
+
+
+def test_a_flag_made_from_a_knob_fills_its_field_and_its_bounds_name_the_flag(tmp_path):
+    """Each knob is declared once (orchestrator.run_spec): the flag, its type and choices come from it,
+    the value given lands in the field, and a value out of its bounds is refused naming that flag."""
+    from haloc.errors import BadInputError
+    from orchestrator.run_spec import flag_knobs, flag_of, knob_of
+
+    names = flag_knobs()
+    assert {"budgets", "seeds", "search_mode", "finetune_epochs", "pretrain_lr"} <= set(names)
+    for name in names:
+        f = knob_of(name)
+        meta = f.metadata
+        if meta["choices"]:
+            given, want = [meta["choices"][-1]], meta["choices"][-1]
+        elif f.type.startswith("tuple[float"):
+            given, want = ["0.4", "0.6"], (0.4, 0.6)
+        elif f.type.startswith("tuple[int"):
+            given, want = ["3", "4"], (3, 4)
+        elif f.type.startswith("float"):
+            given, want = ["0.2"], 0.2
+        else:
+            low = meta["at_least"] if meta["at_least"] is not None else 1
+            given, want = [str(low + 2)], low + 2
+        got = spec(flag_of(name), *given, "--search-epochs", "9", "--store", str(tmp_path))
+        assert getattr(got, name) == (want if name != "search_epochs" else 9), name
+        if meta["at_least"] is not None:
+            with pytest.raises(BadInputError, match=f"^{flag_of(name)} {meta['at_least'] - 1} must be an integer"):
+                spec(flag_of(name), str(meta["at_least"] - 1), "--store", str(tmp_path))

@@ -35,16 +35,18 @@ RESUME_SAFE_KEY, IDENTITY = "resume-safe", "identity"
 
 def knob(default=MISSING, *, stage: str, at_least: int | None = None, optional: bool = False,
          within: tuple[float, float, str] | None = None, choices: tuple[str, ...] | None = None,
-         flag: str | None = None, help: str | None = None):
+         flag: str | None = None, help: str | None = None, to: str | tuple[str, ...] = ()):
     """A RunSpec field, declared once: its default, the first stage that reads it (a change redoes that
     stage and every later one; orchestrator.stages takes its `inputs` from here), and what values it
     takes: an integer `at_least` this (`optional`: or None, the stage's own default), a number `within`
     (low exclusive, high inclusive, the range in words), or one of `choices`. `flag` is its command-line
     form where that is not --field-name. `help`: what the command line's --help says of it (the
     pipelines" command line makes the flag from the knob and adds each preset"s default); a knob
-    without one has no flag of its own, or one the command line builds by hand."""
+    without one has no flag of its own, or one the command line builds by hand. `to`: where the stages'
+    own specs take it, "stage.field" or "stage.field.key" (a key of a dict field), one or several:
+    `view(spec, stage)` builds those fields, so the mapping is declared here and nowhere else."""
     meta = dict(stage=stage, at_least=at_least, optional=optional, within=within, choices=choices, flag=flag,
-                help=help)
+                help=help, to=(to,) if isinstance(to, str) else tuple(to))
     return field(default=default, metadata=meta)
 
 
@@ -68,45 +70,48 @@ class RunSpec:
     run_id: str = knob(stage=IDENTITY)
     preset: str = knob(stage="report")  # "demo" | "quick" | "paper"
     data_description: str | None = knob(None, stage="report")  # what the data is, as the report names it
-    hardware: tuple[str, ...] = knob(("cpu", "asic"), stage="profile")
+    hardware: tuple[str, ...] = knob(("cpu", "asic"), stage="profile", to=("search.hardware", "validate.hardware"))
     profile_dirs: tuple[str, ...] = knob((), stage="profile")  # folders of the user's own hardware profiles
     budgets: tuple[float, ...] = knob((0.5,), stage="search",
-        help="budgets as fractions of the original cost, e.g. 0.5 0.7")
+        help="budgets as fractions of the original cost, e.g. 0.5 0.7", to="search.budgets")
     budget_metric: str = knob("latency", stage="search", choices=BUDGET_METRICS,
-        help="what a budget is a fraction of: measured latency, or FLOPs")
+        help="what a budget is a fraction of: measured latency, or FLOPs", to="search.budget_metric")
     # the search aims this far below a latency budget (None: each profile's)
-    budget_margin: float | None = knob(None, stage="search")
+    budget_margin: float | None = knob(None, stage="search", to="search.budget_margin")
     seeds: tuple[int, ...] = knob((0,), stage="search",
         help=("search seeds: a trial per seed, the best per budget is selected; blockwise-exact is "
               "deterministic and runs once per hardware and budget, with the first seed (it draws the "
-              "held-out batches it measures on)"))
-    weights: str | None = knob(None, stage="weights")  # "torchvision", a file or s3://; None: trained here first
+              "held-out batches it measures on)"), to="search.seeds")
+    # "torchvision", a file or s3://; None: trained here first
+    weights: str | None = knob(None, stage="weights",
+        to="weights.weights")
     address: str | None = knob(None, stage=RESUME_SAFE_KEY)  # a running Ray cluster; None: an embedded Ray
-    num_classes: int = knob(1000, stage="weights", at_least=2)
+    num_classes: int = knob(1000, stage="weights", at_least=2,
+        to=("weights.num_classes", "finetune.num_classes", "validate.num_classes"))
     image_size: int = knob(224, stage="weights", at_least=8)
     demo_train: int = knob(512, stage="weights", at_least=8, flag="--demo-size TRAIN")
     demo_val: int = knob(256, stage="weights", at_least=1, flag="--demo-size VAL")
     # without --weights: train the original model first (demo data, or real)
     pretrain_epochs: int = knob(3, stage="weights", at_least=1,
-        help="without --weights: epochs of training the original first")
+        help="without --weights: epochs of training the original first", to="weights.train.epochs")
     pretrain_lr: float = knob(0.05, stage="weights", within=(0.0, 10.0, "a learning rate in (0, 10], e.g. 0.05"),
-        help="without --weights: peak learning rate of training the original")
+        help="without --weights: peak learning rate of training the original", to="weights.train.lr")
     # None: the whole training split every epoch
     pretrain_steps_per_epoch: int | None = knob(None, stage="weights", at_least=1, optional=True,
-        help="without --weights: cap on steps per training epoch")
+        help="without --weights: cap on steps per training epoch", to="weights.train.max_steps_per_epoch")
     pretrain_batch_size: int = knob(64, stage="weights", at_least=1,
-        help="without --weights: batch size of training the original")
+        help="without --weights: batch size of training the original", to="weights.train.batch_size")
     # at most this many rounds of pretrain_epochs while the original's validation top-1 is below the
     # demo's target or still rising (orchestrator.stages.weights); 1: train once, whatever it reaches
     pretrain_rounds: int = knob(3, stage="weights", at_least=1,
         help=("without --weights: at most this many rounds of --pretrain-epochs while the original's "
-              "validation top-1 is below its target or still rising; 1 trains once"))
+              "validation top-1 is below its target or still rising; 1 trains once"), to="weights.max_rounds")
     # profiling
     profile_batch: int | None = knob(None, stage="profile", at_least=1, optional=True)  # None: each profile's
     rank_mode: str = knob("latency", stage="search", choices=RANK_MODES,
         help="candidate ranks from LUT curves or a constant step")
     rank_step: int = knob(16, stage="profile", at_least=1,
-        help="the profiling grid's step and the constant-step candidates")
+        help="the profiling grid's step and the constant-step candidates", to="search.rank_step")
     calibration_samples: int = knob(10, stage="profile", at_least=2,
         help="whole-model measurements that calibrate each LUT")
     # search; "blockwise" / "blockwise-exact": no weight training (docs/method.md)
@@ -115,35 +120,39 @@ class RunSpec:
               "on the HOSVD of the original, by each block's output error (about one training epoch "
               "in all); blockwise-exact: that error (relative to what each block's searched layers "
               "add) measured for every candidate and minimised exactly under the budget "
-              "(deterministic: one trial per hardware and budget)"))
+              "(deterministic: one trial per hardware and budget)"), to="search.mode")
     search_epochs: int = knob(10, stage="search", at_least=1,
         help=("epochs of each search trial (blockwise-exact: each adds held-out batches to its error "
-              "tables)"))
-    search_warmup_epochs: int = knob(1, stage="search", at_least=0)
+              "tables)"), to="search.epochs")
+    search_warmup_epochs: int = knob(1, stage="search", at_least=0, to="search.warmup_epochs")
     search_steps_per_epoch: int | None = knob(None, stage="search", at_least=1, optional=True,
         help=("cap on training steps per search epoch; none: the whole split (blockwise-exact takes no "
-              "training steps)"))
-    search_batch_size: int = knob(64, stage="search", at_least=1)
+              "training steps)"), to="search.steps_per_epoch")
+    search_batch_size: int = knob(64, stage="search", at_least=1, to="search.batch_size")
     heldout_fraction: float = knob(0.2, stage="search", within=(0.0, 0.95, "a fraction in (0, 0.95], e.g. 0.2"),
-                                   flag="--heldout-fraction")
-    penalty: str = knob("additive", stage="search")
-    lam: float = knob(2.0, stage="search", within=(0.0, 1e4, "a positive penalty weight, e.g. 2"))
-    multi_target: bool = knob(False, stage="search")  # one trial with a budget on every hardware target at once
+                                   flag="--heldout-fraction", to="search.heldout_fraction")
+    penalty: str = knob("additive", stage="search", to="search.penalty")
+    lam: float = knob(2.0, stage="search", within=(0.0, 1e4, "a positive penalty weight, e.g. 2"), to="search.lam")
+    # one trial with a budget on every hardware target at once
+    multi_target: bool = knob(False, stage="search",
+        to="search.joint")
     # fine-tune and validate
     finetune_epochs: int = knob(10, stage="finetune", at_least=1,
-        help="epochs of fine-tuning each selected model")
+        help="epochs of fine-tuning each selected model", to="finetune.train.epochs")
     finetune_steps_per_epoch: int | None = knob(None, stage="finetune", at_least=1, optional=True,
-        help="cap on steps per fine-tune epoch; none: the whole split")
-    finetune_batch_size: int = knob(64, stage="finetune", at_least=1)
-    finetune_lr: float = knob(0.01, stage="finetune", within=(0.0, 10.0, "a learning rate in (0, 10], e.g. 0.01"))
+        help="cap on steps per fine-tune epoch; none: the whole split", to="finetune.train.max_steps_per_epoch")
+    finetune_batch_size: int = knob(64, stage="finetune", at_least=1, to="finetune.train.batch_size")
+    finetune_lr: float = knob(0.01, stage="finetune", within=(0.0, 10.0, "a learning rate in (0, 10], e.g. 0.01"),
+        to="finetune.train.lr")
     finetune_workers: int = knob(2, stage=RESUME_SAFE_KEY, at_least=1,
-        help="Ray Train workers per fine-tune (data parallel)")
+        help="Ray Train workers per fine-tune (data parallel)", to="finetune.num_workers")
     # the student starts from the search's own factors, or "hosvd"
     finetune_init: str = knob("supernet", stage="finetune", choices=FINETUNE_INITS,
         help=("what each selected model's fine-tune starts from: the search's own factors for its "
-              "ranks, or a fresh HOSVD of the original's weights"))
-    kd_weight: float = knob(0.5, stage="finetune", within=(0.0, 1.0, "a weight in [0, 1], e.g. 0.5"))
-    latency_batch: int = knob(1, stage="validate", at_least=1)
+              "ranks, or a fresh HOSVD of the original's weights"), to="finetune.init")
+    kd_weight: float = knob(0.5, stage="finetune", within=(0.0, 1.0, "a weight in [0, 1], e.g. 0.5"),
+        to="finetune.train.kd_weight")
+    latency_batch: int = knob(1, stage="validate", at_least=1, to="validate.latency_batch")
     progress: bool = knob(True, stage=RESUME_SAFE_KEY)
     # measured verdicts
     # go on with a LUT that failed its quality gate (the report says so; exit 3)
@@ -244,3 +253,19 @@ def knob_of(name: str):
 def flag_knobs() -> tuple[str, ...]:
     """The RunSpec fields whose command-line flag is made from their knob (they have a `help`)."""
     return tuple(name for name, f in _KNOBS.items() if f.metadata["help"])
+
+
+def view(spec: RunSpec, stage: str) -> dict:
+    """The fields of `stage`'s own spec that come straight from the run spec, by each knob's `to`
+    (a "stage.field.key" target fills a dict field): what the stage adds is only what it computes."""
+    out: dict = {}
+    for name, f in _KNOBS.items():
+        for target in f.metadata["to"]:
+            where, _, path = target.partition(".")
+            if where == stage:
+                *parents, leaf = path.split(".")
+                node = out
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[leaf] = getattr(spec, name)
+    return out

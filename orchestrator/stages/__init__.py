@@ -1,5 +1,6 @@
-"""The stages of a pipeline run, in order, and the one place where each stage's own typed spec is
-derived from the run's flat RunSpec.
+"""The stages of a pipeline run, in order, and where each stage's own typed spec is made from the
+run's flat RunSpec: the fields that come straight from a knob are its `view` (each knob says where it
+goes, orchestrator.run_spec); a stage adds only what it computes (the model's spec, the data's config).
 
     weights -> profile -> search -> select -> finetune -> validate -> report
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..run_layout import WEIGHTS, RunLayout
-from ..run_spec import RunSpec, stage_inputs
+from ..run_spec import RunSpec, stage_inputs, view
 
 
 @dataclass
@@ -60,13 +61,10 @@ class WeightsStage(Stage):
         from ..train_jobs import Workers
         from .weights import DEMO_TARGET_TOP1, WeightsSpec
 
-        s = ctx.spec
-        train = dict(epochs=s.pretrain_epochs, lr=s.pretrain_lr, batch_size=s.pretrain_batch_size,
-                     max_steps_per_epoch=s.pretrain_steps_per_epoch, log_every=0)
+        s, fields = ctx.spec, view(ctx.spec, "weights")  # the knobs' own fields; what follows is computed
         target = DEMO_TARGET_TOP1 if s.dataset == "demo" else None  # the demo's data: a real baseline reaches it
-        return WeightsSpec(model=s.model_spec, weights=s.weights, num_classes=s.num_classes, data=ctx.data_config(),
-                           train=train, workers=Workers(num_workers=s.finetune_workers), target_top1=target,
-                           max_rounds=s.pretrain_rounds)
+        return WeightsSpec(**dict(fields, train=dict(fields["train"], log_every=0)), model=s.model_spec,
+                           data=ctx.data_config(), workers=Workers(num_workers=s.finetune_workers), target_top1=target)
 
     def run(self, ctx: RunContext) -> dict:
         from .weights import run_weights
@@ -134,13 +132,8 @@ class SearchStage(Stage):
         from .search import SearchSpec
 
         s = ctx.spec
-        return SearchSpec(
-            model=s.model_spec, hardware=s.hardware, budgets=s.budgets, seeds=s.seeds, budget_metric=s.budget_metric,
-            joint=s.multi_target, epochs=s.search_epochs, warmup_epochs=s.search_warmup_epochs,
-            steps_per_epoch=s.search_steps_per_epoch, batch_size=s.search_batch_size, penalty=s.penalty,
-            lam=s.lam, data=ctx.data_config(), heldout_fraction=s.heldout_fraction, weights=WEIGHTS,
-            rank_mode=s.rank_mode if s.budget_metric == "latency" else "step", rank_step=s.rank_step,
-            budget_margin=s.budget_margin, mode=s.search_mode)
+        return SearchSpec(**view(s, "search"), model=s.model_spec, data=ctx.data_config(), weights=WEIGHTS,
+                          rank_mode=s.rank_mode if s.budget_metric == "latency" else "step")
 
     def run(self, ctx: RunContext) -> dict:
         from .search import run_search
@@ -169,11 +162,9 @@ class FinetuneStage(Stage):
     def spec(self, ctx: RunContext):
         from .finetune import FinetuneSpec
 
-        s = ctx.spec
-        train = dict(epochs=s.finetune_epochs, lr=s.finetune_lr, batch_size=s.finetune_batch_size,
-                     kd_weight=s.kd_weight, max_steps_per_epoch=s.finetune_steps_per_epoch, log_every=0)
-        return FinetuneSpec(model=s.model_spec, data=ctx.data_config(), num_classes=s.num_classes, weights=WEIGHTS,
-                            num_workers=s.finetune_workers, train=train, init=s.finetune_init)
+        fields = view(ctx.spec, "finetune")
+        return FinetuneSpec(**dict(fields, train=dict(fields["train"], log_every=0)), model=ctx.spec.model_spec,
+                            data=ctx.data_config(), weights=WEIGHTS)
 
     def run(self, ctx: RunContext) -> dict:
         from .finetune import run_finetune
@@ -189,9 +180,8 @@ class ValidateStage(Stage):
     def spec(self, ctx: RunContext):
         from .validate import ValidateSpec
 
-        s = ctx.spec
-        return ValidateSpec(model=s.model_spec, hardware=s.hardware, data=ctx.data_config(), num_classes=s.num_classes,
-                            weights=WEIGHTS, latency_batch=s.latency_batch)
+        return ValidateSpec(**view(ctx.spec, "validate"), model=ctx.spec.model_spec, data=ctx.data_config(),
+                            weights=WEIGHTS)
 
     def run(self, ctx: RunContext) -> dict:
         from .validate import run_validate

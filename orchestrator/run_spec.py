@@ -133,9 +133,8 @@ class RunSpec:
                                    flag="--heldout-fraction", to="search.heldout_fraction")
     penalty: str = knob("additive", stage="search", to="search.penalty")
     lam: float = knob(2.0, stage="search", within=(0.0, 1e4, "a positive penalty weight, e.g. 2"), to="search.lam")
-    # one trial with a budget on every hardware target at once
-    multi_target: bool = knob(False, stage="search",
-        to="search.joint")
+    multi_target: bool = knob(False, stage="search", to="search.joint",
+        help="one search with a budget on every hardware at once (off: one search per hardware)")
     # fine-tune and validate
     finetune_epochs: int = knob(10, stage="finetune", at_least=1,
         help="epochs of fine-tuning each selected model", to="finetune.train.epochs")
@@ -155,11 +154,12 @@ class RunSpec:
     latency_batch: int = knob(1, stage="validate", at_least=1, to="validate.latency_batch")
     progress: bool = knob(True, stage=RESUME_SAFE_KEY)
     # measured verdicts
-    # go on with a LUT that failed its quality gate (the report says so; exit 3)
-    accept_noisy_lut: bool = knob(False, stage=RESUME_SAFE_KEY)
-    allow_miss: bool = knob(False, stage=RESUME_SAFE_KEY)  # exit 0 even when a model missed its budget
-    # start from another run's LUTs (same model, input size and hardware profiles)
-    luts_from: str | None = knob(None, stage=RESUME_SAFE_KEY)
+    accept_noisy_lut: bool = knob(False, stage=RESUME_SAFE_KEY,
+        help="go on with a LUT that failed its quality gate (the report marks it; exit 3)")
+    allow_miss: bool = knob(False, stage=RESUME_SAFE_KEY,
+        help="exit 0 even when a model missed its budget on measurement (the report still says so)")
+    luts_from: str | None = knob(None, stage=RESUME_SAFE_KEY,
+        help="start from another run's LUTs (same model, input size and hardware profiles)")
     # local folders Ray ships to every node (the user's model / data factories)
     py_modules: tuple[str, ...] = knob((), stage=RESUME_SAFE_KEY)
 

@@ -35,7 +35,8 @@ def _default(defaults: PipelineDefaults, *fields: str) -> str:
 
     def shown(preset: str) -> str:
         values = [defaults.preset(preset).get(f, base.get(f)) for f in fields]
-        return " ".join(" ".join(map(str, v)) if isinstance(v, tuple) else "none" if v is None else str(v)
+        return " ".join(" ".join(map(str, v)) if isinstance(v, tuple) else "none" if v is None
+                        else ("on" if v else "off") if isinstance(v, bool) else str(v)
                         for v in values)
 
     by_value: dict[str, list[str]] = {}
@@ -72,11 +73,11 @@ def build_parser(defaults: PipelineDefaults, prog: str | None = None) -> argpars
     _profile_flags(groups["profile"], d)
     _search_flags(groups["search"], d)
     _finetune_flags(groups["finetune"], d)
-    _verdict_flags(groups["verdict"])
+    _verdict_flags(groups["verdict"], d)
     return p
 
 
-def _knob(g, name: str, d) -> None:
+def _knob(g, name: str, d, **extra) -> None:
     """The flag of RunSpec field `name`, made from its declaration (orchestrator.run_spec.knob): its
     form, its type (a tuple takes one value or more), its choices and help, and each preset's default."""
     from orchestrator.run_spec import flag_of, knob_of
@@ -86,11 +87,13 @@ def _knob(g, name: str, d) -> None:
     if kind.startswith("tuple["):
         kwargs["nargs"], kind = "+", kind[len("tuple["):].split(",")[0]
     kind = kind.split(" | ")[0]
-    if f.metadata["choices"]:
+    if kind == "bool":  # a switch: off unless given
+        kwargs["action"] = "store_true"
+    elif f.metadata["choices"]:
         kwargs["choices"] = f.metadata["choices"]
     elif kind in ("int", "float"):
         kwargs["type"] = int if kind == "int" else float
-    g.add_argument(flag_of(name), help=f"{f.metadata['help']} {d(name)}", **kwargs)
+    g.add_argument(flag_of(name), help=f"{f.metadata['help']} {d(name)}", **kwargs, **extra)
 
 
 def _run_flags(g) -> None:
@@ -160,10 +163,8 @@ def _profile_flags(g, d) -> None:
     g.add_argument("--reprofile", nargs="*", metavar="HW",
                    help="measure the LUTs of this run again (all hardware, or the named) and redo every later stage "
                         "(default: off)")
-    g.add_argument("--luts-from", metavar="RUN_ID",
-                   help="start from another run's LUTs (same model, input size and hardware profiles) (default: none)")
-    g.add_argument("--accept-noisy-lut", action="store_true",
-                   help="go on with a LUT that failed its quality gate (the report marks it; exit 3) (default: off)")
+    _knob(g, "luts_from", d, metavar="RUN_ID")
+    _knob(g, "accept_noisy_lut", d)
 
 
 def _search_flags(g, d) -> None:
@@ -176,8 +177,7 @@ def _search_flags(g, d) -> None:
                         "0 on simulators)")
     for name in ("seeds", "search_mode", "rank_mode", "search_epochs", "search_steps_per_epoch"):
         _knob(g, name, d)
-    g.add_argument("--multi-target", action="store_true",
-                   help="one search with a budget on every hardware at once (default: off, one search per hardware)")
+    _knob(g, "multi_target", d)
 
 
 def _finetune_flags(g, d) -> None:
@@ -185,10 +185,8 @@ def _finetune_flags(g, d) -> None:
         _knob(g, name, d)
 
 
-def _verdict_flags(g) -> None:
-    g.add_argument("--allow-miss", action="store_true",
-                   help="exit 0 even when a model missed its budget on measurement (the report still says so) "
-                        "(default: off)")
+def _verdict_flags(g, d) -> None:
+    _knob(g, "allow_miss", d)
 
 
 def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
@@ -205,8 +203,7 @@ def spec_from_args(args: argparse.Namespace, defaults: PipelineDefaults):
 
 # flags made by hand whose value is the RunSpec field of the same name, when given (every knob's own flag,
 # `_knob`, is taken too)
-_SAME_NAME = ("preset", "data", "store", "run_id", "num_classes", "address", "model", "weights", "budget_margin",
-              "luts_from")
+_SAME_NAME = ("preset", "data", "store", "run_id", "num_classes", "address", "model", "weights", "budget_margin")
 
 
 def flags_given(args: argparse.Namespace) -> dict:
@@ -217,8 +214,9 @@ def flags_given(args: argparse.Namespace) -> dict:
 
     given = {k: getattr(args, k) for k in _SAME_NAME if getattr(args, k, None) is not None}
     for k in flag_knobs():
-        if getattr(args, k, None) is not None:
-            given[k] = tuple(getattr(args, k)) if isinstance(getattr(args, k), list) else getattr(args, k)
+        value = getattr(args, k, None)
+        if value is not None and value is not False:  # a switch left off is not given
+            given[k] = tuple(value) if isinstance(value, list) else value
     image_size = _image_size(args)
     if image_size is not None:
         given["image_size"] = image_size
@@ -227,9 +225,6 @@ def flags_given(args: argparse.Namespace) -> dict:
             given[k] = tuple(getattr(args, k))
     if getattr(args, "demo_size", None):
         given["demo_train"], given["demo_val"] = args.demo_size
-    for k in ("multi_target", "accept_noisy_lut", "allow_miss"):
-        if getattr(args, k, False):
-            given[k] = True
     if getattr(args, "no_progress", False):
         given["progress"] = False
     if getattr(args, "py_modules", None):

@@ -155,12 +155,17 @@ def test_a_flag_made_from_a_knob_fills_its_field_and_its_bounds_name_the_flag(tm
     from orchestrator.run_spec import flag_knobs, flag_of, knob_of
 
     names = flag_knobs()
-    assert {"budgets", "seeds", "search_mode", "finetune_epochs", "pretrain_lr"} <= set(names)
+    assert {"budgets", "seeds", "search_mode", "finetune_epochs", "pretrain_lr", "allow_miss", "luts_from"} <= set(names)
+    assert spec("--store", str(tmp_path)).allow_miss is False  # a switch left off is not "given" as False
     for name in names:
         f = knob_of(name)
         meta = f.metadata
-        if meta["choices"]:
+        if f.type == "bool":
+            given, want = [], True
+        elif meta["choices"]:
             given, want = [meta["choices"][-1]], meta["choices"][-1]
+        elif f.type.startswith("str"):
+            given, want = ["other-run"], "other-run"
         elif f.type.startswith("tuple[float"):
             given, want = ["0.4", "0.6"], (0.4, 0.6)
         elif f.type.startswith("tuple[int"):

@@ -155,7 +155,8 @@ def test_a_flag_made_from_a_knob_fills_its_field_and_its_bounds_name_the_flag(tm
     from orchestrator.run_spec import flag_knobs, flag_of, knob_of
 
     names = flag_knobs()
-    assert {"budgets", "seeds", "search_mode", "finetune_epochs", "pretrain_lr", "allow_miss", "luts_from"} <= set(names)
+    assert {"budgets", "seeds", "search_mode", "finetune_epochs", "pretrain_lr", "allow_miss",
+            "luts_from"} <= set(names)
     assert spec("--store", str(tmp_path)).allow_miss is False  # a switch left off is not "given" as False
     for name in names:
         f = knob_of(name)

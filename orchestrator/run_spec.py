@@ -27,26 +27,27 @@ SEARCH_MODES = ("supernet", "blockwise", "blockwise-exact")
 # first seed (orchestrator.stages.search.SearchSpec.trial_seeds).
 DETERMINISTIC_SEARCH_MODES = ("blockwise-exact",)
 MAX_SEED = 2**31 - 1  # numpy, torch and Python's random all take it
-# What a knob"s `stage` may be besides a stage"s name: a key a resumed run may change without becoming
+# What a knob's `stage` may be besides a stage's name: a key a resumed run may change without becoming
 # a different run (where the cluster is, how progress is shown, how verdicts end the run), or the run's
 # identity itself.
 RESUME_SAFE_KEY, IDENTITY = "resume-safe", "identity"
 
 
 def knob(default=MISSING, *, stage: str, at_least: int | None = None, optional: bool = False,
-         within: tuple[float, float, str] | None = None, choices: tuple[str, ...] | None = None,
-         flag: str | None = None, help: str | None = None, to: str | tuple[str, ...] = ()):
+         within: tuple[float, float, str] | None = None, low_allowed: bool = False,
+         choices: tuple[str, ...] | None = None, flag: str | None = None, help: str | None = None,
+         to: str | tuple[str, ...] = ()):
     """A RunSpec field, declared once: its default, the first stage that reads it (a change redoes that
     stage and every later one; orchestrator.stages takes its `inputs` from here), and what values it
     takes: an integer `at_least` this (`optional`: or None, the stage's own default), a number `within`
-    (low exclusive, high inclusive, the range in words), or one of `choices`. `flag` is its command-line
-    form where that is not --field-name. `help`: what the command line's --help says of it (the
-    pipelines" command line makes the flag from the knob and adds each preset"s default); a knob
+    (low exclusive unless `low_allowed`, high inclusive, the range in words), or one of `choices`.
+    `flag` is its command-line form where that is not --field-name. `help`: what the command line's
+    --help says of it (the pipelines' command line makes the flag from the knob and adds each preset's default); a knob
     without one has no flag of its own, or one the command line builds by hand. `to`: where the stages'
     own specs take it, "stage.field" or "stage.field.key" (a key of a dict field), one or several:
     `view(spec, stage)` builds those fields, so the mapping is declared here and nowhere else."""
-    meta = dict(stage=stage, at_least=at_least, optional=optional, within=within, choices=choices, flag=flag,
-                help=help, to=(to,) if isinstance(to, str) else tuple(to))
+    meta = dict(stage=stage, at_least=at_least, optional=optional, within=within, low_allowed=low_allowed,
+                choices=choices, flag=flag, help=help, to=(to,) if isinstance(to, str) else tuple(to))
     return field(default=default, metadata=meta)
 
 
@@ -149,7 +150,8 @@ class RunSpec:
     finetune_init: str = knob("supernet", stage="finetune", choices=FINETUNE_INITS,
         help=("what each selected model's fine-tune starts from: the search's own factors for its "
               "ranks, or a fresh HOSVD of the original's weights"), to="finetune.init")
-    kd_weight: float = knob(0.5, stage="finetune", within=(0.0, 1.0, "a weight in [0, 1], e.g. 0.5"),
+    # 0 allowed: no distillation
+    kd_weight: float = knob(0.5, stage="finetune", within=(0.0, 1.0, "a weight in [0, 1], e.g. 0.5"), low_allowed=True,
         to="finetune.train.kd_weight")
     latency_batch: int = knob(1, stage="validate", at_least=1, to="validate.latency_batch")
     progress: bool = knob(True, stage=RESUME_SAFE_KEY)
@@ -230,8 +232,7 @@ def _check_knob(f, value) -> None:
                                 + (", or leave the flag out" if meta["optional"] else ""))
     if meta.get("within"):
         low, high, what = meta["within"]
-        closed = f.name == "kd_weight"  # the one range whose low end is allowed: no distillation
-        if not _is_number(value) or not (low <= value <= high if closed else low < value <= high):
+        if not _is_number(value) or not (low <= value <= high if meta["low_allowed"] else low < value <= high):
             raise BadInputError(f"{flag} {value!r} must be {what}")
 
 

@@ -175,9 +175,8 @@ def _search_flags(g, d) -> None:
                         "just under it still meet it when measured (default: each hardware profile's: the larger of "
                         "twice its calibrated LUT's median error and its worst under-prediction + 0.01, 0.03-0.10; "
                         "0 on simulators)")
-    for name in ("seeds", "search_mode", "rank_mode", "search_epochs", "search_steps_per_epoch"):
+    for name in ("seeds", "search_mode", "rank_mode", "search_epochs", "search_steps_per_epoch", "multi_target"):
         _knob(g, name, d)
-    _knob(g, "multi_target", d)
 
 
 def _finetune_flags(g, d) -> None:
@@ -220,9 +219,8 @@ def flags_given(args: argparse.Namespace) -> dict:
     image_size = _image_size(args)
     if image_size is not None:
         given["image_size"] = image_size
-    for k in ("hardware",):
-        if getattr(args, k, None):
-            given[k] = tuple(getattr(args, k))
+    if getattr(args, "hardware", None):
+        given["hardware"] = tuple(args.hardware)
     if getattr(args, "demo_size", None):
         given["demo_train"], given["demo_val"] = args.demo_size
     if getattr(args, "no_progress", False):
